@@ -1,0 +1,92 @@
+import { z } from "zod";
+
+/** Durations as Go-style strings ("24h", "30m", "10s", "1h30m") or a number of seconds. */
+export const duration = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
+  if (typeof value === "number") return value * 1000;
+  const ms = parseDuration(value);
+  if (ms === null) {
+    ctx.addIssue({ code: "custom", message: `expected a duration such as "10s", "5m" or "24h", got "${value}"` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "1h30m", "250ms", "24h", "7d" into milliseconds; null when malformed. */
+export function parseDuration(text: string): number | null {
+  const trimmed = text.trim();
+  if (trimmed === "" ) return null;
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed) * 1000;
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)/gy;
+  let total = 0;
+  let consumed = 0;
+  for (let m = re.exec(trimmed); m; m = re.exec(trimmed)) {
+    total += Number(m[1]) * (UNIT_MS[m[2]!] ?? 0);
+    consumed = re.lastIndex;
+  }
+  return consumed === trimmed.length ? total : null;
+}
+
+export const logSection = z
+  .object({
+    level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+    formatter: z.enum(["json", "text", "logstash"]).default("json"),
+    accesslog: z.object({ disabled: z.boolean().default(false) }).prefault({}),
+    fields: z.record(z.string(), z.unknown()).optional(),
+  })
+  .prefault({});
+
+export const storageSection = z
+  .object({
+    filesystem: z
+      .object({
+        rootdirectory: z.string().default("./data"),
+      })
+      .prefault({}),
+    delete: z.object({ enabled: z.boolean().default(true) }).prefault({}),
+    maintenance: z
+      .object({
+        uploadpurging: z
+          .object({
+            enabled: z.boolean().default(true),
+            age: duration.default(168 * 3_600_000),
+            interval: duration.default(24 * 3_600_000),
+            dryrun: z.boolean().default(false),
+          })
+          .prefault({}),
+        readonly: z.object({ enabled: z.boolean().default(false) }).prefault({}),
+      })
+      .prefault({}),
+    cache: z.object({ blobdescriptor: z.string().optional() }).optional(),
+    redirect: z.object({ disable: z.boolean().default(false) }).optional(),
+  })
+  .prefault({});
+
+export const httpSection = z
+  .object({
+    addr: z.string().default("0.0.0.0:5000"),
+    net: z.enum(["tcp", "unix"]).default("tcp"),
+    host: z.string().optional(),
+    prefix: z.string().default("/"),
+    secret: z.string().optional(),
+    relativeurls: z.boolean().default(false),
+    draintimeout: duration.default(30_000),
+    /** Worker processes; 0 means one per core. Berth's own key. */
+    workers: z.number().int().nonnegative().default(0),
+    /** Largest manifest accepted, in bytes (Berth's own key). */
+    maxmanifestbytes: z.number().int().positive().default(4 * 1024 * 1024),
+    /** Proxies whose X-Forwarded-* headers are believed (Berth's own key). */
+    trustedproxies: z.array(z.string()).default(["127.0.0.1", "::1"]),
+    tls: z
+      .object({
+        certificate: z.string().optional(),
+        key: z.string().optional(),
+        clientcas: z.array(z.string()).optional(),
+        minimumtls: z.string().optional(),
+      })
+      .prefault({}),
+    headers: z.record(z.string(), z.array(z.string())).default({}),
+    debug: z.object({ addr: z.string().optional() }).optional(),
+  })
+  .prefault({});

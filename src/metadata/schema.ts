@@ -1,0 +1,93 @@
+import type { Generated } from "kysely";
+
+/** Times are milliseconds since the epoch; sizes are bytes. */
+export interface RepositoriesTable {
+  id: Generated<number>;
+  name: string;
+  created_at: number;
+  updated_at: number;
+}
+
+/** One row per stored blob digest, shared by every repository that links it. */
+export interface BlobsTable {
+  digest: string;
+  size: number;
+  created_at: number;
+}
+
+/** Which blobs a repository may read: created by an upload, a mount, or a manifest push. */
+export interface RepositoryBlobsTable {
+  repository_id: number;
+  digest: string;
+  created_at: number;
+}
+
+export interface ManifestsTable {
+  repository_id: number;
+  digest: string;
+  media_type: string;
+  size: number;
+  /** The manifest exactly as pushed. */
+  content: Buffer;
+  /** artifactType, or the config media type of an image manifest. */
+  artifact_type: string | null;
+  /** The `subject` digest (referrers API). */
+  subject: string | null;
+  /** JSON of the manifest's annotations, or null. */
+  annotations: string | null;
+  config_digest: string | null;
+  created_at: number;
+  last_pulled_at: number | null;
+}
+
+/** Config and layers of an image manifest. */
+export interface ManifestBlobsTable {
+  repository_id: number;
+  manifest_digest: string;
+  blob_digest: string;
+}
+
+/** Manifests listed by an index. */
+export interface ManifestChildrenTable {
+  repository_id: number;
+  parent_digest: string;
+  child_digest: string;
+}
+
+export interface TagsTable {
+  repository_id: number;
+  name: string;
+  digest: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface UploadsTable {
+  id: string;
+  repository_id: number;
+  /** Bytes received so far. */
+  size: number;
+  created_at: number;
+  updated_at: number;
+  /** A PATCH/PUT holds the upload until this time, so that two processes never append at once. */
+  lease_until: number | null;
+}
+
+/** Named leases for background jobs (gc, retention, purging) shared by every process. */
+export interface LocksTable {
+  name: string;
+  holder: string;
+  expires_at: number;
+}
+
+export interface Database {
+  repositories: RepositoriesTable;
+  blobs: BlobsTable;
+  repository_blobs: RepositoryBlobsTable;
+  manifests: ManifestsTable;
+  manifest_blobs: ManifestBlobsTable;
+  manifest_children: ManifestChildrenTable;
+  tags: TagsTable;
+  uploads: UploadsTable;
+  locks: LocksTable;
+}

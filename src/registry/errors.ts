@@ -1,0 +1,44 @@
+/**
+ * The one error type of the domain. It carries an OCI distribution-spec error code; src/http maps
+ * codes to status codes and to the spec's `{"errors":[...]}` body in one place.
+ */
+export type ErrorCode =
+  | "BLOB_UNKNOWN"
+  | "BLOB_UPLOAD_INVALID"
+  | "BLOB_UPLOAD_UNKNOWN"
+  | "DIGEST_INVALID"
+  | "MANIFEST_BLOB_UNKNOWN"
+  | "MANIFEST_INVALID"
+  | "MANIFEST_UNKNOWN"
+  | "NAME_INVALID"
+  | "NAME_UNKNOWN"
+  | "SIZE_INVALID"
+  | "TAG_INVALID"
+  | "UNAUTHORIZED"
+  | "DENIED"
+  | "UNSUPPORTED"
+  | "TOOMANYREQUESTS"
+  | "RANGE_INVALID"
+  | "PAGINATION_NUMBER_INVALID"
+  | "MANIFEST_TOO_LARGE"
+  | "NOT_FOUND"
+  | "UNAVAILABLE";
+
+export class RegistryError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: unknown;
+  /** Extra response headers the HTTP layer should send with this error (Range, WWW-Authenticate, ...). */
+  readonly headers: Record<string, string>;
+
+  constructor(code: ErrorCode, message: string, detail?: unknown, headers: Record<string, string> = {}) {
+    super(message);
+    this.name = "RegistryError";
+    this.code = code;
+    this.detail = detail;
+    this.headers = headers;
+  }
+}
+
+export function isRegistryError(err: unknown): err is RegistryError {
+  return err instanceof RegistryError;
+}

@@ -1,0 +1,147 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const CLI = path.join(ROOT, "dist/cli/main.js");
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function tempDir(prefix = "berth-test-"): string {
+  return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export interface StartOptions {
+  /** Reuse a data directory (for restart tests); a fresh temp dir otherwise. */
+  dataDir?: string;
+  /** Extra `berth serve` arguments. */
+  args?: string[];
+  env?: Record<string, string>;
+  /** Worker processes; tests default to 1 to keep the 2-core machine free. */
+  workers?: number;
+  port?: number;
+  /** URL scheme to wait on (https when TLS flags are passed). */
+  scheme?: "http" | "https";
+  /** Keep stdout/stderr lines here (logs are JSON). */
+  captureLogs?: boolean;
+}
+
+export interface Berth {
+  url: string;
+  host: string;
+  port: number;
+  dataDir: string;
+  process: ChildProcess;
+  logs: string[];
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILL the whole process group (primary and workers), as a crash would. */
+  kill(): Promise<void>;
+  /** Stop and remove the data directory (unless it was given). */
+  cleanup(): Promise<void>;
+}
+
+/** Starts a real `berth serve` from dist/ on a free loopback port and waits until /v2/ answers. */
+export async function startBerth(options: StartOptions = {}): Promise<Berth> {
+  const port = options.port ?? (await freePort());
+  const ownDir = !options.dataDir;
+  const dataDir = options.dataDir ?? tempDir();
+  const args = [
+    CLI,
+    "serve",
+    "--addr",
+    `127.0.0.1:${port}`,
+    "--data-dir",
+    dataDir,
+    "--workers",
+    String(options.workers ?? 1),
+    ...(options.args ?? []),
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: dataDir,
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  const logs: string[] = [];
+  const keep = (chunk: Buffer) => {
+    if (options.captureLogs !== false) logs.push(...chunk.toString().split("\n").filter(Boolean));
+    if (logs.length > 20_000) logs.splice(0, logs.length - 20_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const scheme = options.scheme ?? "http";
+  const url = `${scheme}://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  let ready = false;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) break;
+    if (await portOpen(port)) {
+      ready = true;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!ready) {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {}
+    throw new Error(`berth did not start on ${url}:\n${logs.slice(-40).join("\n")}`);
+  }
+  const berth: Berth = {
+    url,
+    host: `127.0.0.1:${port}`,
+    port,
+    dataDir,
+    process: child,
+    logs,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      return exited;
+    },
+    async kill() {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {}
+      await exited;
+      // Give the kernel a moment to release the listening socket of the workers.
+      await new Promise((r) => setTimeout(r, 100));
+    },
+    async cleanup() {
+      const timer = setTimeout(() => {
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {}
+      }, 15_000);
+      await berth.stop();
+      clearTimeout(timer);
+      if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return berth;
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
