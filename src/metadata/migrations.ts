@@ -98,6 +98,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
           .addColumn("updated_at", t.big as "integer", (c) => c.notNull())
           .addColumn("lease_until", t.big as "integer")
+          .addColumn("lease_holder", "text")
           .execute();
         await db.schema.createIndex("uploads_repository").on("uploads").column("repository_id").execute();
         await db.schema

@@ -71,6 +71,8 @@ export interface UploadsTable {
   updated_at: number;
   /** A PATCH/PUT holds the upload until this time, so that two processes never append at once. */
   lease_until: number | null;
+  /** `host:pid` of the process holding the lease. */
+  lease_holder: string | null;
 }
 
 /** Named leases for background jobs (gc, retention, purging) shared by every process. */

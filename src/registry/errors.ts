@@ -20,7 +20,6 @@ export type ErrorCode =
   | "TOOMANYREQUESTS"
   | "RANGE_INVALID"
   | "PAGINATION_NUMBER_INVALID"
-  | "MANIFEST_TOO_LARGE"
   | "NOT_FOUND"
   | "UNAVAILABLE";
 
@@ -29,13 +28,22 @@ export class RegistryError extends Error {
   readonly detail: unknown;
   /** Extra response headers the HTTP layer should send with this error (Range, WWW-Authenticate, ...). */
   readonly headers: Record<string, string>;
+  /** An HTTP status other than the code's usual one (416 for an out-of-order chunk, 413 for a huge manifest). */
+  readonly status: number | undefined;
 
-  constructor(code: ErrorCode, message: string, detail?: unknown, headers: Record<string, string> = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    detail?: unknown,
+    headers: Record<string, string> = {},
+    status?: number,
+  ) {
     super(message);
     this.name = "RegistryError";
     this.code = code;
     this.detail = detail;
     this.headers = headers;
+    this.status = status;
   }
 }
 

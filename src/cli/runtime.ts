@@ -1,0 +1,41 @@
+import path from "node:path";
+import type { Config } from "../config/schema.js";
+import { type MetadataDb, openSqlite } from "../metadata/db.js";
+import { MetadataStore } from "../metadata/store.js";
+import { Registry } from "../registry/registry.js";
+import { FilesystemBlobStore } from "../storage/filesystem.js";
+
+export interface Runtime {
+  dataDir: string;
+  metadata: MetadataDb;
+  meta: MetadataStore;
+  storage: FilesystemBlobStore;
+  registry: Registry;
+  close(): Promise<void>;
+}
+
+export function dataDirOf(config: Config): string {
+  return path.resolve(config.storage.filesystem.rootdirectory);
+}
+
+/** Opens the stores named by the configuration and the domain on top of them (for serve and the other commands). */
+export async function openRuntime(config: Config, options: { migrate?: boolean } = {}): Promise<Runtime> {
+  const dataDir = dataDirOf(config);
+  const storage = new FilesystemBlobStore(dataDir);
+  await storage.init();
+  const metadata = await openSqlite(dataDir, { migrate: options.migrate });
+  const meta = new MetadataStore(metadata);
+  const registry = new Registry(meta, storage, {
+    deleteEnabled: config.storage.delete.enabled,
+    readOnly: config.storage.maintenance.readonly.enabled,
+    maxManifestBytes: config.http.maxmanifestbytes,
+  });
+  return {
+    dataDir,
+    metadata,
+    meta,
+    storage,
+    registry,
+    close: () => metadata.close(),
+  };
+}

@@ -1,0 +1,169 @@
+import cluster from "node:cluster";
+import os from "node:os";
+import type { Command } from "commander";
+import pino, { type Logger } from "pino";
+import { loadConfig } from "../config/load.js";
+import type { Config, ConfigInput } from "../config/schema.js";
+import { buildApp } from "../http/app.js";
+import { openRuntime } from "./runtime.js";
+
+export interface ServeFlags {
+  addr?: string;
+  dataDir?: string;
+  config?: string;
+  workers?: string;
+  readOnly?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  logLevel?: string;
+}
+
+/** "0.0.0.0:5000", ":5000", "[::]:5000", "localhost:5000" -> host and port. */
+export function parseAddr(addr: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
+  if (!m) throw new Error(`invalid address ${JSON.stringify(addr)}: expected host:port, for example 0.0.0.0:5000`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new Error(`invalid port in ${JSON.stringify(addr)}`);
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+function flagsToConfig(flags: ServeFlags): ConfigInput {
+  const input: Record<string, Record<string, unknown>> = {};
+  const set = (section: string, key: string, value: unknown) => {
+    input[section] ??= {};
+    (input[section] as Record<string, unknown>)[key] = value;
+  };
+  if (flags.addr) set("http", "addr", flags.addr);
+  if (flags.workers !== undefined) set("http", "workers", Number(flags.workers));
+  if (flags.dataDir) set("storage", "filesystem", { rootdirectory: flags.dataDir });
+  if (flags.readOnly) set("storage", "maintenance", { readonly: { enabled: true } });
+  if (flags.tlsCert || flags.tlsKey) set("http", "tls", { certificate: flags.tlsCert, key: flags.tlsKey });
+  if (flags.logLevel) set("log", "level", flags.logLevel);
+  return input as ConfigInput;
+}
+
+export function makeLogger(config: Config): Logger {
+  return pino({
+    level: config.log.level,
+    base: { pid: process.pid, ...(config.log.fields ?? {}) },
+    redact: { paths: ["req.headers.authorization", "headers.authorization", "password", "*.password"], censor: "[redacted]" },
+  });
+}
+
+function workerCount(config: Config): number {
+  return config.http.workers > 0 ? config.http.workers : os.availableParallelism();
+}
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command("serve", { isDefault: true })
+    .description("run the registry (the OCI distribution API, the web UI and Berth's API on one port)")
+    .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
+    .option("--data-dir <dir>", "where blobs and the database live (storage.filesystem.rootdirectory)", undefined)
+    .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
+    .option("--workers <n>", "worker processes; 0 means one per core (http.workers)")
+    .option("--read-only", "refuse pushes and deletes, keep serving pulls (storage.maintenance.readonly)")
+    .option("--tls-cert <file>", "PEM certificate chain; serves HTTPS with HTTP/1.1 and HTTP/2 (http.tls.certificate)")
+    .option("--tls-key <file>", "PEM private key (http.tls.key)")
+    .option("--log-level <level>", "trace, debug, info, warn or error (log.level)")
+    .action(async (flags: ServeFlags) => {
+      await serve(flags);
+    });
+}
+
+export async function serve(flags: ServeFlags): Promise<void> {
+  const { config, warnings } = loadConfig({ file: flags.config, flags: flagsToConfig(flags) });
+  const log = makeLogger(config);
+  const workers = workerCount(config);
+  if (cluster.isPrimary) {
+    for (const warning of warnings) log.warn(warning);
+    // Migrate once, before any worker opens the database.
+    const runtime = await openRuntime(config, { migrate: true });
+    const dataDir = runtime.dataDir;
+    await runtime.close();
+    if (workers <= 1) {
+      await runWorker(config, log, { dataDir, workers: 1 });
+      return;
+    }
+    await runPrimary(config, log, dataDir, workers);
+    return;
+  }
+  await runWorker(config, log, null);
+}
+
+async function runPrimary(config: Config, log: Logger, dataDir: string, workers: number): Promise<void> {
+  let stopping = false;
+  let announced = false;
+  const fork = () => cluster.fork();
+  cluster.on("listening", (_worker, address) => {
+    if (announced) return;
+    announced = true;
+    log.info({ addr: config.http.addr, port: address.port, dataDir, workers }, `berth listening on ${config.http.addr}, data in ${dataDir}`);
+  });
+  cluster.on("exit", (worker, code, signal) => {
+    if (stopping) return;
+    log.error({ worker: worker.process.pid, code, signal }, "worker exited; starting another");
+    setTimeout(fork, 500);
+  });
+  for (let i = 0; i < workers; i++) fork();
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "stopping: finishing requests in flight");
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGTERM");
+    const deadline = setTimeout(() => {
+      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGKILL");
+      process.exit(1);
+    }, config.http.draintimeout + 5_000);
+    deadline.unref();
+    const check = setInterval(() => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        clearInterval(check);
+        log.info("stopped");
+        process.exit(0);
+      }
+    }, 50);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+async function runWorker(config: Config, log: Logger, single: { dataDir: string; workers: number } | null): Promise<void> {
+  const runtime = await openRuntime(config, { migrate: false });
+  const app = await buildApp({
+    config,
+    dataDir: runtime.dataDir,
+    registry: runtime.registry,
+    metadata: runtime.metadata,
+    storage: runtime.storage,
+    log,
+  });
+  const { host, port } = parseAddr(config.http.addr);
+  await app.listen({ host, port });
+  if (single) {
+    log.info(
+      { addr: config.http.addr, port, dataDir: single.dataDir, workers: 1 },
+      `berth listening on ${config.http.addr}, data in ${single.dataDir}`,
+    );
+  }
+  let stopping = false;
+  const stop = async (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    if (single) log.info({ signal }, "stopping: finishing requests in flight");
+    const timer = setTimeout(() => {
+      log.warn("drain timeout reached; closing remaining connections");
+      process.exit(1);
+    }, config.http.draintimeout);
+    timer.unref();
+    try {
+      await app.close();
+      await runtime.close();
+    } finally {
+      if (single) log.info("stopped");
+      process.exit(0);
+    }
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}

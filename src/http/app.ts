@@ -1,0 +1,63 @@
+import { randomBytes } from "node:crypto";
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import type { AppContext } from "./context.js";
+import { errorBody, sendError } from "./errors.js";
+import { registerApiRoutes } from "./routes/api.js";
+import { registerOpsRoutes } from "./routes/ops.js";
+import { registerTokenRoutes } from "./routes/token.js";
+import { registerUiRoutes } from "./routes/ui.js";
+import { registerV2Routes } from "./routes/v2/index.js";
+
+function requestId(headerValue: unknown): string {
+  if (typeof headerValue === "string" && /^[A-Za-z0-9._-]{1,64}$/.test(headerValue)) return headerValue;
+  return randomBytes(8).toString("hex");
+}
+
+/** Builds the whole HTTP application for one process. `serverOptions` carries TLS/HTTP2 settings. */
+export async function buildApp(ctx: AppContext, serverOptions: Partial<FastifyServerOptions> = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: ctx.log,
+    disableRequestLogging: true,
+    genReqId: (req) => requestId(req.headers["x-request-id"]),
+    // Big layers take as long as they take; Berth puts no limit of its own on bodies or time.
+    requestTimeout: 0,
+    connectionTimeout: 0,
+    keepAliveTimeout: 75_000,
+    bodyLimit: 16 * 1024 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+    ...serverOptions,
+  } as FastifyServerOptions) as unknown as FastifyInstance;
+
+  if (!ctx.config.log.accesslog.disabled) {
+    // One line per request: method, path, status, bytes, duration, request id.
+    app.addHook("onResponse", async (request, reply) => {
+      const length = reply.getHeader("content-length");
+      request.log.info(
+        {
+          method: request.method,
+          path: request.url,
+          status: reply.statusCode,
+          bytes: request.method === "HEAD" ? 0 : Number(length ?? 0),
+          bytesIn: Number(request.headers["content-length"] ?? 0),
+          ms: Math.round(reply.elapsedTime * 100) / 100,
+          remote: request.ip,
+        },
+        "request",
+      );
+    });
+  }
+
+  app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).header("content-type", "application/json; charset=utf-8");
+    return reply.send(request.method === "HEAD" ? undefined : errorBody("NOT_FOUND", "not found", { path: request.url }));
+  });
+
+  await registerOpsRoutes(app, ctx);
+  await registerTokenRoutes(app, ctx);
+  await registerV2Routes(app, ctx);
+  await registerApiRoutes(app, ctx);
+  await registerUiRoutes(app, ctx);
+  return app;
+}

@@ -1,0 +1,62 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
+import { type ErrorCode, isRegistryError, RegistryError } from "../registry/errors.js";
+
+const STATUS: Record<ErrorCode, number> = {
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_INVALID: 400,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 400,
+  MANIFEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  TAG_INVALID: 400,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  TOOMANYREQUESTS: 429,
+  RANGE_INVALID: 416,
+  PAGINATION_NUMBER_INVALID: 400,
+  NOT_FOUND: 404,
+  UNAVAILABLE: 503,
+};
+
+export function statusFor(err: RegistryError): number {
+  return err.status ?? STATUS[err.code] ?? 500;
+}
+
+export function errorBody(code: string, message: string, detail?: unknown): string {
+  return JSON.stringify({ errors: [{ code, message, detail: detail ?? null }] });
+}
+
+/** Turns any error into the spec's response: status, headers and `{"errors":[...]}`. Never a 500 for bad input. */
+export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  let registryError: RegistryError;
+  if (isRegistryError(err)) {
+    registryError = err;
+  } else {
+    registryError = fromFrameworkError(err as FastifyError);
+    if (registryError.code === "UNAVAILABLE") {
+      request.log.error({ err }, "request failed");
+    }
+  }
+  const status = statusFor(registryError);
+  reply.code(status);
+  for (const [name, value] of Object.entries(registryError.headers)) reply.header(name, value);
+  reply.header("content-type", "application/json; charset=utf-8");
+  if (request.method === "HEAD") return reply.send();
+  return reply.send(errorBody(registryError.code, registryError.message, registryError.detail));
+}
+
+function fromFrameworkError(err: FastifyError): RegistryError {
+  const status = err?.statusCode;
+  if (err?.code === "FST_ERR_CTP_BODY_TOO_LARGE") return new RegistryError("SIZE_INVALID", "request body too large", undefined, {}, 413);
+  if (status === 404) return new RegistryError("NOT_FOUND", "not found");
+  if (status && status >= 400 && status < 500) return new RegistryError("UNSUPPORTED", err.message, undefined, {}, status);
+  if ((err as NodeJS.ErrnoException)?.code === "ENOSPC") {
+    return new RegistryError("UNAVAILABLE", "the registry's storage is full", undefined, {}, 507);
+  }
+  return new RegistryError("UNAVAILABLE", "internal error", undefined, {}, 500);
+}

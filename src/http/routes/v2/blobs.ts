@@ -1,0 +1,52 @@
+import { RegistryError } from "../../../registry/errors.js";
+import { requireAccess } from "../../access.js";
+import type { V2Request } from "./common.js";
+
+/** "bytes=a-b", "bytes=a-" or "bytes=-n" against a blob of `size` bytes. */
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | "unsatisfiable" | undefined {
+  if (!header) return undefined;
+  const m = /^\s*bytes=(\d*)-(\d*)\s*$/.exec(header);
+  if (!m || (m[1] === "" && m[2] === "")) return undefined; // several ranges or nonsense: serve it whole
+  if (m[1] === "") {
+    const suffix = Number(m[2]);
+    if (suffix === 0 || size === 0) return "unsatisfiable";
+    return { start: Math.max(size - suffix, 0), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (start >= size || (m[2] !== "" && Number(m[2]) < start)) return "unsatisfiable";
+  return { start, end };
+}
+
+export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Promise<unknown> {
+  await requireAccess(request, [{ type: "repository", name, actions: ["pull"] }]);
+  const head = request.method === "HEAD";
+  const { size } = await ctx.registry.statBlob(name, ref);
+  reply.header("Docker-Content-Digest", ref);
+  reply.header("ETag", `"${ref}"`);
+  reply.header("Accept-Ranges", "bytes");
+  reply.header("Cache-Control", "max-age=31536000");
+  reply.header("Content-Type", "application/octet-stream");
+  if (request.headers["if-none-match"] === `"${ref}"`) return reply.code(304).send();
+  const range = parseRange(request.headers.range, size);
+  if (range === "unsatisfiable") {
+    throw new RegistryError("RANGE_INVALID", "requested range not satisfiable", { size }, { "Content-Range": `bytes */${size}` }, 416);
+  }
+  if (range) {
+    reply.code(206);
+    reply.header("Content-Range", `bytes ${range.start}-${range.end}/${size}`);
+    reply.header("Content-Length", range.end - range.start + 1);
+  } else {
+    reply.code(200);
+    reply.header("Content-Length", size);
+  }
+  if (head) return reply.send();
+  const { stream } = await ctx.registry.openBlob(name, ref, range);
+  return reply.send(stream);
+}
+
+export async function deleteBlob({ request, reply, ctx, name, ref }: V2Request): Promise<unknown> {
+  await requireAccess(request, [{ type: "repository", name, actions: ["delete"] }]);
+  await ctx.registry.deleteBlob(name, ref);
+  return reply.code(202).header("Content-Length", 0).send();
+}

@@ -1,0 +1,411 @@
+import os from "node:os";
+import { type Kysely, type Transaction, sql } from "kysely";
+import type { MetadataDb } from "./db.js";
+import type { Database } from "./schema.js";
+
+export type Tx = Transaction<Database>;
+type Q = Kysely<Database> | Tx;
+
+export interface ManifestRow {
+  digest: string;
+  media_type: string;
+  size: number;
+  content: Buffer;
+  last_pulled_at: number | null;
+}
+
+export interface NewManifest {
+  digest: string;
+  mediaType: string;
+  content: Buffer;
+  artifactType: string | null;
+  subject: string | null;
+  annotations: string | null;
+  configDigest: string | null;
+  blobs: string[];
+  children: string[];
+}
+
+export interface ReferrerRow {
+  digest: string;
+  media_type: string;
+  size: number;
+  artifact_type: string | null;
+  annotations: string | null;
+}
+
+export interface UploadRow {
+  id: string;
+  size: number;
+  created_at: number;
+}
+
+/** This process, as a lease holder. */
+export const PROCESS_ID = `${os.hostname()}:${process.pid}`;
+
+/**
+ * Every query the domain runs. Multi-row changes run in one transaction; the first statement of each
+ * writing transaction is a write, so that SQLite takes its write lock before anything is read and
+ * concurrent writers (other workers, the garbage collector) are serialized.
+ */
+export class MetadataStore {
+  readonly db: Kysely<Database>;
+
+  constructor(readonly metadata: MetadataDb) {
+    this.db = metadata.db;
+  }
+
+  transaction<T>(fn: (trx: Tx) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute(fn);
+  }
+
+  // ---------- repositories ----------
+
+  async repositoryId(name: string, q: Q = this.db): Promise<number | null> {
+    const row = await q.selectFrom("repositories").select("id").where("name", "=", name).executeTakeFirst();
+    return row?.id ?? null;
+  }
+
+  /** Creates the repository when missing and bumps its update time; takes the write lock. */
+  async touchRepository(trx: Tx, name: string, now = Date.now()): Promise<number> {
+    const updated = await trx
+      .updateTable("repositories")
+      .set({ updated_at: now })
+      .where("name", "=", name)
+      .returning("id")
+      .executeTakeFirst();
+    if (updated) return updated.id;
+    const inserted = await trx
+      .insertInto("repositories")
+      .values({ name, created_at: now, updated_at: now })
+      .returning("id")
+      .executeTakeFirstOrThrow();
+    return inserted.id;
+  }
+
+  /** Repositories that hold at least one manifest, in byte order, after `last`. */
+  async listRepositories(limit: number, last?: string): Promise<string[]> {
+    let query = this.db
+      .selectFrom("repositories as r")
+      .select("r.name")
+      .where(({ exists, selectFrom }) =>
+        exists(selectFrom("manifests as m").select(sql`1`.as("one")).whereRef("m.repository_id", "=", "r.id")),
+      )
+      .orderBy("r.name")
+      .limit(limit);
+    if (last !== undefined) query = query.where("r.name", ">", last);
+    return (await query.execute()).map((r) => r.name);
+  }
+
+  // ---------- blobs ----------
+
+  /** Size of a blob that `repository` may read, or null. */
+  async linkedBlob(repository: string, digest: string): Promise<{ size: number } | null> {
+    const row = await this.db
+      .selectFrom("repositories as r")
+      .innerJoin("repository_blobs as rb", "rb.repository_id", "r.id")
+      .innerJoin("blobs as b", "b.digest", "rb.digest")
+      .select("b.size")
+      .where("r.name", "=", repository)
+      .where("rb.digest", "=", digest)
+      .executeTakeFirst();
+    return row ? { size: Number(row.size) } : null;
+  }
+
+  /** Repositories that link `digest` (for a mount whose source was not named). */
+  async repositoriesLinking(digest: string, limit = 50): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom("repository_blobs as rb")
+      .innerJoin("repositories as r", "r.id", "rb.repository_id")
+      .select("r.name")
+      .where("rb.digest", "=", digest)
+      .limit(limit)
+      .execute();
+    return rows.map((r) => r.name);
+  }
+
+  async blob(digest: string, q: Q = this.db): Promise<{ size: number } | null> {
+    const row = await q.selectFrom("blobs").select("size").where("digest", "=", digest).executeTakeFirst();
+    return row ? { size: Number(row.size) } : null;
+  }
+
+  /** Records a stored blob (or refreshes it) inside a transaction that holds the write lock. */
+  async upsertBlob(trx: Tx, digest: string, size: number, now = Date.now()): Promise<void> {
+    await trx
+      .insertInto("blobs")
+      .values({ digest, size, created_at: now })
+      .onConflict((oc) => oc.column("digest").doUpdateSet({ created_at: now }))
+      .execute();
+  }
+
+  async linkBlob(trx: Tx, repositoryId: number, digest: string, now = Date.now()): Promise<void> {
+    await trx
+      .insertInto("repository_blobs")
+      .values({ repository_id: repositoryId, digest, created_at: now })
+      .onConflict((oc) => oc.columns(["repository_id", "digest"]).doUpdateSet({ created_at: now }))
+      .execute();
+  }
+
+  async unlinkBlob(trx: Tx, repositoryId: number, digest: string): Promise<boolean> {
+    const result = await trx
+      .deleteFrom("repository_blobs")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async isLinked(trx: Q, repositoryId: number, digest: string): Promise<boolean> {
+    const row = await trx
+      .selectFrom("repository_blobs")
+      .select("digest")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  // ---------- uploads ----------
+
+  async createUpload(name: string, id: string, now = Date.now()): Promise<void> {
+    await this.transaction(async (trx) => {
+      const repositoryId = await this.touchRepository(trx, name, now);
+      await trx
+        .insertInto("uploads")
+        .values({ id, repository_id: repositoryId, size: 0, created_at: now, updated_at: now, lease_until: null, lease_holder: null })
+        .execute();
+    });
+  }
+
+  async upload(name: string, id: string): Promise<UploadRow | null> {
+    const row = await this.db
+      .selectFrom("uploads as u")
+      .innerJoin("repositories as r", "r.id", "u.repository_id")
+      .select(["u.id", "u.size", "u.created_at"])
+      .where("u.id", "=", id)
+      .where("r.name", "=", name)
+      .executeTakeFirst();
+    return row ? { id: row.id, size: Number(row.size), created_at: Number(row.created_at) } : null;
+  }
+
+  /**
+   * Takes the upload's lease so that no other request or process appends at the same time.
+   * A lease whose holder on this host is gone (a crashed process) is taken over at once.
+   */
+  async leaseUpload(id: string, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const result = await this.db
+      .updateTable("uploads")
+      .set({ lease_until: now + ttlMs, lease_holder: PROCESS_ID })
+      .where("id", "=", id)
+      .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)]))
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) > 0) return true;
+    const row = await this.db.selectFrom("uploads").select("lease_holder").where("id", "=", id).executeTakeFirst();
+    if (!row?.lease_holder || !holderIsDead(row.lease_holder)) return false;
+    const stolen = await this.db
+      .updateTable("uploads")
+      .set({ lease_until: now + ttlMs, lease_holder: PROCESS_ID })
+      .where("id", "=", id)
+      .where("lease_holder", "=", row.lease_holder)
+      .executeTakeFirst();
+    return Number(stolen.numUpdatedRows) > 0;
+  }
+
+  async renewUploadLease(id: string, ttlMs: number): Promise<void> {
+    await this.db
+      .updateTable("uploads")
+      .set({ lease_until: Date.now() + ttlMs })
+      .where("id", "=", id)
+      .where("lease_holder", "=", PROCESS_ID)
+      .execute();
+  }
+
+  /** Records the new size and releases the lease. */
+  async finishUploadWrite(id: string, size: number): Promise<void> {
+    await this.db
+      .updateTable("uploads")
+      .set({ size, updated_at: Date.now(), lease_until: null, lease_holder: null })
+      .where("id", "=", id)
+      .execute();
+  }
+
+  async deleteUploadRow(id: string, q: Q = this.db): Promise<void> {
+    await q.deleteFrom("uploads").where("id", "=", id).execute();
+  }
+
+  // ---------- manifests and tags ----------
+
+  async manifestByTag(repository: string, tag: string): Promise<ManifestRow | null> {
+    const row = await this.db
+      .selectFrom("repositories as r")
+      .innerJoin("tags as t", "t.repository_id", "r.id")
+      .innerJoin("manifests as m", (join) =>
+        join.onRef("m.repository_id", "=", "r.id").onRef("m.digest", "=", "t.digest"),
+      )
+      .select(["m.digest", "m.media_type", "m.size", "m.content", "m.last_pulled_at"])
+      .where("r.name", "=", repository)
+      .where("t.name", "=", tag)
+      .executeTakeFirst();
+    return row ? { ...row, size: Number(row.size) } : null;
+  }
+
+  async manifestByDigest(repository: string, digest: string): Promise<ManifestRow | null> {
+    const row = await this.db
+      .selectFrom("repositories as r")
+      .innerJoin("manifests as m", "m.repository_id", "r.id")
+      .select(["m.digest", "m.media_type", "m.size", "m.content", "m.last_pulled_at"])
+      .where("r.name", "=", repository)
+      .where("m.digest", "=", digest)
+      .executeTakeFirst();
+    return row ? { ...row, size: Number(row.size) } : null;
+  }
+
+  async markPulled(repository: string, digest: string, now = Date.now()): Promise<void> {
+    const repositoryId = await this.repositoryId(repository);
+    if (repositoryId === null) return;
+    await this.db
+      .updateTable("manifests")
+      .set({ last_pulled_at: now })
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .execute();
+  }
+
+  async hasManifest(q: Q, repositoryId: number, digest: string): Promise<boolean> {
+    const row = await q
+      .selectFrom("manifests")
+      .select("digest")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /** Inserts (or keeps) a manifest with its references; the caller holds the write lock. */
+  async insertManifest(trx: Tx, repositoryId: number, m: NewManifest, now = Date.now()): Promise<void> {
+    const exists = await this.hasManifest(trx, repositoryId, m.digest);
+    if (!exists) {
+      await trx
+        .insertInto("manifests")
+        .values({
+          repository_id: repositoryId,
+          digest: m.digest,
+          media_type: m.mediaType,
+          size: m.content.length,
+          content: m.content,
+          artifact_type: m.artifactType,
+          subject: m.subject,
+          annotations: m.annotations,
+          config_digest: m.configDigest,
+          created_at: now,
+          last_pulled_at: null,
+        })
+        .execute();
+      const blobs = [...new Set(m.blobs)];
+      for (let i = 0; i < blobs.length; i += 200) {
+        await trx
+          .insertInto("manifest_blobs")
+          .values(blobs.slice(i, i + 200).map((b) => ({ repository_id: repositoryId, manifest_digest: m.digest, blob_digest: b })))
+          .onConflict((oc) => oc.doNothing())
+          .execute();
+      }
+      const children = [...new Set(m.children)];
+      for (let i = 0; i < children.length; i += 200) {
+        await trx
+          .insertInto("manifest_children")
+          .values(children.slice(i, i + 200).map((c) => ({ repository_id: repositoryId, parent_digest: m.digest, child_digest: c })))
+          .onConflict((oc) => oc.doNothing())
+          .execute();
+      }
+    }
+  }
+
+  async setTag(trx: Tx, repositoryId: number, tag: string, digest: string, now = Date.now()): Promise<void> {
+    await trx
+      .insertInto("tags")
+      .values({ repository_id: repositoryId, name: tag, digest, created_at: now, updated_at: now })
+      .onConflict((oc) => oc.columns(["repository_id", "name"]).doUpdateSet({ digest, updated_at: now }))
+      .execute();
+  }
+
+  async deleteTag(trx: Tx, repositoryId: number, tag: string): Promise<boolean> {
+    const result = await trx
+      .deleteFrom("tags")
+      .where("repository_id", "=", repositoryId)
+      .where("name", "=", tag)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  /** Removes a manifest, the tags that point at it and its reference rows. */
+  async deleteManifest(trx: Tx, repositoryId: number, digest: string): Promise<boolean> {
+    const result = await trx
+      .deleteFrom("manifests")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .executeTakeFirst();
+    if (Number(result.numDeletedRows) === 0) return false;
+    await trx.deleteFrom("tags").where("repository_id", "=", repositoryId).where("digest", "=", digest).execute();
+    await trx
+      .deleteFrom("manifest_blobs")
+      .where("repository_id", "=", repositoryId)
+      .where("manifest_digest", "=", digest)
+      .execute();
+    await trx
+      .deleteFrom("manifest_children")
+      .where("repository_id", "=", repositoryId)
+      .where("parent_digest", "=", digest)
+      .execute();
+    await trx
+      .deleteFrom("repository_blobs")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .execute();
+    return true;
+  }
+
+  /** Removes every row of a repository; returns the ids of its uploads so their files can go too. */
+  async deleteRepository(trx: Tx, repositoryId: number): Promise<string[]> {
+    const uploads = await trx.selectFrom("uploads").select("id").where("repository_id", "=", repositoryId).execute();
+    for (const table of ["tags", "manifest_blobs", "manifest_children", "manifests", "repository_blobs", "uploads"] as const) {
+      await trx.deleteFrom(table).where("repository_id", "=", repositoryId).execute();
+    }
+    await trx.deleteFrom("repositories").where("id", "=", repositoryId).execute();
+    return uploads.map((u) => u.id);
+  }
+
+  async listTags(repositoryId: number, limit: number | undefined, last?: string): Promise<string[]> {
+    let query = this.db.selectFrom("tags").select("name").where("repository_id", "=", repositoryId).orderBy("name");
+    if (last !== undefined) query = query.where("name", ">", last);
+    if (limit !== undefined) query = query.limit(limit);
+    return (await query.execute()).map((r) => r.name);
+  }
+
+  async referrers(repository: string, subject: string, artifactType?: string): Promise<ReferrerRow[]> {
+    let query = this.db
+      .selectFrom("repositories as r")
+      .innerJoin("manifests as m", "m.repository_id", "r.id")
+      .select(["m.digest", "m.media_type", "m.size", "m.artifact_type", "m.annotations"])
+      .where("r.name", "=", repository)
+      .where("m.subject", "=", subject)
+      .orderBy("m.created_at")
+      .orderBy("m.digest");
+    if (artifactType !== undefined) query = query.where("m.artifact_type", "=", artifactType);
+    return (await query.execute()).map((r) => ({ ...r, size: Number(r.size) }));
+  }
+}
+
+function holderIsDead(holder: string): boolean {
+  const colon = holder.lastIndexOf(":");
+  const host = holder.slice(0, colon);
+  const pid = Number(holder.slice(colon + 1));
+  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}

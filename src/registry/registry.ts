@@ -1,0 +1,515 @@
+import { createHash, randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
+import type { ManifestRow, MetadataStore, ReferrerRow } from "../metadata/store.js";
+import type { BlobStore } from "../storage/blob-store.js";
+import { RegistryError } from "./errors.js";
+import { type ParsedManifest, parseManifest, requiredBlobs } from "./manifests.js";
+import { OCI_INDEX } from "./media-types.js";
+import { assertDigest, assertName, assertTag, type ParsedDigest, parseDigest, parseReference } from "./names.js";
+import { hashUpload, UploadHashes } from "./uploads.js";
+
+export interface RegistryOptions {
+  deleteEnabled: boolean;
+  readOnly: boolean;
+  maxManifestBytes: number;
+}
+
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface UploadState {
+  id: string;
+  size: number;
+}
+
+export interface PutManifestResult {
+  digest: string;
+  subject: string | null;
+  tags: string[];
+}
+
+export interface Page<T> {
+  items: T[];
+  /** The last item when more follow (for the Link header), else null. */
+  next: string | null;
+}
+
+export interface ReferrerDescriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+/** How long a PATCH or PUT may hold an upload before another request can take it over. */
+const UPLOAD_LEASE_MS = 60_000;
+const PULL_MARK_INTERVAL_MS = 60_000;
+
+/**
+ * The registry's domain: every operation of the distribution API, with no HTTP in sight.
+ * Bytes go to the BlobStore, everything else to the MetadataStore; a blob or manifest becomes
+ * visible only in the transaction that records it, after its bytes are durable and verified.
+ */
+export class Registry {
+  readonly hashes: UploadHashes;
+
+  constructor(
+    readonly meta: MetadataStore,
+    readonly store: BlobStore,
+    readonly options: RegistryOptions,
+  ) {
+    this.hashes = new UploadHashes(store);
+  }
+
+  private assertWritable(): void {
+    if (this.options.readOnly) {
+      throw new RegistryError("UNSUPPORTED", "the registry is in read-only mode: pushes and deletes are refused, pulls work", {
+        readonly: true,
+      });
+    }
+  }
+
+  private assertDeletable(): void {
+    this.assertWritable();
+    if (!this.options.deleteEnabled) {
+      throw new RegistryError("UNSUPPORTED", "deleting is disabled on this registry (storage.delete.enabled is false)");
+    }
+  }
+
+  private async repositoryIdOrUnknown(name: string): Promise<number> {
+    const id = await this.meta.repositoryId(name);
+    if (id === null) throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
+    return id;
+  }
+
+  // ---------------------------------------------------------------- blobs
+
+  async statBlob(name: string, digest: string): Promise<{ digest: string; size: number }> {
+    assertName(name);
+    assertDigest(digest);
+    const blob = await this.meta.linkedBlob(name, digest);
+    if (!blob) throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
+    return { digest, size: blob.size };
+  }
+
+  async openBlob(name: string, digest: string, range?: ByteRange): Promise<{ size: number; stream: Readable }> {
+    const { size } = await this.statBlob(name, digest);
+    try {
+      return { size, stream: await this.store.read(digest, range) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
+      }
+      throw err;
+    }
+  }
+
+  async deleteBlob(name: string, digest: string): Promise<void> {
+    assertName(name);
+    assertDigest(digest);
+    this.assertDeletable();
+    const repositoryId = await this.repositoryIdOrUnknown(name);
+    const removed = await this.meta.transaction(async (trx) => {
+      await this.meta.touchRepository(trx, name);
+      return this.meta.unlinkBlob(trx, repositoryId, digest);
+    });
+    if (!removed) throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
+  }
+
+  /**
+   * Links a blob that another repository holds into `name`. `from` may be omitted; then any repository
+   * that `canRead` and that links the blob will do. Returns false when nothing could be mounted.
+   */
+  async mountBlob(name: string, digest: string, from: string | undefined, canRead: (repo: string) => boolean): Promise<boolean> {
+    assertName(name);
+    this.assertWritable();
+    if (!parseDigest(digest)) return false;
+    let source: string | undefined;
+    if (from !== undefined) {
+      if (!canRead(from) || !(await this.meta.linkedBlob(from, digest).catch(() => null))) return false;
+      source = from;
+    } else {
+      source = (await this.meta.repositoriesLinking(digest)).find((repo) => canRead(repo));
+      if (source === undefined) return false;
+    }
+    const sourceName = source;
+    return this.meta.transaction(async (trx) => {
+      const repositoryId = await this.meta.touchRepository(trx, name);
+      const sourceId = await this.meta.repositoryId(sourceName, trx);
+      if (sourceId === null || !(await this.meta.isLinked(trx, sourceId, digest))) return false;
+      if (!(await this.meta.blob(digest, trx))) return false;
+      await this.meta.linkBlob(trx, repositoryId, digest);
+      return true;
+    });
+  }
+
+  // ---------------------------------------------------------------- uploads
+
+  async startUpload(name: string): Promise<UploadState> {
+    assertName(name);
+    this.assertWritable();
+    const id = randomUUID();
+    await this.store.createUpload(id);
+    await this.meta.createUpload(name, id);
+    return { id, size: 0 };
+  }
+
+  async uploadStatus(name: string, id: string): Promise<UploadState> {
+    assertName(name);
+    const row = await this.meta.upload(name, id);
+    if (!row) throw unknownUpload(id);
+    return { id, size: row.size };
+  }
+
+  async cancelUpload(name: string, id: string): Promise<void> {
+    assertName(name);
+    const row = await this.meta.upload(name, id);
+    if (!row) throw unknownUpload(id);
+    await this.meta.deleteUploadRow(id);
+    this.hashes.forget(id);
+    await this.store.deleteUpload(id);
+  }
+
+  /**
+   * Appends a chunk. With `range` (Content-Range), the chunk must start where the upload ends,
+   * or it is refused with 416 and the upload is left as it was.
+   */
+  async appendChunk(
+    name: string,
+    id: string,
+    body: AsyncIterable<Buffer>,
+    range?: ByteRange,
+    contentLength?: number,
+  ): Promise<UploadState> {
+    assertName(name);
+    this.assertWritable();
+    return this.withUploadLease(name, id, async (size) => {
+      const written = await this.writeChunk(id, size, body, range, contentLength);
+      return { id, size: size + written };
+    });
+  }
+
+  /** Finishes an upload, with an optional last chunk, verifying the digest before anything is visible. */
+  async completeUpload(
+    name: string,
+    id: string,
+    digest: string,
+    body: AsyncIterable<Buffer> | null,
+    range?: ByteRange,
+    contentLength?: number,
+  ): Promise<{ digest: string; size: number }> {
+    assertName(name);
+    this.assertWritable();
+    const parsed = assertDigest(digest);
+    return this.withUploadLease(name, id, async (size) => {
+      if (body) size += await this.writeChunk(id, size, body, range, contentLength);
+      const actual = await this.uploadDigest(id, size, parsed);
+      if (actual !== parsed.digest) {
+        await this.discardUpload(id);
+        throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", {
+          expected: parsed.digest,
+          actual,
+        });
+      }
+      await this.commit(name, id, parsed.digest, size, true);
+      return { digest: parsed.digest, size };
+    });
+  }
+
+  /** POST ?digest=: the whole blob in one request. */
+  async monolithicUpload(name: string, digest: string, body: AsyncIterable<Buffer>, contentLength?: number): Promise<{ digest: string; size: number }> {
+    assertName(name);
+    this.assertWritable();
+    const parsed = assertDigest(digest);
+    const id = randomUUID();
+    await this.store.createUpload(id);
+    try {
+      const hash = createHash("sha256");
+      const size = await this.store.writeUpload(id, 0, body, (chunk) => hash.update(chunk));
+      if (contentLength !== undefined && size !== contentLength) {
+        throw new RegistryError("SIZE_INVALID", "body length did not match Content-Length", { contentLength, received: size });
+      }
+      const actual = parsed.algorithm === "sha256" ? `sha256:${hash.digest("hex")}` : `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
+      if (actual !== parsed.digest) {
+        throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", { expected: parsed.digest, actual });
+      }
+      await this.commit(name, id, parsed.digest, size, false);
+      return { digest: parsed.digest, size };
+    } catch (err) {
+      await this.store.deleteUpload(id).catch(() => {});
+      throw err;
+    }
+  }
+
+  private async withUploadLease<T>(name: string, id: string, fn: (size: number) => Promise<T>): Promise<T> {
+    const row = await this.meta.upload(name, id);
+    if (!row) throw unknownUpload(id);
+    if (!(await this.meta.leaseUpload(id, UPLOAD_LEASE_MS))) {
+      throw new RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload", { id }, rangeHeader(row.size), 416);
+    }
+    const renew = setInterval(() => {
+      this.meta.renewUploadLease(id, UPLOAD_LEASE_MS).catch(() => {});
+    }, UPLOAD_LEASE_MS / 3);
+    let size = row.size;
+    try {
+      // The file is the truth for bytes, the row for what was acknowledged: trim anything unacknowledged.
+      const onDisk = await this.store.uploadSize(id);
+      if (onDisk === null) {
+        await this.meta.deleteUploadRow(id);
+        throw unknownUpload(id);
+      }
+      if (onDisk > size) await this.store.truncateUpload(id, size);
+      else if (onDisk < size) {
+        size = onDisk;
+        this.hashes.forget(id);
+      }
+      const result = await fn(size);
+      if (isUploadState(result)) size = result.size;
+      return result;
+    } finally {
+      clearInterval(renew);
+      await this.meta.finishUploadWrite(id, size).catch(() => {});
+    }
+  }
+
+  private async writeChunk(
+    id: string,
+    offset: number,
+    body: AsyncIterable<Buffer>,
+    range?: ByteRange,
+    contentLength?: number,
+  ): Promise<number> {
+    if (range) {
+      if (range.start !== offset) {
+        throw new RegistryError(
+          "BLOB_UPLOAD_INVALID",
+          "chunk out of order: its range must start where the upload ends",
+          { expectedStart: offset, start: range.start },
+          rangeHeader(offset),
+          416,
+        );
+      }
+      if (range.end < range.start || (contentLength !== undefined && range.end - range.start + 1 !== contentLength)) {
+        throw new RegistryError("BLOB_UPLOAD_INVALID", "Content-Range does not match Content-Length", { range, contentLength }, rangeHeader(offset), 416);
+      }
+    }
+    const hash = await this.hashes.at(id, offset);
+    this.hashes.forget(id);
+    const written = await this.store.writeUpload(id, offset, body, (chunk) => hash.update(chunk));
+    const expected = range ? range.end - range.start + 1 : contentLength;
+    if (expected !== undefined && written !== expected) {
+      await this.store.truncateUpload(id, offset);
+      throw new RegistryError("BLOB_UPLOAD_INVALID", "chunk length did not match its declared length", { expected, received: written }, rangeHeader(offset), 400);
+    }
+    this.hashes.remember(id, hash, offset + written);
+    return written;
+  }
+
+  private async uploadDigest(id: string, size: number, parsed: ParsedDigest): Promise<string> {
+    if (parsed.algorithm !== "sha256") return `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
+    const hash = await this.hashes.at(id, size);
+    this.hashes.forget(id);
+    return `sha256:${hash.digest("hex")}`;
+  }
+
+  private async discardUpload(id: string): Promise<void> {
+    this.hashes.forget(id);
+    await this.meta.deleteUploadRow(id);
+    await this.store.deleteUpload(id);
+  }
+
+  /**
+   * fsync, then in one transaction that holds the database write lock: record the blob, rename its bytes
+   * into place, link it to the repository and drop the upload. The garbage collector deletes files under
+   * the same lock, so it can never remove bytes that a commit is making visible.
+   */
+  private async commit(name: string, id: string, digest: string, size: number, hasRow: boolean): Promise<void> {
+    await this.store.syncUpload(id);
+    await this.meta.transaction(async (trx) => {
+      const repositoryId = await this.meta.touchRepository(trx, name);
+      await this.meta.upsertBlob(trx, digest, size);
+      await this.store.commitUpload(id, digest);
+      await this.meta.linkBlob(trx, repositoryId, digest);
+      if (hasRow) await this.meta.deleteUploadRow(id, trx);
+    });
+    this.hashes.forget(id);
+  }
+
+  // ---------------------------------------------------------------- manifests
+
+  async putManifest(
+    name: string,
+    reference: string,
+    content: Buffer,
+    contentType: string | undefined,
+    extraTags: string[] = [],
+  ): Promise<PutManifestResult> {
+    assertName(name);
+    const ref = parseReference(reference);
+    this.assertWritable();
+    if (content.length > this.options.maxManifestBytes) {
+      throw new RegistryError("SIZE_INVALID", `manifest is larger than the limit of ${this.options.maxManifestBytes} bytes`, { size: content.length }, {}, 413);
+    }
+    const tags = [...new Set([...(ref.kind === "tag" ? [ref.tag] : []), ...extraTags.map(assertTag)])];
+    const parsed = parseManifest(content, contentType);
+    const algorithm = ref.kind === "digest" ? ref.digest.algorithm : "sha256";
+    const digest = `${algorithm}:${createHash(algorithm).update(content).digest("hex")}`;
+    if (ref.kind === "digest" && ref.digest.digest !== digest) {
+      throw new RegistryError("DIGEST_INVALID", "manifest digest did not match the reference", { expected: ref.digest.digest, actual: digest });
+    }
+    await this.meta.transaction(async (trx) => {
+      const repositoryId = await this.meta.touchRepository(trx, name);
+      for (const blob of requiredBlobs(parsed)) {
+        if (!(await this.meta.isLinked(trx, repositoryId, blob))) {
+          throw new RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references a blob unknown to this repository", { digest: blob });
+        }
+      }
+      for (const child of parsed.manifests) {
+        if (!(await this.meta.hasManifest(trx, repositoryId, child.digest))) {
+          throw new RegistryError("MANIFEST_BLOB_UNKNOWN", "index references a manifest unknown to this repository", { digest: child.digest });
+        }
+      }
+      await this.store.put(digest, content);
+      await this.meta.upsertBlob(trx, digest, content.length);
+      await this.meta.linkBlob(trx, repositoryId, digest);
+      await this.meta.insertManifest(trx, repositoryId, {
+        digest,
+        mediaType: parsed.mediaType,
+        content,
+        artifactType: parsed.artifactType,
+        subject: parsed.subject?.digest ?? null,
+        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
+        configDigest: parsed.config?.digest ?? null,
+        blobs: requiredBlobs(parsed),
+        children: parsed.manifests.map((m) => m.digest),
+      });
+      for (const tag of tags) await this.meta.setTag(trx, repositoryId, tag, digest);
+    });
+    return { digest, subject: parsed.subject?.digest ?? null, tags };
+  }
+
+  /** A manifest by tag or digest, exactly as pushed. `pull` marks it as pulled (retention). */
+  async getManifest(name: string, reference: string, pull = false): Promise<ManifestRow> {
+    assertName(name);
+    const ref = parseReference(reference);
+    const row =
+      ref.kind === "tag" ? await this.meta.manifestByTag(name, ref.tag) : await this.meta.manifestByDigest(name, ref.digest.digest);
+    if (!row) {
+      if ((await this.meta.repositoryId(name)) === null) {
+        throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
+      }
+      throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
+    }
+    if (pull && !this.options.readOnly && (row.last_pulled_at ?? 0) < Date.now() - PULL_MARK_INTERVAL_MS) {
+      this.meta.markPulled(name, row.digest).catch(() => {});
+    }
+    return row;
+  }
+
+  /** DELETE by tag removes that tag only; by digest the manifest and every tag on it. */
+  async deleteManifest(name: string, reference: string): Promise<void> {
+    assertName(name);
+    const ref = parseReference(reference);
+    this.assertDeletable();
+    const repositoryId = await this.repositoryIdOrUnknown(name);
+    const removed = await this.meta.transaction(async (trx) => {
+      await this.meta.touchRepository(trx, name);
+      return ref.kind === "tag"
+        ? this.meta.deleteTag(trx, repositoryId, ref.tag)
+        : this.meta.deleteManifest(trx, repositoryId, ref.digest.digest);
+    });
+    if (!removed) throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
+  }
+
+  async deleteTag(name: string, tag: string): Promise<void> {
+    assertTag(tag);
+    await this.deleteManifest(name, tag);
+  }
+
+  /** Removes a repository with its tags, manifests, blob links and uploads. Blobs go at the next collection. */
+  async deleteRepository(name: string): Promise<void> {
+    assertName(name);
+    this.assertDeletable();
+    const repositoryId = await this.repositoryIdOrUnknown(name);
+    const uploads = await this.meta.transaction(async (trx) => {
+      await this.meta.touchRepository(trx, name);
+      return this.meta.deleteRepository(trx, repositoryId);
+    });
+    for (const id of uploads) {
+      this.hashes.forget(id);
+      await this.store.deleteUpload(id).catch(() => {});
+    }
+  }
+
+  // ---------------------------------------------------------------- listings
+
+  async listTags(name: string, n?: number, last?: string): Promise<Page<string>> {
+    assertName(name);
+    const repositoryId = await this.repositoryIdOrUnknown(name);
+    if (n === 0) return { items: [], next: null };
+    const rows = await this.meta.listTags(repositoryId, n === undefined ? undefined : n + 1, last);
+    if (n !== undefined && rows.length > n) {
+      const items = rows.slice(0, n);
+      return { items, next: items[items.length - 1] ?? null };
+    }
+    return { items: rows, next: null };
+  }
+
+  /** Repositories in byte order; `visible` filters out what the caller may not pull. */
+  async catalog(n: number, last: string | undefined, visible: (repo: string) => boolean = () => true): Promise<Page<string>> {
+    if (n === 0) return { items: [], next: null };
+    const items: string[] = [];
+    let cursor = last;
+    for (;;) {
+      const batch = await this.meta.listRepositories(Math.max(n + 1, 100), cursor);
+      for (const repo of batch) {
+        if (!visible(repo)) continue;
+        if (items.length === n) return { items, next: items[n - 1] ?? null };
+        items.push(repo);
+      }
+      if (batch.length < Math.max(n + 1, 100)) return { items, next: null };
+      cursor = batch[batch.length - 1];
+    }
+  }
+
+  async referrers(name: string, digest: string, artifactType?: string): Promise<ReferrerDescriptor[]> {
+    assertName(name);
+    assertDigest(digest);
+    const rows = await this.meta.referrers(name, digest, artifactType);
+    return rows.map(referrerDescriptor);
+  }
+
+  /** The referrers response body: an OCI image index. */
+  static referrersIndex(descriptors: ReferrerDescriptor[]): { schemaVersion: 2; mediaType: string; manifests: ReferrerDescriptor[] } {
+    return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: descriptors };
+  }
+}
+
+function referrerDescriptor(row: ReferrerRow): ReferrerDescriptor {
+  const d: ReferrerDescriptor = { mediaType: row.media_type, digest: row.digest, size: row.size };
+  if (row.artifact_type) d.artifactType = row.artifact_type;
+  if (row.annotations) d.annotations = JSON.parse(row.annotations) as Record<string, string>;
+  return d;
+}
+
+function unknownUpload(id: string): RegistryError {
+  return new RegistryError("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", { id });
+}
+
+/** The spec's Range header for an upload holding `size` bytes. */
+export function uploadRange(size: number): string {
+  return `0-${Math.max(size - 1, 0)}`;
+}
+
+function rangeHeader(size: number): Record<string, string> {
+  return { Range: uploadRange(size) };
+}
+
+function isUploadState(value: unknown): value is UploadState {
+  return typeof value === "object" && value !== null && "id" in value && "size" in value && !("digest" in value);
+}
+
+export type { ParsedManifest };

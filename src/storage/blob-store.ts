@@ -1,0 +1,54 @@
+import type { Readable } from "node:stream";
+
+export interface BlobStat {
+  size: number;
+  modifiedAt: number;
+}
+
+export interface StoredBlob {
+  digest: string;
+  size: number;
+  modifiedAt: number;
+}
+
+export interface StoredUpload {
+  id: string;
+  size: number;
+  modifiedAt: number;
+}
+
+/**
+ * Blob bytes, content-addressed, one copy per digest. Uploads are append-only files of their own,
+ * made visible only by `commitUpload` (fsync, then an atomic rename into place).
+ * Digests given to a store are already validated (src/registry/names.ts); stores never hash.
+ */
+export interface BlobStore {
+  readonly kind: string;
+  stat(digest: string): Promise<BlobStat | null>;
+  /** Stream `[start, end]` (inclusive) of a blob, or all of it. */
+  read(digest: string, range?: { start: number; end: number }): Promise<Readable>;
+  /** Store small content (manifests) atomically under its digest. */
+  put(digest: string, content: Buffer): Promise<void>;
+  delete(digest: string): Promise<void>;
+  list(): AsyncIterable<StoredBlob>;
+
+  createUpload(id: string): Promise<void>;
+  /** Current length of an upload's data, or null when it does not exist. */
+  uploadSize(id: string): Promise<number | null>;
+  /**
+   * Write `source` at `offset`, calling `onChunk` for every chunk in order before it is written.
+   * Resolves with the bytes written. On failure the upload is cut back to `offset`.
+   */
+  writeUpload(id: string, offset: number, source: AsyncIterable<Buffer>, onChunk: (chunk: Buffer) => void): Promise<number>;
+  /** Stream the first `length` bytes of an upload (to rebuild a hash state). */
+  readUpload(id: string, length: number): Promise<Readable>;
+  truncateUpload(id: string, size: number): Promise<void>;
+  /** Flush an upload's bytes to stable storage (before its digest is committed). */
+  syncUpload(id: string): Promise<void>;
+  /** Make a synced upload visible as `digest` (an atomic rename). The caller has verified the digest. */
+  commitUpload(id: string, digest: string): Promise<void>;
+  deleteUpload(id: string): Promise<void>;
+  listUploads(): AsyncIterable<StoredUpload>;
+  /** Proves the store can take a write (readiness). */
+  probe(): Promise<void>;
+}
