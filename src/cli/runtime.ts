@@ -1,5 +1,4 @@
-import path from "node:path";
-import type { Config } from "../config/schema.js";
+import { type Config, dataDirOf } from "../config/schema.js";
 import { type MetadataDb, openSqlite } from "../metadata/db.js";
 import { MetadataStore } from "../metadata/store.js";
 import { Registry } from "../registry/registry.js";
@@ -12,10 +11,6 @@ export interface Runtime {
   storage: FilesystemBlobStore;
   registry: Registry;
   close(): Promise<void>;
-}
-
-export function dataDirOf(config: Config): string {
-  return path.resolve(config.storage.filesystem.rootdirectory);
 }
 
 /** Opens the stores named by the configuration and the domain on top of them (for serve and the other commands). */

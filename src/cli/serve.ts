@@ -3,9 +3,7 @@ import os from "node:os";
 import type { Command } from "commander";
 import pino, { type Logger } from "pino";
 import { loadConfig } from "../config/load.js";
-import type { Config, ConfigInput } from "../config/schema.js";
-import { buildApp } from "../http/app.js";
-import { openRuntime } from "./runtime.js";
+import { type Config, type ConfigInput, dataDirOf } from "../config/schema.js";
 
 export interface ServeFlags {
   addr?: string;
@@ -77,35 +75,35 @@ export async function serve(flags: ServeFlags): Promise<void> {
   const workers = workerCount(config);
   if (cluster.isPrimary) {
     for (const warning of warnings) log.warn(warning);
-    // Migrate once, before any worker opens the database.
-    const runtime = await openRuntime(config, { migrate: true });
-    const dataDir = runtime.dataDir;
-    await runtime.close();
+    const dataDir = dataDirOf(config);
     if (workers <= 1) {
-      await runWorker(config, log, { dataDir, workers: 1 });
+      await runWorker(config, log, { dataDir, workers: 1 }, true);
       return;
     }
     await runPrimary(config, log, dataDir, workers);
     return;
   }
-  await runWorker(config, log, null);
+  await runWorker(config, log, null, process.env.BERTH_MIGRATE === "1");
 }
 
 async function runPrimary(config: Config, log: Logger, dataDir: string, workers: number): Promise<void> {
+  // The primary only supervises: it loads no HTTP or database code, so that it stays small.
+  // The first worker migrates the database; the others start once it listens.
   let stopping = false;
   let announced = false;
-  const fork = () => cluster.fork();
+  const fork = (env: Record<string, string> = {}) => cluster.fork(env);
   cluster.on("listening", (_worker, address) => {
     if (announced) return;
     announced = true;
+    for (let i = 1; i < workers; i++) fork();
     log.info({ addr: config.http.addr, port: address.port, dataDir, workers }, `berth listening on ${config.http.addr}, data in ${dataDir}`);
   });
   cluster.on("exit", (worker, code, signal) => {
     if (stopping) return;
     log.error({ worker: worker.process.pid, code, signal }, "worker exited; starting another");
-    setTimeout(fork, 500);
+    setTimeout(() => fork(announced ? {} : { BERTH_MIGRATE: "1" }), 500);
   });
-  for (let i = 0; i < workers; i++) fork();
+  fork({ BERTH_MIGRATE: "1" });
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
@@ -128,8 +126,15 @@ async function runPrimary(config: Config, log: Logger, dataDir: string, workers:
   process.on("SIGINT", () => stop("SIGINT"));
 }
 
-async function runWorker(config: Config, log: Logger, single: { dataDir: string; workers: number } | null): Promise<void> {
-  const runtime = await openRuntime(config, { migrate: false });
+async function runWorker(
+  config: Config,
+  log: Logger,
+  single: { dataDir: string; workers: number } | null,
+  migrate: boolean,
+): Promise<void> {
+  const { openRuntime } = await import("./runtime.js");
+  const { buildApp } = await import("../http/app.js");
+  const runtime = await openRuntime(config, { migrate });
   const app = await buildApp({
     config,
     dataDir: runtime.dataDir,

@@ -1,3 +1,4 @@
+import path from "node:path";
 import { z } from "zod";
 import { authSection } from "./sections/auth.js";
 import { httpSection, logSection, storageSection } from "./sections/core.js";
@@ -19,3 +20,8 @@ export const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
+
+/** The data directory (blobs, database, keys), absolute. */
+export function dataDirOf(config: Config): string {
+  return path.resolve(config.storage.filesystem.rootdirectory);
+}
