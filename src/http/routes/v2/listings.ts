@@ -18,7 +18,7 @@ export async function listTags({ request, reply, ctx, name }: V2Request): Promis
   const last = queryValue(request, "last");
   const page = await ctx.registry.listTags(name, n, last || undefined);
   if (page.next !== null && n !== undefined) reply.header("Link", nextLink(`/v2/${name}/tags/list`, n, page.next));
-  return reply.code(200).header("Content-Type", "application/json").send(JSON.stringify({ name, tags: page.items }));
+  return reply.code(200).header("Content-Type", "application/json").send(Buffer.from(JSON.stringify({ name, tags: page.items })));
 }
 
 export async function listReferrers({ request, reply, ctx, name, ref }: V2Request): Promise<unknown> {
@@ -29,7 +29,7 @@ export async function listReferrers({ request, reply, ctx, name, ref }: V2Reques
   return reply
     .code(200)
     .header("Content-Type", "application/vnd.oci.image.index.v1+json")
-    .send(JSON.stringify(Registry.referrersIndex(descriptors)));
+    .send(Buffer.from(JSON.stringify(Registry.referrersIndex(descriptors))));
 }
 
 export async function catalog(request: FastifyRequest, reply: FastifyReply, ctx: AppContext): Promise<unknown> {
@@ -39,5 +39,5 @@ export async function catalog(request: FastifyRequest, reply: FastifyReply, ctx:
   const last = queryValue(request, "last");
   const page = await ctx.registry.catalog(n, last || undefined, (repo) => canPull(request, repo));
   if (page.next !== null) reply.header("Link", nextLink("/v2/_catalog", n, page.next));
-  return reply.code(200).header("Content-Type", "application/json").send(JSON.stringify({ repositories: page.items }));
+  return reply.code(200).header("Content-Type", "application/json").send(Buffer.from(JSON.stringify({ repositories: page.items })));
 }
