@@ -116,3 +116,14 @@ export function describeExpected(e: Expected): string {
       return "a value";
   }
 }
+
+/** Whether `schema` is `target` under wrappers (optional, default, ...): finds fields built from a shared schema such as `duration`. */
+export function isBuiltFrom(schema: z.ZodType, target: z.ZodType): boolean {
+  let current: z.ZodType | undefined = schema;
+  for (let i = 0; i < 50 && current; i++) {
+    if (current === target) return true;
+    const def = defOf(current);
+    current = WRAPPERS.has(def.type) ? def.innerType : undefined;
+  }
+  return false;
+}

@@ -363,8 +363,12 @@ function check(state: State, value: unknown, schema: z.ZodType, path: Path, patt
       return folded ?? text;
     }
     case "union": {
-      if (typeof value === "number" && !unionAccepts(e.options, "number") && unionAccepts(e.options, "string")) {
-        return toText(state, value, path);
+      if (typeof value === "number" && unionAccepts(e.options, "string")) {
+        // A string is wanted if a number is not; or a number written in a way a string keeps (`version: 0.10`).
+        const text = state.texts.get(textKey(path));
+        if (!unionAccepts(e.options, "number") || (text !== undefined && text !== String(value))) {
+          return toText(state, value, path);
+        }
       }
       if (typeof value === "boolean" && !unionAccepts(e.options, "boolean") && unionAccepts(e.options, "string")) {
         return toText(state, value, path);

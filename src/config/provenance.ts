@@ -80,6 +80,15 @@ export class Provenance {
     return undefined;
   }
 
+  /** The source of the path, an ancestor set as a whole, or else of something set below it. */
+  near(path: Path): Source | undefined {
+    const found = this.find(path);
+    if (found) return found;
+    const key = keyOf(path);
+    for (const [k, v] of this.map) if (k.startsWith(key + SEP)) return v.source;
+    return undefined;
+  }
+
   /** Whether anything at or below this path was set by a layer. */
   has(path: Path): boolean {
     const key = keyOf(path);

@@ -19,9 +19,7 @@ export function parseYaml(text: string, where: string, base: Path = [], texts?: 
   const doc = YAML.parseDocument(text, { version: "1.1", prettyErrors: true, uniqueKeys: true });
   const error = doc.errors[0];
   if (error) {
-    const pos = error.linePos?.[0];
-    const at = pos ? ` (line ${pos.line}, column ${pos.col})` : "";
-    throw new YamlError(`${where}: invalid YAML${at}: ${error.message.split("\n")[0]}`);
+    throw new YamlError(`${where}: invalid YAML: ${error.message.split("\n")[0]?.replace(/:$/, "")}`);
   }
   const value = doc.toJS({ maxAliasCount: 1000 }) as unknown;
   if (texts && doc.contents) collectTexts(doc.contents as Node, [...base], texts);

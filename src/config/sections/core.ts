@@ -87,6 +87,14 @@ export const httpSection = z
       })
       .prefault({}),
     headers: z.record(z.string(), z.array(z.string())).default({}),
-    debug: z.object({ addr: z.string().optional() }).optional(),
+    /** Distribution's debug server; Berth serves only Prometheus metrics there (see metrics.addr). */
+    debug: z
+      .object({
+        addr: z.string().optional(),
+        prometheus: z
+          .object({ enabled: z.boolean().default(false), path: z.string().default("/metrics") })
+          .prefault({}),
+      })
+      .optional(),
   })
   .prefault({});

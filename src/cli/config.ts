@@ -1,0 +1,172 @@
+import type { Command } from "commander";
+import YAML, { isMap, isScalar, isSeq, type Node, visit } from "yaml";
+import { expected, isBuiltFrom, mappingOption } from "../config/introspect.js";
+import { ConfigError, loadConfig } from "../config/load.js";
+import { describeSource, formatPath, isPlainObject, maskSecrets, type Path } from "../config/provenance.js";
+import { type Config, configSchema } from "../config/schema.js";
+import { duration } from "../config/sections/core.js";
+
+export interface ConfigCheckOptions {
+  config?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export interface ConfigCheckIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  env?: NodeJS.ProcessEnv;
+  /** Files looked for when none is named (tests pass []). */
+  defaultFiles?: string[];
+}
+
+/** `berth config check [--config FILE] [--json]`. */
+export function registerConfigCommand(program: Command): void {
+  const config = program.command("config").description("inspect Berth's configuration");
+  config
+    .command("check")
+    .description(
+      "validate the configuration (file < REGISTRY_* environment) and print the effective values, " +
+        "each with where it came from; secrets are masked. Exits 1 when the configuration is invalid.",
+    )
+    .option(
+      "-c, --config <file>",
+      "YAML configuration file (default: $REGISTRY_CONFIGURATION_PATH, else /etc/berth/config.yml or /etc/docker/registry/config.yml when present)",
+    )
+    .option("--json", "print { file, config, sources, warnings } as JSON")
+    .option("-q, --quiet", "print only warnings and errors")
+    .action((opts: ConfigCheckOptions) => {
+      process.exitCode = runConfigCheck(opts, {
+        stdout: (t) => process.stdout.write(t),
+        stderr: (t) => process.stderr.write(t),
+      });
+    });
+}
+
+/** Runs the check; returns the exit code (0 valid, 1 invalid). */
+export function runConfigCheck(opts: ConfigCheckOptions, io: ConfigCheckIo): number {
+  let loaded: ReturnType<typeof loadConfig>;
+  try {
+    loaded = loadConfig({ file: opts.config, env: io.env, defaultFiles: io.defaultFiles });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    if (opts.json) {
+      io.stdout(`${JSON.stringify({ valid: false, problems: err.problems }, null, 2)}\n`);
+    }
+    io.stderr(`berth: invalid configuration:\n${err.problems.map((p) => `  - ${p}`).join("\n")}\n`);
+    return 1;
+  }
+  const { config, warnings, file, sources } = loaded;
+  for (const warning of warnings) io.stderr(`warning: ${warning}\n`);
+  const masked = maskSecrets(config) as Record<string, unknown>;
+  if (opts.json) {
+    const described: Record<string, string> = {};
+    for (const [key, source] of Object.entries(sources)) described[key] = describeSource(source);
+    io.stdout(`${JSON.stringify({ valid: true, file: file ?? null, config: masked, sources: described, warnings }, null, 2)}\n`);
+    return 0;
+  }
+  if (opts.quiet) return 0;
+  const header = [
+    "# Berth configuration: valid",
+    file ? `# file: ${file}` : "# file: none (defaults, REGISTRY_* environment)",
+    "# precedence: defaults < file < REGISTRY_* environment < flags; secrets are masked",
+    "",
+  ];
+  io.stdout(`${header.join("\n")}${renderWithSources(config, masked, sources)}`);
+  return 0;
+}
+
+/** The configuration as YAML with `# source` after every value; durations shown as "24h". */
+export function renderWithSources(
+  config: Config,
+  masked: Record<string, unknown>,
+  sources: Record<string, ReturnType<typeof loadConfig>["sources"][string]>,
+): string {
+  const durations = new Set<string>();
+  collectDurations(config, configSchema, [], durations);
+  const shown = replaceDurations(masked, [], durations) as Record<string, unknown>;
+  const doc = new YAML.Document(shown);
+  visit(doc, {
+    Pair(_key, pair, ancestry) {
+      const value = pair.value as Node | null;
+      if (!value) return;
+      const leaf = isScalar(value) || isSeq(value) || (isMap(value) && value.items.length === 0);
+      if (!leaf) return;
+      const path = pathOf(ancestry as readonly unknown[], pair);
+      const source = sources[formatPath(path)];
+      const comment = ` ${source ? describeSource(source) : "default"}`;
+      if (isSeq(value) && !value.items.every((item) => isScalar(item))) {
+        // A list of mappings stays in block style; its source goes after the key.
+        if (isScalar(pair.key)) pair.key.comment = comment;
+        return visit.SKIP;
+      }
+      if (isSeq(value) || isMap(value)) value.flow = true;
+      value.comment = comment;
+      return visit.SKIP;
+    },
+  });
+  return doc.toString({ lineWidth: 0 });
+}
+
+function pathOf(ancestry: readonly unknown[], pair: { key: unknown }): Path {
+  const path: (string | number)[] = [];
+  const nodes = [...ancestry, pair];
+  for (let i = 0; i < nodes.length; i++) {
+    const node = nodes[i] as { key?: unknown; items?: unknown[] };
+    if (node && typeof node === "object" && "key" in node) {
+      const key = node.key;
+      path.push(isScalar(key) ? String(key.value) : String(key));
+    } else if (isSeq(node) && i + 1 < nodes.length) {
+      path.push(node.items.indexOf(nodes[i + 1]));
+    }
+  }
+  return path;
+}
+
+function collectDurations(value: unknown, schema: unknown, path: Path, out: Set<string>): void {
+  const zschema = schema as Parameters<typeof expected>[0];
+  if (isBuiltFrom(zschema, duration)) {
+    if (typeof value === "number") out.add(formatPath(path));
+    return;
+  }
+  let e = expected(zschema);
+  if (e.kind === "union" && isPlainObject(value)) e = mappingOption(e.options) ?? e;
+  if (e.kind === "object" && isPlainObject(value)) {
+    for (const [k, v] of Object.entries(value)) if (e.fields[k]) collectDurations(v, e.fields[k], [...path, k], out);
+  } else if (e.kind === "record" && isPlainObject(value)) {
+    for (const [k, v] of Object.entries(value)) collectDurations(v, e.value, [...path, k], out);
+  } else if (e.kind === "array" && Array.isArray(value)) {
+    value.forEach((v, i) => collectDurations(v, e.element, [...path, i], out));
+  }
+}
+
+function replaceDurations(value: unknown, path: Path, durations: Set<string>): unknown {
+  if (typeof value === "number" && durations.has(formatPath(path))) return formatDuration(value);
+  if (Array.isArray(value)) return value.map((v, i) => replaceDurations(v, [...path, i], durations));
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = replaceDurations(v, [...path, k], durations);
+    return out;
+  }
+  return value;
+}
+
+/** 604800000 → "168h", 90000 → "1m30s", 250 → "250ms", 0 → "0s". */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return "0s";
+  let rest = ms;
+  let out = "";
+  for (const [unit, size] of [
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1000],
+  ] as const) {
+    if (rest >= size) {
+      const n = Math.floor(rest / size);
+      out += `${n}${unit}`;
+      rest -= n * size;
+    }
+  }
+  if (rest > 0) out += `${Math.round(rest * 1000) / 1000}ms`;
+  return out;
+}
