@@ -1,14 +1,154 @@
-import type { FastifyRequest } from "fastify";
-import type { AccessRequest } from "../auth/types.js";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { basicChallenge, bearerChallenge } from "../auth/scope.js";
+import { type AuthOutcome, AuthService } from "../auth/service.js";
+import { type AccessRequest, ANONYMOUS, type Identity } from "../auth/types.js";
+import { RegistryError } from "../registry/errors.js";
+import { isValidName } from "../registry/names.js";
+import type { AppContext } from "./context.js";
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** Set by registerAuth; absent means authentication is not wired (everything allowed). */
+    berthAuth?: AuthService;
+  }
+}
+
+/** Pino redaction paths that keep credentials out of logs, whatever a serializer includes. */
+export const LOG_REDACT_PATHS = [
+  "req.headers.authorization",
+  "req.headers.cookie",
+  "req.headers['proxy-authorization']",
+  "headers.authorization",
+  "headers.cookie",
+  "res.headers['set-cookie']",
+];
+
+const services = new WeakMap<AppContext, AuthService>();
+const outcomes = new WeakMap<FastifyRequest, AuthOutcome | Promise<AuthOutcome>>();
 
 /**
- * The v2 routes call this before acting. With auth off, everything is allowed.
- * (The users-and-permissions work replaces the body: authenticate, authorize, or throw
- * RegistryError UNAUTHORIZED/DENIED with the right WWW-Authenticate challenge in `headers`.)
+ * The AuthService of an application context, created on first use (reads the htpasswd file and the
+ * token key; throws a start-up error when they are unusable). The token routes and the access hook
+ * share it.
  */
-export async function requireAccess(_request: FastifyRequest, _needs: AccessRequest[]): Promise<void> {}
+export function authServiceFor(ctx: AppContext): AuthService {
+  let service = services.get(ctx);
+  if (!service) {
+    service = new AuthService({ config: ctx.config, dataDir: ctx.dataDir, log: ctx.log });
+    services.set(ctx, service);
+  }
+  return service;
+}
+
+/**
+ * Wires authentication into an app: call on the root instance before the routes are registered.
+ * It decorates the instance with the AuthService and adds an onRequest hook that works out who the
+ * caller is once per request (so that canPull can answer synchronously); nothing is refused there:
+ * requireAccess refuses.
+ */
+export async function registerAuth(app: FastifyInstance, ctx: AppContext): Promise<void> {
+  const service = authServiceFor(ctx);
+  if (!app.hasDecorator("berthAuth")) app.decorate("berthAuth", service);
+  app.addHook("onRequest", async (request) => {
+    if (!service.enabled) return;
+    outcomes.set(request, await outcomeOf(service, request));
+  });
+  app.addHook("onClose", async () => service.close());
+}
+
+function outcomeOf(service: AuthService, request: FastifyRequest): Promise<AuthOutcome> | AuthOutcome {
+  const authorization = request.headers.authorization;
+  if (!authorization) return { kind: "ok", identity: ANONYMOUS };
+  let pending = outcomes.get(request);
+  if (!pending) {
+    pending = service.authenticate(authorization, request.ip).then((outcome) => {
+      outcomes.set(request, outcome);
+      return outcome;
+    });
+    outcomes.set(request, pending);
+  }
+  return pending;
+}
+
+function serviceOf(request: FastifyRequest): AuthService | undefined {
+  return request.server.berthAuth;
+}
+
+/** The caller's identity, once the onRequest hook has run; undefined with auth off or bad credentials. */
+export function getIdentity(request: FastifyRequest): Identity | undefined {
+  const outcome = outcomes.get(request);
+  if (!outcome || outcome instanceof Promise) return serviceOf(request)?.enabled ? ANONYMOUS : undefined;
+  return outcome.kind === "ok" ? outcome.identity : undefined;
+}
+
+function originOf(request: FastifyRequest): string {
+  return `${request.protocol}://${request.host}`;
+}
+
+/**
+ * The v2 routes call this before acting. It authenticates (once per request), authorizes, or throws
+ * RegistryError UNAUTHORIZED (401 with a Basic or Bearer challenge naming the scopes needed),
+ * DENIED (403) or TOOMANYREQUESTS (429 with Retry-After, while failed logins are being slowed down).
+ * An empty `needs` asks only for an authenticated caller (GET /v2/).
+ */
+export async function requireAccess(request: FastifyRequest, needs: AccessRequest[]): Promise<void> {
+  const service = serviceOf(request);
+  if (!service?.enabled) return;
+  const outcome = await outcomeOf(service, request);
+  const decision = service.decide(outcome, needs);
+  switch (decision.kind) {
+    case "allow":
+      return;
+    case "throttled": {
+      const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+      throw new RegistryError("TOOMANYREQUESTS", "too many failed logins; retry later", undefined, {
+        "Retry-After": String(seconds),
+      });
+    }
+    case "denied":
+      throw new RegistryError("DENIED", decision.message, needsDetail(needs));
+    case "unauthenticated": {
+      const challenge =
+        service.mode === "token" && service.tokens
+          ? bearerChallenge({
+              realm: service.tokenRealm(originOf(request)),
+              service: service.tokens.service,
+              scopes: challengeScopes(request, needs),
+              error: decision.error,
+            })
+          : basicChallenge(service.basicRealm);
+      throw new RegistryError("UNAUTHORIZED", decision.message, needsDetail(needs), {
+        "WWW-Authenticate": challenge,
+      });
+    }
+  }
+}
+
+/**
+ * The scopes a Bearer challenge names: what the request needs, plus pull on the source repository
+ * of a cross-repository mount (`POST .../blobs/uploads/?mount=&from=`), so that the client asks for
+ * one token that allows the mount; without that pull the registry falls back to a plain upload.
+ */
+function challengeScopes(request: FastifyRequest, needs: AccessRequest[]): AccessRequest[] {
+  if (request.method !== "POST") return needs;
+  const query = (request.query ?? {}) as Record<string, unknown>;
+  const from = Array.isArray(query.from) ? query.from[0] : query.from;
+  if (typeof query.mount !== "string" || typeof from !== "string" || !isValidName(from)) return needs;
+  if (needs.some((n) => n.type === "repository" && n.name === from)) return needs;
+  return [...needs, { type: "repository", name: from, actions: ["pull"] }];
+}
+
+function needsDetail(needs: AccessRequest[]): unknown {
+  if (needs.length === 0) return undefined;
+  return needs.flatMap((n) => n.actions.map((action) => ({ Type: n.type, Name: n.name, Action: action })));
+}
 
 /** Whether the caller may pull `repository` (catalog filtering, mount without `from`). */
-export function canPull(_request: FastifyRequest, _repository: string): boolean {
-  return true;
+export function canPull(request: FastifyRequest, repository: string): boolean {
+  const service = serviceOf(request);
+  if (!service?.enabled) return true;
+  const outcome = outcomes.get(request);
+  const settled = outcome instanceof Promise ? undefined : outcome;
+  if (!settled && request.headers.authorization) return false;
+  return service.canPull(settled ?? { kind: "ok", identity: ANONYMOUS }, repository);
 }

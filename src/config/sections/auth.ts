@@ -12,6 +12,7 @@ const repositoryPattern = z
   .string()
   .min(1)
   .max(300)
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: "${user}" is literal text in patterns
   .refine((p) => /^[a-z0-9._\-/*]*(\$\{user\}[a-z0-9._\-/*]*)*$/.test(p), {
     message: 'a repository pattern may hold lower-case letters, digits, "._-/", "*" and "${user}"',
   });
@@ -35,7 +36,10 @@ const rule = z
       return z.NEVER;
     }
     if (r.users.length === 0 && r.groups.length === 0) {
-      ctx.addIssue({ code: "custom", message: 'a rule needs `users` or `groups` (users: ["*"] for everyone logged in)' });
+      ctx.addIssue({
+        code: "custom",
+        message: 'a rule needs `users` or `groups` (users: ["*"] for everyone logged in)',
+      });
       return z.NEVER;
     }
     return { repositories, users: r.users, groups: r.groups, actions: r.actions };
