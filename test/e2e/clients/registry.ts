@@ -1,0 +1,126 @@
+/**
+ * The registry under test. E2E_TARGET=distribution runs the suite against Debian's Distribution
+ * (docker-registry) as a reference; anything else (the default) runs it against Berth from dist/.
+ * Both are started on a free loopback port with a fresh data directory, and have the same shape.
+ */
+import { spawn } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { type Berth, freePort, startBerth, tempDir } from "../../helpers/server.js";
+import { requireTool, sleep } from "./exec.js";
+
+export type TargetName = "berth" | "distribution";
+
+export function targetName(): TargetName {
+  const value = (process.env.E2E_TARGET ?? "berth").toLowerCase();
+  if (value === "berth" || value === "") return "berth";
+  if (value === "distribution" || value === "docker-registry") return "distribution";
+  throw new Error(`E2E_TARGET must be "berth" or "distribution", got "${process.env.E2E_TARGET}"`);
+}
+
+export interface Registry extends Berth {
+  target: TargetName;
+}
+
+/** Starts the selected registry. */
+export async function startRegistry(): Promise<Registry> {
+  const target = targetName();
+  const server = target === "distribution" ? await startDistribution() : await startBerth({ workers: 1 });
+  return Object.assign(server, { target });
+}
+
+export interface DistributionOptions {
+  dataDir?: string;
+  port?: number;
+}
+
+/** Starts `docker-registry serve` (Distribution 2.8) with filesystem storage and deletes enabled. */
+export async function startDistribution(options: DistributionOptions = {}): Promise<Berth> {
+  const bin = requireTool("docker-registry");
+  const port = options.port ?? (await freePort());
+  const ownDir = !options.dataDir;
+  const dataDir = options.dataDir ?? tempDir("berth-e2e-distribution-");
+  const configPath = path.join(dataDir, "config.yml");
+  writeFileSync(
+    configPath,
+    [
+      "version: 0.1",
+      "log:",
+      "  level: info",
+      "  accesslog:",
+      "    disabled: false",
+      "storage:",
+      "  filesystem:",
+      `    rootdirectory: ${path.join(dataDir, "storage")}`,
+      "  delete:",
+      "    enabled: true",
+      "  maintenance:",
+      "    uploadpurging:",
+      "      enabled: false",
+      "http:",
+      `  addr: 127.0.0.1:${port}`,
+      "  secret: berth-e2e-not-secret",
+      "",
+    ].join("\n"),
+  );
+  const child = spawn(bin, ["serve", configPath], {
+    cwd: dataDir,
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+    env: { ...process.env, OTEL_TRACES_EXPORTER: "none" },
+  });
+  const logs: string[] = [];
+  const keep = (chunk: Buffer) => {
+    logs.push(...chunk.toString().split("\n").filter(Boolean));
+    if (logs.length > 20_000) logs.splice(0, logs.length - 20_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  let ready = false;
+  while (Date.now() < deadline && child.exitCode === null) {
+    try {
+      const res = await fetch(`${url}/v2/`);
+      await res.arrayBuffer();
+      if (res.status === 200 || res.status === 401) {
+        ready = true;
+        break;
+      }
+    } catch {}
+    await sleep(50);
+  }
+  const killGroup = () => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {}
+  };
+  if (!ready) {
+    killGroup();
+    throw new Error(`docker-registry did not start on ${url}:\n${logs.slice(-40).join("\n")}`);
+  }
+  const server: Berth = {
+    url,
+    host: `127.0.0.1:${port}`,
+    port,
+    dataDir,
+    process: child,
+    logs,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      return exited;
+    },
+    async kill() {
+      killGroup();
+      await exited;
+    },
+    async cleanup() {
+      const timer = setTimeout(killGroup, 15_000);
+      await server.stop();
+      clearTimeout(timer);
+      if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return server;
+}
