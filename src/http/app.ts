@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
+// [auth wiring, issue 3] registerAuth: identity once per request, before any route.
+import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
 import { errorBody, sendError } from "./errors.js";
 import { registerApiRoutes } from "./routes/api.js";
@@ -8,9 +10,14 @@ import { registerTokenRoutes } from "./routes/token.js";
 import { registerUiRoutes } from "./routes/ui.js";
 import { registerV2Routes } from "./routes/v2/index.js";
 
+const idPrefix = `${randomBytes(3).toString("hex")}${process.pid.toString(36)}`;
+let idCounter = 0;
+
+/** X-Request-Id when the caller sent a sane one, else a per-process prefix and a counter (cheap and unique). */
 function requestId(headerValue: unknown): string {
   if (typeof headerValue === "string" && /^[A-Za-z0-9._-]{1,64}$/.test(headerValue)) return headerValue;
-  return randomBytes(8).toString("hex");
+  idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${idPrefix}-${idCounter.toString(36)}`;
 }
 
 /** Builds the whole HTTP application for one process. `serverOptions` carries TLS/HTTP2 settings. */
@@ -55,6 +62,7 @@ export async function buildApp(ctx: AppContext, serverOptions: Partial<FastifySe
     return reply.send(request.method === "HEAD" ? undefined : errorBody("NOT_FOUND", "not found", { path: request.url }));
   });
 
+  await registerAuth(app, ctx); // [auth wiring, issue 3]
   await registerOpsRoutes(app, ctx);
   await registerTokenRoutes(app, ctx);
   await registerV2Routes(app, ctx);

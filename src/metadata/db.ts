@@ -1,13 +1,19 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import SQLite from "better-sqlite3";
-import { Kysely, SqliteDialect } from "kysely";
+import { type CompiledQuery, Kysely, SqliteDialect } from "kysely";
 import { type Dialect, migrate } from "./migrations.js";
 import type { Database } from "./schema.js";
 
 export interface MetadataDb {
   db: Kysely<Database>;
   dialect: Dialect;
+  /**
+   * Runs a compiled read-only query on a connection of its own with a cached prepared statement:
+   * the hot read paths (manifest GET, blob HEAD) skip query building and statement preparation,
+   * and never read inside another request's open transaction.
+   */
+  read<T>(query: CompiledQuery, parameters: readonly unknown[]): Promise<T | undefined>;
   close(): Promise<void>;
 }
 
@@ -28,10 +34,21 @@ export async function openSqlite(dataDir: string, options: { migrate?: boolean }
   sqlite.pragma("cache_size = -32000");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
   if (options.migrate !== false) await migrate(db as Kysely<unknown>, "sqlite");
+  const reader = new SQLite(file, { timeout: 15_000, readonly: true });
+  const statements = new Map<string, SQLite.Statement>();
   return {
     db,
     dialect: "sqlite",
+    async read<T>(query: CompiledQuery, parameters: readonly unknown[]) {
+      let statement = statements.get(query.sql);
+      if (!statement) {
+        statement = reader.prepare(query.sql);
+        statements.set(query.sql, statement);
+      }
+      return statement.get(...parameters) as T | undefined;
+    },
     async close() {
+      reader.close();
       await db.destroy();
     },
   };

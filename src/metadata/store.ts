@@ -1,5 +1,5 @@
 import os from "node:os";
-import { type Kysely, type Transaction, sql } from "kysely";
+import { type CompiledQuery, type Kysely, type Transaction, sql } from "kysely";
 import type { MetadataDb } from "./db.js";
 import type { Database } from "./schema.js";
 
@@ -50,9 +50,41 @@ export const PROCESS_ID = `${os.hostname()}:${process.pid}`;
  */
 export class MetadataStore {
   readonly db: Kysely<Database>;
+  /** The hot read queries, built once; their parameters are bound per call. */
+  private readonly hot: {
+    manifestByTag: CompiledQuery;
+    manifestByDigest: CompiledQuery;
+    linkedBlob: CompiledQuery;
+  };
 
   constructor(readonly metadata: MetadataDb) {
     this.db = metadata.db;
+    const manifestColumns = ["m.digest", "m.media_type", "m.size", "m.content", "m.last_pulled_at"] as const;
+    this.hot = {
+      manifestByTag: this.db
+        .selectFrom("repositories as r")
+        .innerJoin("tags as t", "t.repository_id", "r.id")
+        .innerJoin("manifests as m", (join) => join.onRef("m.repository_id", "=", "r.id").onRef("m.digest", "=", "t.digest"))
+        .select(manifestColumns)
+        .where("r.name", "=", "?")
+        .where("t.name", "=", "?")
+        .compile(),
+      manifestByDigest: this.db
+        .selectFrom("repositories as r")
+        .innerJoin("manifests as m", "m.repository_id", "r.id")
+        .select(manifestColumns)
+        .where("r.name", "=", "?")
+        .where("m.digest", "=", "?")
+        .compile(),
+      linkedBlob: this.db
+        .selectFrom("repositories as r")
+        .innerJoin("repository_blobs as rb", "rb.repository_id", "r.id")
+        .innerJoin("blobs as b", "b.digest", "rb.digest")
+        .select("b.size")
+        .where("r.name", "=", "?")
+        .where("rb.digest", "=", "?")
+        .compile(),
+    };
   }
 
   transaction<T>(fn: (trx: Tx) => Promise<T>): Promise<T> {
@@ -101,14 +133,7 @@ export class MetadataStore {
 
   /** Size of a blob that `repository` may read, or null. */
   async linkedBlob(repository: string, digest: string): Promise<{ size: number } | null> {
-    const row = await this.db
-      .selectFrom("repositories as r")
-      .innerJoin("repository_blobs as rb", "rb.repository_id", "r.id")
-      .innerJoin("blobs as b", "b.digest", "rb.digest")
-      .select("b.size")
-      .where("r.name", "=", repository)
-      .where("rb.digest", "=", digest)
-      .executeTakeFirst();
+    const row = await this.metadata.read<{ size: number }>(this.hot.linkedBlob, [repository, digest]);
     return row ? { size: Number(row.size) } : null;
   }
 
@@ -237,27 +262,12 @@ export class MetadataStore {
   // ---------- manifests and tags ----------
 
   async manifestByTag(repository: string, tag: string): Promise<ManifestRow | null> {
-    const row = await this.db
-      .selectFrom("repositories as r")
-      .innerJoin("tags as t", "t.repository_id", "r.id")
-      .innerJoin("manifests as m", (join) =>
-        join.onRef("m.repository_id", "=", "r.id").onRef("m.digest", "=", "t.digest"),
-      )
-      .select(["m.digest", "m.media_type", "m.size", "m.content", "m.last_pulled_at"])
-      .where("r.name", "=", repository)
-      .where("t.name", "=", tag)
-      .executeTakeFirst();
+    const row = await this.metadata.read<ManifestRow>(this.hot.manifestByTag, [repository, tag]);
     return row ? { ...row, size: Number(row.size) } : null;
   }
 
   async manifestByDigest(repository: string, digest: string): Promise<ManifestRow | null> {
-    const row = await this.db
-      .selectFrom("repositories as r")
-      .innerJoin("manifests as m", "m.repository_id", "r.id")
-      .select(["m.digest", "m.media_type", "m.size", "m.content", "m.last_pulled_at"])
-      .where("r.name", "=", repository)
-      .where("m.digest", "=", digest)
-      .executeTakeFirst();
+    const row = await this.metadata.read<ManifestRow>(this.hot.manifestByDigest, [repository, digest]);
     return row ? { ...row, size: Number(row.size) } : null;
   }
 
