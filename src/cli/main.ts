@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { registerServeCommand } from "./serve.js";
+import { registerUserCommand } from "./user.js"; // [auth wiring, issue 3]
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
 
@@ -11,6 +12,7 @@ const program = new Command()
   .version(pkg.version);
 
 registerServeCommand(program);
+registerUserCommand(program); // [auth wiring, issue 3]
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`berth: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -76,6 +76,8 @@ export async function serve(flags: ServeFlags): Promise<void> {
   if (cluster.isPrimary) {
     for (const warning of warnings) log.warn(warning);
     const dataDir = dataDirOf(config);
+    // [auth wiring, issue 3] htpasswd/rules/token key checked (and key generated) once, before any worker.
+    (await import("../auth/preflight.js")).checkAuth(config, dataDir);
     if (workers <= 1) {
       await runWorker(config, log, { dataDir, workers: 1 }, true);
       return;
@@ -135,6 +137,7 @@ async function runWorker(
   const { openRuntime } = await import("./runtime.js");
   const { buildApp } = await import("../http/app.js");
   const runtime = await openRuntime(config, { migrate });
+  const { tlsServerOptions, watchTls } = await import("../http/tls.js"); // [auth wiring, issue 3]
   const app = await buildApp({
     config,
     dataDir: runtime.dataDir,
@@ -142,9 +145,10 @@ async function runWorker(
     metadata: runtime.metadata,
     storage: runtime.storage,
     log,
-  });
+  }, tlsServerOptions(config) ?? {});
   const { host, port } = parseAddr(config.http.addr);
   await app.listen({ host, port });
+  const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
   if (single) {
     log.info(
       { addr: config.http.addr, port, dataDir: single.dataDir, workers: 1 },
@@ -162,6 +166,7 @@ async function runWorker(
     }, config.http.draintimeout);
     timer.unref();
     try {
+      stopTlsWatch();
       await app.close();
       await runtime.close();
     } finally {

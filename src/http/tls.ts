@@ -1,6 +1,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import type tls from "node:tls";
+import type { FastifyServerOptions } from "fastify";
 import type { Logger } from "pino";
 import { watchFiles } from "../auth/file-watch.js";
 import type { Config } from "../config/schema.js";
@@ -70,7 +71,7 @@ function checkMaterial(material: TlsMaterial): void {
  * Undefined when no certificate is configured.
  */
 export function tlsServerOptions(config: Config):
-  | {
+  | (Partial<FastifyServerOptions> & {
       http2: true;
       https: {
         allowHTTP1: true;
@@ -81,7 +82,7 @@ export function tlsServerOptions(config: Config):
         rejectUnauthorized: boolean;
         minVersion: tls.SecureVersion;
       };
-    }
+    })
   | undefined {
   const material = readTlsMaterial(config);
   if (!material) return undefined;
