@@ -2,6 +2,7 @@
  * The registry under test. E2E_TARGET=distribution runs the suite against Debian's Distribution
  * (docker-registry) as a reference; anything else (the default) runs it against Berth from dist/.
  * Both are started on a free loopback port with a fresh data directory, and have the same shape.
+ * E2E_WORKERS=N starts Berth with N worker processes instead of 1.
  */
 import { spawn } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
@@ -25,7 +26,10 @@ export interface Registry extends Berth {
 /** Starts the selected registry. */
 export async function startRegistry(): Promise<Registry> {
   const target = targetName();
-  const server = target === "distribution" ? await startDistribution() : await startBerth({ workers: 1 });
+  // E2E_WORKERS runs Berth with more worker processes (requests of one push then land on several).
+  const workers = Number(process.env.E2E_WORKERS ?? 1);
+  if (!Number.isInteger(workers) || workers < 1) throw new Error(`E2E_WORKERS must be a positive integer`);
+  const server = target === "distribution" ? await startDistribution() : await startBerth({ workers });
   return Object.assign(server, { target });
 }
 
