@@ -7,6 +7,11 @@ import type { BlobStat, BlobStore, StoredBlob, StoredUpload } from "./blob-store
 
 /** Flush threshold when streaming an upload to disk: large writes, few syscalls, flat memory. */
 const WRITE_BATCH = 1024 * 1024;
+/**
+ * During a long upload, start a background flush every this many bytes, so that the disk writes while
+ * the network still delivers and the fsync at commit only has the tail left to flush.
+ */
+const FLUSH_EVERY = 64 * 1024 * 1024;
 const READ_CHUNK = 1024 * 1024;
 
 /**
@@ -128,15 +133,25 @@ export class FilesystemBlobStore implements BlobStore {
     let batch: Buffer[] = [];
     let batchBytes = 0;
     let inFlight: Promise<unknown> = Promise.resolve();
+    let unflushed = 0;
+    let syncing: Promise<unknown> | null = null;
     const flush = async () => {
       const chunks = batch;
       const at = position;
       position += batchBytes;
+      unflushed += batchBytes;
       batch = [];
       batchBytes = 0;
       await inFlight;
       // One write in flight while the next batch is read and hashed.
       inFlight = writeAllv(handle, chunks, at);
+      if (unflushed >= FLUSH_EVERY && syncing === null) {
+        unflushed = 0;
+        const started = inFlight.then(() => handle.datasync());
+        syncing = started.catch(() => {}).finally(() => {
+          syncing = null;
+        });
+      }
     };
     try {
       for await (const chunk of source) {
@@ -147,9 +162,11 @@ export class FilesystemBlobStore implements BlobStore {
       }
       if (batchBytes > 0) await flush();
       await inFlight;
+      await syncing;
       return position - offset;
     } catch (err) {
       await inFlight.catch(() => {});
+      await syncing;
       await handle.truncate(offset).catch(() => {});
       throw err;
     } finally {
