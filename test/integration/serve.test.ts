@@ -1,0 +1,64 @@
+import http from "node:http";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Berth, startBerth } from "../helpers/server.js";
+import { randomBlob } from "../helpers/registry.js";
+
+const started: Berth[] = [];
+afterEach(async () => {
+  for (const b of started.splice(0)) await b.cleanup().catch(() => {});
+});
+
+function parsed(lines: string[]): Record<string, unknown>[] {
+  return lines.flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+describe("berth serve", () => {
+  it("logs a start-up line and one JSON line per request", async () => {
+    const berth = await startBerth();
+    started.push(berth);
+    await fetch(`${berth.url}/v2/`, { headers: { "x-request-id": "test-req-1" } });
+    await new Promise((r) => setTimeout(r, 200));
+    const logs = parsed(berth.logs);
+    const startup = logs.find((l) => typeof l.msg === "string" && (l.msg as string).startsWith("berth listening"));
+    expect(startup).toMatchObject({ addr: berth.host, dataDir: berth.dataDir });
+    const line = logs.find((l) => l.reqId === "test-req-1");
+    expect(line).toMatchObject({ method: "GET", path: "/v2/", status: 200, bytes: 2 });
+    expect(typeof line?.ms).toBe("number");
+    expect(logs.filter((l) => l.reqId === "test-req-1")).toHaveLength(1);
+  });
+
+  it("finishes an upload in flight on SIGTERM, then exits 0", async () => {
+    const berth = await startBerth({ workers: 2 });
+    started.push(berth);
+    const blob = randomBlob(2 * 1024 * 1024);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(
+        `${berth.url}/v2/drain/app/blobs/uploads/?digest=${blob.digest}`,
+        { method: "POST", headers: { "content-length": blob.size, "content-type": "application/octet-stream" } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on("error", reject);
+      // Send half, stop the server, then send the rest.
+      req.write(blob.data.subarray(0, blob.size / 2));
+      setTimeout(() => {
+        berth.process.kill("SIGTERM");
+        setTimeout(() => req.end(blob.data.subarray(blob.size / 2)), 500);
+      }, 300);
+    });
+    expect(status).toBe(201);
+    expect(await berth.stop()).toBe(0);
+  });
+
+  it("refuses to start on an invalid address with a clear message", async () => {
+    await expect(startBerth({ args: ["--addr", "nonsense"] })).rejects.toThrow(/invalid address/);
+  });
+});
