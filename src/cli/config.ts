@@ -31,7 +31,7 @@ export function registerConfigCommand(program: Command): void {
     )
     .option(
       "-c, --config <file>",
-      "YAML configuration file (default: $REGISTRY_CONFIGURATION_PATH, else /etc/berth/config.yml or /etc/docker/registry/config.yml when present)",
+      "YAML configuration file (default: $REGISTRY_CONFIGURATION_PATH, else /etc/berth/config.yml when present)",
     )
     .option("--json", "print { file, config, sources, warnings } as JSON")
     .option("-q, --quiet", "print only warnings and errors")

@@ -1,0 +1,260 @@
+/**
+ * Prometheus metrics across `berth serve`'s processes.
+ *
+ * Every worker counts its own requests in prom-client's global registry. A scrape must see all
+ * workers, so the primary aggregates (prom-client's AggregatorRegistry asks each worker over the
+ * cluster IPC channel and sums):
+ *  - `/metrics` on the main port lands in some worker, which asks the primary for the aggregate
+ *    (and answers with its own numbers alone if no primary aggregates, e.g. a single process);
+ *  - `metrics.addr` (or Distribution's `http.debug.addr` with `http.debug.prometheus.enabled`) is a
+ *    listener in the primary itself, and then `/metrics` is not served on the main port.
+ *
+ * The primary calls `startPrimaryMetrics(config, log)` once, before forking workers; it loads
+ * nothing but prom-client and node:http.
+ */
+import cluster from "node:cluster";
+import http from "node:http";
+import type { Logger } from "pino";
+import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, register } from "prom-client";
+import type { Config } from "../config/schema.js";
+
+const AGGREGATE_ENV = "BERTH_METRICS_PRIMARY";
+const REQUEST = "berth:metrics:get";
+const RESPONSE = "berth:metrics:res";
+
+/** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
+export function metricsEndpoint(config: Config): { where: "main" | "own" | "off"; addr?: string; path: string } {
+  const debug = config.http.debug;
+  if (!config.metrics.enabled) return { where: "off", path: config.metrics.path };
+  if (config.metrics.addr) return { where: "own", addr: config.metrics.addr, path: config.metrics.path };
+  if (debug?.addr && debug.prometheus?.enabled) {
+    return { where: "own", addr: debug.addr, path: debug.prometheus.path ?? "/metrics" };
+  }
+  return { where: "main", path: config.metrics.path };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The metrics of one process
+
+export interface ProcessMetrics {
+  requests: Counter<"method" | "route" | "status">;
+  duration: Histogram<"method" | "route">;
+  bytesIn: Counter<"route">;
+  bytesOut: Counter<"route">;
+  inFlight: Gauge;
+  uploadsInProgress: Gauge;
+  storageUsed: Gauge<"kind">;
+  blobs: Gauge;
+}
+
+/** Reads that several gauges need on each scrape (the database), filled in by the HTTP layer. */
+export interface MetricsSource {
+  uploads(): Promise<{ count: number; bytes: number }>;
+  blobs(): Promise<{ count: number; bytes: number }>;
+}
+
+let metrics: ProcessMetrics | undefined;
+let source: MetricsSource | undefined;
+let cache: { at: number; uploads: { count: number; bytes: number }; blobs: { count: number; bytes: number } } | undefined;
+const CACHE_MS = 5_000;
+
+async function readSource(): Promise<typeof cache> {
+  if (!source) return undefined;
+  if (cache && Date.now() - cache.at < CACHE_MS) return cache;
+  const [uploads, blobs] = await Promise.all([source.uploads(), source.blobs()]);
+  cache = { at: Date.now(), uploads, blobs };
+  return cache;
+}
+
+/** Tells the gauges where to read uploads and storage use (the latest call wins). */
+export function setMetricsSource(s: MetricsSource | undefined): void {
+  source = s;
+  cache = undefined;
+}
+
+/** This process's metrics, created once in prom-client's global registry. */
+export function processMetrics(): ProcessMetrics {
+  if (metrics) return metrics;
+  collectDefaultMetrics();
+  // Installs prom-client's answer to the primary's requests in a worker.
+  if (cluster.isWorker) new AggregatorRegistry();
+  metrics = {
+    requests: new Counter({
+      name: "berth_http_requests_total",
+      help: "HTTP requests answered, by method, route and status code.",
+      labelNames: ["method", "route", "status"],
+    }),
+    duration: new Histogram({
+      name: "berth_http_request_duration_seconds",
+      help: "Time from the request's arrival to the end of the response, by method and route.",
+      labelNames: ["method", "route"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+    }),
+    bytesIn: new Counter({
+      name: "berth_http_request_bytes_total",
+      help: "Bytes received (request lines, headers and bodies), by route.",
+      labelNames: ["route"],
+    }),
+    bytesOut: new Counter({
+      name: "berth_http_response_bytes_total",
+      help: "Bytes sent (status lines, headers and bodies), by route.",
+      labelNames: ["route"],
+    }),
+    inFlight: new Gauge({
+      name: "berth_http_requests_in_flight",
+      help: "Requests being answered now.",
+    }),
+    uploadsInProgress: new Gauge({
+      name: "berth_uploads_in_progress",
+      help: "Blob upload sessions started and neither finished nor cancelled.",
+      aggregator: "max",
+      async collect() {
+        const data = await readSource().catch(() => undefined);
+        if (data) this.set(data.uploads.count);
+      },
+    }),
+    storageUsed: new Gauge({
+      name: "berth_storage_used_bytes",
+      help: "Bytes stored: blobs (each counted once) and unfinished uploads.",
+      labelNames: ["kind"],
+      aggregator: "max",
+      async collect() {
+        const data = await readSource().catch(() => undefined);
+        if (data) {
+          this.set({ kind: "blobs" }, data.blobs.bytes);
+          this.set({ kind: "uploads" }, data.uploads.bytes);
+        }
+      },
+    }),
+    blobs: new Gauge({
+      name: "berth_blobs",
+      help: "Blobs stored (each counted once).",
+      aggregator: "max",
+      async collect() {
+        const data = await readSource().catch(() => undefined);
+        if (data) this.set(data.blobs.count);
+      },
+    }),
+  };
+  return metrics;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scrapes
+
+export const contentType = register.contentType;
+
+/**
+ * The text of a scrape as seen from this process: every worker's numbers when the primary
+ * aggregates (see startPrimaryMetrics), this process's alone otherwise.
+ */
+export async function scrape(): Promise<string> {
+  if (cluster.isWorker && process.env[AGGREGATE_ENV] === "1" && process.send) {
+    try {
+      return await askPrimary();
+    } catch {
+      // The primary did not answer in time: better this worker's numbers than none.
+    }
+  }
+  return register.metrics();
+}
+
+let nextId = 1;
+function askPrimary(timeoutMs = 8_000): Promise<string> {
+  const id = `${process.pid}:${nextId++}`;
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: unknown) => {
+      const m = message as { type?: string; id?: string; text?: string; error?: string };
+      if (m?.type !== RESPONSE || m.id !== id) return;
+      cleanup();
+      if (m.error !== undefined || m.text === undefined) reject(new Error(m.error ?? "no metrics"));
+      else resolve(m.text);
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error("the primary did not answer"));
+    }, timeoutMs);
+    const cleanup = () => {
+      clearTimeout(timer);
+      process.off("message", onMessage);
+    };
+    process.on("message", onMessage);
+    process.send?.({ type: REQUEST, id });
+  });
+}
+
+export interface PrimaryMetrics {
+  /** The address metrics are served on by the primary, if any ("127.0.0.1:9090"). */
+  address?: string;
+  close(): Promise<void>;
+}
+
+/**
+ * In the primary, before forking: aggregates the workers' metrics for scrapes that reach a worker,
+ * and serves them on `metrics.addr` (or http.debug.addr) when one is configured. In a single-process
+ * serve (no workers) call it too: it then serves that process's own metrics on the address.
+ */
+export async function startPrimaryMetrics(config: Config, log?: Logger): Promise<PrimaryMetrics> {
+  const endpoint = metricsEndpoint(config);
+  if (endpoint.where === "off") return { close: async () => {} };
+  process.env[AGGREGATE_ENV] = "1";
+  const aggregator = new AggregatorRegistry();
+  const collect = async (): Promise<string> => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
+    if (workers.length === 0) return register.metrics();
+    return aggregator.clusterMetrics();
+  };
+  const onMessage = (worker: { send(message: unknown): boolean }, message: unknown) => {
+    const m = message as { type?: string; id?: string };
+    if (m?.type !== REQUEST) return;
+    collect().then(
+      (text) => worker.send({ type: RESPONSE, id: m.id, text }),
+      (err: Error) => worker.send({ type: RESPONSE, id: m.id, error: err.message }),
+    );
+  };
+  if (cluster.isPrimary) cluster.on("message", onMessage);
+
+  let server: http.Server | undefined;
+  let address: string | undefined;
+  if (endpoint.where === "own" && endpoint.addr) {
+    const { host, port } = splitAddr(endpoint.addr);
+    server = http.createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      if ((req.method === "GET" || req.method === "HEAD") && path === endpoint.path) {
+        collect().then(
+          (text) => {
+            res.writeHead(200, { "Content-Type": contentType, "Cache-Control": "no-store" });
+            res.end(req.method === "HEAD" ? undefined : text);
+          },
+          (err: Error) => {
+            res.writeHead(503, { "Content-Type": "text/plain; charset=utf-8" });
+            res.end(`metrics unavailable: ${err.message}\n`);
+          },
+        );
+        return;
+      }
+      res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
+      res.end(`not found; metrics are at ${endpoint.path}\n`);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server!.once("error", reject);
+      server!.listen(port, host, () => resolve());
+    });
+    const bound = server.address();
+    address = typeof bound === "object" && bound ? `${bound.address.includes(":") ? `[${bound.address}]` : bound.address}:${bound.port}` : endpoint.addr;
+    log?.info({ addr: address, path: endpoint.path }, `metrics on http://${address}${endpoint.path}`);
+  }
+  return {
+    address,
+    async close() {
+      if (cluster.isPrimary) cluster.off("message", onMessage);
+      if (server) await new Promise<void>((resolve) => server!.close(() => resolve()));
+    },
+  };
+}
+
+function splitAddr(addr: string): { host: string | undefined; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
+  if (!m) throw new Error(`invalid metrics address ${JSON.stringify(addr)}: expected host:port`);
+  return { host: m[1] ?? (m[2] || undefined), port: Number(m[3]) };
+}
