@@ -52,6 +52,11 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
 
 function fromFrameworkError(err: FastifyError): RegistryError {
   const status = err?.statusCode;
+  const errno = (err as NodeJS.ErrnoException)?.code;
+  if (errno === "ECONNRESET" || errno === "ERR_STREAM_PREMATURE_CLOSE" || err?.message === "aborted") {
+    // The client went away mid-body; nothing was committed. Not the server's fault.
+    return new RegistryError("BLOB_UPLOAD_INVALID", "the request body ended early", undefined, {}, 400);
+  }
   if (err?.code === "FST_ERR_CTP_BODY_TOO_LARGE") return new RegistryError("SIZE_INVALID", "request body too large", undefined, {}, 413);
   if (status === 404) return new RegistryError("NOT_FOUND", "not found");
   if (status && status >= 400 && status < 500) return new RegistryError("UNSUPPORTED", err.message, undefined, {}, status);
