@@ -1,0 +1,847 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Kysely } from "kysely";
+import {
+  acquireLock,
+  blobPage,
+  blobReferences,
+  deleteBlobRows,
+  deleteStaleLinks,
+  deleteStaleUploads,
+  existingBlobs,
+  existingManifests,
+  existingUploads,
+  hasOldUntagged,
+  LeaseLostError,
+  type LinkKey,
+  linkPage,
+  manifestBlobDigests,
+  newHolder,
+  readLock,
+  referrersOf,
+  releaseLock,
+  renewLock,
+  type RepositoryGraph,
+  repositoryGraph,
+  repositoryPage,
+  staleUploadPage,
+  stillGarbageBlobs,
+} from "../metadata/gc-queries.js";
+import type { Database } from "../metadata/schema.js";
+import type { MetadataStore, Tx } from "../metadata/store.js";
+import type { BlobStore } from "../storage/blob-store.js";
+
+/**
+ * Online garbage collection (issue 6).
+ *
+ * The safety protocol, shared with the registry's writers (src/registry/registry.ts):
+ *   every file becomes visible inside a database write transaction (a commit renames the upload into
+ *   place and records the blob in one transaction; a manifest PUT checks its blobs and stores itself in
+ *   one transaction). The collector deletes inside a write transaction too: the first statement
+ *   renews its lease (a write, so SQLite takes its write lock before anything is read), then it checks
+ *   again that what it is about to delete is still unreferenced, deletes the rows, deletes the files,
+ *   and commits. A push therefore either committed before the check (and the check sees it) or waits
+ *   until the deletion is committed (and then uploads the bytes again, as the blob is gone).
+ *
+ * Work is done in batches of `batchSize` (one transaction each) with a pause in between, so that a
+ * push never waits for more than one batch; reading is paged too. A lease row in `locks` makes sure
+ * only one collector runs at a time over one database, whichever process or machine it runs on;
+ * every batch is safe on its own anyway.
+ *
+ * What goes:
+ *   - untagged manifests (when enabled) that no tag, no kept index (as a child) and no kept referrer
+ *     (as its subject) holds, with the referrers of a removed manifest and the children of a removed
+ *     index that nothing else holds;
+ *   - blobs that no manifest references, with no repository link newer than the grace period;
+ *   - stale repository links (older than the grace period, needed by no manifest of the repository);
+ *   - orphan files (on disk, no database row) older than the grace period;
+ *   - abandoned uploads older than storage.maintenance.uploadpurging.age.
+ * Everything newer than the grace period stays: it protects the blobs of a push whose manifest has
+ * not arrived yet.
+ */
+
+export interface GcLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  debug?(obj: object, msg?: string): void;
+}
+
+const SCAN_PAGE = 1000;
+const FILE_DELETE_CONCURRENCY = 8;
+export const LEASE_TTL_MS = 60_000;
+
+// ------------------------------------------------------------------------------------------------
+// Leases
+
+/** A held job lease (a row in `locks`), renewed by every batch and by a heartbeat in between. */
+export class Lease {
+  private heartbeat: NodeJS.Timeout | null = null;
+  lost = false;
+
+  private constructor(
+    readonly db: Kysely<Database>,
+    readonly name: string,
+    readonly holder: string,
+    readonly ttlMs: number,
+  ) {}
+
+  /**
+   * Takes the lease when free. `takeIdle`: also when it merely rests until its next scheduled run
+   * (on-demand runs from the CLI); a job that is running is never interrupted.
+   */
+  static async acquire(db: Kysely<Database>, name: string, options: { ttlMs?: number; takeIdle?: boolean } = {}): Promise<Lease | null> {
+    const holder = newHolder();
+    const ttl = options.ttlMs ?? LEASE_TTL_MS;
+    if (!(await acquireLock(db, name, holder, ttl, options.takeIdle ?? false))) return null;
+    const lease = new Lease(db, name, holder, ttl);
+    lease.heartbeat = setInterval(() => {
+      lease.renew().catch(() => {});
+    }, Math.max(1000, Math.floor(ttl / 3)));
+    lease.heartbeat.unref();
+    return lease;
+  }
+
+  /** Who holds `name` now, for messages. */
+  static async describe(db: Kysely<Database>, name: string): Promise<string> {
+    const row = await readLock(db, name);
+    if (!row) return "nobody";
+    const state = row.holder.startsWith("run:") ? "running in" : "last run by";
+    return `${state} ${row.holder.replace(/^(run|idle):/, "").replace(/:[0-9a-f]{8}$/, "")} (until ${new Date(row.expires_at).toISOString()})`;
+  }
+
+  /** Renews the lease; inside a transaction, as its first statement, this takes the write lock. */
+  async renew(q: Kysely<Database> | Tx = this.db): Promise<void> {
+    if (this.lost) throw new LeaseLostError(this.name);
+    if (!(await renewLock(q, this.name, this.holder, this.ttlMs))) {
+      this.lost = true;
+      throw new LeaseLostError(this.name);
+    }
+  }
+
+  /** Ends the run; the lease then rests until `idleUntil` (0: free at once). */
+  async release(idleUntil = 0): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    if (!this.lost) await releaseLock(this.db, this.name, this.holder, idleUntil);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reports
+
+export interface RemovedManifest {
+  repository: string;
+  digest: string;
+  size: number;
+  reason: string;
+}
+
+export interface RemovedBlob {
+  digest: string;
+  size: number;
+}
+
+export interface RemovedUpload {
+  id: string;
+  size: number;
+  /** "session" (a row and its file) or "file" (a file without a row). */
+  kind: "session" | "file";
+}
+
+export interface GcReport {
+  dryRun: boolean;
+  /** Stopped early (the process is stopping, or the lease was lost). */
+  aborted: boolean;
+  startedAt: number;
+  durationMs: number;
+  manifests: RemovedManifest[];
+  blobs: RemovedBlob[];
+  blobBytes: number;
+  /** Stale repository links removed (blobs still used elsewhere). */
+  links: number;
+  orphans: RemovedBlob[];
+  orphanBytes: number;
+  uploads: RemovedUpload[];
+  uploadBytes: number;
+  /** Write transactions run, and the longest of them. */
+  transactions: number;
+  longestTransactionMs: number;
+  notes: string[];
+}
+
+function emptyReport(dryRun: boolean): GcReport {
+  return {
+    dryRun,
+    aborted: false,
+    startedAt: Date.now(),
+    durationMs: 0,
+    manifests: [],
+    blobs: [],
+    blobBytes: 0,
+    links: 0,
+    orphans: [],
+    orphanBytes: 0,
+    uploads: [],
+    uploadBytes: 0,
+    transactions: 0,
+    longestTransactionMs: 0,
+    notes: [],
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Options and the run context
+
+export interface GcOptions {
+  /** Nothing newer than this is collected. */
+  graceMs: number;
+  /** Items per transaction. */
+  batchSize: number;
+  /** Pause between two transactions. */
+  pauseMs: number;
+  /** Remove untagged manifests too, when older than olderThanMs (never less than graceMs). */
+  untagged: { enabled: boolean; olderThanMs: number };
+  /** Purge abandoned uploads (storage.maintenance.uploadpurging) in the same run. */
+  uploads: { enabled: boolean; ageMs: number } | null;
+  /** Delete files that have no database row (default true). */
+  orphans?: boolean;
+  dryRun: boolean;
+  /** The job lease; required unless dryRun. */
+  lease: Lease | null;
+  signal?: AbortSignal;
+  log?: GcLogger;
+}
+
+export interface GcTarget {
+  meta: MetadataStore;
+  store: BlobStore;
+}
+
+/** The run was asked to stop (the process is shutting down). */
+export class Aborted extends Error {}
+
+/** Shared machinery of the collector, retention and purging: batches, pauses, the lease, the report. */
+export class Batcher {
+  constructor(
+    readonly target: GcTarget,
+    readonly report: GcReport,
+    readonly lease: Lease | null,
+    readonly pauseMs: number,
+    readonly signal?: AbortSignal,
+  ) {}
+
+  get db(): Kysely<Database> {
+    return this.target.meta.db;
+  }
+
+  checkStop(): void {
+    if (this.signal?.aborted) throw new Aborted();
+    if (this.lease?.lost) throw new LeaseLostError(this.lease.name);
+  }
+
+  /** One bounded write transaction: renew the lease first (the write lock), then `fn`; then a pause. */
+  async write<T>(fn: (trx: Tx) => Promise<T>): Promise<T> {
+    this.checkStop();
+    if (!this.lease) throw new Error("the collector needs its lease to delete anything");
+    const lease = this.lease;
+    const t0 = performance.now();
+    const result = await this.target.meta.transaction(async (trx) => {
+      await lease.renew(trx);
+      return fn(trx);
+    });
+    const ms = performance.now() - t0;
+    this.report.transactions++;
+    this.report.longestTransactionMs = Math.max(this.report.longestTransactionMs, Math.round(ms * 10) / 10);
+    await this.breathe();
+    return result;
+  }
+
+  /** Lets requests run between two steps. */
+  async breathe(): Promise<void> {
+    if (this.pauseMs > 0) await sleep(this.pauseMs);
+    else await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** Runs a whole collection (or its dry run). Never throws for a stop or a lost lease: the report says `aborted`. */
+export async function collectGarbage(target: GcTarget, options: GcOptions): Promise<GcReport> {
+  const report = emptyReport(options.dryRun);
+  if (!options.dryRun && !options.lease) throw new Error("collectGarbage: a lease is required unless dryRun");
+  const b = new Batcher(target, report, options.lease, options.pauseMs, options.signal);
+  const now = Date.now();
+  const cutoff = now - options.graceMs;
+  try {
+    let simulated: SimulatedManifests | null = null;
+    if (options.untagged.enabled) {
+      const manifestCutoff = now - Math.max(options.untagged.olderThanMs, options.graceMs);
+      simulated = await collectUntagged(b, manifestCutoff, options);
+    }
+    await collectBlobs(b, cutoff, options, simulated);
+    if (!options.dryRun) await collectLinks(b, cutoff, options);
+    if (options.orphans !== false) await collectOrphans(b, cutoff, options);
+    if (options.uploads?.enabled) await purgeUploadsWith(b, now - options.uploads.ageMs, options);
+  } catch (err) {
+    if (err instanceof Aborted || err instanceof LeaseLostError) {
+      report.aborted = true;
+      report.notes.push(err instanceof Aborted ? "stopped before the end (the process is stopping)" : err.message);
+    } else {
+      throw err;
+    }
+  }
+  report.durationMs = Date.now() - report.startedAt;
+  return report;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Untagged manifests
+
+/** Manifests a dry run would remove, by repository id, to find the blobs that would go with them. */
+type SimulatedManifests = Map<number, Set<string>>;
+
+/**
+ * Which manifests of a repository are kept. Roots: tagged, or newer than `cutoff`. Then: the children
+ * of a kept index, the referrers of a kept manifest and the subject of a kept referrer are kept.
+ */
+export function keptManifests(graph: RepositoryGraph, cutoff: number): Set<string> {
+  const referrers = referrersMap(graph);
+  const kept = new Set<string>();
+  const queue: string[] = [];
+  const keep = (digest: string) => {
+    if (!kept.has(digest) && graph.manifests.has(digest)) {
+      kept.add(digest);
+      queue.push(digest);
+    }
+  };
+  for (const m of graph.manifests.values()) if (m.tags.length > 0 || m.freshAt >= cutoff) keep(m.digest);
+  while (queue.length > 0) {
+    const digest = queue.pop() as string;
+    for (const child of graph.children.get(digest) ?? []) keep(child);
+    for (const referrer of referrers.get(digest) ?? []) keep(referrer);
+    const subject = graph.manifests.get(digest)?.subject;
+    if (subject) keep(subject);
+  }
+  return kept;
+}
+
+function referrersMap(graph: RepositoryGraph): Map<string, string[]> {
+  const referrers = new Map<string, string[]>();
+  for (const m of graph.manifests.values()) {
+    if (!m.subject) continue;
+    const list = referrers.get(m.subject);
+    if (list) list.push(m.digest);
+    else referrers.set(m.subject, [m.digest]);
+  }
+  return referrers;
+}
+
+/**
+ * Groups the manifests to remove into batches that keep related manifests (an index with its children,
+ * a manifest with its referrers) in one transaction, as the in-transaction check keeps anything whose
+ * relative stays behind. A group larger than `batchSize` is a batch of its own.
+ */
+export function manifestBatches(graph: RepositoryGraph, remove: Set<string>, batchSize: number): string[][] {
+  const parent = new Map<string, string>();
+  const find = (x: string): string => {
+    let root = x;
+    while (parent.get(root) !== root) root = parent.get(root) as string;
+    let cur = x;
+    while (parent.get(cur) !== root) {
+      const next = parent.get(cur) as string;
+      parent.set(cur, root);
+      cur = next;
+    }
+    return root;
+  };
+  const union = (a: string, c: string) => {
+    if (!remove.has(a) || !remove.has(c)) return;
+    const ra = find(a);
+    const rc = find(c);
+    if (ra !== rc) parent.set(ra, rc);
+  };
+  for (const d of remove) parent.set(d, d);
+  for (const [p, children] of graph.children) for (const c of children) union(p, c);
+  for (const m of graph.manifests.values()) if (m.subject) union(m.digest, m.subject);
+  const groups = new Map<string, string[]>();
+  for (const d of [...remove].sort()) {
+    const root = find(d);
+    const g = groups.get(root);
+    if (g) g.push(d);
+    else groups.set(root, [d]);
+  }
+  const batches: string[][] = [];
+  let current: string[] = [];
+  for (const g of groups.values()) {
+    if (current.length > 0 && current.length + g.length > batchSize) {
+      batches.push(current);
+      current = [];
+    }
+    current.push(...g);
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
+}
+
+function removalReason(graph: RepositoryGraph, remove: Set<string>, digest: string, base: string): string {
+  const m = graph.manifests.get(digest);
+  if (m?.subject && remove.has(m.subject)) return `referrer of ${m.subject}, which goes`;
+  for (const [p, children] of graph.children) {
+    if (remove.has(p) && children.includes(digest)) return `child of index ${p}, which goes`;
+  }
+  return base;
+}
+
+/**
+ * Deletes, inside the caller's write transaction, those of `digests` (one repository) that are still
+ * unheld: untagged, not newer than `cutoff`, and not held by a manifest that stays (a parent index, a
+ * referrer, or its subject). Anything pushed or tagged since the plan was made is seen here and kept.
+ */
+export async function deleteManifestBatch(
+  trx: Tx,
+  meta: MetadataStore,
+  repositoryId: number,
+  digests: string[],
+  cutoff: number,
+): Promise<Map<string, number>> {
+  const graph = await repositoryGraph(trx, repositoryId, digests);
+  const batch = new Set<string>([...graph.manifests.keys()]);
+  const parents = new Map<string, string[]>();
+  for (const [p, children] of graph.children) {
+    for (const c of children) parents.set(c, [...(parents.get(c) ?? []), p]);
+  }
+  const referrers = await referrersOf(trx, repositoryId, [...batch]);
+  const subjects = [...new Set([...graph.manifests.values()].map((m) => m.subject).filter((s): s is string => s !== null))];
+  const existingSubjects = await existingManifests(trx, repositoryId, subjects);
+  for (const m of graph.manifests.values()) {
+    if (m.tags.length > 0 || m.freshAt >= cutoff) batch.delete(m.digest);
+  }
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const digest of [...batch]) {
+      const m = graph.manifests.get(digest);
+      const heldByParent = (parents.get(digest) ?? []).some((p) => !batch.has(p));
+      const heldByReferrer = referrers.some((r) => r.subject === digest && !batch.has(r.digest));
+      const heldBySubject = m?.subject != null && existingSubjects.has(m.subject) && !batch.has(m.subject);
+      if (heldByParent || heldByReferrer || heldBySubject) {
+        batch.delete(digest);
+        changed = true;
+      }
+    }
+  }
+  const removed = new Map<string, number>();
+  for (const digest of batch) {
+    if (await meta.deleteManifest(trx, repositoryId, digest)) removed.set(digest, graph.manifests.get(digest)?.size ?? 0);
+  }
+  return removed;
+}
+
+export interface ManifestPlan {
+  digests: Set<string>;
+  /** Why a planned manifest goes: `base` for the ones picked directly, else its relation to one that goes. */
+  reason(digest: string, base: string): string;
+}
+
+/**
+ * The manifests of a repository that are not kept (keptManifests), optionally only those reachable from
+ * `from` (retention: the manifests whose last tag it removes, their referrers, the children of a removed
+ * index). Pure.
+ */
+export function planManifestRemoval(graph: RepositoryGraph, cutoff: number, from?: Set<string>): ManifestPlan {
+  const kept = keptManifests(graph, cutoff);
+  let digests = new Set([...graph.manifests.keys()].filter((d) => !kept.has(d)));
+  if (from) digests = reachable(graph, digests, from);
+  return { digests, reason: (digest, base) => removalReason(graph, digests, digest, base) };
+}
+
+/**
+ * Removes (or, in a dry run, lists) the manifests of one repository that are not kept, optionally only
+ * those reachable from `from.digests`.
+ */
+export async function removeUnkeptManifests(
+  b: Batcher,
+  repository: { id: number; name: string },
+  cutoff: number,
+  batchSize: number,
+  dryRun: boolean,
+  from?: { digests: Set<string>; reason: string },
+): Promise<RemovedManifest[]> {
+  const graph = await repositoryGraph(b.db, repository.id);
+  const plan = planManifestRemoval(graph, cutoff, from?.digests);
+  if (plan.digests.size === 0) return [];
+  const base = from?.reason ?? "untagged";
+  const out: RemovedManifest[] = [];
+  const record = (digest: string, size: number) => out.push({ repository: repository.name, digest, size, reason: plan.reason(digest, base) });
+  if (dryRun) {
+    for (const digest of [...plan.digests].sort()) record(digest, graph.manifests.get(digest)?.size ?? 0);
+    return out;
+  }
+  for (const batch of manifestBatches(graph, plan.digests, batchSize)) {
+    const removed = await b.write((trx) => deleteManifestBatch(trx, b.target.meta, repository.id, batch, cutoff));
+    for (const [digest, size] of removed) record(digest, size);
+  }
+  return out;
+}
+
+/** The part of `candidates` reachable from `start` through index→child and subject→referrer edges. */
+function reachable(graph: RepositoryGraph, candidates: Set<string>, start: Set<string>): Set<string> {
+  const referrers = referrersMap(graph);
+  const out = new Set<string>();
+  const queue = [...start].filter((d) => candidates.has(d));
+  for (const d of queue) out.add(d);
+  while (queue.length > 0) {
+    const d = queue.pop() as string;
+    for (const next of [...(graph.children.get(d) ?? []), ...(referrers.get(d) ?? [])]) {
+      if (candidates.has(next) && !out.has(next)) {
+        out.add(next);
+        queue.push(next);
+      }
+    }
+  }
+  return out;
+}
+
+async function collectUntagged(b: Batcher, cutoff: number, options: GcOptions): Promise<SimulatedManifests> {
+  const simulated: SimulatedManifests = new Map();
+  for (let after = 0; ; ) {
+    b.checkStop();
+    const repos = await repositoryPage(b.db, after, 100);
+    if (repos.length === 0) break;
+    after = repos[repos.length - 1]?.id ?? after;
+    for (const repo of repos) {
+      b.checkStop();
+      if (!(await hasOldUntagged(b.db, repo.id, cutoff))) continue;
+      const removed = await removeUnkeptManifests(b, repo, cutoff, options.batchSize, options.dryRun);
+      b.report.manifests.push(...removed);
+      if (options.dryRun && removed.length > 0) simulated.set(repo.id, new Set(removed.map((m) => m.digest)));
+      if (!options.dryRun && removed.length > 0) {
+        options.log?.debug?.({ repository: repo.name, manifests: removed.length }, "gc: removed untagged manifests");
+      }
+      await b.breathe();
+    }
+  }
+  return simulated;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Blobs
+
+async function collectBlobs(b: Batcher, cutoff: number, options: GcOptions, simulated: SimulatedManifests | null): Promise<void> {
+  let pending: string[] = [];
+  const flush = async () => {
+    const digests = pending;
+    pending = [];
+    if (digests.length === 0) return;
+    const removed = await b.write(async (trx) => {
+      const still = await stillGarbageBlobs(trx, digests, cutoff);
+      const gone = [...still.keys()];
+      await deleteBlobRows(trx, gone);
+      // Files go inside the transaction: no commit can make the same digest visible in between.
+      await forEachLimit(gone, FILE_DELETE_CONCURRENCY, (d) => b.target.store.delete(d));
+      return still;
+    });
+    for (const [digest, size] of removed) {
+      b.report.blobs.push({ digest, size });
+      b.report.blobBytes += size;
+    }
+  };
+  const seen = new Set<string>();
+  for (let after = ""; ; ) {
+    b.checkStop();
+    const page = await blobPage(b.db, after, SCAN_PAGE, cutoff);
+    if (page.length === 0) break;
+    after = page[page.length - 1]?.digest ?? after;
+    for (const row of page) {
+      if (!row.garbage) continue;
+      if (options.dryRun) {
+        seen.add(row.digest);
+        b.report.blobs.push({ digest: row.digest, size: row.size });
+        b.report.blobBytes += row.size;
+        continue;
+      }
+      pending.push(row.digest);
+      if (pending.length >= options.batchSize) await flush();
+    }
+    if (options.dryRun) await b.breathe();
+  }
+  await flush();
+  if (options.dryRun && simulated && simulated.size > 0) await simulateBlobsOfRemovedManifests(b, cutoff, simulated, seen);
+}
+
+/** Dry run: the blobs that would go once the untagged manifests it lists are gone. */
+async function simulateBlobsOfRemovedManifests(b: Batcher, cutoff: number, simulated: SimulatedManifests, seen: Set<string>): Promise<void> {
+  const removed = (repositoryId: number, digest: string) => simulated.get(repositoryId)?.has(digest) ?? false;
+  const candidates = new Set<string>();
+  for (const [repositoryId, digests] of simulated) {
+    for (const manifest of digests) {
+      candidates.add(manifest);
+      for (const blob of await manifestBlobDigests(b.db, repositoryId, manifest)) candidates.add(blob);
+    }
+  }
+  for (const digest of [...candidates].sort()) {
+    if (seen.has(digest)) continue;
+    const refs = await blobReferences(b.db, digest, cutoff);
+    if (!refs || refs.createdAt >= cutoff) continue;
+    const held =
+      refs.manifests.some((m) => !removed(m.repositoryId, m.digest)) ||
+      refs.asManifest.some((repositoryId) => !removed(repositoryId, digest)) ||
+      refs.freshLinks > 0;
+    if (held) continue;
+    b.report.blobs.push({ digest, size: refs.size });
+    b.report.blobBytes += refs.size;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Stale links
+
+async function collectLinks(b: Batcher, cutoff: number, options: GcOptions): Promise<void> {
+  let pending: LinkKey[] = [];
+  const flush = async () => {
+    const keys = pending;
+    pending = [];
+    if (keys.length === 0) return;
+    b.report.links += await b.write((trx) => deleteStaleLinks(trx, keys, cutoff));
+  };
+  for (let after: LinkKey = { repositoryId: -1, digest: "" }; ; ) {
+    b.checkStop();
+    const page = await linkPage(b.db, after, SCAN_PAGE, cutoff);
+    if (page.length === 0) break;
+    const last = page[page.length - 1] as LinkKey;
+    after = { repositoryId: last.repositoryId, digest: last.digest };
+    for (const row of page) {
+      if (!row.stale) continue;
+      pending.push({ repositoryId: row.repositoryId, digest: row.digest });
+      if (pending.length >= options.batchSize) await flush();
+    }
+  }
+  await flush();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Orphan files
+
+/** A registry:2 data directory not imported yet holds real images with no rows: its files are never orphans. */
+function foreignRepositories(store: BlobStore): string | null {
+  const root = (store as { root?: unknown }).root;
+  if (typeof root !== "string") return null;
+  const dir = path.join(root, "docker", "registry", "v2", "repositories");
+  return existsSync(dir) ? dir : null;
+}
+
+async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): Promise<void> {
+  const foreign = foreignRepositories(b.target.store);
+  if (foreign) {
+    const note = `orphan files are not collected: ${foreign} holds registry:2 repositories, whose blobs Berth has no rows for`;
+    b.report.notes.push(note);
+    options.log?.warn({ directory: foreign }, `gc: ${note}`);
+    return;
+  }
+  let chunk: { digest: string; size: number }[] = [];
+  const check = async () => {
+    const entries = chunk;
+    chunk = [];
+    if (entries.length === 0) return;
+    const known = await existingBlobs(
+      b.db,
+      entries.map((e) => e.digest),
+    );
+    const orphans = entries.filter((e) => !known.has(e.digest));
+    for (let i = 0; i < orphans.length; i += options.batchSize) {
+      const batch = orphans.slice(i, i + options.batchSize);
+      if (options.dryRun) {
+        for (const o of batch) recordOrphan(b, o);
+        continue;
+      }
+      const removed = await b.write(async (trx) => {
+        const nowKnown = await existingBlobs(
+          trx,
+          batch.map((o) => o.digest),
+        );
+        const gone: { digest: string; size: number }[] = [];
+        await forEachLimit(
+          batch.filter((o) => !nowKnown.has(o.digest)),
+          FILE_DELETE_CONCURRENCY,
+          async (o) => {
+            const st = await b.target.store.stat(o.digest);
+            if (!st || st.modifiedAt >= cutoff) return;
+            await b.target.store.delete(o.digest);
+            gone.push({ digest: o.digest, size: st.size });
+          },
+        );
+        return gone;
+      });
+      for (const o of removed) recordOrphan(b, o);
+    }
+  };
+  for await (const entry of b.target.store.list()) {
+    if (entry.modifiedAt >= cutoff) continue;
+    chunk.push({ digest: entry.digest, size: entry.size });
+    if (chunk.length >= SCAN_PAGE) {
+      b.checkStop();
+      await check();
+    }
+  }
+  b.checkStop();
+  await check();
+}
+
+function recordOrphan(b: Batcher, o: { digest: string; size: number }): void {
+  b.report.orphans.push(o);
+  b.report.orphanBytes += o.size;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Uploads
+
+export interface PurgeOptions {
+  ageMs: number;
+  batchSize: number;
+  pauseMs: number;
+  dryRun: boolean;
+  lease: Lease | null;
+  signal?: AbortSignal;
+  log?: GcLogger;
+}
+
+/** Removes upload sessions not written to for `ageMs` (row and file), and upload files without a row as old. */
+export async function purgeUploads(target: GcTarget, options: PurgeOptions): Promise<GcReport> {
+  const report = emptyReport(options.dryRun);
+  if (!options.dryRun && !options.lease) throw new Error("purgeUploads: a lease is required unless dryRun");
+  const b = new Batcher(target, report, options.lease, options.pauseMs, options.signal);
+  try {
+    await purgeUploadsWith(b, Date.now() - options.ageMs, { batchSize: options.batchSize, dryRun: options.dryRun });
+  } catch (err) {
+    if (err instanceof Aborted || err instanceof LeaseLostError) {
+      report.aborted = true;
+      report.notes.push(err instanceof Aborted ? "stopped before the end" : err.message);
+    } else {
+      throw err;
+    }
+  }
+  report.durationMs = Date.now() - report.startedAt;
+  return report;
+}
+
+async function purgeUploadsWith(b: Batcher, cutoff: number, options: { batchSize: number; dryRun: boolean }): Promise<void> {
+  // Sessions: the row says when the upload was last written to; a request holding its lease is never cut off.
+  for (let after = ""; ; ) {
+    b.checkStop();
+    const now = Date.now();
+    const page = await staleUploadPage(b.db, after, options.batchSize, cutoff, now);
+    if (page.length === 0) break;
+    after = page[page.length - 1]?.id ?? after;
+    if (options.dryRun) {
+      for (const u of page) recordUpload(b, { id: u.id, size: u.size, kind: "session" });
+      continue;
+    }
+    const removed = await b.write(async (trx) => {
+      const ids = await deleteStaleUploads(
+        trx,
+        page.map((u) => u.id),
+        cutoff,
+        Date.now(),
+      );
+      await forEachLimit(ids, FILE_DELETE_CONCURRENCY, (id) => b.target.store.deleteUpload(id));
+      return new Set(ids);
+    });
+    for (const u of page) if (removed.has(u.id)) recordUpload(b, { id: u.id, size: u.size, kind: "session" });
+  }
+  // Files without a row (a monolithic upload that died, a crash between file and row), by mtime.
+  let chunk: { id: string; size: number }[] = [];
+  const check = async () => {
+    const entries = chunk;
+    chunk = [];
+    if (entries.length === 0) return;
+    const known = await existingUploads(
+      b.db,
+      entries.map((e) => e.id),
+    );
+    const orphans = entries.filter((e) => !known.has(e.id));
+    if (orphans.length === 0) return;
+    if (options.dryRun) {
+      for (const o of orphans) recordUpload(b, { ...o, kind: "file" });
+      return;
+    }
+    const removed = await b.write(async (trx) => {
+      const nowKnown = await existingUploads(
+        trx,
+        orphans.map((o) => o.id),
+      );
+      const gone = orphans.filter((o) => !nowKnown.has(o.id));
+      await forEachLimit(gone, FILE_DELETE_CONCURRENCY, (o) => b.target.store.deleteUpload(o.id));
+      return gone;
+    });
+    for (const o of removed) recordUpload(b, { ...o, kind: "file" });
+  };
+  for await (const upload of b.target.store.listUploads()) {
+    if (upload.modifiedAt >= cutoff) continue;
+    chunk.push({ id: upload.id, size: upload.size });
+    if (chunk.length >= options.batchSize) {
+      b.checkStop();
+      await check();
+    }
+  }
+  await check();
+}
+
+function recordUpload(b: Batcher, u: RemovedUpload): void {
+  b.report.uploads.push(u);
+  b.report.uploadBytes += u.size;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Helpers for callers
+
+export interface WaitForLeaseOptions {
+  takeIdle?: boolean;
+  /** Give up after this long (0: try once). */
+  timeoutMs?: number;
+  onWait?: (holder: string) => void;
+  signal?: AbortSignal;
+}
+
+/** Takes a job lease, waiting for a running job elsewhere to finish when asked to. */
+export async function waitForLease(db: Kysely<Database>, name: string, options: WaitForLeaseOptions = {}): Promise<Lease | null> {
+  const deadline = Date.now() + (options.timeoutMs ?? 0);
+  let told = false;
+  for (;;) {
+    const lease = await Lease.acquire(db, name, { takeIdle: options.takeIdle });
+    if (lease) return lease;
+    if (Date.now() >= deadline || options.signal?.aborted) return null;
+    if (!told) {
+      options.onWait?.(await Lease.describe(db, name));
+      told = true;
+    }
+    await sleep(500);
+  }
+}
+
+/** Sums for logs and metrics. */
+export function summarize(report: GcReport): Record<string, number | boolean> {
+  return {
+    dryRun: report.dryRun,
+    aborted: report.aborted,
+    durationMs: report.durationMs,
+    manifests: report.manifests.length,
+    blobs: report.blobs.length,
+    blobBytes: report.blobBytes,
+    links: report.links,
+    orphans: report.orphans.length,
+    orphanBytes: report.orphanBytes,
+    uploads: report.uploads.length,
+    uploadBytes: report.uploadBytes,
+    transactions: report.transactions,
+    longestTransactionMs: report.longestTransactionMs,
+  };
+}

@@ -1,0 +1,297 @@
+import client from "prom-client";
+import type { Config } from "../config/schema.js";
+import type { MetadataStore } from "../metadata/store.js";
+import type { BlobStore } from "../storage/blob-store.js";
+import { collectGarbage, type GcLogger, type GcOptions, type GcReport, Lease, purgeUploads, summarize } from "./gc.js";
+import { applyRetention, compilePolicies, type RetentionReport } from "./retention.js";
+import { repositoryUsage, usageSummary } from "./usage.js";
+
+/**
+ * The background jobs (issue 6): garbage collection, retention and upload purging, each on its own
+ * interval, in one process at a time.
+ *
+ * Every worker process starts the scheduler; a job runs only in the process that takes its lease, a
+ * row `job:<name>` in `locks`. After a run the row rests as `idle:` until the next run is due, so the
+ * interval holds across all processes and machines that share the database, and a job whose process
+ * died is taken over when its lease expires (at once on the same host). `berth gc` and
+ * `berth retention` take the same leases, so they never run beside a scheduled run.
+ */
+
+export interface JobsRuntime {
+  meta: MetadataStore;
+  storage: BlobStore;
+}
+
+export type JobName = "gc" | "retention" | "uploadpurging";
+
+export const JOB_LOCK: Record<JobName, string> = {
+  gc: "job:gc",
+  retention: "job:retention",
+  uploadpurging: "job:uploadpurging",
+};
+
+/** The collector's options from the configuration (flags may override some). */
+export function gcOptionsFromConfig(config: Config, overrides: Partial<GcOptions> = {}): GcOptions {
+  const purging = config.storage.maintenance.uploadpurging;
+  return {
+    graceMs: config.gc.graceperiod,
+    batchSize: config.gc.batchsize,
+    pauseMs: config.gc.pause,
+    untagged: { enabled: config.gc.untagged.enabled, olderThanMs: config.gc.untagged.olderthan },
+    uploads: purging.enabled ? { enabled: true, ageMs: purging.age } : null,
+    dryRun: false,
+    lease: null,
+    ...overrides,
+  };
+}
+
+interface Job {
+  name: JobName;
+  intervalMs: number;
+  run(lease: Lease, signal: AbortSignal): Promise<void>;
+}
+
+const FIRST_RUN_DELAY_MS = 5_000;
+const RETRY_AFTER_ERROR_MS = 5 * 60_000;
+
+/**
+ * Starts the scheduler in this process. Returns a function that stops it: the job running here stops
+ * after its current batch, releases its lease, and the returned promise resolves.
+ * Call it in every worker after the server listens (src/cli/serve.ts, runWorker).
+ */
+export function startBackgroundJobs(runtime: JobsRuntime, config: Config, log: GcLogger): () => Promise<void> {
+  const target = { meta: runtime.meta, store: runtime.storage };
+  const db = runtime.meta.db;
+  if (config.metrics?.enabled !== false) registerMaintenanceMetrics(runtime.meta);
+  if (config.storage.maintenance.readonly.enabled) {
+    log.info({}, "background jobs: not started (read-only mode: nothing is deleted)");
+    return async () => {};
+  }
+  const jobs: Job[] = [];
+  if (config.gc.enabled) {
+    jobs.push({
+      name: "gc",
+      intervalMs: config.gc.interval,
+      async run(lease, signal) {
+        // Upload purging has its own schedule (storage.maintenance.uploadpurging.interval).
+        const report = await collectGarbage(target, gcOptionsFromConfig(config, { lease, signal, log, uploads: null }));
+        recordRun("gc", report);
+        log.info({ job: "gc", ...summarize(report) }, "gc: collection finished");
+      },
+    });
+  }
+  const retention = config.retention;
+  if (retention.enabled && retention.policies.length > 0) {
+    const policies = compilePolicies(retention.policies);
+    jobs.push({
+      name: "retention",
+      intervalMs: retention.interval,
+      async run(lease, signal) {
+        const report = await applyRetention(target, {
+          policies,
+          graceMs: config.gc.graceperiod,
+          batchSize: config.gc.batchsize,
+          pauseMs: config.gc.pause,
+          dryRun: retention.dryrun,
+          lease,
+          signal,
+          log,
+        });
+        recordRetention(report);
+        for (const repo of report.repositories) {
+          log.info(
+            { job: "retention", dryRun: report.dryRun, repository: repo.repository, policy: repo.policy, tags: repo.tags, manifests: repo.manifests.length },
+            report.dryRun ? "retention (dry run): would remove" : "retention: removed",
+          );
+        }
+        log.info(
+          { job: "retention", dryRun: report.dryRun, aborted: report.aborted, durationMs: report.durationMs, tags: report.tagsRemoved, manifests: report.manifestsRemoved },
+          "retention: finished",
+        );
+      },
+    });
+  }
+  const purging = config.storage.maintenance.uploadpurging;
+  if (purging.enabled) {
+    jobs.push({
+      name: "uploadpurging",
+      intervalMs: purging.interval,
+      async run(lease, signal) {
+        const report = await purgeUploads(target, {
+          ageMs: purging.age,
+          batchSize: config.gc.batchsize,
+          pauseMs: config.gc.pause,
+          dryRun: purging.dryrun,
+          lease,
+          signal,
+          log,
+        });
+        recordRun("uploadpurging", report);
+        if (report.uploads.length > 0 || report.aborted) {
+          log.info({ job: "uploadpurging", ...summarize(report) }, purging.dryrun ? "upload purging (dry run) finished" : "upload purging finished");
+        }
+      },
+    });
+  }
+  if (jobs.length === 0) return async () => {};
+
+  const controller = new AbortController();
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let running: Promise<void> = Promise.resolve();
+  const tickMs = Math.min(30_000, Math.max(250, Math.min(...jobs.map((j) => j.intervalMs)) / 4));
+
+  const runDue = async () => {
+    for (const job of jobs) {
+      if (stopped) return;
+      const name = JOB_LOCK[job.name];
+      // Read first: most ticks find the job resting and need no write at all.
+      const row = await db.selectFrom("locks").select("expires_at").where("name", "=", name).executeTakeFirst();
+      if (row && Number(row.expires_at) >= Date.now()) continue;
+      const lease = await Lease.acquire(db, name);
+      if (!lease) continue;
+      let next = Date.now() + job.intervalMs;
+      const started = Date.now();
+      try {
+        await job.run(lease, controller.signal);
+        next = Date.now() + job.intervalMs;
+      } catch (err) {
+        next = Date.now() + Math.min(job.intervalMs, RETRY_AFTER_ERROR_MS);
+        jobErrors.inc({ job: job.name });
+        log.warn({ job: job.name, err, ms: Date.now() - started }, `${job.name}: failed; trying again later`);
+      } finally {
+        // Stopped midway: free the lease at once, so another process picks the job up.
+        await lease.release(stopped ? 0 : next).catch(() => {});
+      }
+    }
+  };
+  const schedule = (delay: number) => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = runDue()
+        .catch((err: unknown) => log.warn({ err }, "background jobs: scheduling failed"))
+        .finally(() => schedule(tickMs * (0.75 + Math.random() * 0.5)));
+    }, delay);
+    timer.unref();
+  };
+  schedule(Math.min(FIRST_RUN_DELAY_MS, tickMs) * (0.5 + Math.random()));
+  log.info?.({ jobs: jobs.map((j) => ({ job: j.name, intervalMs: j.intervalMs })) }, "background jobs: scheduled");
+
+  return async () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    controller.abort();
+    await running;
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Metrics
+
+/**
+ * Counters for the jobs, and storage usage gauges computed from the database when scraped (cached for
+ * a minute). They live in prom-client's default registry; gauges aggregate across workers with `max`
+ * (every worker reads the same database), counters with `sum`.
+ */
+function counter(name: string, help: string, labelNames: string[]): client.Counter<string> {
+  const existing = client.register.getSingleMetric(name);
+  if (existing) return existing as client.Counter<string>;
+  return new client.Counter({ name, help, labelNames });
+}
+
+function gauge(name: string, help: string, labelNames: string[], collect?: (this: client.Gauge<string>) => Promise<void>): client.Gauge<string> {
+  const existing = client.register.getSingleMetric(name);
+  if (existing) return existing as client.Gauge<string>;
+  return new client.Gauge({ name, help, labelNames, aggregator: "max", ...(collect ? { collect } : {}) });
+}
+
+const jobRuns = counter("berth_gc_runs_total", "Background job runs (gc, retention, uploadpurging) finished in this process.", ["job", "result"]);
+const jobErrors = counter("berth_gc_errors_total", "Background job runs that failed.", ["job"]);
+const removedItems = counter("berth_gc_removed_total", "Items removed by garbage collection and retention.", ["kind"]);
+const removedBytes = counter("berth_gc_removed_bytes_total", "Bytes freed by garbage collection and upload purging.", ["kind"]);
+const lastRun = gauge("berth_gc_last_run_timestamp_seconds", "When a background job last finished.", ["job"]);
+const lastDuration = gauge("berth_gc_last_duration_seconds", "How long the last run of a background job took.", ["job"]);
+
+function recordRun(job: JobName, report: GcReport): void {
+  jobRuns.inc({ job, result: report.aborted ? "aborted" : "done" });
+  lastRun.set({ job }, Date.now() / 1000);
+  lastDuration.set({ job }, report.durationMs / 1000);
+  if (report.dryRun) return;
+  removedItems.inc({ kind: "manifest" }, report.manifests.length);
+  removedItems.inc({ kind: "blob" }, report.blobs.length);
+  removedItems.inc({ kind: "orphan" }, report.orphans.length);
+  removedItems.inc({ kind: "upload" }, report.uploads.length);
+  removedItems.inc({ kind: "link" }, report.links);
+  removedBytes.inc({ kind: "blob" }, report.blobBytes);
+  removedBytes.inc({ kind: "orphan" }, report.orphanBytes);
+  removedBytes.inc({ kind: "upload" }, report.uploadBytes);
+}
+
+function recordRetention(report: RetentionReport): void {
+  jobRuns.inc({ job: "retention", result: report.aborted ? "aborted" : "done" });
+  lastRun.set({ job: "retention" }, Date.now() / 1000);
+  lastDuration.set({ job: "retention" }, report.durationMs / 1000);
+  if (report.dryRun) return;
+  removedItems.inc({ kind: "tag" }, report.tagsRemoved);
+  removedItems.inc({ kind: "manifest" }, report.manifestsRemoved);
+}
+
+const USAGE_CACHE_MS = 60_000;
+let usageSource: MetadataStore | null = null;
+let usageCache: { at: number; value: Promise<UsageSnapshot> } | null = null;
+
+interface UsageSnapshot {
+  summary: Awaited<ReturnType<typeof usageSummary>>;
+  repositories: Awaited<ReturnType<typeof repositoryUsage>>;
+}
+
+function usageSnapshot(): Promise<UsageSnapshot> | null {
+  if (!usageSource) return null;
+  const meta = usageSource;
+  if (!usageCache || Date.now() - usageCache.at > USAGE_CACHE_MS) {
+    const value = (async () => ({ summary: await usageSummary(meta.db), repositories: await repositoryUsage(meta.db) }))();
+    usageCache = { at: Date.now(), value };
+    value.catch(() => {
+      usageCache = null;
+    });
+  }
+  return usageCache.value;
+}
+
+/**
+ * Registers the job counters and the storage gauges (berth_storage_bytes{kind=total|shared|unlinked},
+ * berth_storage_blobs{kind}, berth_repository_storage_bytes{repository,kind=total|unique|shared}).
+ * Safe to call more than once.
+ */
+export function registerMaintenanceMetrics(meta: MetadataStore): void {
+  usageSource = meta;
+  gauge("berth_storage_bytes", "Bytes of stored blobs: total (each once), shared (linked by 2+ repositories), unlinked (garbage).", ["kind"], async function () {
+    const snap = await usageSnapshot();
+    if (!snap) return;
+    this.set({ kind: "total" }, snap.summary.total.bytes);
+    this.set({ kind: "shared" }, snap.summary.shared.bytes);
+    this.set({ kind: "unlinked" }, snap.summary.unlinked.bytes);
+  });
+  gauge("berth_storage_blobs", "Stored blobs: total, shared (linked by 2+ repositories), unlinked (garbage).", ["kind"], async function () {
+    const snap = await usageSnapshot();
+    if (!snap) return;
+    this.set({ kind: "total" }, snap.summary.total.blobs);
+    this.set({ kind: "shared" }, snap.summary.shared.blobs);
+    this.set({ kind: "unlinked" }, snap.summary.unlinked.blobs);
+  });
+  gauge(
+    "berth_repository_storage_bytes",
+    "Bytes a repository links: total, unique (no other repository links them), shared.",
+    ["repository", "kind"],
+    async function () {
+      const snap = await usageSnapshot();
+      if (!snap) return;
+      this.reset();
+      for (const r of snap.repositories) {
+        this.set({ repository: r.name, kind: "total" }, r.bytes);
+        this.set({ repository: r.name, kind: "unique" }, r.unique);
+        this.set({ repository: r.name, kind: "shared" }, r.shared);
+      }
+    },
+  );
+}
