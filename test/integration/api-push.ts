@@ -3,6 +3,9 @@
  * (POST ?digest=) and manifest PUTs, plus builders for realistic image configs, indexes and referrers.
  */
 import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import path from "node:path";
+import bcrypt from "bcryptjs";
 
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
@@ -181,13 +184,14 @@ export async function pushIndex(
 }
 
 /** A BuildKit-style attestation manifest for `subject`, to list in an index with platform unknown/unknown. */
-export async function pushAttestation(client: Client, repo: string, subject: Descriptor): Promise<Descriptor> {
+export async function pushAttestation(client: Client, repo: string, subject: Descriptor): Promise<Descriptor & { totalSize: number }> {
   const statement = await pushBlob(client, repo, Buffer.from(JSON.stringify({ _type: "https://in-toto.io/Statement/v0.1", subject: [] })), "application/vnd.in-toto+json");
   const config = await pushBlob(client, repo, Buffer.from(JSON.stringify({ architecture: "unknown", os: "unknown", config: {}, rootfs: { type: "layers", diff_ids: [] } })), OCI_CONFIG);
   const manifest = { schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers: [statement] };
   const pushed = await pushManifest(client, repo, sha256(JSON.stringify(manifest)), manifest, OCI_MANIFEST);
   return {
     ...pushed,
+    totalSize: pushed.size + config.size + statement.size,
     platform: { os: "unknown", architecture: "unknown" },
     annotations: { "vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": subject.digest },
   };
@@ -234,4 +238,46 @@ export async function del(client: Client, path: string) {
   const res = await fetch(`${client.base}${path}`, { method: "DELETE", headers: headers(client) });
   const text = await res.text();
   return { status: res.status, body: text ? (JSON.parse(text) as any) : null };
+}
+
+/**
+ * An htpasswd file and a config with access rules: `admin` may do anything, anonymous callers pull
+ * public/*, `reader` pulls team/*, `editor` pulls, pushes and deletes in team/*.
+ */
+export function writeAuthConfig(dir: string, users: Record<string, string>, extra: string[] = []): string {
+  const htpasswd = path.join(dir, "htpasswd");
+  writeFileSync(
+    htpasswd,
+    Object.entries(users)
+      .map(([u, pw]) => `${u}:${bcrypt.hashSync(pw, 4).replace(/^\$2b\$/, "$2y$")}`)
+      .join("\n")
+      .concat("\n"),
+  );
+  const config = path.join(dir, "config.yml");
+  writeFileSync(
+    config,
+    [
+      "auth:",
+      "  htpasswd:",
+      "    realm: Berth UI test",
+      `    path: ${htpasswd}`,
+      "  throttle:",
+      "    enabled: false",
+      "  access:",
+      "    admins:",
+      "      users: [admin]",
+      "    anonymous:",
+      '      pull: ["public/*"]',
+      "    rules:",
+      '      - repositories: ["team/*"]',
+      "        users: [reader]",
+      "        actions: [pull]",
+      '      - repositories: ["team/*"]',
+      "        users: [editor]",
+      '        actions: ["pull", "push", "delete"]',
+      ...extra,
+      "",
+    ].join("\n"),
+  );
+  return config;
 }
