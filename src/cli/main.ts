@@ -13,6 +13,7 @@ const program = new Command()
 
 registerServeCommand(program);
 registerUserCommand(program); // [auth wiring, issue 3]
+(await import("./maintenance.js")).registerMaintenanceCommands(program); // [gc wiring, issue 6]
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`berth: ${err instanceof Error ? err.message : String(err)}\n`);
