@@ -149,6 +149,7 @@ async function runWorker(
   const { host, port } = parseAddr(config.http.addr);
   await app.listen({ host, port });
   const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
+  const stopJobs = (await import("../registry/jobs.js")).startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
   if (single) {
     log.info(
       { addr: config.http.addr, port, dataDir: single.dataDir, workers: 1 },
@@ -167,6 +168,7 @@ async function runWorker(
     timer.unref();
     try {
       stopTlsWatch();
+      await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
       await app.close();
       await runtime.close();
     } finally {
