@@ -293,6 +293,19 @@ describe("through nginx with TLS", () => {
     expect(((await direct.json()) as { tags: string[] }).tags).toEqual(["v1"]);
   });
 
+  test("deploy/compose/nginx.conf is the tested recipe with the compose service as upstream", () => {
+    const normalize = (text: string) =>
+      text
+        .split("\n")
+        .filter((l) => !l.startsWith("#") && !/listen \[::\]:/.test(l))
+        .join("\n")
+        .replace("server registry:5000;", "server 127.0.0.1:5000;")
+        .trim();
+    const recipe = readFileSync(path.join(ROOT, "deploy/nginx/berth.conf"), "utf8");
+    const compose = readFileSync(path.join(ROOT, "deploy/compose/nginx.conf"), "utf8");
+    expect(normalize(compose)).toBe(normalize(recipe));
+  });
+
   test("nginx saw every request (nothing bypassed the proxy) and logged no body-size errors", () => {
     const access = readLog("access.log");
     expect(access).toContain("PATCH /v2/e2e/nginx/big/blobs/uploads/");
