@@ -2,7 +2,7 @@
  * A tiny OCI push client over fetch, for the web UI's API and browser tests: monolithic blob uploads
  * (POST ?digest=) and manifest PUTs, plus builders for realistic image configs, indexes and referrers.
  */
-import { createHash } from "node:crypto";
+import { createCipheriv, createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import bcrypt from "bcryptjs";
@@ -17,15 +17,11 @@ export function sha256(data: Buffer | string): string {
   return `sha256:${createHash("sha256").update(data).digest("hex")}`;
 }
 
-/** Deterministic pseudo-random bytes, so that two calls with one seed make the same (shared) layer. */
+/** Deterministic pseudo-random bytes (AES-CTR keyed by the seed), so that one seed makes one (shared) blob. */
 export function bytes(seed: string, size: number): Buffer {
-  const out = Buffer.alloc(size);
-  let block = createHash("sha256").update(seed).digest();
-  for (let i = 0; i < size; i += block.length) {
-    block.copy(out, i, 0, Math.min(block.length, size - i));
-    block = createHash("sha256").update(block).digest();
-  }
-  return out;
+  const key = createHash("sha256").update(seed).digest();
+  const cipher = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
+  return Buffer.concat([cipher.update(Buffer.alloc(size)), cipher.final()]);
 }
 
 export interface Client {

@@ -2,7 +2,7 @@
  * Light and dark themes. "system" (the default) follows the operating system through CSS media queries;
  * a choice of light or dark is remembered in localStorage and applied before first paint by /theme.js.
  */
-import { useEffect, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
 import { AutoIcon, MoonIcon, SunIcon } from "./icons.tsx";
 
 export type ThemeChoice = "system" | "light" | "dark";
@@ -35,14 +35,16 @@ const ICONS = { system: AutoIcon, light: SunIcon, dark: MoonIcon };
 
 export function ThemeToggle() {
   const [choice, setChoice] = useState<ThemeChoice>(storedTheme);
-  useEffect(() => applyTheme(choice), [choice]);
   const Icon = ICONS[choice];
   const next = ORDER[(ORDER.indexOf(choice) + 1) % ORDER.length]!;
   return (
     <button
       type="button"
       class="theme-toggle"
-      onClick={() => setChoice(next)}
+      onClick={() => {
+        applyTheme(next);
+        setChoice(next);
+      }}
       title={`${LABELS[choice]} (switch to ${next})`}
       aria-label={`${LABELS[choice]}. Switch to ${next}.`}
       data-theme-choice={choice}

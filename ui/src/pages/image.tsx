@@ -54,8 +54,9 @@ function KeyValues({ entries, empty = "None" }: { entries: Array<[string, string
   );
 }
 
+/** A string list as Dockerfile exec-form JSON: ["node", "server.js"]. */
 function json(list: string[] | null): string {
-  return list ? JSON.stringify(list) : "";
+  return list ? `[${list.map((item) => JSON.stringify(item)).join(", ")}]` : "";
 }
 
 function ConfigSection({ detail }: { detail: ManifestDetail }) {
@@ -184,7 +185,7 @@ function HistorySection({ detail }: { detail: ManifestDetail }) {
                     <span class="muted">no layer</span>
                   ) : null}
                   {s.buildArgs ? <span class="muted small" title="Build arguments">{s.buildArgs}</span> : null}
-                  {s.created && isMeaningfulDate(toMillis(s.created)) ? (
+                  {s.created && isMeaningfulDate(toMillis(s.created)) && s.created.slice(0, 10) !== steps[i - 1]?.created?.slice(0, 10) ? (
                     <span class="muted small">
                       <Time value={s.created} />
                     </span>

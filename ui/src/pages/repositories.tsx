@@ -14,6 +14,10 @@ const SORTS = [
 
 const PAGE_SIZE = 50;
 
+function plural(n: number, one: string, many: string): string {
+  return `${formatCount(n)} ${n === 1 ? one : many}`;
+}
+
 function Row({ repo, grouped }: { repo: RepositorySummary; grouped: boolean }) {
   return (
     <tr>
@@ -182,11 +186,7 @@ export function RepositoriesPage() {
                             ▸
                           </span>
                           {g.namespace}/
-                          <span class="muted small">
-                            {" "}
-                            {formatCount(data.namespaces.find((n) => n.name === g.namespace)?.repositories ?? g.items.length)}{" "}
-                            repositories
-                          </span>
+                          <span class="muted small"> {plural(data.namespaces.find((n) => n.name === g.namespace)?.repositories ?? g.items.length, "repository", "repositories")}</span>
                         </th>
                       </tr>
                     ) : null}
