@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { registerServeCommand } from "./serve.js";
+import { registerConfigCommand } from "./config.js"; // [ops wiring, issue 4]
 import { registerUserCommand } from "./user.js"; // [auth wiring, issue 3]
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -12,6 +13,7 @@ const program = new Command()
   .version(pkg.version);
 
 registerServeCommand(program);
+registerConfigCommand(program); // [ops wiring, issue 4]
 registerUserCommand(program); // [auth wiring, issue 3]
 (await import("./maintenance.js")).registerMaintenanceCommands(program); // [gc wiring, issue 6]
 

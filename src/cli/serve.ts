@@ -78,6 +78,8 @@ export async function serve(flags: ServeFlags): Promise<void> {
     const dataDir = dataDirOf(config);
     // [auth wiring, issue 3] htpasswd/rules/token key checked (and key generated) once, before any worker.
     (await import("../auth/preflight.js")).checkAuth(config, dataDir);
+    // [ops wiring, issue 4] before any fork: metrics.addr listener and aggregation of every worker's metrics.
+    await (await import("../http/metrics.js")).startPrimaryMetrics(config, log);
     if (workers <= 1) {
       await runWorker(config, log, { dataDir, workers: 1 }, true);
       return;
