@@ -70,7 +70,7 @@ export type BcryptCompare = (password: string, hash: string) => Promise<boolean>
 export class CredentialVerifier {
   /** Number of bcrypt comparisons run (for tests and metrics). */
   bcryptRuns = 0;
-  private dummyHash: string;
+  private readonly dummyHashes = new Map<number, string>();
 
   constructor(
     private readonly store: HtpasswdStore,
@@ -78,8 +78,21 @@ export class CredentialVerifier {
     private readonly throttle: LoginThrottle | null,
     private readonly compare: BcryptCompare = (password, hash) => bcrypt.compare(password, hash),
   ) {
-    // An unknown user still costs a bcrypt run, so that timing does not tell which users exist.
-    this.dummyHash = bcrypt.hashSync(crypto.randomBytes(16).toString("hex"), 10);
+    this.dummyHash();
+  }
+
+  /**
+   * An unknown user still costs a bcrypt run, at the cost most users of the file have, so that
+   * timing does not tell which users exist.
+   */
+  private dummyHash(): string {
+    const cost = Math.min(Math.max(this.store.typicalCost, 4), 14);
+    let hash = this.dummyHashes.get(cost);
+    if (!hash) {
+      hash = bcrypt.hashSync(crypto.randomBytes(16).toString("hex"), cost);
+      this.dummyHashes.set(cost, hash);
+    }
+    return hash;
   }
 
   async verify(user: string, password: string, client: string): Promise<VerifyResult> {
@@ -91,7 +104,7 @@ export class CredentialVerifier {
       if (wait > 0) return { ok: false, reason: "throttled", retryAfterMs: wait };
     }
     const entry = this.store.get(user);
-    const hash = entry?.hash ?? this.dummyHash;
+    const hash = entry?.hash ?? this.dummyHash();
     const cacheKey = this.cache.keyOf(entry ? user : "", password, hash);
     const cached = entry ? this.cache.get(cacheKey) : undefined;
     // A pair checked good moments ago passes even while the user name is locked: the lock holds back

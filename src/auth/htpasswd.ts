@@ -138,6 +138,8 @@ export class HtpasswdStore {
   private stopWatching?: () => void;
   /** Increases with every successful (re)load. */
   generation = 0;
+  /** The most common bcrypt cost in the file (unknown users are checked at this cost). */
+  typicalCost = 10;
 
   constructor(
     file: string,
@@ -156,6 +158,12 @@ export class HtpasswdStore {
     }
     this.users = parseHtpasswd(text, this.path);
     this.generation++;
+    const costs = new Map<number, number>();
+    for (const { hash } of this.users.values()) {
+      const cost = Number(hash.slice(4, 6));
+      costs.set(cost, (costs.get(cost) ?? 0) + 1);
+    }
+    this.typicalCost = [...costs.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 10;
   }
 
   /** Reloads, keeping the previous users when the new contents are not usable. */

@@ -75,6 +75,22 @@ describe("CredentialCache + CredentialVerifier", () => {
     expect(other).not.toBe(key); // per-process random HMAC key
   });
 
+  it("checks unknown users against a hash of the file's usual cost", async () => {
+    const file = path.join(tmp(), "htpasswd");
+    fs.writeFileSync(file, htpasswdText({ a: "x", b: "y" }, 5) + htpasswdText({ c: "z" }, 4));
+    const s = new HtpasswdStore(file);
+    s.load();
+    expect(s.typicalCost).toBe(5);
+    const seen: string[] = [];
+    const v = new CredentialVerifier(s, new CredentialCache(60_000), null, async (_pw, hash) => {
+      seen.push(hash);
+      return true; // even a "match" against the dummy hash must not let an unknown user in
+    });
+    expect((await v.verify("ghost", "x", "c")).ok).toBe(false);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.slice(0, 7)).toMatch(/^\$2[aby]\$05\$/);
+  });
+
   it("still spends a bcrypt run on unknown users", async () => {
     const { store: s } = store({ alice: "secret" });
     const v = new CredentialVerifier(s, new CredentialCache(60_000), null);
