@@ -40,7 +40,11 @@ export async function repositoryNames(db: Db, search?: string): Promise<Reposito
 }
 
 export async function repositoryByName(db: Db, name: string): Promise<RepositoryRef | null> {
-  const row = await db.selectFrom("repositories").select(["id", "name"]).where("name", "=", name).executeTakeFirst();
+  const row = await db
+    .selectFrom("repositories")
+    .select(["id", "name"])
+    .where("name", "=", name)
+    .executeTakeFirst();
   return row ? { id: Number(row.id), name: row.name } : null;
 }
 
@@ -137,7 +141,9 @@ export async function tagPage(
   const count = await base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirst();
   const direction = options.descending ? "desc" : "asc";
   let query = base
-    .leftJoin("manifests as m", (join) => join.onRef("m.repository_id", "=", "t.repository_id").onRef("m.digest", "=", "t.digest"))
+    .leftJoin("manifests as m", (join) =>
+      join.onRef("m.repository_id", "=", "t.repository_id").onRef("m.digest", "=", "t.digest"),
+    )
     .select([
       "t.name",
       "t.digest",
@@ -178,7 +184,11 @@ export interface ManifestInfo {
 }
 
 /** Stored manifests of a repository by digest (those that exist). */
-export async function manifestsByDigest(db: Db, repositoryId: number, digests: string[]): Promise<Map<string, ManifestInfo>> {
+export async function manifestsByDigest(
+  db: Db,
+  repositoryId: number,
+  digests: string[],
+): Promise<Map<string, ManifestInfo>> {
   const out = new Map<string, ManifestInfo>();
   for (const part of chunks([...new Set(digests)])) {
     const rows = await db
@@ -212,7 +222,11 @@ export async function manifestsByDigest(db: Db, repositoryId: number, digests: s
 }
 
 /** Children of indexes, by parent digest. */
-export async function childrenOf(db: Db, repositoryId: number, parents: string[]): Promise<Map<string, string[]>> {
+export async function childrenOf(
+  db: Db,
+  repositoryId: number,
+  parents: string[],
+): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   for (const part of chunks([...new Set(parents)])) {
     const rows = await db
@@ -246,7 +260,11 @@ export async function parentsOf(db: Db, repositoryId: number, digest: string): P
  * Total size of manifests: each manifest plus its config and layers, and for an index its children
  * with theirs, every distinct blob counted once (shared base layers between platforms count once).
  */
-export async function manifestTotalSizes(db: Db, repositoryId: number, digests: string[]): Promise<Map<string, number>> {
+export async function manifestTotalSizes(
+  db: Db,
+  repositoryId: number,
+  digests: string[],
+): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   if (digests.length === 0) return out;
   const children = await childrenOf(db, repositoryId, digests);
@@ -297,7 +315,11 @@ export async function manifestTotalSizes(db: Db, repositoryId: number, digests: 
 export async function blobSizes(db: Db, digests: string[]): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const part of chunks([...new Set(digests)])) {
-    const rows = await db.selectFrom("blobs").select(["digest", "size"]).where("digest", "in", part).execute();
+    const rows = await db
+      .selectFrom("blobs")
+      .select(["digest", "size"])
+      .where("digest", "in", part)
+      .execute();
     for (const r of rows) out.set(r.digest, Number(r.size));
   }
   return out;

@@ -50,7 +50,10 @@ function num(value: unknown): number {
 export async function totalUsage(db: Kysely<Database>): Promise<UsageTotals> {
   const row = await db
     .selectFrom("blobs")
-    .select((eb) => [eb.fn.coalesce(eb.fn.sum<number>("size"), sql<number>`0`).as("bytes"), eb.fn.countAll<number>().as("blobs")])
+    .select((eb) => [
+      eb.fn.coalesce(eb.fn.sum<number>("size"), sql<number>`0`).as("bytes"),
+      eb.fn.countAll<number>().as("blobs"),
+    ])
     .executeTakeFirst();
   return { bytes: num(row?.bytes), blobs: num(row?.blobs) };
 }
@@ -67,7 +70,10 @@ export async function sharedUsage(db: Kysely<Database>): Promise<UsageTotals> {
     )
     .selectFrom("links as l")
     .innerJoin("blobs as b", "b.digest", "l.digest")
-    .select((eb) => [eb.fn.coalesce(eb.fn.sum<number>("b.size"), sql<number>`0`).as("bytes"), eb.fn.countAll<number>().as("blobs")])
+    .select((eb) => [
+      eb.fn.coalesce(eb.fn.sum<number>("b.size"), sql<number>`0`).as("bytes"),
+      eb.fn.countAll<number>().as("blobs"),
+    ])
     .executeTakeFirst();
   return { bytes: num(row?.bytes), blobs: num(row?.blobs) };
 }
@@ -77,9 +83,16 @@ export async function unlinkedUsage(db: Kysely<Database>): Promise<UsageTotals> 
   const row = await db
     .selectFrom("blobs as b")
     .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom("repository_blobs as rb").select("rb.digest").whereRef("rb.digest", "=", "b.digest"))),
+      not(
+        exists(
+          selectFrom("repository_blobs as rb").select("rb.digest").whereRef("rb.digest", "=", "b.digest"),
+        ),
+      ),
     )
-    .select((eb) => [eb.fn.coalesce(eb.fn.sum<number>("b.size"), sql<number>`0`).as("bytes"), eb.fn.countAll<number>().as("blobs")])
+    .select((eb) => [
+      eb.fn.coalesce(eb.fn.sum<number>("b.size"), sql<number>`0`).as("bytes"),
+      eb.fn.countAll<number>().as("blobs"),
+    ])
     .executeTakeFirst();
   return { bytes: num(row?.bytes), blobs: num(row?.blobs) };
 }
@@ -116,7 +129,10 @@ export async function repositoryUsage(
   // How many repositories link each blob, restricted to the blobs of the repositories asked about.
   let query = db
     .with("links", (qb) => {
-      let q = qb.selectFrom("repository_blobs").select("digest").select((eb) => eb.fn.countAll<number>().as("n"));
+      let q = qb
+        .selectFrom("repository_blobs")
+        .select("digest")
+        .select((eb) => eb.fn.countAll<number>().as("n"));
       if (ids) {
         q = q.where("digest", "in", (sub) =>
           sub.selectFrom("repository_blobs").select("digest").where("repository_id", "in", ids),

@@ -6,7 +6,14 @@
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, startBerth } from "../helpers/server.js";
-import { type Client, getJson, OCI_MANIFEST, type PushedImage, pushImage, pushManifest } from "../integration/api-push.js";
+import {
+  type Client,
+  getJson,
+  OCI_MANIFEST,
+  type PushedImage,
+  pushImage,
+  pushManifest,
+} from "../integration/api-push.js";
 import { launchChromium, openPage, screenshots, type Watched } from "./ui-support.js";
 
 let berth: Berth;
@@ -94,7 +101,8 @@ describe("many tags", () => {
       config: img.config,
       layers: img.layers,
     };
-    for (let i = 0; i < 120; i++) await pushManifest(c, "big/tags", `v1.${String(i).padStart(3, "0")}`, manifest, OCI_MANIFEST);
+    for (let i = 0; i < 120; i++)
+      await pushManifest(c, "big/tags", `v1.${String(i).padStart(3, "0")}`, manifest, OCI_MANIFEST);
   }, 120_000);
 
   it("pages through them on the server and filters them", async () => {
@@ -156,10 +164,17 @@ describe("themes and keyboard", () => {
     await page.keyboard.press("Tab");
     expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Skip to content");
     await page.keyboard.press("/");
-    expect(await page.evaluate(() => document.activeElement?.getAttribute("data-testid"))).toBe("repo-search");
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("data-testid"))).toBe(
+      "repo-search",
+    );
     await page.keyboard.type("some");
-    await page.locator('[data-testid="repo-table"] tbody tr:not(.group)').filter({ hasText: "repo" }).waitFor();
-    await page.waitForFunction(() => document.querySelectorAll('[data-testid="repo-table"] tbody tr:not(.group)').length === 1);
+    await page
+      .locator('[data-testid="repo-table"] tbody tr:not(.group)')
+      .filter({ hasText: "repo" })
+      .waitFor();
+    await page.waitForFunction(
+      () => document.querySelectorAll('[data-testid="repo-table"] tbody tr:not(.group)').length === 1,
+    );
     // Tab moves on to the sort control, the order button, then the repository link; Enter opens it.
     let reached = false;
     for (let i = 0; i < 8 && !reached; i++) {
@@ -207,7 +222,9 @@ describe("deleting a manifest and a repository", () => {
 
   it("had no console errors or CSP violations beyond the provoked ones", () => {
     // Provoked above: the 500, the refused connection and two 404s.
-    const unexpected = w.problems.filter((p) => !/status of (500|404)|ERR_CONNECTION_REFUSED|Failed to fetch/.test(p));
+    const unexpected = w.problems.filter(
+      (p) => !/status of (500|404)|ERR_CONNECTION_REFUSED|Failed to fetch/.test(p),
+    );
     expect(unexpected).toEqual([]);
   });
 });

@@ -29,7 +29,10 @@ export interface Watched {
   problems: string[];
 }
 
-export async function openPage(browser: Browser, options: { colorScheme?: "light" | "dark" } = {}): Promise<Watched> {
+export async function openPage(
+  browser: Browser,
+  options: { colorScheme?: "light" | "dark" } = {},
+): Promise<Watched> {
   const context = await browser.newContext({
     viewport: DESKTOP,
     colorScheme: options.colorScheme ?? "light",
@@ -64,8 +67,10 @@ export async function screenshots(page: Page, name: string): Promise<void> {
 
 /** Text of every cell of a table column, by header text, for rows of a test id'd table. */
 export async function columnTexts(page: Page, testid: string, column: number): Promise<string[]> {
-  return page.locator(`[data-testid="${testid}"] tbody tr`).evaluateAll(
-    (rows, col) => rows.map((r) => (r.children[col] as HTMLElement | undefined)?.innerText.trim() ?? ""),
-    column,
-  );
+  return page
+    .locator(`[data-testid="${testid}"] tbody tr`)
+    .evaluateAll(
+      (rows, col) => rows.map((r) => (r.children[col] as HTMLElement | undefined)?.innerText.trim() ?? ""),
+      column,
+    );
 }

@@ -39,7 +39,10 @@ const appSpec = {
   exposedPorts: ["8080/tcp"],
   user: "app",
   entrypoint: ["node", "server.js"],
-  labels: { "org.opencontainers.image.source": "https://git.example.com/team/app", "org.opencontainers.image.version": "1.0" },
+  labels: {
+    "org.opencontainers.image.source": "https://git.example.com/team/app",
+    "org.opencontainers.image.version": "1.0",
+  },
   history: buildkitHistory(),
 };
 
@@ -51,23 +54,41 @@ beforeAll(async () => {
   // team/app: 1.0 and stable are the same image; 2.0 another.
   app10 = await pushImage(admin, "team/app", "1.0", appSpec);
   await pushImage(admin, "team/app", "stable", appSpec);
-  await pushImage(admin, "team/app", "2.0", { ...appSpec, layers: [appSpec.layers[0]!, appSpec.layers[1]!, { seed: "app-code-2", size: 190_000 }] });
+  await pushImage(admin, "team/app", "2.0", {
+    ...appSpec,
+    layers: [appSpec.layers[0]!, appSpec.layers[1]!, { seed: "app-code-2", size: 190_000 }],
+  });
   // team/web: a multi-platform index with a build attestation, and an SBOM that refers to it.
-  const amd = await pushImage(admin, "team/web", null, { ...appSpec, layers: [appSpec.layers[0]!, { seed: "web-amd", size: 9_000_000 }] });
+  const amd = await pushImage(admin, "team/web", null, {
+    ...appSpec,
+    layers: [appSpec.layers[0]!, { seed: "web-amd", size: 9_000_000 }],
+  });
   const arm = await pushImage(admin, "team/web", null, {
     ...appSpec,
     architecture: "arm64",
     variant: "v8",
-    layers: [{ seed: "alpine-base-arm", size: 3_300_000 }, { seed: "web-arm", size: 8_800_000 }],
+    layers: [
+      { seed: "alpine-base-arm", size: 3_300_000 },
+      { seed: "web-arm", size: 8_800_000 },
+    ],
   });
   const attestation = await pushAttestation(admin, "team/web", amd);
   const index = await pushIndex(admin, "team/web", "3.2.1", [amd, arm, attestation]);
   await pushIndex(admin, "team/web", "latest", [amd, arm, attestation]);
   await pushReferrer(admin, "team/web", index, "application/spdx+json", { spdxVersion: "SPDX-2.3" });
-  await pushReferrer(admin, "team/web", index, "application/vnd.dev.sigstore.bundle.v0.3+json", { sig: "..." });
-  await pushImage(admin, "team/api", "v1", { layers: [appSpec.layers[0]!, { seed: "api", size: 5_500_000 }] });
-  await pushImage(admin, "public/hello", "latest", { layers: [{ seed: "hello", size: 12_000 }], cmd: ["/hello"] });
-  await pushImage(admin, "tools/ci/runner", "2024.05", { layers: [appSpec.layers[0]!, { seed: "runner", size: 40_000_000 }] });
+  await pushReferrer(admin, "team/web", index, "application/vnd.dev.sigstore.bundle.v0.3+json", {
+    sig: "...",
+  });
+  await pushImage(admin, "team/api", "v1", {
+    layers: [appSpec.layers[0]!, { seed: "api", size: 5_500_000 }],
+  });
+  await pushImage(admin, "public/hello", "latest", {
+    layers: [{ seed: "hello", size: 12_000 }],
+    cmd: ["/hello"],
+  });
+  await pushImage(admin, "tools/ci/runner", "2024.05", {
+    layers: [appSpec.layers[0]!, { seed: "runner", size: 40_000_000 }],
+  });
   browser = await launchChromium();
   w = await openPage(browser);
   page = w.page;
@@ -79,15 +100,11 @@ afterAll(async () => {
   await berth?.cleanup();
 });
 
-async function repoNames(): Promise<string[]> {
-  return page.locator('[data-testid="repo-table"] tbody tr:not(.group) th a').allInnerTexts();
-}
-
 async function waitForRepos(expected: string[]): Promise<void> {
   await page.waitForFunction(
     (want) => {
-      const rows = [...document.querySelectorAll('[data-testid="repo-table"] tbody tr:not(.group) th a')].map((a) =>
-        (a as HTMLElement).innerText.trim(),
+      const rows = [...document.querySelectorAll('[data-testid="repo-table"] tbody tr:not(.group) th a')].map(
+        (a) => (a as HTMLElement).innerText.trim(),
       );
       return JSON.stringify(rows) === JSON.stringify(want);
     },
@@ -125,7 +142,9 @@ describe("the web UI", () => {
     const groups = await page.locator('[data-testid="repo-table"] tr.group th').allInnerTexts();
     expect(groups.map((g) => g.replace(/^\W+/, "").split("/")[0])).toEqual(["public", "team"]);
     // Tag count, size and last push are shown for each repository.
-    const appRow = page.locator('[data-testid="repo-table"] tr', { has: page.getByRole("link", { name: "app", exact: true }) });
+    const appRow = page.locator('[data-testid="repo-table"] tr', {
+      has: page.getByRole("link", { name: "app", exact: true }),
+    });
     expect(await appRow.innerText()).toMatch(/3\s*tags[\s\S]*27\.\d MB[\s\S]*(just now|minute)/);
     await screenshots(page, "repositories");
   });
@@ -136,7 +155,9 @@ describe("the web UI", () => {
     await page.getByTestId("repo-sort").selectOption("name");
     await waitForRepos(["hello", "api", "app", "web"]);
     await page.keyboard.press("/");
-    expect(await page.evaluate(() => document.activeElement?.getAttribute("data-testid"))).toBe("repo-search");
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("data-testid"))).toBe(
+      "repo-search",
+    );
     await page.keyboard.type("ap", { delay: 40 });
     await waitForRepos(["api", "app"]);
     await page.keyboard.type("p", { delay: 40 });
@@ -158,14 +179,21 @@ describe("the web UI", () => {
     await screenshots(page, "repository");
 
     const host = new URL(berth.url).host;
-    await page.locator('tr[data-tag="1.0"]').getByRole("button", { name: /^Copy: docker pull/ }).click();
-    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(`docker pull ${host}/team/app:1.0`);
+    await page
+      .locator('tr[data-tag="1.0"]')
+      .getByRole("button", { name: /^Copy: docker pull/ })
+      .click();
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(
+      `docker pull ${host}/team/app:1.0`,
+    );
     // The short digest copies the full one.
     await page.locator('tr[data-tag="1.0"]').getByRole("button", { name: "Copy the full digest" }).click();
     expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(app10.digest);
     // Sorting by date puts the last pushed tag first.
     await page.locator("select").filter({ hasText: "Date pushed" }).selectOption("date");
-    await page.waitForFunction(() => document.querySelector('[data-testid="tag-table"] tbody tr')?.getAttribute("data-tag") === "2.0");
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid="tag-table"] tbody tr')?.getAttribute("data-tag") === "2.0",
+    );
   });
 
   it("opens a tag and shows its config, layers and history as Dockerfile steps", async () => {
@@ -196,7 +224,9 @@ describe("the web UI", () => {
     expect(summary).toMatch(/1\.0\s+stable/);
     const host = new URL(berth.url).host;
     await page.getByTestId("command").getByRole("button").click();
-    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(`docker pull ${host}/team/app:1.0`);
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(
+      `docker pull ${host}/team/app:1.0`,
+    );
     await screenshots(page, "image");
   });
 
@@ -204,7 +234,9 @@ describe("the web UI", () => {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Repositories" }).click();
     await page.getByRole("link", { name: "web", exact: true }).click();
     await page.locator('tr[data-tag="latest"]').waitFor();
-    expect(await page.locator('tr[data-tag="latest"] td[data-label="Platforms"]').innerText()).toMatch(/linux\/amd64\s+linux\/arm64\/v8/);
+    expect(await page.locator('tr[data-tag="latest"] td[data-label="Platforms"]').innerText()).toMatch(
+      /linux\/amd64\s+linux\/arm64\/v8/,
+    );
     await page.getByRole("link", { name: "latest", exact: true }).click();
     await page.waitForURL(`${berth.url}/r/team/web:latest`);
     await page.locator('[data-testid="platforms"]').waitFor();
@@ -213,7 +245,11 @@ describe("the web UI", () => {
     // The chosen platform's image is shown on the same page; switching loads the other one.
     await page.locator('[data-testid="history"]').waitFor();
     await page.getByRole("button", { name: "linux/arm64/v8" }).click();
-    await page.waitForFunction(() => document.querySelector('[data-testid="layers"] tbody tr td:last-child')?.textContent?.includes("3.30 MB"));
+    await page.waitForFunction(() =>
+      document
+        .querySelector('[data-testid="layers"] tbody tr td:last-child')
+        ?.textContent?.includes("3.30 MB"),
+    );
     const referrers = await columnTexts(page, "referrers", 0);
     expect(referrers.sort()).toEqual(["SPDX SBOM", "Sigstore bundle"]);
     await screenshots(page, "index");
@@ -238,8 +274,14 @@ describe("the web UI", () => {
     await page.locator('tr[data-tag="1.0"]').waitFor({ state: "detached" });
     expect(await columnTexts(page, "tag-table", 0)).toContain("stable");
     expect(await page.getByRole("status").filter({ hasText: "Deleted tag 1.0" }).count()).toBe(1);
-    const left = await getJson({ base: berth.url, authorization: basic("editor", "editor-pw") }, "/api/v1/repositories/team/app/-/tags");
-    expect(left.body.items.map((t: { name: string; digest: string }) => [t.name, t.digest])).toContainEqual(["stable", app10.digest]);
+    const left = await getJson(
+      { base: berth.url, authorization: basic("editor", "editor-pw") },
+      "/api/v1/repositories/team/app/-/tags",
+    );
+    expect(left.body.items.map((t: { name: string; digest: string }) => [t.name, t.digest])).toContainEqual([
+      "stable",
+      app10.digest,
+    ]);
     expect(left.body.items.map((t: { name: string }) => t.name)).not.toContain("1.0");
   });
 
@@ -258,10 +300,14 @@ describe("the web UI", () => {
   });
 
   it("never reloaded the page while moving around", async () => {
-    expect(await page.evaluate(() => (window as unknown as { berthMarker?: string }).berthMarker)).toBe("still-here");
+    expect(await page.evaluate(() => (window as unknown as { berthMarker?: string }).berthMarker)).toBe(
+      "still-here",
+    );
     await page.goBack();
     await page.waitForURL(/\/r\/team\/app$/);
-    expect(await page.evaluate(() => (window as unknown as { berthMarker?: string }).berthMarker)).toBe("still-here");
+    expect(await page.evaluate(() => (window as unknown as { berthMarker?: string }).berthMarker)).toBe(
+      "still-here",
+    );
   });
 
   it("logs out", async () => {

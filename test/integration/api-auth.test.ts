@@ -35,7 +35,12 @@ const names = (body: { items: Array<{ name: string }> }) => body.items.map((r) =
 
 describe("whoami and login", () => {
   it("knows anonymous callers and users", async () => {
-    expect((await getJson(anonymous, "/api/v1/whoami")).body).toEqual({ user: null, auth: "htpasswd", deleteEnabled: true, readOnly: false });
+    expect((await getJson(anonymous, "/api/v1/whoami")).body).toEqual({
+      user: null,
+      auth: "htpasswd",
+      deleteEnabled: true,
+      readOnly: false,
+    });
     expect((await getJson(reader, "/api/v1/whoami")).body.user).toBe("reader");
     expect((await getJson(reader, "/api/v1/whoami?login=1")).body.user).toBe("reader");
   });
@@ -67,7 +72,11 @@ describe("listings show what the caller may pull", () => {
   });
 
   it("a reader sees team and public repositories, an admin all", async () => {
-    expect(names((await getJson(reader, "/api/v1/repositories")).body)).toEqual(["public/hello", "team/app", "team/db"]);
+    expect(names((await getJson(reader, "/api/v1/repositories")).body)).toEqual([
+      "public/hello",
+      "team/app",
+      "team/db",
+    ]);
     expect(names((await getJson(reader, "/api/v1/repositories?q=a")).body)).toEqual(["team/app", "team/db"]);
     expect((await getJson(admin, "/api/v1/repositories")).body.total).toBe(4);
   });
@@ -89,10 +98,26 @@ describe("listings show what the caller may pull", () => {
 
 describe("permissions and deletes", () => {
   it("reports what the caller may do on a repository", async () => {
-    expect((await getJson(anonymous, "/api/v1/repositories/public/hello")).body.permissions).toEqual({ pull: true, push: false, delete: false });
-    expect((await getJson(reader, "/api/v1/repositories/team/app")).body.permissions).toEqual({ pull: true, push: false, delete: false });
-    expect((await getJson(editor, "/api/v1/repositories/team/app")).body.permissions).toEqual({ pull: true, push: true, delete: true });
-    expect((await getJson(admin, "/api/v1/repositories/secret/vault")).body.permissions).toEqual({ pull: true, push: true, delete: true });
+    expect((await getJson(anonymous, "/api/v1/repositories/public/hello")).body.permissions).toEqual({
+      pull: true,
+      push: false,
+      delete: false,
+    });
+    expect((await getJson(reader, "/api/v1/repositories/team/app")).body.permissions).toEqual({
+      pull: true,
+      push: false,
+      delete: false,
+    });
+    expect((await getJson(editor, "/api/v1/repositories/team/app")).body.permissions).toEqual({
+      pull: true,
+      push: true,
+      delete: true,
+    });
+    expect((await getJson(admin, "/api/v1/repositories/secret/vault")).body.permissions).toEqual({
+      pull: true,
+      push: true,
+      delete: true,
+    });
     const detail = await getJson(reader, "/api/v1/repositories/team/app/-/manifests/1");
     expect(detail.body.permissions.delete).toBe(false);
   });

@@ -30,7 +30,11 @@ let indexDigest: string;
 let indexSize: number;
 
 const webSpec = (architecture: string, variant?: string) => ({
-  layers: [base, { seed: `deps-${architecture}`, size: 200_000 }, { seed: `app-${architecture}`, size: 12_000 }],
+  layers: [
+    base,
+    { seed: `deps-${architecture}`, size: 200_000 },
+    { seed: `app-${architecture}`, size: 12_000 },
+  ],
   architecture,
   variant,
   workingDir: "/app",
@@ -39,7 +43,10 @@ const webSpec = (architecture: string, variant?: string) => ({
   user: "app",
   entrypoint: ["node", "server.js"],
   cmd: ["--port", "8080"],
-  labels: { "org.opencontainers.image.source": "https://example.com/team/web", "org.opencontainers.image.version": "1.4.2" },
+  labels: {
+    "org.opencontainers.image.source": "https://example.com/team/web",
+    "org.opencontainers.image.version": "1.4.2",
+  },
   history: buildkitHistory(),
   annotations: { "org.opencontainers.image.title": "web" },
 });
@@ -50,7 +57,10 @@ beforeAll(async () => {
   const alpineSpec = {
     layers: [base],
     cmd: ["/bin/sh"],
-    history: [{ created_by: "/bin/sh -c #(nop) ADD file:abc in / " }, { created_by: '/bin/sh -c #(nop)  CMD ["/bin/sh"]', empty_layer: true }],
+    history: [
+      { created_by: "/bin/sh -c #(nop) ADD file:abc in / " },
+      { created_by: '/bin/sh -c #(nop)  CMD ["/bin/sh"]', empty_layer: true },
+    ],
   };
   alpine = await pushImage(c, "library/alpine", "3.19", alpineSpec);
   await pushImage(c, "library/alpine", "latest", alpineSpec);
@@ -58,16 +68,24 @@ beforeAll(async () => {
   arm = await pushImage(c, "team/web", null, webSpec("arm64", "v8"));
   const attestation = await pushAttestation(c, "team/web", amd);
   attestationSize = attestation.totalSize;
-  const index = await pushIndex(c, "team/web", "1.4.2", [amd, arm, attestation], { "org.opencontainers.image.revision": "abc123" });
+  const index = await pushIndex(c, "team/web", "1.4.2", [amd, arm, attestation], {
+    "org.opencontainers.image.revision": "abc123",
+  });
   indexDigest = index.digest;
   indexSize = index.size;
-  await pushIndex(c, "team/web", "latest", [amd, arm, attestation], { "org.opencontainers.image.revision": "abc123" });
+  await pushIndex(c, "team/web", "latest", [amd, arm, attestation], {
+    "org.opencontainers.image.revision": "abc123",
+  });
   await pushReferrer(c, "team/web", amd, "application/spdx+json", { spdxVersion: "SPDX-2.3" });
-  await pushReferrer(c, "team/web", amd, "application/vnd.dev.cosign.artifact.sig.v1+json", { sig: "MEUCIQ" });
+  await pushReferrer(c, "team/web", amd, "application/vnd.dev.cosign.artifact.sig.v1+json", {
+    sig: "MEUCIQ",
+  });
   api = await pushImage(c, "team/api", "v2", { layers: [base, { seed: "api-layer", size: 80_000 }] });
   // Tags pushed one after another, so that their push times differ.
   for (let i = 0; i < 12; i++) {
-    await pushImage(c, "tools/ci/runner", `build-${String(i).padStart(2, "0")}`, { layers: [{ seed: `runner-${i}`, size: 1000 + i }] });
+    await pushImage(c, "tools/ci/runner", `build-${String(i).padStart(2, "0")}`, {
+      layers: [{ seed: `runner-${i}`, size: 1000 + i }],
+    });
   }
 }, 120_000);
 
@@ -82,9 +100,19 @@ describe("repositories", () => {
     expect(headers.get("content-type")).toMatch(/^application\/json/);
     expect(headers.get("cache-control")).toBe("no-store");
     expect(body.total).toBe(4);
-    expect(body.items.map((r: { name: string }) => r.name)).toEqual(["library/alpine", "team/api", "team/web", "tools/ci/runner"]);
+    expect(body.items.map((r: { name: string }) => r.name)).toEqual([
+      "library/alpine",
+      "team/api",
+      "team/web",
+      "tools/ci/runner",
+    ]);
     const byName = Object.fromEntries(body.items.map((r: { name: string }) => [r.name, r]));
-    expect(byName["library/alpine"]).toMatchObject({ namespace: "library", tagCount: 2, manifestCount: 1, size: alpine.totalSize });
+    expect(byName["library/alpine"]).toMatchObject({
+      namespace: "library",
+      tagCount: 2,
+      manifestCount: 1,
+      size: alpine.totalSize,
+    });
     expect(byName["team/api"]).toMatchObject({ namespace: "team", tagCount: 1, size: api.totalSize });
     expect(byName["team/web"]).toMatchObject({ namespace: "team", tagCount: 2 });
     expect(byName["tools/ci/runner"]).toMatchObject({ namespace: "tools/ci", tagCount: 12 });
@@ -114,7 +142,12 @@ describe("repositories", () => {
   it("sorts by name, size and last push, both ways", async () => {
     const names = async (qs: string) =>
       (await getJson(c, `/api/v1/repositories?${qs}`)).body.items.map((r: { name: string }) => r.name);
-    expect(await names("sort=name&order=desc")).toEqual(["tools/ci/runner", "team/web", "team/api", "library/alpine"]);
+    expect(await names("sort=name&order=desc")).toEqual([
+      "tools/ci/runner",
+      "team/web",
+      "team/api",
+      "library/alpine",
+    ]);
     const bySize = await getJson(c, "/api/v1/repositories?sort=size");
     const sizes = bySize.body.items.map((r: { size: number }) => r.size);
     expect(sizes).toEqual([...sizes].sort((a, b) => b - a));
@@ -209,7 +242,11 @@ describe("tags", () => {
     const filtered = await getJson(c, `${path}?q=build-1`);
     expect(filtered.body.items.map((t: { name: string }) => t.name)).toEqual(["build-10", "build-11"]);
     const newest = await getJson(c, `${path}?sort=date&limit=3`);
-    expect(newest.body.items.map((t: { name: string }) => t.name)).toEqual(["build-11", "build-10", "build-09"]);
+    expect(newest.body.items.map((t: { name: string }) => t.name)).toEqual([
+      "build-11",
+      "build-10",
+      "build-09",
+    ]);
     const oldest = await getJson(c, `${path}?sort=date&order=asc&limit=2`);
     expect(oldest.body.items.map((t: { name: string }) => t.name)).toEqual(["build-00", "build-01"]);
     const page = await getJson(c, `${path}?limit=5&page=3`);
@@ -252,11 +289,16 @@ describe("manifest detail", () => {
       workingDir: "/app",
       exposedPorts: ["8080/tcp", "9090/tcp"],
       user: "app",
-      labels: { "org.opencontainers.image.source": "https://example.com/team/web", "org.opencontainers.image.version": "1.4.2" },
+      labels: {
+        "org.opencontainers.image.source": "https://example.com/team/web",
+        "org.opencontainers.image.version": "1.4.2",
+      },
       volumes: [],
       stopSignal: null,
     });
-    expect(body.history.map((h: { created_by: string }) => h.created_by)).toEqual(buildkitHistory().map((h) => h.created_by));
+    expect(body.history.map((h: { created_by: string }) => h.created_by)).toEqual(
+      buildkitHistory().map((h) => h.created_by),
+    );
     expect(body.history[1].empty_layer).toBe(true);
   });
 
@@ -266,12 +308,18 @@ describe("manifest detail", () => {
       "application/spdx+json",
       "application/vnd.dev.cosign.artifact.sig.v1+json",
     ]);
-    const sbom = body.referrers.find((r: { artifactType: string }) => r.artifactType === "application/spdx+json");
+    const sbom = body.referrers.find(
+      (r: { artifactType: string }) => r.artifactType === "application/spdx+json",
+    );
     expect(sbom.annotations["org.opencontainers.image.created"]).toBe("2024-05-02T08:00:00Z");
     expect(sbom.size).toBeGreaterThan(0);
     // The referrer itself is an artifact that names its subject.
     const detail = await getJson(c, `/api/v1/repositories/team/web/-/manifests/${sbom.digest}`);
-    expect(detail.body).toMatchObject({ kind: "artifact", artifactType: "application/spdx+json", subject: amd.digest });
+    expect(detail.body).toMatchObject({
+      kind: "artifact",
+      artifactType: "application/spdx+json",
+      subject: amd.digest,
+    });
     expect(detail.body.layers[0].annotations["org.opencontainers.image.title"]).toBe("sbom.json");
     expect(detail.body.history).toEqual([]);
   });
@@ -288,9 +336,20 @@ describe("manifest detail", () => {
       layers: [],
     });
     expect(body.manifests).toHaveLength(3);
-    expect(body.manifests[0]).toMatchObject({ digest: amd.digest, platform: { os: "linux", architecture: "amd64" }, present: true, totalSize: amd.totalSize });
-    expect(body.manifests[1]).toMatchObject({ digest: arm.digest, platform: { architecture: "arm64", variant: "v8" } });
-    expect(body.manifests[2]).toMatchObject({ attestationFor: amd.digest, platform: { os: "unknown", architecture: "unknown" } });
+    expect(body.manifests[0]).toMatchObject({
+      digest: amd.digest,
+      platform: { os: "linux", architecture: "amd64" },
+      present: true,
+      totalSize: amd.totalSize,
+    });
+    expect(body.manifests[1]).toMatchObject({
+      digest: arm.digest,
+      platform: { architecture: "arm64", variant: "v8" },
+    });
+    expect(body.manifests[2]).toMatchObject({
+      attestationFor: amd.digest,
+      platform: { os: "unknown", architecture: "unknown" },
+    });
     expect(body.totalSize).toBe(indexSize + amd.totalSize + arm.totalSize - base.size + attestationSize);
   });
 
@@ -315,7 +374,8 @@ describe("usage", () => {
   it("totals storage, per repository, and what repositories share", async () => {
     const { status, body } = await getJson(c, "/api/v1/usage?limit=10");
     expect(status).toBe(200);
-    const repos: Array<{ name: string; size: number; unique: number; shared: number }> = body.repositories.items;
+    const repos: Array<{ name: string; size: number; unique: number; shared: number }> =
+      body.repositories.items;
     expect(body.repositories.total).toBe(4);
     // The base layer is the only blob in more than one repository.
     expect(body.shared).toEqual({ bytes: base.size, blobs: 1 });
@@ -324,11 +384,19 @@ describe("usage", () => {
     expect(body.unlinked).toEqual({ bytes: 0, blobs: 0 });
     for (const r of repos) expect(r.size).toBe(r.unique + r.shared);
     const alpineUsage = repos.find((r) => r.name === "library/alpine")!;
-    expect(alpineUsage).toEqual({ name: "library/alpine", size: alpine.totalSize, unique: alpine.totalSize - base.size, shared: base.size });
+    expect(alpineUsage).toEqual({
+      name: "library/alpine",
+      size: alpine.totalSize,
+      unique: alpine.totalSize - base.size,
+      shared: base.size,
+    });
     // Largest first.
     expect(repos.map((r) => r.size)).toEqual([...repos.map((r) => r.size)].sort((a, b) => b - a));
     const byName = await getJson(c, "/api/v1/usage?sort=name&q=team");
-    expect(byName.body.repositories.items.map((r: { name: string }) => r.name)).toEqual(["team/api", "team/web"]);
+    expect(byName.body.repositories.items.map((r: { name: string }) => r.name)).toEqual([
+      "team/api",
+      "team/web",
+    ]);
   });
 });
 
@@ -341,7 +409,14 @@ describe("whoami", () => {
 
 describe("the web UI on the same port", () => {
   it("serves index.html at / and at every client-side route, with a strict CSP", async () => {
-    for (const path of ["/", "/r/team/web", "/r/team/web:1.4.2", `/r/team/web@${indexDigest}`, "/storage", "/login"]) {
+    for (const path of [
+      "/",
+      "/r/team/web",
+      "/r/team/web:1.4.2",
+      `/r/team/web@${indexDigest}`,
+      "/storage",
+      "/login",
+    ]) {
       const res = await fetch(`${c.base}${path}`);
       expect(res.status, path).toBe(200);
       expect(res.headers.get("content-type")).toBe("text/html; charset=utf-8");
@@ -371,15 +446,23 @@ describe("the web UI on the same port", () => {
 
     // Node's fetch decompresses by itself; ask over a raw request to see the encoding.
     const { request } = await import("node:http");
-    const raw = await new Promise<{ encoding: string | undefined; body: Buffer; etag: string | undefined }>((resolve, reject) => {
-      const req = request(`${c.base}${script}`, { headers: { "accept-encoding": "gzip" } }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (d: Buffer) => chunks.push(d));
-        res.on("end", () => resolve({ encoding: res.headers["content-encoding"], body: Buffer.concat(chunks), etag: res.headers.etag }));
-      });
-      req.on("error", reject);
-      req.end();
-    });
+    const raw = await new Promise<{ encoding: string | undefined; body: Buffer; etag: string | undefined }>(
+      (resolve, reject) => {
+        const req = request(`${c.base}${script}`, { headers: { "accept-encoding": "gzip" } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (d: Buffer) => chunks.push(d));
+          res.on("end", () =>
+            resolve({
+              encoding: res.headers["content-encoding"],
+              body: Buffer.concat(chunks),
+              etag: res.headers.etag,
+            }),
+          );
+        });
+        req.on("error", reject);
+        req.end();
+      },
+    );
     expect(raw.encoding).toBe("gzip");
     expect(gunzipSync(raw.body).equals(plain)).toBe(true);
     const again = await fetch(`${c.base}${script}`, { headers: { "if-none-match": raw.etag! } });
@@ -394,7 +477,15 @@ describe("the web UI on the same port", () => {
     const v2 = await fetch(`${c.base}/v2/`);
     expect(v2.headers.get("content-type")).toMatch(/^application\/json/);
     expect(v2.headers.get("docker-distribution-api-version")).toBe("registry/2.0");
-    for (const path of ["/v2/nope/tags/list", "/api/v1/unknown", "/auth/token", "/healthz", "/readyz", "/metrics", "/nope"]) {
+    for (const path of [
+      "/v2/nope/tags/list",
+      "/api/v1/unknown",
+      "/auth/token",
+      "/healthz",
+      "/readyz",
+      "/metrics",
+      "/nope",
+    ]) {
       const res = await fetch(`${c.base}${path}`);
       expect(res.headers.get("content-type") ?? "", path).not.toMatch(/^text\/html/);
     }

@@ -9,7 +9,9 @@ import { type Client, del, getJson, pushImage, pushIndex } from "./api-push.js";
 async function v2Status(c: Client, path: string): Promise<number> {
   const res = await fetch(`${c.base}${path}`, {
     method: "HEAD",
-    headers: { Accept: "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json" },
+    headers: {
+      Accept: "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+    },
   });
   return res.status;
 }
@@ -48,7 +50,9 @@ describe("deleting", () => {
     expect((await del(c, `/api/v1/repositories/app/two/-/manifests/${img.digest}`)).status).toBe(204);
     expect(await v2Status(c, `/v2/app/two/manifests/${img.digest}`)).toBe(404);
     const tags = await getJson(c, "/api/v1/repositories/app/two/-/tags");
-    expect(tags.body.items.map((t: { name: string; digest: string }) => [t.name, t.digest])).toEqual([["c", other.digest]]);
+    expect(tags.body.items.map((t: { name: string; digest: string }) => [t.name, t.digest])).toEqual([
+      ["c", other.digest],
+    ]);
     // A manifest is deleted by digest only; a tag goes through /-/tags/.
     const byTag = await del(c, "/api/v1/repositories/app/two/-/manifests/c");
     expect(byTag.status).toBe(400);
@@ -58,7 +62,10 @@ describe("deleting", () => {
 
   it("deletes an index, leaving its platform images addressable by digest", async () => {
     const amd = await pushImage(c, "app/multi", null, { layers: [{ seed: "m-amd", size: 1000 }] });
-    const arm = await pushImage(c, "app/multi", null, { layers: [{ seed: "m-arm", size: 1000 }], architecture: "arm64" });
+    const arm = await pushImage(c, "app/multi", null, {
+      layers: [{ seed: "m-arm", size: 1000 }],
+      architecture: "arm64",
+    });
     const index = await pushIndex(c, "app/multi", "1", [amd, arm]);
     expect((await del(c, `/api/v1/repositories/app/multi/-/manifests/${index.digest}`)).status).toBe(204);
     expect(await v2Status(c, "/v2/app/multi/manifests/1")).toBe(404);
@@ -107,9 +114,16 @@ describe("with deletes disabled", () => {
     const repo = await getJson(c, "/api/v1/repositories/app/kept");
     expect(repo.body.permissions).toEqual({ pull: true, push: true, delete: false });
     const tag = await getJson(c, "/api/v1/repositories/app/kept/-/tags");
-    const manifest = await getJson(c, `/api/v1/repositories/app/kept/-/manifests/${tag.body.items[0].digest}`);
+    const manifest = await getJson(
+      c,
+      `/api/v1/repositories/app/kept/-/manifests/${tag.body.items[0].digest}`,
+    );
     expect(manifest.body.permissions.delete).toBe(false);
-    for (const p of ["/api/v1/repositories/app/kept/-/tags/1", `/api/v1/repositories/app/kept/-/manifests/${tag.body.items[0].digest}`, "/api/v1/repositories/app/kept"]) {
+    for (const p of [
+      "/api/v1/repositories/app/kept/-/tags/1",
+      `/api/v1/repositories/app/kept/-/manifests/${tag.body.items[0].digest}`,
+      "/api/v1/repositories/app/kept",
+    ]) {
       const res = await del(c, p);
       expect(res.status, p).toBe(405);
       expect(res.body.errors[0].code).toBe("UNSUPPORTED");
@@ -138,7 +152,11 @@ describe("read-only", () => {
 
   it("reads work, deletes are refused and the UI is told", async () => {
     expect((await getJson(c, "/api/v1/whoami")).body).toMatchObject({ readOnly: true, deleteEnabled: false });
-    expect((await getJson(c, "/api/v1/repositories/app/frozen")).body.permissions).toEqual({ pull: true, push: false, delete: false });
+    expect((await getJson(c, "/api/v1/repositories/app/frozen")).body.permissions).toEqual({
+      pull: true,
+      push: false,
+      delete: false,
+    });
     expect((await del(c, "/api/v1/repositories/app/frozen/-/tags/1")).status).toBe(405);
     expect((await getJson(c, "/api/v1/repositories/app/frozen/-/tags")).body.total).toBe(1);
   });

@@ -47,25 +47,40 @@ export interface Descriptor {
   artifactType?: string;
 }
 
-export async function pushBlob(client: Client, repo: string, data: Buffer, mediaType = OCI_LAYER): Promise<Descriptor> {
+export async function pushBlob(
+  client: Client,
+  repo: string,
+  data: Buffer,
+  mediaType = OCI_LAYER,
+): Promise<Descriptor> {
   const digest = sha256(data);
   const res = await fetch(`${client.base}/v2/${repo}/blobs/uploads/?digest=${digest}`, {
     method: "POST",
-    headers: headers(client, { "Content-Type": "application/octet-stream", "Content-Length": String(data.length) }),
+    headers: headers(client, {
+      "Content-Type": "application/octet-stream",
+      "Content-Length": String(data.length),
+    }),
     body: data,
   });
   if (res.status !== 201) throw new Error(`blob push to ${repo} failed: ${res.status} ${await res.text()}`);
   return { mediaType, digest, size: data.length };
 }
 
-export async function pushManifest(client: Client, repo: string, reference: string, manifest: object, mediaType: string): Promise<Descriptor> {
+export async function pushManifest(
+  client: Client,
+  repo: string,
+  reference: string,
+  manifest: object,
+  mediaType: string,
+): Promise<Descriptor> {
   const body = Buffer.from(JSON.stringify(manifest));
   const res = await fetch(`${client.base}/v2/${repo}/manifests/${reference}`, {
     method: "PUT",
     headers: headers(client, { "Content-Type": mediaType }),
     body,
   });
-  if (res.status !== 201) throw new Error(`manifest push to ${repo}:${reference} failed: ${res.status} ${await res.text()}`);
+  if (res.status !== 201)
+    throw new Error(`manifest push to ${repo}:${reference} failed: ${res.status} ${await res.text()}`);
   return { mediaType, digest: sha256(body), size: body.length };
 }
 
@@ -111,7 +126,12 @@ export function buildkitHistory(): Array<{ created_by: string; empty_layer?: boo
 }
 
 /** Pushes the config and layers of an image and its manifest (under `tag`, or by digest when null). */
-export async function pushImage(client: Client, repo: string, tag: string | null, spec: ImageSpec): Promise<PushedImage> {
+export async function pushImage(
+  client: Client,
+  repo: string,
+  tag: string | null,
+  spec: ImageSpec,
+): Promise<PushedImage> {
   const layers: Descriptor[] = [];
   for (const l of spec.layers) layers.push(await pushBlob(client, repo, bytes(l.seed, l.size)));
   const config = {
@@ -121,7 +141,9 @@ export async function pushImage(client: Client, repo: string, tag: string | null
     ...(spec.variant ? { variant: spec.variant } : {}),
     config: {
       ...(spec.user ? { User: spec.user } : {}),
-      ...(spec.exposedPorts ? { ExposedPorts: Object.fromEntries(spec.exposedPorts.map((p) => [p, {}])) } : {}),
+      ...(spec.exposedPorts
+        ? { ExposedPorts: Object.fromEntries(spec.exposedPorts.map((p) => [p, {}])) }
+        : {}),
       Env: spec.env ?? ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
       ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
       ...(spec.cmd ? { Cmd: spec.cmd } : {}),
@@ -129,10 +151,12 @@ export async function pushImage(client: Client, repo: string, tag: string | null
       Labels: spec.labels ?? {},
     },
     rootfs: { type: "layers", diff_ids: layers.map((l) => l.digest) },
-    history: (spec.history ?? spec.layers.map((l) => ({ created_by: `/bin/sh -c echo ${l.seed}` }))).map((h) => ({
-      created: spec.created ?? "2024-05-01T12:00:00Z",
-      ...h,
-    })),
+    history: (spec.history ?? spec.layers.map((l) => ({ created_by: `/bin/sh -c echo ${l.seed}` }))).map(
+      (h) => ({
+        created: spec.created ?? "2024-05-01T12:00:00Z",
+        ...h,
+      }),
+    ),
   };
   const configDesc = await pushBlob(client, repo, Buffer.from(JSON.stringify(config)), OCI_CONFIG);
   const manifest = {
@@ -142,13 +166,23 @@ export async function pushImage(client: Client, repo: string, tag: string | null
     layers,
     ...(spec.annotations ? { annotations: spec.annotations } : {}),
   };
-  const pushed = await pushManifest(client, repo, tag ?? sha256(JSON.stringify(manifest)), manifest, OCI_MANIFEST);
+  const pushed = await pushManifest(
+    client,
+    repo,
+    tag ?? sha256(JSON.stringify(manifest)),
+    manifest,
+    OCI_MANIFEST,
+  );
   const distinct = new Map(layers.map((l) => [l.digest, l.size]));
   distinct.set(configDesc.digest, configDesc.size);
   const totalSize = [...distinct.values()].reduce((a, b) => a + b, 0) + pushed.size;
   return {
     ...pushed,
-    platform: { os: config.os, architecture: config.architecture, ...(spec.variant ? { variant: spec.variant } : {}) },
+    platform: {
+      os: config.os,
+      architecture: config.architecture,
+      ...(spec.variant ? { variant: spec.variant } : {}),
+    },
     config: configDesc,
     layers,
     totalSize,
@@ -180,16 +214,40 @@ export async function pushIndex(
 }
 
 /** A BuildKit-style attestation manifest for `subject`, to list in an index with platform unknown/unknown. */
-export async function pushAttestation(client: Client, repo: string, subject: Descriptor): Promise<Descriptor & { totalSize: number }> {
-  const statement = await pushBlob(client, repo, Buffer.from(JSON.stringify({ _type: "https://in-toto.io/Statement/v0.1", subject: [] })), "application/vnd.in-toto+json");
-  const config = await pushBlob(client, repo, Buffer.from(JSON.stringify({ architecture: "unknown", os: "unknown", config: {}, rootfs: { type: "layers", diff_ids: [] } })), OCI_CONFIG);
+export async function pushAttestation(
+  client: Client,
+  repo: string,
+  subject: Descriptor,
+): Promise<Descriptor & { totalSize: number }> {
+  const statement = await pushBlob(
+    client,
+    repo,
+    Buffer.from(JSON.stringify({ _type: "https://in-toto.io/Statement/v0.1", subject: [] })),
+    "application/vnd.in-toto+json",
+  );
+  const config = await pushBlob(
+    client,
+    repo,
+    Buffer.from(
+      JSON.stringify({
+        architecture: "unknown",
+        os: "unknown",
+        config: {},
+        rootfs: { type: "layers", diff_ids: [] },
+      }),
+    ),
+    OCI_CONFIG,
+  );
   const manifest = { schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers: [statement] };
   const pushed = await pushManifest(client, repo, sha256(JSON.stringify(manifest)), manifest, OCI_MANIFEST);
   return {
     ...pushed,
     totalSize: pushed.size + config.size + statement.size,
     platform: { os: "unknown", architecture: "unknown" },
-    annotations: { "vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": subject.digest },
+    annotations: {
+      "vnd.docker.reference.type": "attestation-manifest",
+      "vnd.docker.reference.digest": subject.digest,
+    },
   };
 }
 
@@ -218,7 +276,11 @@ export async function pushReferrer(
 }
 
 /** GET a JSON API path; returns status, headers and parsed body. */
-export async function getJson<T = any>(client: Client, path: string, extraHeaders: Record<string, string> = {}) {
+export async function getJson<T = any>(
+  client: Client,
+  path: string,
+  extraHeaders: Record<string, string> = {},
+) {
   const res = await fetch(`${client.base}${path}`, { headers: headers(client, extraHeaders) });
   const text = await res.text();
   let body: T;

@@ -33,13 +33,19 @@ beforeAll(async () => {
   const insert = db.transaction(() => {
     const repo = db.prepare("insert into repositories (name, created_at, updated_at) values (?, ?, ?)");
     const blob = db.prepare("insert or ignore into blobs (digest, size, created_at) values (?, ?, ?)");
-    const link = db.prepare("insert into repository_blobs (repository_id, digest, created_at) values (?, ?, ?)");
+    const link = db.prepare(
+      "insert into repository_blobs (repository_id, digest, created_at) values (?, ?, ?)",
+    );
     const manifest = db.prepare(
       `insert into manifests (repository_id, digest, media_type, size, content, artifact_type, subject, annotations,
         config_digest, created_at, last_pulled_at) values (?, ?, ?, ?, ?, ?, null, null, ?, ?, null)`,
     );
-    const mblob = db.prepare("insert into manifest_blobs (repository_id, manifest_digest, blob_digest) values (?, ?, ?)");
-    const tag = db.prepare("insert into tags (repository_id, name, digest, created_at, updated_at) values (?, ?, ?, ?, ?)");
+    const mblob = db.prepare(
+      "insert into manifest_blobs (repository_id, manifest_digest, blob_digest) values (?, ?, ?)",
+    );
+    const tag = db.prepare(
+      "insert into tags (repository_id, name, digest, created_at, updated_at) values (?, ?, ?, ?, ?)",
+    );
     blob.run(base, 5_000_000, t0);
     for (let n = 0; n < NAMESPACES; n++) {
       for (let r = 0; r < PER_NAMESPACE; r++) {
@@ -65,7 +71,16 @@ beforeAll(async () => {
         blob.run(layer, 1000 + i, when);
         blob.run(md, content.length, when);
         for (const d of [base, config, layer, md]) link.run(id, d, when);
-        manifest.run(id, md, "application/vnd.oci.image.manifest.v1+json", content.length, content, "application/vnd.oci.image.config.v1+json", config, when);
+        manifest.run(
+          id,
+          md,
+          "application/vnd.oci.image.manifest.v1+json",
+          content.length,
+          content,
+          "application/vnd.oci.image.config.v1+json",
+          config,
+          when,
+        );
         for (const d of [config, base, layer]) mblob.run(id, md, d);
         tag.run(id, "latest", md, when, when);
         tag.run(id, `v${i}`, md, when, when);
@@ -135,7 +150,10 @@ describe(`${TOTAL} repositories`, () => {
     timings.tags = tags.ms;
     expect(tags.body.total).toBe(2);
 
-    console.log(`UI API timings with ${TOTAL} repositories (ms):`, Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v)])));
+    console.log(
+      `UI API timings with ${TOTAL} repositories (ms):`,
+      Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v)])),
+    );
     for (const [what, ms] of Object.entries(timings)) expect(ms, what).toBeLessThan(BUDGET_MS);
   });
 });

@@ -92,7 +92,9 @@ describe("dates", () => {
 
   it("says so when a reproducible build fixed the date", () => {
     expect(formatRelative("1970-01-01T00:00:00Z", now)).toBe("—");
-    expect(formatCreated("1970-01-01T00:00:00Z")).toBe("1970-01-01 00:00:00 UTC (fixed by a reproducible build)");
+    expect(formatCreated("1970-01-01T00:00:00Z")).toBe(
+      "1970-01-01 00:00:00 UTC (fixed by a reproducible build)",
+    );
     expect(formatCreated("1980-01-01T00:00:01Z")).toContain("reproducible");
     expect(formatCreated("2024-05-01T12:00:00Z")).toBe("2024-05-01 12:00:00 UTC");
     expect(formatCreated(undefined)).toBe("—");
@@ -146,8 +148,12 @@ describe("digests, media types, commands and names", () => {
   });
 
   it("builds the exact docker pull command with the host the UI was reached on", () => {
-    expect(pullCommand("registry.example.com", "team/web", "1.4.2")).toBe("docker pull registry.example.com/team/web:1.4.2");
-    expect(pullCommand("127.0.0.1:5000", "team/web", digest)).toBe(`docker pull 127.0.0.1:5000/team/web@${digest}`);
+    expect(pullCommand("registry.example.com", "team/web", "1.4.2")).toBe(
+      "docker pull registry.example.com/team/web:1.4.2",
+    );
+    expect(pullCommand("127.0.0.1:5000", "team/web", digest)).toBe(
+      `docker pull 127.0.0.1:5000/team/web@${digest}`,
+    );
     expect(firstPushCommands("r.example:5000")).toBe(
       "docker tag myimage:latest r.example:5000/myimage:latest && docker push r.example:5000/myimage:latest",
     );
@@ -156,7 +162,12 @@ describe("digests, media types, commands and names", () => {
   it("groups consecutive repositories by namespace", () => {
     expect(namespaceOf("team/app/web")).toBe("team/app");
     expect(namespaceOf("alpine")).toBe("");
-    const groups = groupByNamespace([{ name: "alpine" }, { name: "team/api" }, { name: "team/web" }, { name: "tools/ci/runner" }]);
+    const groups = groupByNamespace([
+      { name: "alpine" },
+      { name: "team/api" },
+      { name: "team/web" },
+      { name: "tools/ci/runner" },
+    ]);
     expect(groups.map((g) => [g.namespace, g.items.length])).toEqual([
       ["", 1],
       ["team", 2],
@@ -165,7 +176,11 @@ describe("digests, media types, commands and names", () => {
   });
 
   it("reads config maps", () => {
-    expect(exposedPorts({ "8080/tcp": {}, "443/tcp": {}, "53/udp": {} })).toEqual(["53/udp", "443/tcp", "8080/tcp"]);
+    expect(exposedPorts({ "8080/tcp": {}, "443/tcp": {}, "53/udp": {} })).toEqual([
+      "53/udp",
+      "443/tcp",
+      "8080/tcp",
+    ]);
     expect(exposedPorts(undefined)).toEqual([]);
     expect(splitEnv("PATH=/usr/bin:/bin")).toEqual(["PATH", "/usr/bin:/bin"]);
     expect(splitEnv("A=b=c")).toEqual(["A", "b=c"]);
@@ -181,8 +196,16 @@ describe("UI routes", () => {
     expect(parseRoute("/r/team/web")).toEqual({ page: "repository", name: "team/web" });
     expect(parseRoute("/r/team/web/")).toEqual({ page: "repository", name: "team/web" });
     expect(parseRoute("/r/team/web:1.4.2")).toEqual({ page: "image", name: "team/web", reference: "1.4.2" });
-    expect(parseRoute(`/r/team/web@${digest}`)).toEqual({ page: "image", name: "team/web", reference: digest });
-    expect(parseRoute(`/r/team/web@${digest.replace(":", "%3A")}`)).toEqual({ page: "image", name: "team/web", reference: digest });
+    expect(parseRoute(`/r/team/web@${digest}`)).toEqual({
+      page: "image",
+      name: "team/web",
+      reference: digest,
+    });
+    expect(parseRoute(`/r/team/web@${digest.replace(":", "%3A")}`)).toEqual({
+      page: "image",
+      name: "team/web",
+      reference: digest,
+    });
     expect(parseRoute("/storage")).toEqual({ page: "storage" });
     expect(parseRoute("/login")).toEqual({ page: "login" });
     expect(parseRoute("/nope")).toEqual({ page: "not-found", path: "/nope" });
@@ -193,6 +216,10 @@ describe("UI routes", () => {
     expect(repositoryPath("team/web")).toBe("/r/team/web");
     expect(imagePath("team/web", "1.4.2")).toBe("/r/team/web:1.4.2");
     expect(imagePath("team/web", digest)).toBe(`/r/team/web@${digest}`);
-    expect(parseRoute(imagePath("a/b", "v1_x-y.z"))).toEqual({ page: "image", name: "a/b", reference: "v1_x-y.z" });
+    expect(parseRoute(imagePath("a/b", "v1_x-y.z"))).toEqual({
+      page: "image",
+      name: "a/b",
+      reference: "v1_x-y.z",
+    });
   });
 });

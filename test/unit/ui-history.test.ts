@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { formatStep, goSliceToJson, historySteps, parseCreatedBy, renderDockerfile } from "../../ui/src/lib/history.ts";
+import {
+  formatStep,
+  goSliceToJson,
+  historySteps,
+  parseCreatedBy,
+  renderDockerfile,
+} from "../../ui/src/lib/history.ts";
 
 const line = (createdBy: string) => formatStep(parseCreatedBy(createdBy));
 
@@ -8,19 +14,29 @@ describe("Dockerfile steps from image history", () => {
     expect(line('/bin/sh -c #(nop)  CMD ["/bin/sh"]')).toBe('CMD ["/bin/sh"]');
     expect(line("/bin/sh -c #(nop) ADD file:5b1d2c7e0a8f in / ")).toBe("ADD file:5b1d2c7e0a8f in /");
     expect(line("/bin/sh -c #(nop) WORKDIR /app")).toBe("WORKDIR /app");
-    expect(line("/bin/sh -c #(nop)  ENV PATH=/usr/local/bin:/usr/bin")).toBe("ENV PATH=/usr/local/bin:/usr/bin");
+    expect(line("/bin/sh -c #(nop)  ENV PATH=/usr/local/bin:/usr/bin")).toBe(
+      "ENV PATH=/usr/local/bin:/usr/bin",
+    );
     expect(line("/bin/sh -c #(nop)  EXPOSE 80")).toBe("EXPOSE 80");
     expect(line('/bin/sh -c #(nop)  LABEL maintainer="NGINX <docker-maint@nginx.com>"')).toBe(
       'LABEL maintainer="NGINX <docker-maint@nginx.com>"',
     );
-    expect(line("/bin/sh -c #(nop) COPY dir:0a1b2c in /usr/src/app ")).toBe("COPY dir:0a1b2c in /usr/src/app");
-    expect(line('/bin/sh -c #(nop)  STOPSIGNAL SIGQUIT')).toBe("STOPSIGNAL SIGQUIT");
+    expect(line("/bin/sh -c #(nop) COPY dir:0a1b2c in /usr/src/app ")).toBe(
+      "COPY dir:0a1b2c in /usr/src/app",
+    );
+    expect(line("/bin/sh -c #(nop)  STOPSIGNAL SIGQUIT")).toBe("STOPSIGNAL SIGQUIT");
   });
 
   it("reads the classic builder's RUN steps, with and without build arguments", () => {
-    expect(line("/bin/sh -c apt-get update && apt-get install -y curl")).toEqual("RUN apt-get update && apt-get install -y curl");
+    expect(line("/bin/sh -c apt-get update && apt-get install -y curl")).toEqual(
+      "RUN apt-get update && apt-get install -y curl",
+    );
     const withArgs = parseCreatedBy("|2 VERSION=1.2.3 TARGETARCH=amd64 /bin/sh -c make install");
-    expect(withArgs).toEqual({ instruction: "RUN", args: "make install", buildArgs: "VERSION=1.2.3 TARGETARCH=amd64" });
+    expect(withArgs).toEqual({
+      instruction: "RUN",
+      args: "make install",
+      buildArgs: "VERSION=1.2.3 TARGETARCH=amd64",
+    });
   });
 
   it("reads BuildKit's steps", () => {
@@ -31,7 +47,9 @@ describe("Dockerfile steps from image history", () => {
       buildArgs: "NODE_VERSION=20",
     });
     expect(line("COPY . . # buildkit")).toBe("COPY . .");
-    expect(line("COPY --from=build /out/app /usr/local/bin/app # buildkit")).toBe("COPY --from=build /out/app /usr/local/bin/app");
+    expect(line("COPY --from=build /out/app /usr/local/bin/app # buildkit")).toBe(
+      "COPY --from=build /out/app /usr/local/bin/app",
+    );
     expect(line("WORKDIR /app")).toBe("WORKDIR /app");
     expect(line("ENV NODE_ENV=production")).toBe("ENV NODE_ENV=production");
     expect(line("EXPOSE map[8080/tcp:{} 9090/tcp:{}]")).toBe("EXPOSE 8080/tcp 9090/tcp");
@@ -80,7 +98,14 @@ describe("Dockerfile steps from image history", () => {
     // When the counts disagree (squashed or hand-made images) no step claims a layer it may not own.
     expect(historySteps(history, 5).every((s) => s.layer === null)).toBe(true);
     expect(renderDockerfile(history)).toBe(
-      ["ADD file:abc in /", 'CMD ["/bin/sh"]', "WORKDIR /app", "RUN npm ci", "COPY . .", 'CMD ["node", "server.js"]'].join("\n"),
+      [
+        "ADD file:abc in /",
+        'CMD ["/bin/sh"]',
+        "WORKDIR /app",
+        "RUN npm ci",
+        "COPY . .",
+        'CMD ["node", "server.js"]',
+      ].join("\n"),
     );
   });
 

@@ -1,5 +1,7 @@
 // Applies a remembered light/dark choice before the first paint (loaded synchronously from <head>).
 try {
-  var t = localStorage.getItem("berth.theme");
-  if (t === "light" || t === "dark") document.documentElement.setAttribute("data-theme", t);
-} catch (e) {}
+  const theme = localStorage.getItem("berth.theme");
+  if (theme === "light" || theme === "dark") document.documentElement.setAttribute("data-theme", theme);
+} catch {
+  // storage disabled: the system's choice applies
+}

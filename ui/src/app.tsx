@@ -113,7 +113,9 @@ export function App() {
       page = <RepositoryPage key={route.name} name={route.name} />;
       break;
     case "image":
-      page = <ImagePage key={`${route.name}@${route.reference}`} name={route.name} reference={route.reference} />;
+      page = (
+        <ImagePage key={`${route.name}@${route.reference}`} name={route.name} reference={route.reference} />
+      );
       break;
     case "storage":
       page = <StoragePage />;

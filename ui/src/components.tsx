@@ -2,6 +2,7 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError } from "./api.ts";
+import { CheckIcon, CopyIcon } from "./icons.tsx";
 import {
   formatAbsolute,
   formatBytes,
@@ -12,7 +13,6 @@ import {
   type Platform,
   shortDigest,
 } from "./lib/format.ts";
-import { CheckIcon, CopyIcon } from "./icons.tsx";
 import { Link } from "./router.tsx";
 
 /**
@@ -45,7 +45,17 @@ export async function copyText(text: string): Promise<boolean> {
   return ok;
 }
 
-export function CopyButton({ text, label = "Copy", title, class: cls }: { text: string; label?: string; title?: string; class?: string }) {
+export function CopyButton({
+  text,
+  label = "Copy",
+  title,
+  class: cls,
+}: {
+  text: string;
+  label?: string;
+  title?: string;
+  class?: string;
+}) {
   const [state, setState] = useState<"idle" | "copied" | "failed">("idle");
   const timer = useRef<number | undefined>(undefined);
   useEffect(() => () => window.clearTimeout(timer.current), []);
@@ -64,7 +74,9 @@ export function CopyButton({ text, label = "Copy", title, class: cls }: { text: 
       }}
     >
       {state === "copied" ? <CheckIcon /> : <CopyIcon />}
-      <span class="copy-label">{state === "copied" ? "Copied" : state === "failed" ? "Select & copy" : label}</span>
+      <span class="copy-label">
+        {state === "copied" ? "Copied" : state === "failed" ? "Select & copy" : label}
+      </span>
       <span class="sr-only" aria-live="polite">
         {state === "copied" ? "Copied to the clipboard" : ""}
       </span>
@@ -107,7 +119,10 @@ export function Time({ value }: { value: number | string | null | undefined }) {
   if (text === "—") return <span class="muted">—</span>;
   const abs = formatAbsolute(value);
   return (
-    <time dateTime={new Date(typeof value === "string" ? Date.parse(value) : (value as number)).toISOString()} title={abs}>
+    <time
+      dateTime={new Date(typeof value === "string" ? Date.parse(value) : (value as number)).toISOString()}
+      title={abs}
+    >
       {text}
     </time>
   );
@@ -150,20 +165,32 @@ export function Pager({
   return (
     <nav class="pager" aria-label={`Pages of ${noun}`}>
       <span class="pager-info" aria-live="polite">
-        {total === 0 ? `No ${noun}` : `${formatCount(first)}–${formatCount(last)} of ${formatCount(total)} ${noun}`}
+        {total === 0
+          ? `No ${noun}`
+          : `${formatCount(first)}–${formatCount(last)} of ${formatCount(total)} ${noun}`}
       </span>
       {pages > 1 ? (
         <span class="pager-buttons">
           <button type="button" onClick={() => onPage(1)} disabled={page <= 1} aria-label="First page">
             «
           </button>
-          <button type="button" onClick={() => onPage(page - 1)} disabled={page <= 1} aria-label="Previous page">
+          <button
+            type="button"
+            onClick={() => onPage(page - 1)}
+            disabled={page <= 1}
+            aria-label="Previous page"
+          >
             ‹ Prev
           </button>
           <span class="pager-page">
             Page {formatCount(page)} of {formatCount(pages)}
           </span>
-          <button type="button" onClick={() => onPage(page + 1)} disabled={page >= pages} aria-label="Next page">
+          <button
+            type="button"
+            onClick={() => onPage(page + 1)}
+            disabled={page >= pages}
+            aria-label="Next page"
+          >
             Next ›
           </button>
           <button type="button" onClick={() => onPage(pages)} disabled={page >= pages} aria-label="Last page">
@@ -308,7 +335,7 @@ export function ConfirmDialog({
           </p>
         ) : null}
         <div class="dialog-actions">
-          <button type="button" onClick={onClose} disabled={busy} autoFocus>
+          <button type="button" onClick={onClose} disabled={busy}>
             Cancel
           </button>
           <button type="submit" class="danger" disabled={!ready || busy}>

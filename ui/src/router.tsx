@@ -17,7 +17,11 @@ const listeners = new Set<Listener>();
 let counter = 0;
 
 function current(): Location {
-  return { path: window.location.pathname, search: new URLSearchParams(window.location.search), key: counter };
+  return {
+    path: window.location.pathname,
+    search: new URLSearchParams(window.location.search),
+    key: counter,
+  };
 }
 
 function emit(): void {
@@ -48,7 +52,10 @@ export function navigate(to: string, options: { replace?: boolean } = {}): void 
 }
 
 /** Updates query parameters of the current URL (empty values are removed). */
-export function setQuery(changes: Record<string, string | number | null | undefined>, options: { replace?: boolean } = {}): void {
+export function setQuery(
+  changes: Record<string, string | number | null | undefined>,
+  options: { replace?: boolean } = {},
+): void {
   const params = new URLSearchParams(window.location.search);
   for (const [k, v] of Object.entries(changes)) {
     if (v === null || v === undefined || v === "") params.delete(k);

@@ -34,7 +34,6 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
   const [loading, setLoading] = useState(true);
   const [nonce, setNonce] = useState(0);
   const seq = useRef(0);
-  // biome-ignore lint/correctness/useExhaustiveDependencies: the caller lists what `load` depends on.
   useEffect(() => {
     const mine = ++seq.current;
     setLoading(true);

@@ -30,7 +30,11 @@ export function applyTheme(choice: ThemeChoice): void {
   }
 }
 
-const LABELS: Record<ThemeChoice, string> = { system: "Theme: system", light: "Theme: light", dark: "Theme: dark" };
+const LABELS: Record<ThemeChoice, string> = {
+  system: "Theme: system",
+  light: "Theme: light",
+  dark: "Theme: dark",
+};
 const ICONS = { system: AutoIcon, light: SunIcon, dark: MoonIcon };
 
 export function ThemeToggle() {

@@ -30,7 +30,10 @@ import type { AppContext } from "../context.js";
  * what the caller may not pull.
  */
 
-const IMAGE_CONFIG_TYPES = new Set(["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"]);
+const IMAGE_CONFIG_TYPES = new Set([
+  "application/vnd.oci.image.config.v1+json",
+  "application/vnd.docker.container.image.v1+json",
+]);
 /** Image configs larger than this are not parsed for the UI (they are a few KiB in practice). */
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 /** Configs are content-addressed, so a parsed one never goes stale; keep the most recent few. */
@@ -63,7 +66,13 @@ interface RawImageConfig {
     Labels?: Record<string, string> | null;
     StopSignal?: string;
   };
-  history?: Array<{ created?: string; created_by?: string; author?: string; comment?: string; empty_layer?: boolean }>;
+  history?: Array<{
+    created?: string;
+    created_by?: string;
+    author?: string;
+    comment?: string;
+    empty_layer?: boolean;
+  }>;
 }
 
 /** An entry of an index, with what is known of it here. */
@@ -122,7 +131,9 @@ export function summarizeConfig(raw: RawImageConfig): ImageConfigSummary {
     cmd: strings(c.Cmd),
     env: strings(c.Env) ?? [],
     workingDir: str(c.WorkingDir),
-    exposedPorts: keysOf(c.ExposedPorts).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10) || a.localeCompare(b)),
+    exposedPorts: keysOf(c.ExposedPorts).sort(
+      (a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10) || a.localeCompare(b),
+    ),
     user: str(c.User),
     labels: stringMap(c.Labels),
     volumes: keysOf(c.Volumes).sort(),
@@ -170,7 +181,8 @@ class ConfigReader {
       throw err;
     }
     this.cache.set(digest, parsed);
-    while (this.cache.size > CONFIG_CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value as string);
+    while (this.cache.size > CONFIG_CACHE_ENTRIES)
+      this.cache.delete(this.cache.keys().next().value as string);
     return parsed;
   }
 }
@@ -195,11 +207,18 @@ async function may(request: FastifyRequest, repository: string, action: Action):
 function query(request: FastifyRequest): Record<string, string | undefined> {
   const q = request.query as Record<string, unknown>;
   const out: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(q ?? {})) out[k] = Array.isArray(v) ? String(v[0]) : v === undefined ? undefined : String(v);
+  for (const [k, v] of Object.entries(q ?? {}))
+    out[k] = Array.isArray(v) ? String(v[0]) : v === undefined ? undefined : String(v);
   return out;
 }
 
-function intParam(value: string | undefined, fallback: number, min: number, max: number, name: string): number {
+function intParam(
+  value: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+  name: string,
+): number {
   if (value === undefined || value === "") return fallback;
   if (!/^\d+$/.test(value)) {
     throw new RegistryError("PAGINATION_NUMBER_INVALID", `${name} must be a whole number`, { [name]: value });
@@ -207,10 +226,21 @@ function intParam(value: string | undefined, fallback: number, min: number, max:
   return Math.min(max, Math.max(min, Number(value)));
 }
 
-function choice<T extends string>(value: string | undefined, allowed: readonly T[], fallback: T, name: string): T {
+function choice<T extends string>(
+  value: string | undefined,
+  allowed: readonly T[],
+  fallback: T,
+  name: string,
+): T {
   if (value === undefined || value === "") return fallback;
   if (!(allowed as readonly string[]).includes(value)) {
-    throw new RegistryError("UNSUPPORTED", `${name} must be one of ${allowed.join(", ")}`, { [name]: value }, {}, 400);
+    throw new RegistryError(
+      "UNSUPPORTED",
+      `${name} must be one of ${allowed.join(", ")}`,
+      { [name]: value },
+      {},
+      400,
+    );
   }
   return value as T;
 }
@@ -253,7 +283,11 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
   const deleteEnabled = () => registry.options.deleteEnabled && !registry.options.readOnly;
 
   async function permissions(request: FastifyRequest, name: string) {
-    const [pull, push, del] = await Promise.all([may(request, name, "pull"), may(request, name, "push"), may(request, name, "delete")]);
+    const [pull, push, del] = await Promise.all([
+      may(request, name, "pull"),
+      may(request, name, "push"),
+      may(request, name, "delete"),
+    ]);
     return {
       pull,
       push: push && !registry.options.readOnly,
@@ -274,7 +308,10 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     if (request.headers.authorization) await requireAccess(request, []);
     const user = userOf(request);
     if (q.login !== undefined && user === null && authKind() !== "none") {
-      throw new RegistryError("UNAUTHORIZED", "authentication required: the registry did not accept these credentials");
+      throw new RegistryError(
+        "UNAUTHORIZED",
+        "authentication required: the registry did not accept these credentials",
+      );
     }
     return { user, auth: authKind(), deleteEnabled: deleteEnabled(), readOnly: registry.options.readOnly };
   }
@@ -293,7 +330,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
       const ns = namespaceOf(r.name);
       namespaceCounts.set(ns, (namespaceCounts.get(ns) ?? 0) + 1);
     }
-    const visible = namespace === undefined ? matching : matching.filter((r) => namespaceOf(r.name) === namespace);
+    const visible =
+      namespace === undefined ? matching : matching.filter((r) => namespaceOf(r.name) === namespace);
     const offset = (page - 1) * limit;
 
     let pageRepos: RepositoryRef[];
@@ -378,7 +416,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
           let firstImage: string | null = null;
           for (const m of parsed?.manifests ?? []) {
             const p = m.platform;
-            if (!p || ((p.os ?? "unknown") === "unknown" && (p.architecture ?? "unknown") === "unknown")) continue;
+            if (!p || ((p.os ?? "unknown") === "unknown" && (p.architecture ?? "unknown") === "unknown"))
+              continue;
             platforms.push(p);
             firstImage ??= m.digest;
           }
@@ -451,7 +490,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     const parsed = safeParse(info.content, info.media_type);
     const isIndex = INDEX_TYPES.has(info.media_type);
     const configDescriptor = parsed?.config ?? null;
-    const isImage = !isIndex && configDescriptor !== null && IMAGE_CONFIG_TYPES.has(configDescriptor.mediaType);
+    const isImage =
+      !isIndex && configDescriptor !== null && IMAGE_CONFIG_TYPES.has(configDescriptor.mediaType);
 
     const [tags, parents, referrerRows, totals, perms] = await Promise.all([
       tagsOf(db, repo.id, digest),
@@ -479,7 +519,10 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
         };
         if (m.annotations) child.annotations = m.annotations;
         if (m.artifactType) child.artifactType = m.artifactType;
-        if (m.annotations?.["vnd.docker.reference.type"] === "attestation-manifest" && m.annotations["vnd.docker.reference.digest"]) {
+        if (
+          m.annotations?.["vnd.docker.reference.type"] === "attestation-manifest" &&
+          m.annotations["vnd.docker.reference.digest"]
+        ) {
           child.attestationFor = m.annotations["vnd.docker.reference.digest"];
         }
         return child;
@@ -489,7 +532,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     let rawConfig: RawImageConfig | null = null;
     if (isImage && configDescriptor) rawConfig = await configs.read(name, configDescriptor.digest);
 
-    const artifactType = info.artifact_type && !IMAGE_CONFIG_TYPES.has(info.artifact_type) ? info.artifact_type : null;
+    const artifactType =
+      info.artifact_type && !IMAGE_CONFIG_TYPES.has(info.artifact_type) ? info.artifact_type : null;
     return {
       repository: name,
       digest,
@@ -540,7 +584,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     const search = q.q?.trim().toLowerCase();
     const [summary, all] = await Promise.all([usageSummary(db), repositoryUsage(db)]);
     const visible = all.filter((r) => (!search || r.name.includes(search)) && canPull(request, r.name));
-    const key = (r: (typeof all)[number]) => (sort === "unique" ? r.unique : sort === "shared" ? r.shared : r.bytes);
+    const key = (r: (typeof all)[number]) =>
+      sort === "unique" ? r.unique : sort === "shared" ? r.shared : r.bytes;
     if (sort !== "name") visible.sort((a, b) => key(b) - key(a) || compareNames(a.name, b.name));
     const offset = (page - 1) * limit;
     return {
@@ -548,7 +593,9 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
       shared: summary.shared,
       unlinked: summary.unlinked,
       repositories: {
-        items: visible.slice(offset, offset + limit).map((r) => ({ name: r.name, size: r.bytes, unique: r.unique, shared: r.shared })),
+        items: visible
+          .slice(offset, offset + limit)
+          .map((r) => ({ name: r.name, size: r.bytes, unique: r.unique, shared: r.shared })),
         total: visible.length,
         page,
         limit,
@@ -557,7 +604,11 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
   }
 
   /** `<name>`, `<name>/-/tags`, `<name>/-/tags/<tag>`, `<name>/-/manifests/<reference>`. */
-  function route(path: string): { name: string; kind: "repository" | "tags" | "tag" | "manifest"; arg?: string } {
+  function route(path: string): {
+    name: string;
+    kind: "repository" | "tags" | "tag" | "manifest";
+    arg?: string;
+  } {
     const split = path.indexOf("/-/");
     const name = (split < 0 ? path : path.slice(0, split)).replace(/\/+$/, "");
     assertName(name);
@@ -572,7 +623,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
   await app.register(async (api) => {
     api.addHook("onSend", async (request: FastifyRequest, reply: FastifyReply, payload) => {
       reply.header("cache-control", "no-store");
-      if (reply.statusCode === 401 && request.headers[UI_HEADER] !== undefined) reply.removeHeader("www-authenticate");
+      if (reply.statusCode === 401 && request.headers[UI_HEADER] !== undefined)
+        reply.removeHeader("www-authenticate");
       return payload;
     });
 
@@ -607,7 +659,11 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
         case "manifest": {
           const digest = r.arg ?? "";
           if (!parseDigest(digest)) {
-            throw new RegistryError("DIGEST_INVALID", "delete a manifest by digest; delete a tag with /-/tags/<tag>", { reference: digest });
+            throw new RegistryError(
+              "DIGEST_INVALID",
+              "delete a manifest by digest; delete a tag with /-/tags/<tag>",
+              { reference: digest },
+            );
           }
           await registry.deleteManifest(r.name, digest);
           break;
@@ -615,7 +671,10 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
         default:
           throw new RegistryError("NOT_FOUND", "no such API route");
       }
-      request.log.info({ repository: r.name, kind: r.kind, reference: r.arg, user: userOf(request) }, "deleted via the JSON API");
+      request.log.info(
+        { repository: r.name, kind: r.kind, reference: r.arg, user: userOf(request) },
+        "deleted via the JSON API",
+      );
       return reply.code(204).send();
     });
 

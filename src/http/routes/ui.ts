@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
+import { brotliCompressSync, gzipSync, constants as zlibConstants } from "node:zlib";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AppContext } from "../context.js";
 
@@ -38,7 +38,17 @@ const TYPES: Record<string, string> = {
   ".webmanifest": "application/manifest+json",
 };
 
-const COMPRESSIBLE = new Set([".html", ".js", ".mjs", ".css", ".json", ".map", ".svg", ".txt", ".webmanifest"]);
+const COMPRESSIBLE = new Set([
+  ".html",
+  ".js",
+  ".mjs",
+  ".css",
+  ".json",
+  ".map",
+  ".svg",
+  ".txt",
+  ".webmanifest",
+]);
 
 /** The pages load only what Berth itself serves: no CDN, no inline script, no framing. */
 const CONTENT_SECURITY_POLICY = [
@@ -93,11 +103,21 @@ export function loadUiFiles(dir: string): Map<string, StaticFile> {
       body,
       gzip: compress ? gzipSync(body, { level: 9 }) : null,
       brotli: compress
-        ? brotliCompressSync(body, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_SIZE_HINT]: body.length } })
+        ? brotliCompressSync(body, {
+            params: {
+              [zlibConstants.BROTLI_PARAM_QUALITY]: 11,
+              [zlibConstants.BROTLI_PARAM_SIZE_HINT]: body.length,
+            },
+          })
         : null,
       type: TYPES[ext] ?? "application/octet-stream",
       etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`,
-      cacheControl: rel === "index.html" ? "no-cache" : hashed ? "public, max-age=31536000, immutable" : "public, max-age=3600",
+      cacheControl:
+        rel === "index.html"
+          ? "no-cache"
+          : hashed
+            ? "public, max-age=31536000, immutable"
+            : "public, max-age=3600",
     });
   }
   return files;
@@ -109,7 +129,9 @@ function accepts(request: FastifyRequest, encoding: string): boolean {
   return value
     .split(",")
     .map((part) => part.trim().split(";"))
-    .some(([name, ...params]) => name?.trim() === encoding && !params.some((p) => /^\s*q=0(\.0*)?\s*$/.test(p)));
+    .some(
+      ([name, ...params]) => name?.trim() === encoding && !params.some((p) => /^\s*q=0(\.0*)?\s*$/.test(p)),
+    );
 }
 
 function sendFile(request: FastifyRequest, reply: FastifyReply, file: StaticFile): FastifyReply {
@@ -165,7 +187,8 @@ export async function registerUiRoutes(app: FastifyInstance, ctx: AppContext): P
     });
     // Files at the root of ui/dist (favicon.svg, theme.js, ...): one exact route each.
     for (const [urlPath, file] of files) {
-      if (urlPath === "/index.html" || urlPath.startsWith("/assets/") || urlPath.slice(1).includes("/")) continue;
+      if (urlPath === "/index.html" || urlPath.startsWith("/assets/") || urlPath.slice(1).includes("/"))
+        continue;
       ui.get(urlPath, async (request, reply) => sendFile(request, reply, file));
     }
   });

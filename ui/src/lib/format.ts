@@ -263,7 +263,9 @@ export function groupByNamespace<T extends { name: string }>(
 /** Docker's `ExposedPorts` map ({"80/tcp": {}}) as a sorted list ("80/tcp"). */
 export function exposedPorts(ports: Record<string, unknown> | null | undefined): string[] {
   if (!ports) return [];
-  return Object.keys(ports).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10) || a.localeCompare(b));
+  return Object.keys(ports).sort(
+    (a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10) || a.localeCompare(b),
+  );
 }
 
 /** "KEY=value" → ["KEY", "value"]; a bare "KEY" → ["KEY", ""]. */

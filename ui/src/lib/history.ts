@@ -123,7 +123,9 @@ function tidyArgs(instruction: string, args: string): string {
 }
 
 /** Parses one `created_by` into a Dockerfile instruction and its arguments. */
-export function parseCreatedBy(createdBy: string | undefined): Pick<DockerfileStep, "instruction" | "args" | "buildArgs"> {
+export function parseCreatedBy(
+  createdBy: string | undefined,
+): Pick<DockerfileStep, "instruction" | "args" | "buildArgs"> {
   let text = (createdBy ?? "").trim();
   if (text === "") return { instruction: "", args: "" };
   const buildkit = / # buildkit$/.test(text);
@@ -180,7 +182,10 @@ function stripShell(text: string): string {
  * Each history entry as a Dockerfile step. Steps that made a layer are matched to the
  * manifest's layers in order, when the number of such steps equals `layerCount`.
  */
-export function historySteps(history: HistoryEntry[] | null | undefined, layerCount?: number): DockerfileStep[] {
+export function historySteps(
+  history: HistoryEntry[] | null | undefined,
+  layerCount?: number,
+): DockerfileStep[] {
   const entries = history ?? [];
   const withLayer = entries.filter((h) => !h.empty_layer).length;
   const mapLayers = layerCount === undefined || withLayer === layerCount;

@@ -1,7 +1,18 @@
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { api, type IndexChild, type ManifestDetail } from "../api.ts";
-import { CommandBox, ConfirmDialog, CopyButton, Digest, ErrorState, Loading, Platforms, Size, Time, useTitle } from "../components.tsx";
+import {
+  CommandBox,
+  ConfirmDialog,
+  CopyButton,
+  Digest,
+  ErrorState,
+  Loading,
+  Platforms,
+  Size,
+  Time,
+  useTitle,
+} from "../components.tsx";
 import {
   formatAbsolute,
   formatBytes,
@@ -22,7 +33,17 @@ import { Link, navigate } from "../router.tsx";
 import { useLoad, useSession } from "../state.ts";
 import { Breadcrumbs } from "./repository.tsx";
 
-function Section({ id, title, children, extra }: { id: string; title: string; children: ComponentChildren; extra?: ComponentChildren }) {
+function Section({
+  id,
+  title,
+  children,
+  extra,
+}: {
+  id: string;
+  title: string;
+  children: ComponentChildren;
+  extra?: ComponentChildren;
+}) {
   return (
     <section class="card" aria-labelledby={id} data-section={id}>
       <div class="section-head">
@@ -63,7 +84,10 @@ function ConfigSection({ detail }: { detail: ManifestDetail }) {
   const image = detail.config?.image;
   if (!image) return null;
   const rows: Array<[string, ComponentChildren]> = [
-    ["Entrypoint", image.entrypoint ? <code class="wrap">{json(image.entrypoint)}</code> : <span class="muted">—</span>],
+    [
+      "Entrypoint",
+      image.entrypoint ? <code class="wrap">{json(image.entrypoint)}</code> : <span class="muted">—</span>,
+    ],
     ["Cmd", image.cmd ? <code class="wrap">{json(image.cmd)}</code> : <span class="muted">—</span>],
     ["Working dir", image.workingDir ? <code>{image.workingDir}</code> : <span class="muted">/</span>],
     ["User", image.user ? <code>{image.user}</code> : <span class="muted">root (not set)</span>],
@@ -99,7 +123,10 @@ function ConfigSection({ detail }: { detail: ManifestDetail }) {
       <h3>Environment</h3>
       <KeyValues entries={image.env.map(splitEnv)} empty="No environment variables." />
       <h3>Labels</h3>
-      <KeyValues entries={Object.entries(image.labels).sort(([a], [b]) => a.localeCompare(b))} empty="No labels." />
+      <KeyValues
+        entries={Object.entries(image.labels).sort(([a], [b]) => a.localeCompare(b))}
+        empty="No labels."
+      />
     </Section>
   );
 }
@@ -109,7 +136,11 @@ function LayersSection({ detail }: { detail: ManifestDetail }) {
   const total = detail.layers.reduce((sum, l) => sum + l.size, 0);
   const title = detail.kind === "artifact" ? "Files" : "Layers";
   return (
-    <Section id="layers" title={`${title} (${detail.layers.length})`} extra={<span class="muted">{formatBytes(total)} in total</span>}>
+    <Section
+      id="layers"
+      title={`${title} (${detail.layers.length})`}
+      extra={<span class="muted">{formatBytes(total)} in total</span>}
+    >
       {detail.layers.length === 0 ? (
         <p class="muted">No {title.toLowerCase()}.</p>
       ) : (
@@ -160,7 +191,15 @@ function HistorySection({ detail }: { detail: ManifestDetail }) {
     <Section
       id="history"
       title="History"
-      extra={steps.length ? <CopyButton text={renderDockerfile(detail.history)} label="Copy as Dockerfile" title="Copy the steps as Dockerfile text" /> : null}
+      extra={
+        steps.length ? (
+          <CopyButton
+            text={renderDockerfile(detail.history)}
+            label="Copy as Dockerfile"
+            title="Copy the steps as Dockerfile text"
+          />
+        ) : null
+      }
     >
       {steps.length === 0 ? (
         <p class="muted">The image config records no history.</p>
@@ -169,7 +208,6 @@ function HistorySection({ detail }: { detail: ManifestDetail }) {
           {steps.map((s, i) => {
             const layer = s.layer !== null ? detail.layers[s.layer] : undefined;
             return (
-              // biome-ignore lint/suspicious/noArrayIndexKey: history entries have no identity besides their order
               <li key={i} class={s.emptyLayer ? "empty" : ""}>
                 <pre class="step">
                   {s.instruction ? <span class="instr">{s.instruction}</span> : null}
@@ -184,8 +222,14 @@ function HistorySection({ detail }: { detail: ManifestDetail }) {
                   ) : s.emptyLayer ? (
                     <span class="muted">no layer</span>
                   ) : null}
-                  {s.buildArgs ? <span class="muted small" title="Build arguments">{s.buildArgs}</span> : null}
-                  {s.created && isMeaningfulDate(toMillis(s.created)) && s.created.slice(0, 10) !== steps[i - 1]?.created?.slice(0, 10) ? (
+                  {s.buildArgs ? (
+                    <span class="muted small" title="Build arguments">
+                      {s.buildArgs}
+                    </span>
+                  ) : null}
+                  {s.created &&
+                  isMeaningfulDate(toMillis(s.created)) &&
+                  s.created.slice(0, 10) !== steps[i - 1]?.created?.slice(0, 10) ? (
                     <span class="muted small">
                       <Time value={s.created} />
                     </span>
@@ -202,7 +246,9 @@ function HistorySection({ detail }: { detail: ManifestDetail }) {
 
 function PlatformsSection({ detail }: { detail: ManifestDetail }) {
   if (detail.kind !== "index") return null;
-  const images = detail.manifests.filter((m) => !m.attestationFor && !(m.platform && isUnknownPlatform(m.platform)));
+  const images = detail.manifests.filter(
+    (m) => !m.attestationFor && !(m.platform && isUnknownPlatform(m.platform)),
+  );
   const others = detail.manifests.filter((m) => !images.includes(m));
   const row = (m: IndexChild) => (
     <tr key={m.digest}>
@@ -258,8 +304,11 @@ function PlatformsSection({ detail }: { detail: ManifestDetail }) {
 
 /** For an index: pick a platform and read that image's config, layers and history right here. */
 function PlatformImage({ detail }: { detail: ManifestDetail }) {
-  const images = detail.manifests.filter((m) => m.present && !m.attestationFor && !(m.platform && isUnknownPlatform(m.platform)));
-  const preferred = images.find((m) => m.platform?.os === "linux" && m.platform.architecture === "amd64") ?? images[0];
+  const images = detail.manifests.filter(
+    (m) => m.present && !m.attestationFor && !(m.platform && isUnknownPlatform(m.platform)),
+  );
+  const preferred =
+    images.find((m) => m.platform?.os === "linux" && m.platform.architecture === "amd64") ?? images[0];
   const [selected, setSelected] = useState(preferred?.digest ?? null);
   const child = useLoad(
     () => (selected ? api.manifest(detail.repository, selected) : Promise.resolve(null)),
@@ -269,8 +318,8 @@ function PlatformImage({ detail }: { detail: ManifestDetail }) {
   const current = images.find((m) => m.digest === selected);
   return (
     <>
-      <div class="platform-picker" role="group" aria-label="Show the image for a platform">
-        <span class="muted small">Showing the image for</span>
+      <fieldset class="platform-picker">
+        <legend class="muted small">Showing the image for</legend>
         {images.map((m) => (
           <button
             type="button"
@@ -287,7 +336,7 @@ function PlatformImage({ detail }: { detail: ManifestDetail }) {
             Open this image on its own page
           </Link>
         ) : null}
-      </div>
+      </fieldset>
       {child.error ? (
         <ErrorState error={child.error} retry={child.reload} />
       ) : !child.data || child.data.digest !== selected ? (
@@ -383,7 +432,11 @@ function Summary({ detail, reference }: { detail: ManifestDetail; reference: str
         <div>
           <dt>Platforms</dt>
           <dd>
-            <Platforms platforms={detail.manifests.map((m) => m.platform).filter((p): p is NonNullable<typeof p> => p !== null)} />
+            <Platforms
+              platforms={detail.manifests
+                .map((m) => m.platform)
+                .filter((p): p is NonNullable<typeof p> => p !== null)}
+            />
           </dd>
         </div>
       ) : null}
@@ -410,7 +463,11 @@ function Summary({ detail, reference }: { detail: ManifestDetail; reference: str
         <dd class="chips">
           {detail.tags.length === 0 ? <span class="muted">untagged</span> : null}
           {detail.tags.map((t) => (
-            <Link key={t} href={imagePath(detail.repository, t)} class={`chip link ${t === reference ? "current" : ""}`}>
+            <Link
+              key={t}
+              href={imagePath(detail.repository, t)}
+              class={`chip link ${t === reference ? "current" : ""}`}
+            >
               {t}
             </Link>
           ))}
@@ -478,16 +535,20 @@ export function ImagePage({ name, reference }: { name: string; reference: string
           <ReferrersSection detail={data} />
           {data.permissions.delete ? (
             <section class="danger-zone" aria-labelledby="delete-manifest">
-              <h2 id="delete-manifest">Delete this {isIndexMediaType(data.mediaType) ? "index" : "manifest"}</h2>
+              <h2 id="delete-manifest">
+                Delete this {isIndexMediaType(data.mediaType) ? "index" : "manifest"}
+              </h2>
               <p>
                 Deletes the manifest <code>{shortDigest(data.digest)}</code>
                 {data.tags.length ? (
                   <>
                     {" "}
-                    and {data.tags.length === 1 ? "its tag" : `all ${data.tags.length} tags on it`}: <strong>{data.tags.join(", ")}</strong>
+                    and {data.tags.length === 1 ? "its tag" : `all ${data.tags.length} tags on it`}:{" "}
+                    <strong>{data.tags.join(", ")}</strong>
                   </>
                 ) : null}
-                . To remove a single tag only, delete the tag from the <Link href={repositoryPath(name)}>repository page</Link>.
+                . To remove a single tag only, delete the tag from the{" "}
+                <Link href={repositoryPath(name)}>repository page</Link>.
               </p>
               <button type="button" class="danger" onClick={() => setConfirming(true)}>
                 Delete manifest…
@@ -511,13 +572,17 @@ export function ImagePage({ name, reference }: { name: string; reference: string
                 will be deleted
                 {data.tags.length ? (
                   <>
-                    , and with it the {data.tags.length === 1 ? "tag" : "tags"} <strong>{data.tags.join(", ")}</strong>
+                    , and with it the {data.tags.length === 1 ? "tag" : "tags"}{" "}
+                    <strong>{data.tags.join(", ")}</strong>
                   </>
                 ) : null}
                 . Clients that pull it by digest will get an error.
               </p>
               {data.parents.length ? (
-                <p class="warning">It is listed by {data.parents.length} index(es) in this repository; they will point at a missing manifest.</p>
+                <p class="warning">
+                  It is listed by {data.parents.length} index(es) in this repository; they will point at a
+                  missing manifest.
+                </p>
               ) : null}
             </ConfirmDialog>
           ) : null}

@@ -6,7 +6,7 @@ import { useSession } from "../state.ts";
 
 /** Where to go after logging in: only paths of this site. */
 function safeNext(next: string | null): string {
-  return next && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/login") ? next : "/";
+  return next?.startsWith("/") && !next.startsWith("//") && !next.startsWith("/login") ? next : "/";
 }
 
 export function LoginPage() {
@@ -39,7 +39,9 @@ export function LoginPage() {
           You are logged in as <strong>{me.user}</strong>. Log in again to switch accounts.
         </p>
       ) : (
-        <p class="muted">Use the same user name and password as for <code>docker login</code>.</p>
+        <p class="muted">
+          Use the same user name and password as for <code>docker login</code>.
+        </p>
       )}
       <form
         class="login-form"
@@ -71,7 +73,6 @@ export function LoginPage() {
             autoComplete="username"
             value={user}
             required
-            autoFocus
             onInput={(e) => setUser((e.target as HTMLInputElement).value)}
           />
         </label>
@@ -94,7 +95,9 @@ export function LoginPage() {
         <button type="submit" class="primary" disabled={busy}>
           {busy ? "Logging in…" : "Log in"}
         </button>
-        <p class="muted small">Your credentials are kept in this browser tab only, until you log out or close it.</p>
+        <p class="muted small">
+          Your credentials are kept in this browser tab only, until you log out or close it.
+        </p>
       </form>
     </div>
   );

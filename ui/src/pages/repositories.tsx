@@ -61,11 +61,9 @@ export function RepositoriesPage() {
   const debounced = useDebounced(text, 180);
   useEffect(() => {
     if (debounced !== q) setQuery({ q: debounced.trim() || null, page: null }, { replace: true });
-    // biome-ignore lint/correctness/useExhaustiveDependencies: only typing should push into the URL
   }, [debounced]);
   useEffect(() => {
     if (q !== text.trim() && q !== debounced.trim()) setText(q);
-    // biome-ignore lint/correctness/useExhaustiveDependencies: only URL changes (back/forward) reset the box
   }, [q]);
 
   const search = useRef<HTMLInputElement>(null);
@@ -96,7 +94,7 @@ export function RepositoriesPage() {
         {data ? <span class="count">{formatCount(data.total)}</span> : null}
       </div>
 
-      <div class="toolbar" role="search">
+      <search class="toolbar">
         <label class="search">
           <span class="sr-only">Search repositories</span>
           <input
@@ -110,15 +108,17 @@ export function RepositoriesPage() {
             autoComplete="off"
             spellcheck={false}
           />
-          <kbd class="hint" aria-hidden="true">
+          <span class="hint" aria-hidden="true">
             /
-          </kbd>
+          </span>
         </label>
         <label class="select">
           <span>Sort</span>
           <select
             value={sort}
-            onChange={(e) => setQuery({ sort: (e.target as HTMLSelectElement).value, order: null, page: null })}
+            onChange={(e) =>
+              setQuery({ sort: (e.target as HTMLSelectElement).value, order: null, page: null })
+            }
             data-testid="repo-sort"
           >
             {SORTS.map((s) => (
@@ -137,7 +137,7 @@ export function RepositoriesPage() {
         >
           {order === "asc" ? "↑" : "↓"}
         </button>
-      </div>
+      </search>
 
       {error ? (
         <ErrorState error={error} retry={reload} />
@@ -151,7 +151,8 @@ export function RepositoriesPage() {
         ) : me && me.auth !== "none" && !me.user ? (
           <EmptyState title="Nothing to see without logging in">
             <p>
-              Anonymous users may not pull any repository here. <Link href="/login">Log in</Link> to see yours.
+              Anonymous users may not pull any repository here. <Link href="/login">Log in</Link> to see
+              yours.
             </p>
           </EmptyState>
         ) : (
@@ -186,7 +187,15 @@ export function RepositoriesPage() {
                             ▸
                           </span>
                           {g.namespace}/
-                          <span class="muted small"> {plural(data.namespaces.find((n) => n.name === g.namespace)?.repositories ?? g.items.length, "repository", "repositories")}</span>
+                          <span class="muted small">
+                            {" "}
+                            {plural(
+                              data.namespaces.find((n) => n.name === g.namespace)?.repositories ??
+                                g.items.length,
+                              "repository",
+                              "repositories",
+                            )}
+                          </span>
                         </th>
                       </tr>
                     ) : null}
@@ -204,7 +213,13 @@ export function RepositoriesPage() {
               )}
             </table>
           </div>
-          <Pager page={data.page} limit={data.limit} total={data.total} noun="repositories" onPage={(p) => setQuery({ page: p > 1 ? p : null })} />
+          <Pager
+            page={data.page}
+            limit={data.limit}
+            total={data.total}
+            noun="repositories"
+            onPage={(p) => setQuery({ page: p > 1 ? p : null })}
+          />
         </>
       )}
     </div>

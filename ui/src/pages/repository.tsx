@@ -14,7 +14,14 @@ import {
   Time,
   useTitle,
 } from "../components.tsx";
-import { baseName, formatBytes, formatCount, mediaTypeLabel, namespaceOf, pullCommand } from "../lib/format.ts";
+import {
+  baseName,
+  formatBytes,
+  formatCount,
+  mediaTypeLabel,
+  namespaceOf,
+  pullCommand,
+} from "../lib/format.ts";
 import { imagePath, repositoryPath } from "../lib/routes.ts";
 import { Link, navigate, setQuery, useLocation } from "../router.tsx";
 import { useDebounced, useLoad, useSession } from "../state.ts";
@@ -33,7 +40,11 @@ export function Breadcrumbs({ name, last }: { name: string; last?: string }) {
         </>
       ) : null}
       <span aria-hidden="true">/</span>
-      {last ? <Link href={repositoryPath(name)}>{baseName(name)}</Link> : <span aria-current="page">{baseName(name)}</span>}
+      {last ? (
+        <Link href={repositoryPath(name)}>{baseName(name)}</Link>
+      ) : (
+        <span aria-current="page">{baseName(name)}</span>
+      )}
       {last ? (
         <>
           <span aria-hidden="true">{last.includes(":") ? "@" : ":"}</span>
@@ -58,13 +69,15 @@ export function RepositoryPage({ name }: { name: string }) {
   const debounced = useDebounced(text, 180);
   useEffect(() => {
     if (debounced.trim() !== q) setQuery({ q: debounced.trim() || null, page: null }, { replace: true });
-    // biome-ignore lint/correctness/useExhaustiveDependencies: only typing should push into the URL
   }, [debounced]);
   const [pending, setPending] = useState<Pending | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
 
   const repo = useLoad(() => api.repository(name), [name, me?.user]);
-  const tags = useLoad(() => api.tags(name, { q, sort, order, page, limit: PAGE_SIZE }), [name, q, sort, order, page, me?.user]);
+  const tags = useLoad(
+    () => api.tags(name, { q, sort, order, page, limit: PAGE_SIZE }),
+    [name, q, sort, order, page, me?.user],
+  );
   const host = window.location.host;
   const canDelete = repo.data?.permissions.delete === true;
 
@@ -107,7 +120,9 @@ export function RepositoryPage({ name }: { name: string }) {
             </dd>
           </div>
           <div>
-            <dt title="Bytes no other repository links: what deleting this repository would free">Only here</dt>
+            <dt title="Bytes no other repository links: what deleting this repository would free">
+              Only here
+            </dt>
             <dd>{formatBytes(repo.data.unique)}</dd>
           </div>
           <div>
@@ -146,7 +161,12 @@ export function RepositoryPage({ name }: { name: string }) {
           </label>
           <label class="select">
             <span>Sort</span>
-            <select value={sort} onChange={(e) => setQuery({ sort: (e.target as HTMLSelectElement).value, order: null, page: null })}>
+            <select
+              value={sort}
+              onChange={(e) =>
+                setQuery({ sort: (e.target as HTMLSelectElement).value, order: null, page: null })
+              }
+            >
               <option value="name">Name</option>
               <option value="date">Date pushed</option>
             </select>
@@ -155,7 +175,9 @@ export function RepositoryPage({ name }: { name: string }) {
             type="button"
             class="order"
             onClick={() => setQuery({ order: order === "asc" ? "desc" : "asc", page: null })}
-            aria-label={order === "asc" ? "Ascending; switch to descending" : "Descending; switch to ascending"}
+            aria-label={
+              order === "asc" ? "Ascending; switch to descending" : "Descending; switch to ascending"
+            }
             title={order === "asc" ? "Ascending" : "Descending"}
           >
             {order === "asc" ? "↑" : "↓"}
@@ -172,7 +194,9 @@ export function RepositoryPage({ name }: { name: string }) {
           ) : (
             <EmptyState title="No tags">
               <p>This repository has no tags. Push one:</p>
-              <CommandBox command={`docker tag myimage:latest ${host}/${name}:latest && docker push ${host}/${name}:latest`} />
+              <CommandBox
+                command={`docker tag myimage:latest ${host}/${name}:latest && docker push ${host}/${name}:latest`}
+              />
             </EmptyState>
           )
         ) : (
@@ -215,7 +239,11 @@ export function RepositoryPage({ name }: { name: string }) {
                         <Time value={t.pushed} />
                       </td>
                       <td class="actions">
-                        <CopyButton text={pullCommand(host, name, t.name)} label="Pull" title={`Copy: ${pullCommand(host, name, t.name)}`} />
+                        <CopyButton
+                          text={pullCommand(host, name, t.name)}
+                          label="Pull"
+                          title={`Copy: ${pullCommand(host, name, t.name)}`}
+                        />
                         {canDelete ? (
                           <button
                             type="button"
@@ -225,7 +253,9 @@ export function RepositoryPage({ name }: { name: string }) {
                               setPending({
                                 kind: "tag",
                                 tag: t,
-                                siblings: tags.data!.items.filter((o) => o.digest === t.digest && o.name !== t.name).map((o) => o.name),
+                                siblings: tags
+                                  .data!.items.filter((o) => o.digest === t.digest && o.name !== t.name)
+                                  .map((o) => o.name),
                               })
                             }
                           >
@@ -238,7 +268,13 @@ export function RepositoryPage({ name }: { name: string }) {
                 </tbody>
               </table>
             </div>
-            <Pager page={tags.data.page} limit={tags.data.limit} total={tags.data.total} noun="tags" onPage={(p) => setQuery({ page: p > 1 ? p : null })} />
+            <Pager
+              page={tags.data.page}
+              limit={tags.data.limit}
+              total={tags.data.total}
+              noun="tags"
+              onPage={(p) => setQuery({ page: p > 1 ? p : null })}
+            />
           </>
         )}
       </section>
@@ -247,8 +283,8 @@ export function RepositoryPage({ name }: { name: string }) {
         <section class="danger-zone" aria-labelledby="danger-heading">
           <h2 id="danger-heading">Delete this repository</h2>
           <p>
-            Removes every tag and manifest of <code>{name}</code>. Layers that other repositories use stay; the rest is freed by the next
-            garbage collection.
+            Removes every tag and manifest of <code>{name}</code>. Layers that other repositories use stay;
+            the rest is freed by the next garbage collection.
           </p>
           <button type="button" class="danger" onClick={() => setPending({ kind: "repository" })}>
             Delete repository…
@@ -276,7 +312,8 @@ export function RepositoryPage({ name }: { name: string }) {
             {pending.siblings.length > 0 ? (
               <>
                 {" "}
-                and the other {pending.siblings.length === 1 ? "tag" : "tags"} on it: <strong>{pending.siblings.join(", ")}</strong>
+                and the other {pending.siblings.length === 1 ? "tag" : "tags"} on it:{" "}
+                <strong>{pending.siblings.join(", ")}</strong>
               </>
             ) : null}
             .
@@ -295,8 +332,8 @@ export function RepositoryPage({ name }: { name: string }) {
           }}
         >
           <p>
-            All {formatCount(repo.data?.tagCount ?? 0)} tags and {formatCount(repo.data?.manifestCount ?? 0)} manifests of{" "}
-            <code>{name}</code> will be deleted. This cannot be undone.
+            All {formatCount(repo.data?.tagCount ?? 0)} tags and {formatCount(repo.data?.manifestCount ?? 0)}{" "}
+            manifests of <code>{name}</code> will be deleted. This cannot be undone.
           </p>
         </ConfirmDialog>
       ) : null}

@@ -19,9 +19,11 @@ export function StoragePage() {
   const debounced = useDebounced(text, 180);
   useEffect(() => {
     if (debounced.trim() !== q) setQuery({ q: debounced.trim() || null, page: null }, { replace: true });
-    // biome-ignore lint/correctness/useExhaustiveDependencies: only typing should push into the URL
   }, [debounced]);
-  const { data, error, loading, reload } = useLoad(() => api.usage({ sort, q, page, limit: PAGE_SIZE }), [sort, q, page, me?.user]);
+  const { data, error, loading, reload } = useLoad(
+    () => api.usage({ sort, q, page, limit: PAGE_SIZE }),
+    [sort, q, page, me?.user],
+  );
 
   const largest = data?.repositories.items.reduce((max, r) => Math.max(max, r.size), 0) ?? 0;
 
@@ -42,7 +44,9 @@ export function StoragePage() {
               <span class="stat-value" data-testid="usage-total">
                 <Size bytes={data.total.bytes} />
               </span>
-              <span class="muted small">{formatCount(data.total.blobs)} blobs, each stored once</span>
+              <span class="muted small">
+                {formatCount(data.total.blobs)} {data.total.blobs === 1 ? "blob" : "blobs"}, each stored once
+              </span>
             </div>
             <div class="stat-card">
               <span class="stat-label">Shared between repositories</span>
@@ -50,7 +54,8 @@ export function StoragePage() {
                 <Size bytes={data.shared.bytes} />
               </span>
               <span class="muted small">
-                {formatCount(data.shared.blobs)} blobs · {formatPercent(data.shared.bytes, data.total.bytes)} of the total
+                {formatCount(data.shared.blobs)} {data.shared.blobs === 1 ? "blob" : "blobs"} ·{" "}
+                {formatPercent(data.shared.bytes, data.total.bytes)} of the total
               </span>
             </div>
             <div class="stat-card">
@@ -58,7 +63,10 @@ export function StoragePage() {
               <span class="stat-value">
                 <Size bytes={data.unlinked.bytes} />
               </span>
-              <span class="muted small">{formatCount(data.unlinked.blobs)} blobs, freed by the next garbage collection</span>
+              <span class="muted small">
+                {formatCount(data.unlinked.blobs)} {data.unlinked.blobs === 1 ? "blob" : "blobs"}, freed by
+                the next garbage collection
+              </span>
             </div>
           </div>
 
@@ -67,8 +75,9 @@ export function StoragePage() {
               <h2 id="per-repo">By repository</h2>
             </div>
             <p class="muted small explain">
-              <strong>Size</strong> counts every blob a repository uses. <strong>Only here</strong> is the part no other repository
-              uses (what deleting it would free); <strong>shared</strong> is the rest.
+              <strong>Size</strong> counts every blob a repository uses. <strong>Only here</strong> is the
+              part no other repository uses (what deleting it would free); <strong>shared</strong> is the
+              rest.
             </p>
             <div class="toolbar">
               <label class="search">
@@ -84,7 +93,10 @@ export function StoragePage() {
               </label>
               <label class="select">
                 <span>Sort</span>
-                <select value={sort} onChange={(e) => setQuery({ sort: (e.target as HTMLSelectElement).value, page: null })}>
+                <select
+                  value={sort}
+                  onChange={(e) => setQuery({ sort: (e.target as HTMLSelectElement).value, page: null })}
+                >
                   <option value="size">Size</option>
                   <option value="unique">Only here</option>
                   <option value="shared">Shared</option>
@@ -132,8 +144,14 @@ export function StoragePage() {
                           </td>
                           <td class="bar-col" aria-hidden="true">
                             <span class="bar">
-                              <span class="bar-unique" style={{ width: `${largest ? (r.unique / largest) * 100 : 0}%` }} />
-                              <span class="bar-shared" style={{ width: `${largest ? (r.shared / largest) * 100 : 0}%` }} />
+                              <span
+                                class="bar-unique"
+                                style={{ width: `${largest ? (r.unique / largest) * 100 : 0}%` }}
+                              />
+                              <span
+                                class="bar-shared"
+                                style={{ width: `${largest ? (r.shared / largest) * 100 : 0}%` }}
+                              />
                             </span>
                           </td>
                         </tr>
