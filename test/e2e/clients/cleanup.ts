@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { run } from "./exec.js";
 
@@ -28,6 +29,7 @@ export async function removeTree(dir: string): Promise<void> {
     await run("umount", ["-l", point], { allowFailure: true, timeoutMs: 10_000 });
   }
   rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  untrackDir(dir);
 }
 
 /** True while a pid is alive (and not a zombie we could still reap). */
@@ -53,4 +55,60 @@ export function cmdline(pid: number): string {
   } catch {
     return "";
   }
+}
+
+/**
+ * Daemons started by this process. Normally each is stopped by its suite's afterAll; if the test
+ * process exits without that (a hook timed out, the run was interrupted), the exit handler kills
+ * their process groups so that no containerd or dockerd outlives the run.
+ */
+const tracked = new Map<number, { what: string; cmdlineHas?: string }>();
+const trackedDirs = new Set<string>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const [target, entry] of tracked) {
+      if (entry.cmdlineHas && !cmdline(Math.abs(target)).includes(entry.cmdlineHas)) continue;
+      try {
+        process.kill(target, "SIGKILL");
+      } catch {}
+    }
+    for (const dir of trackedDirs) {
+      // dockerd bind-mounts its data root onto itself; a killed one leaves that mount behind.
+      for (const point of mountsUnder(dir))
+        spawnSync("umount", ["-l", point], { stdio: "ignore", timeout: 10_000 });
+      if (mountsUnder(dir).length > 0) continue;
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {}
+    }
+  });
+}
+
+/** A temp directory to remove at exit if its owner's cleanup never ran. */
+export function trackDir(dir: string): void {
+  trackedDirs.add(dir);
+  installExitHook();
+}
+
+export function untrackDir(dir: string): void {
+  trackedDirs.delete(dir);
+}
+
+/**
+ * Remembers a daemon: its process group (group = true; spawned detached) or a single pid. With
+ * cmdlineHas, the pid is only killed if its command line still contains that text (the pid of a
+ * process we did not spawn could have been reused).
+ */
+export function track(pid: number | undefined, what: string, group = true, cmdlineHas?: string): void {
+  if (!pid) return;
+  tracked.set(group ? -pid : pid, { what, cmdlineHas });
+  installExitHook();
+}
+
+export function untrack(pid: number | undefined, group = true): void {
+  if (pid) tracked.delete(group ? -pid : pid);
 }

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { tempDir } from "../../helpers/server.js";
-import { alive, removeTree } from "./cleanup.js";
+import { alive, removeTree, track, trackDir, untrack } from "./cleanup.js";
 import { type RunOptions, type RunResult, requireTool, run, sleep, waitFor } from "./exec.js";
 
 export interface Containerd {
@@ -25,6 +25,7 @@ export async function startContainerd(): Promise<Containerd> {
   const bin = requireTool("containerd");
   const ctrBin = requireTool("ctr");
   const dir = tempDir("berth-e2e-containerd-");
+  trackDir(dir);
   const socket = path.join(dir, "containerd.sock");
   const config = path.join(dir, "config.toml");
   const q = (s: string) => JSON.stringify(s);
@@ -66,7 +67,13 @@ export async function startContainerd(): Promise<Containerd> {
   };
   child.stdout?.on("data", keep);
   child.stderr?.on("data", keep);
-  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.on("exit", () => {
+      untrack(child.pid);
+      resolve();
+    }),
+  );
+  track(child.pid, "containerd");
   const namespace = "berth-e2e";
   const ctr = (args: string[], options: RunOptions = {}) =>
     run(ctrBin, ["-a", socket, "-n", namespace, ...args], options);

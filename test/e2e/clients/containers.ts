@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { removeTree } from "./cleanup.js";
+import { removeTree, trackDir } from "./cleanup.js";
 import { type RunOptions, type RunResult, requireTool, run } from "./exec.js";
 
 export class ContainerTools {
@@ -79,6 +79,7 @@ export class ContainerTools {
     // Lower case only: podman derives image names from oci: layout paths, and names are lower case.
     const dir = path.join(os.tmpdir(), `${prefix}${randomBytes(6).toString("hex")}`);
     mkdirSync(dir, { mode: 0o700 });
+    trackDir(dir);
     return new ContainerTools(dir);
   }
 

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { tempDir } from "../../helpers/server.js";
-import { alive, cmdline, removeTree } from "./cleanup.js";
+import { alive, cmdline, removeTree, track, trackDir, untrack } from "./cleanup.js";
 import { type RunOptions, type RunResult, requireTool, run, sleep, waitFor } from "./exec.js";
 
 export interface Dockerd {
@@ -43,6 +43,7 @@ export async function startDockerd(): Promise<Dockerd> {
   // E2E_DOCKER_CLI picks another docker CLI binary (several may be installed); PATH decides otherwise.
   const cli = requireTool(process.env.E2E_DOCKER_CLI || "docker");
   const dir = tempDir("berth-e2e-dockerd-");
+  trackDir(dir);
   const socket = path.join(dir, "docker.sock");
   const execRoot = path.join(dir, "exec");
   const cliConfig = path.join(dir, "cli");
@@ -83,7 +84,13 @@ export async function startDockerd(): Promise<Dockerd> {
   };
   child.stdout?.on("data", keep);
   child.stderr?.on("data", keep);
-  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.on("exit", () => {
+      untrack(child.pid);
+      resolve();
+    }),
+  );
+  track(child.pid, "dockerd");
   const host = `unix://${socket}`;
   const docker = (cmd: string[], options: RunOptions = {}) =>
     run(cli, cmd, {
@@ -96,7 +103,10 @@ export async function startDockerd(): Promise<Dockerd> {
   const readContainerdPid = () => {
     try {
       const pid = Number(readFileSync(path.join(execRoot, "containerd", "containerd.pid"), "utf8").trim());
-      if (pid > 0) containerdPid = pid;
+      if (pid > 0 && pid !== containerdPid) {
+        containerdPid = pid;
+        track(pid, "dockerd's containerd", false, execRoot);
+      }
     } catch {}
   };
 
@@ -125,6 +135,7 @@ export async function startDockerd(): Promise<Dockerd> {
     }
     await sleep(100);
     if (child.pid && alive(child.pid)) throw new Error(`dockerd (pid ${child.pid}) would not exit`);
+    untrack(containerdPid, false);
     await removeTree(dir);
   };
 

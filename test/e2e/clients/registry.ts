@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { type Berth, freePort, startBerth, tempDir } from "../../helpers/server.js";
+import { track, untrack } from "./cleanup.js";
 import { requireTool, sleep } from "./exec.js";
 
 export type TargetName = "berth" | "distribution";
@@ -80,7 +81,13 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
   };
   child.stdout?.on("data", keep);
   child.stderr?.on("data", keep);
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("exit", (code) => {
+      untrack(child.pid);
+      resolve(code);
+    }),
+  );
+  track(child.pid, "docker-registry");
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   let ready = false;
