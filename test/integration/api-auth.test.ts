@@ -136,3 +136,44 @@ describe("permissions and deletes", () => {
     expect((await del(editor, "/api/v1/repositories/public/hello/-/tags/1")).status).toBe(403);
   });
 });
+
+describe("with Berth issuing tokens", () => {
+  let tokenBerth: Berth;
+
+  beforeAll(async () => {
+    const dir = tempDir("berth-api-token-");
+    const config = writeAuthConfig(dir, { admin: "admin-pw", reader: "reader-pw" }, [
+      "  token:",
+      "    service: berth-ui-test",
+    ]);
+    tokenBerth = await startBerth({ args: ["--config", config] });
+    await pushImage({ base: tokenBerth.url, authorization: basic("admin", "admin-pw") }, "team/app", "1", {
+      layers: [{ seed: "token-mode", size: 300 }],
+    });
+  });
+  afterAll(async () => {
+    await tokenBerth?.cleanup();
+  });
+
+  it("logs the UI in with the same user names and passwords, and keeps the rules", async () => {
+    const r: Client = { base: tokenBerth.url, authorization: basic("reader", "reader-pw") };
+    expect((await getJson(r, "/api/v1/whoami?login=1")).body).toMatchObject({
+      user: "reader",
+      auth: "token",
+    });
+    expect(names((await getJson(r, "/api/v1/repositories")).body)).toEqual(["team/app"]);
+    expect((await getJson(r, "/api/v1/repositories/team/app")).body.permissions).toEqual({
+      pull: true,
+      push: false,
+      delete: false,
+    });
+    expect((await del(r, "/api/v1/repositories/team/app/-/tags/1")).status).toBe(403);
+    const anon = await getJson({ base: tokenBerth.url }, "/api/v1/repositories/team/app", {
+      "X-Berth-UI": "1",
+    });
+    expect(anon.status).toBe(401);
+    expect(anon.headers.get("www-authenticate")).toBeNull();
+    const plain = await getJson({ base: tokenBerth.url }, "/api/v1/repositories/team/app");
+    expect(plain.headers.get("www-authenticate")).toMatch(/^Bearer realm=/);
+  });
+});
