@@ -58,7 +58,7 @@ export class AuthService {
   readonly throttle: LoginThrottle | null;
   readonly cache: CredentialCache;
   readonly basicRealm: string;
-  private readonly config: Config;
+  readonly config: Config;
 
   constructor(options: AuthServiceOptions) {
     const { config, log } = options;
@@ -116,15 +116,9 @@ export class AuthService {
     return this.mode !== "none";
   }
 
-  /** The realm that Bearer challenges send clients to. */
-  tokenRealm(origin: string): string {
-    const configured = this.config.auth.token?.realm;
-    if (configured) return configured;
-    const host = this.config.http.host?.replace(/\/+$/, "");
-    let prefix = this.config.http.prefix ?? "/";
-    if (!prefix.startsWith("/")) prefix = `/${prefix}`;
-    if (!prefix.endsWith("/")) prefix = `${prefix}/`;
-    return `${host || origin}${prefix}auth/token`;
+  /** The realm that Bearer challenges send clients to; `base` is the external origin plus http.prefix. */
+  tokenRealm(base: string): string {
+    return this.config.auth.token?.realm || `${base.replace(/\/+$/, "")}/auth/token`;
   }
 
   identityFor(subject: string | null, extra: Partial<Identity> = {}): Identity {

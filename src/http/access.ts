@@ -5,6 +5,7 @@ import { type AccessRequest, ANONYMOUS, type Identity } from "../auth/types.js";
 import { RegistryError } from "../registry/errors.js";
 import { isValidName } from "../registry/names.js";
 import type { AppContext } from "./context.js";
+import { externalBase } from "./urls.js";
 
 declare module "fastify" {
   interface FastifyInstance {
@@ -81,10 +82,6 @@ export function getIdentity(request: FastifyRequest): Identity | undefined {
   return outcome.kind === "ok" ? outcome.identity : undefined;
 }
 
-function originOf(request: FastifyRequest): string {
-  return `${request.protocol}://${request.host}`;
-}
-
 /**
  * The v2 routes call this before acting. It authenticates (once per request), authorizes, or throws
  * RegistryError UNAUTHORIZED (401 with a Basic or Bearer challenge naming the scopes needed),
@@ -111,7 +108,7 @@ export async function requireAccess(request: FastifyRequest, needs: AccessReques
       const challenge =
         service.mode === "token" && service.tokens
           ? bearerChallenge({
-              realm: service.tokenRealm(originOf(request)),
+              realm: service.tokenRealm(externalBase(request, service.config)),
               service: service.tokens.service,
               scopes: challengeScopes(request, needs),
               error: decision.error,
