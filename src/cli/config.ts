@@ -62,7 +62,9 @@ export function runConfigCheck(opts: ConfigCheckOptions, io: ConfigCheckIo): num
   if (opts.json) {
     const described: Record<string, string> = {};
     for (const [key, source] of Object.entries(sources)) described[key] = describeSource(source);
-    io.stdout(`${JSON.stringify({ valid: true, file: file ?? null, config: masked, sources: described, warnings }, null, 2)}\n`);
+    io.stdout(
+      `${JSON.stringify({ valid: true, file: file ?? null, config: masked, sources: described, warnings }, null, 2)}\n`,
+    );
     return 0;
   }
   if (opts.quiet) return 0;
@@ -132,11 +134,14 @@ function collectDurations(value: unknown, schema: unknown, path: Path, out: Set<
   let e = expected(zschema);
   if (e.kind === "union" && isPlainObject(value)) e = mappingOption(e.options) ?? e;
   if (e.kind === "object" && isPlainObject(value)) {
-    for (const [k, v] of Object.entries(value)) if (e.fields[k]) collectDurations(v, e.fields[k], [...path, k], out);
+    for (const [k, v] of Object.entries(value))
+      if (e.fields[k]) collectDurations(v, e.fields[k], [...path, k], out);
   } else if (e.kind === "record" && isPlainObject(value)) {
     for (const [k, v] of Object.entries(value)) collectDurations(v, e.value, [...path, k], out);
   } else if (e.kind === "array" && Array.isArray(value)) {
-    value.forEach((v, i) => collectDurations(v, e.element, [...path, i], out));
+    value.forEach((v, i) => {
+      collectDurations(v, e.element, [...path, i], out);
+    });
   }
 }
 

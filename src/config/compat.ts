@@ -45,7 +45,9 @@ export const DISTRIBUTION_ONLY: Record<string, CompatEntry> = {
     note: "JWKS files are not implemented; use auth.token.rootcertbundle",
     fatal: true,
   },
-  middleware: { note: "registry, repository and storage middleware (cloudfront, redirect, ...) are not implemented; ignored" },
+  middleware: {
+    note: "registry, repository and storage middleware (cloudfront, redirect, ...) are not implemented; ignored",
+  },
   reporting: { note: "bugsnag and newrelic reporting are not implemented; ignored" },
   "http.tls.clientauth": {
     note: "client certificate policies are not implemented; refusing to start without the client authentication you asked for",
@@ -92,7 +94,10 @@ export const STORAGE_DRIVERS = ["filesystem", "s3", "gcs", "azure", "swift", "os
 export const AUTH_METHODS = ["htpasswd", "token", "silly"];
 
 /** Finds the entry covering a path (pattern with `*` for indices and mapping keys). */
-export function lookupCompat<T>(table: Record<string, T>, pattern: string[]): { key: string; entry: T } | undefined {
+export function lookupCompat<T>(
+  table: Record<string, T>,
+  pattern: string[],
+): { key: string; entry: T } | undefined {
   for (let n = pattern.length; n > 0; n--) {
     const key = pattern.slice(0, n).join(".");
     const entry = table[key];

@@ -1,7 +1,13 @@
 import { existsSync, readFileSync } from "node:fs";
 import net from "node:net";
 import type { z } from "zod";
-import { AUTH_METHODS, DISTRIBUTION_ONLY, NOT_IMPLEMENTED, STORAGE_DRIVERS, VALUE_ALIASES } from "./compat.js";
+import {
+  AUTH_METHODS,
+  DISTRIBUTION_ONLY,
+  NOT_IMPLEMENTED,
+  STORAGE_DRIVERS,
+  VALUE_ALIASES,
+} from "./compat.js";
 import { CONFIG_PATH_VAR, registryVariables, resolveVariable } from "./env.js";
 import { type Expected, expected, mappingOption, unionAccepts } from "./introspect.js";
 import {
@@ -139,7 +145,9 @@ function applyFile(state: State, file: string): void {
   }
   if (value === null || value === undefined) return;
   if (!isPlainObject(value)) {
-    state.problems.push(`${file}: the top level must be a mapping of keys (version, log, storage, http, ...)`);
+    state.problems.push(
+      `${file}: the top level must be a mapping of keys (version, log, storage, http, ...)`,
+    );
     return;
   }
   state.tree = value;
@@ -166,7 +174,7 @@ function applyEnvironment(state: State, env: NodeJS.ProcessEnv): void {
       if (!wantsString) {
         state.problems.push(
           err instanceof YamlError
-            ? `${err.message}${raw.includes("*") ? ' (quote a lone *, e.g. \'["*"]\')' : ""}`
+            ? `${err.message}${raw.includes("*") ? " (quote a lone *, e.g. '[\"*\"]')" : ""}`
             : `${name}: ${(err as Error).message}`,
         );
         continue;
@@ -174,7 +182,11 @@ function applyEnvironment(state: State, env: NodeJS.ProcessEnv): void {
       // A string that is not valid YAML on its own (a secret starting with %, say): take it as written.
       value = raw;
     }
-    if (target.path.length === 1 && typeof value === "string" && (target.path[0] === "storage" || target.path[0] === "auth")) {
+    if (
+      target.path.length === 1 &&
+      typeof value === "string" &&
+      (target.path[0] === "storage" || target.path[0] === "auth")
+    ) {
       chooseNamedSection(state, target.path[0], value, source);
       continue;
     }
@@ -191,7 +203,9 @@ function chooseNamedSection(state: State, key: "storage" | "auth", name: string,
   const choices = key === "storage" ? STORAGE_DRIVERS : AUTH_METHODS;
   const chosen = name.trim().toLowerCase();
   if (chosen === "") {
-    state.problems.push(`${source.kind === "env" ? source.name : key}: expected the name of a ${key === "storage" ? "storage driver" : "authentication method"}`);
+    state.problems.push(
+      `${source.kind === "env" ? source.name : key}: expected the name of a ${key === "storage" ? "storage driver" : "authentication method"}`,
+    );
     return;
   }
   const current = isPlainObject(state.tree[key]) ? (state.tree[key] as Tree) : {};
@@ -318,7 +332,9 @@ function check(state: State, value: unknown, schema: z.ZodType, path: Path, patt
         }
         const note = NOT_IMPLEMENTED[dotted];
         if (note && child !== null && !isHttpDebugForMetrics(dotted, value)) {
-          state.warnings.push(`not implemented: ${formatPath(childPath)}${sourceNote(state, childPath)}: ${note}`);
+          state.warnings.push(
+            `not implemented: ${formatPath(childPath)}${sourceNote(state, childPath)}: ${note}`,
+          );
         }
         const checked = check(state, child, fieldSchema, childPath, childPattern);
         if (checked !== REMOVE) out[key] = checked;
@@ -370,7 +386,11 @@ function check(state: State, value: unknown, schema: z.ZodType, path: Path, patt
           return toText(state, value, path);
         }
       }
-      if (typeof value === "boolean" && !unionAccepts(e.options, "boolean") && unionAccepts(e.options, "string")) {
+      if (
+        typeof value === "boolean" &&
+        !unionAccepts(e.options, "boolean") &&
+        unionAccepts(e.options, "string")
+      ) {
         return toText(state, value, path);
       }
       return value;
@@ -393,7 +413,12 @@ function isScalar(value: unknown): boolean {
 /** A YAML scalar read as a string: what was written (`0.10`, `0123`, `2024-01-01`), not what YAML made of it. */
 function toText(state: State, value: unknown, path: Path): unknown {
   if (typeof value === "string") return value;
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint" || value instanceof Date) {
+  if (
+    typeof value === "number" ||
+    typeof value === "boolean" ||
+    typeof value === "bigint" ||
+    value instanceof Date
+  ) {
     const text = state.texts.get(textKey(path));
     if (text !== undefined) return text;
     return value instanceof Date ? value.toISOString() : String(value);
@@ -416,7 +441,8 @@ interface Issue {
 function describeIssue(state: State, tree: Tree, issue: Issue): string {
   const path = issue.path.map((p) => (typeof p === "number" ? p : String(p)));
   let value: unknown = tree;
-  for (const part of path) value = isPlainObject(value) || Array.isArray(value) ? (value as Tree)[part] : undefined;
+  for (const part of path)
+    value = isPlainObject(value) || Array.isArray(value) ? (value as Tree)[part] : undefined;
   const where = `${formatPath(path)}${sourceNote(state, path)}`;
   if (issue.code === "unrecognized_keys" && issue.keys) {
     return `${where}: unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`;
@@ -485,7 +511,8 @@ function semanticChecks(state: State, config: Config): void {
       state.problems.push(`http.headers.${name}: not a valid HTTP header name`);
     }
     for (const v of values) {
-      if (/[\r\n\0]/.test(v)) state.problems.push(`http.headers.${name}: header values cannot contain line breaks`);
+      if (/[\r\n\0]/.test(v))
+        state.problems.push(`http.headers.${name}: header values cannot contain line breaks`);
     }
   }
 }

@@ -106,9 +106,11 @@ export function* leaves(value: unknown, path: Path = []): Generator<[Path, unkno
   yield [path, value];
 }
 
-const SECRET_KEY = /(secret|password|passwd|passphrase|token|apikey|api_key|accesskey|licensekey|credential|privatekey|authorization|cookie)/i;
+const SECRET_KEY =
+  /(secret|password|passwd|passphrase|token|apikey|api_key|accesskey|licensekey|credential|privatekey|authorization|cookie)/i;
 /** Keys that look like secrets but hold something else (a URL, a path, a section). */
-const NOT_SECRET = /^(realm|service|issuer|rootcertbundle|tokenurl|path|file|autoredirect|autoredirectpath)$/i;
+const NOT_SECRET =
+  /^(realm|service|issuer|rootcertbundle|tokenurl|path|file|autoredirect|autoredirectpath)$/i;
 export const MASK = "********";
 
 export function isSecretKey(key: string): boolean {

@@ -23,7 +23,11 @@ const REQUEST = "berth:metrics:get";
 const RESPONSE = "berth:metrics:res";
 
 /** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
-export function metricsEndpoint(config: Config): { where: "main" | "own" | "off"; addr?: string; path: string } {
+export function metricsEndpoint(config: Config): {
+  where: "main" | "own" | "off";
+  addr?: string;
+  path: string;
+} {
   const debug = config.http.debug;
   if (!config.metrics.enabled) return { where: "off", path: config.metrics.path };
   if (config.metrics.addr) return { where: "own", addr: config.metrics.addr, path: config.metrics.path };
@@ -55,7 +59,9 @@ export interface MetricsSource {
 
 let metrics: ProcessMetrics | undefined;
 let source: MetricsSource | undefined;
-let cache: { at: number; uploads: { count: number; bytes: number }; blobs: { count: number; bytes: number } } | undefined;
+let cache:
+  | { at: number; uploads: { count: number; bytes: number }; blobs: { count: number; bytes: number } }
+  | undefined;
 const CACHE_MS = 5_000;
 
 async function readSource(): Promise<typeof cache> {
@@ -241,7 +247,10 @@ export async function startPrimaryMetrics(config: Config, log?: Logger): Promise
       server!.listen(port, host, () => resolve());
     });
     const bound = server.address();
-    address = typeof bound === "object" && bound ? `${bound.address.includes(":") ? `[${bound.address}]` : bound.address}:${bound.port}` : endpoint.addr;
+    address =
+      typeof bound === "object" && bound
+        ? `${bound.address.includes(":") ? `[${bound.address}]` : bound.address}:${bound.port}`
+        : endpoint.addr;
     log?.info({ addr: address, path: endpoint.path }, `metrics on http://${address}${endpoint.path}`);
   }
   return {

@@ -17,7 +17,8 @@ export function externalOrigin(request: FastifyRequest, config: Config): string 
 
   const socket = request.raw.socket as net.Socket & { encrypted?: boolean };
   let proto = socket?.encrypted ? "https" : "http";
-  let host = validHost(headerValue(request.headers[":authority"])) ?? validHost(headerValue(request.headers.host));
+  let host =
+    validHost(headerValue(request.headers[":authority"])) ?? validHost(headerValue(request.headers.host));
   if (!host) {
     const port = socket?.localPort;
     const addr = socket?.localAddress ?? "localhost";
@@ -164,7 +165,8 @@ export function parseForwarded(value: string | undefined): { proto?: string; hos
     if (eq < 0) continue;
     const key = pair.slice(0, eq).trim().toLowerCase();
     let val = pair.slice(eq + 1).trim();
-    if (val.startsWith('"') && val.endsWith('"') && val.length >= 2) val = val.slice(1, -1).replace(/\\(.)/g, "$1");
+    if (val.startsWith('"') && val.endsWith('"') && val.length >= 2)
+      val = val.slice(1, -1).replace(/\\(.)/g, "$1");
     if (key === "proto") {
       const proto = val.toLowerCase();
       if (proto === "http" || proto === "https") out.proto = proto;

@@ -41,35 +41,86 @@ function renderRecipe(): string {
     if (!from.test(conf)) throw new Error(`the Caddy recipe no longer has ${from}`);
     conf = conf.replace(from, to);
   };
-  replace(/^registry\.example\.com \{/m, `https://127.0.0.1:${port} {\n\ttls ${dir}/registry.crt ${dir}/registry.key`);
+  replace(
+    /^registry\.example\.com \{/m,
+    `https://127.0.0.1:${port} {\n\ttls ${dir}/registry.crt ${dir}/registry.key`,
+  );
   replace(/reverse_proxy 127\.0\.0\.1:5000 \{/, `reverse_proxy 127.0.0.1:${berth.port} {`);
   return `{\n\tadmin off\n\tauto_https disable_redirects\n\tstorage file_system ${dir}/caddy-data\n}\n\n${conf}`;
 }
 
 function request(method: string, pathname: string, body?: Buffer | ((req: ClientRequest) => void)) {
-  return new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }>(
-    (resolve, reject) => {
-      const req = https.request({ host: "127.0.0.1", port, method, path: pathname, ca }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on("error", reject);
-      });
-      req.on("error", reject);
-      if (typeof body === "function") body(req);
-      else req.end(body);
-    },
-  );
+  return new Promise<{
+    status: number;
+    headers: Record<string, string | string[] | undefined>;
+    body: Buffer;
+  }>((resolve, reject) => {
+    const req = https.request({ host: "127.0.0.1", port, method, path: pathname, ca }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+      );
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    if (typeof body === "function") body(req);
+    else req.end(body);
+  });
 }
 
 beforeAll(async () => {
   if (!caddyBin) return;
   tools = ContainerTools.create("berth-e2e-caddy-");
   dir = tools.subdir("proxy");
-  openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Berth test CA", "-keyout", "ca.key", "-out", "ca.crt"]);
-  openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "registry.key", "-out", "registry.csr"]);
-  writeFileSync(path.join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-  openssl(["x509", "-req", "-in", "registry.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "registry.crt"]);
+  openssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=Berth test CA",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.crt",
+  ]);
+  openssl([
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-keyout",
+    "registry.key",
+    "-out",
+    "registry.csr",
+  ]);
+  writeFileSync(
+    path.join(dir, "san.ext"),
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+  );
+  openssl([
+    "x509",
+    "-req",
+    "-in",
+    "registry.csr",
+    "-CA",
+    "ca.crt",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "san.ext",
+    "-out",
+    "registry.crt",
+  ]);
   ca = readFileSync(path.join(dir, "ca.crt"));
   certDir = path.join(dir, "certs.d");
   mkdirSync(certDir);
@@ -83,7 +134,12 @@ beforeAll(async () => {
   caddy = spawn(caddyBin, ["run", "--config", caddyfile, "--adapter", "caddyfile"], {
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
-    env: { ...process.env, HOME: dir, XDG_DATA_HOME: path.join(dir, "xdg-data"), XDG_CONFIG_HOME: path.join(dir, "xdg-config") },
+    env: {
+      ...process.env,
+      HOME: dir,
+      XDG_DATA_HOME: path.join(dir, "xdg-data"),
+      XDG_CONFIG_HOME: path.join(dir, "xdg-config"),
+    },
   });
   caddy.stdout?.on("data", (c: Buffer) => {
     caddyLogs += c.toString();
@@ -120,7 +176,9 @@ describe.skipIf(!caddyBin)("through Caddy with TLS", () => {
   test("Location headers name Caddy's address", async () => {
     const start = await request("POST", "/v2/e2e/caddy/loc/blobs/uploads/");
     expect(start.status).toBe(202);
-    expect(start.headers.location).toMatch(new RegExp(`^https://127\\.0\\.0\\.1:${port}/v2/e2e/caddy/loc/blobs/uploads/`));
+    expect(start.headers.location).toMatch(
+      new RegExp(`^https://127\\.0\\.0\\.1:${port}/v2/e2e/caddy/loc/blobs/uploads/`),
+    );
   });
 
   test("a 160 MiB chunked body passes in one request", async () => {
@@ -148,7 +206,11 @@ describe.skipIf(!caddyBin)("through Caddy with TLS", () => {
     expect(patch.status, patch.body.toString()).toBe(202);
     expect(patch.headers.range).toBe(`0-${size - 1}`);
     const next = new URL(patch.headers.location as string);
-    const put = await request("PUT", `${next.pathname}${next.search}${next.search ? "&" : "?"}digest=${digest}`, Buffer.alloc(0));
+    const put = await request(
+      "PUT",
+      `${next.pathname}${next.search}${next.search ? "&" : "?"}digest=${digest}`,
+      Buffer.alloc(0),
+    );
     expect(put.status, put.body.toString()).toBe(201);
   });
 
@@ -157,7 +219,9 @@ describe.skipIf(!caddyBin)("through Caddy with TLS", () => {
     await tools.skopeo(["copy", "--preserve-digests", "--dest-cert-dir", certDir, `oci:${src}:five`, ref]);
     const out = tools.subdir("out");
     await tools.skopeo(["copy", "--src-cert-dir", certDir, ref, `oci:${out}:five`]);
-    const index = JSON.parse(readFileSync(path.join(out, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    const index = JSON.parse(readFileSync(path.join(out, "index.json"), "utf8")) as {
+      manifests: { digest: string }[];
+    };
     expect(index.manifests[0]?.digest).toBe(image.manifest.digest);
     const tags = await fetch(`${berth.url}/v2/e2e/caddy/skopeo/tags/list`);
     expect(((await tags.json()) as { tags: string[] }).tags).toEqual(["v1"]);

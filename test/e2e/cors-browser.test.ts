@@ -94,7 +94,12 @@ async function fetchFrom(
             credentials,
           });
           const body = res.ok ? await res.json() : undefined;
-          return { ok: res.ok, status: res.status, tags: body?.tags, digest: res.headers.get("Docker-Content-Digest") };
+          return {
+            ok: res.ok,
+            status: res.status,
+            tags: body?.tags,
+            digest: res.headers.get("Docker-Content-Digest"),
+          };
         } catch (err) {
           return { ok: false, error: String(err) };
         }
@@ -115,12 +120,17 @@ async function fetchFrom(
 describe.skipIf(!existsSync(CHROMIUM))("CORS from a browser", () => {
   it("a page on another origin lists tags with an Authorization header (preflight, then GET)", async () => {
     const before = berth.logs.filter((l) => l.includes('"method":"OPTIONS"')).length;
-    const out = await fetchFrom(pageOrigin, `${berth.url}/v2/ui/demo/tags/list`, { auth: true, credentials: "include" });
+    const out = await fetchFrom(pageOrigin, `${berth.url}/v2/ui/demo/tags/list`, {
+      auth: true,
+      credentials: "include",
+    });
     expect(out.error).toBeUndefined();
     expect(out.status).toBe(200);
     expect(out.tags?.sort()).toEqual(["v1", "v2"]);
     // The browser did send a preflight, and it was answered without credentials.
-    const after = berth.logs.filter((l) => l.includes('"method":"OPTIONS"') && l.includes('"status":204')).length;
+    const after = berth.logs.filter(
+      (l) => l.includes('"method":"OPTIONS"') && l.includes('"status":204'),
+    ).length;
     expect(after).toBeGreaterThan(before);
   });
 

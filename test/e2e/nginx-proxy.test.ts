@@ -3,18 +3,18 @@
  * TLS with a certificate from a CA made here, htpasswd auth in Berth: docker, podman and skopeo push
  * and pull a five-layer image through it; Location headers name the proxy; a 160 MiB body passes.
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { type Berth, freePort, ROOT, startBerth } from "../helpers/server.js";
 import { ContainerTools } from "./clients/containers.js";
 import { type Dockerd, startDockerd } from "./clients/dockerd.js";
 import { requireTool, sleep, waitFor } from "./clients/exec.js";
 import { type Image, testImage, writeOciLayout } from "./clients/images.js";
 import { cleanupAll } from "./clients/suite.js";
-import { type Berth, freePort, ROOT, startBerth } from "../helpers/server.js";
 
 const USER = "pusher";
 const PASSWORD = "through-nginx";
@@ -38,10 +38,54 @@ function openssl(args: string[]): void {
 
 /** A CA and a server certificate for 127.0.0.1 and localhost. */
 function makeCertificates(): void {
-  openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Berth test CA", "-keyout", "ca.key", "-out", "ca.crt"]);
-  openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "registry.key", "-out", "registry.csr"]);
-  writeFileSync(path.join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-  openssl(["x509", "-req", "-in", "registry.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "registry.crt"]);
+  openssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=Berth test CA",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.crt",
+  ]);
+  openssl([
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-keyout",
+    "registry.key",
+    "-out",
+    "registry.csr",
+  ]);
+  writeFileSync(
+    path.join(dir, "san.ext"),
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+  );
+  openssl([
+    "x509",
+    "-req",
+    "-in",
+    "registry.csr",
+    "-CA",
+    "ca.crt",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "san.ext",
+    "-out",
+    "registry.crt",
+  ]);
   ca = readFileSync(path.join(dir, "ca.crt"));
   // containers/image reads *.crt in a --cert-dir as CAs.
   certDir = path.join(dir, "certs.d");
@@ -59,8 +103,14 @@ function renderRecipe(): string {
   replace(/server 127\.0\.0\.1:5000;/, `server 127.0.0.1:${berth.port};`);
   replace(/listen 443 ssl;/, `listen 127.0.0.1:${port} ssl;`);
   replace(/\n\s*listen \[::\]:443 ssl;/, "");
-  replace(/ssl_certificate\s+\/etc\/nginx\/certs\/registry\.crt;/, `ssl_certificate ${path.join(dir, "registry.crt")};`);
-  replace(/ssl_certificate_key\s+\/etc\/nginx\/certs\/registry\.key;/, `ssl_certificate_key ${path.join(dir, "registry.key")};`);
+  replace(
+    /ssl_certificate\s+\/etc\/nginx\/certs\/registry\.crt;/,
+    `ssl_certificate ${path.join(dir, "registry.crt")};`,
+  );
+  replace(
+    /ssl_certificate_key\s+\/etc\/nginx\/certs\/registry\.key;/,
+    `ssl_certificate_key ${path.join(dir, "registry.key")};`,
+  );
   // The plain-HTTP redirect server is not needed here (and port 80 may be taken).
   replace(/\n# Optional: send plain HTTP[\s\S]*$/, "\n");
   return conf;
@@ -69,7 +119,8 @@ function renderRecipe(): string {
 async function startNginx(): Promise<void> {
   const bin = requireTool("nginx");
   const prefix = path.join(dir, "nginx");
-  for (const d of ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(path.join(prefix, d), { recursive: true });
+  for (const d of ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"])
+    mkdirSync(path.join(prefix, d), { recursive: true });
   writeFileSync(path.join(prefix, "berth.conf"), renderRecipe());
   writeFileSync(
     path.join(prefix, "nginx.conf"),
@@ -92,10 +143,14 @@ async function startNginx(): Promise<void> {
       "",
     ].join("\n"),
   );
-  nginx = spawn(bin, ["-p", prefix, "-c", path.join(prefix, "nginx.conf"), "-e", path.join(prefix, "error.log")], {
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: true,
-  });
+  nginx = spawn(
+    bin,
+    ["-p", prefix, "-c", path.join(prefix, "nginx.conf"), "-e", path.join(prefix, "error.log")],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    },
+  );
   nginx.stdout?.on("data", (c: Buffer) => {
     nginxLogs += c.toString();
   });
@@ -138,15 +193,18 @@ function request(
         path: pathname,
         ca,
         headers: Object.fromEntries(
-          Object.entries({ authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString("base64")}`, ...headers }).filter(
-            ([, v]) => v !== "",
-          ),
+          Object.entries({
+            authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString("base64")}`,
+            ...headers,
+          }).filter(([, v]) => v !== ""),
         ),
       },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
         res.on("error", reject);
       },
     );
@@ -178,7 +236,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  writeFileSync(path.join(ROOT, "test-output", "nginx-proxy.berth.log"), `${berth?.logs.join("\n") ?? ""}\n`, { flag: "w" });
+  writeFileSync(
+    path.join(ROOT, "test-output", "nginx-proxy.berth.log"),
+    `${berth?.logs.join("\n") ?? ""}\n`,
+    { flag: "w" },
+  );
   await cleanupAll(
     () => dockerd?.stop(),
     async () => {
@@ -202,7 +264,9 @@ describe("through nginx with TLS", () => {
     expect(challenge.headers["www-authenticate"]).toBe('Basic realm="Registry Realm"');
     const start = await request("POST", "/v2/e2e/nginx/loc/blobs/uploads/");
     expect(start.status).toBe(202);
-    expect(start.headers.location).toMatch(new RegExp(`^https://127\\.0\\.0\\.1:${port}/v2/e2e/nginx/loc/blobs/uploads/`));
+    expect(start.headers.location).toMatch(
+      new RegExp(`^https://127\\.0\\.0\\.1:${port}/v2/e2e/nginx/loc/blobs/uploads/`),
+    );
   });
 
   test("a 160 MiB blob streams through in one request (no body limit, no buffering)", async () => {
@@ -215,20 +279,25 @@ describe("through nginx with TLS", () => {
     // Chunked, as docker sends layers: the digest is only known at the end.
     for (let i = 0; i < size / chunk.length; i++) hash.update(chunk);
     const digest = `sha256:${hash.digest("hex")}`;
-    const patch = await request("PATCH", location.pathname + location.search, (req) => {
-      let sent = 0;
-      const pump = () => {
-        while (sent < size) {
-          sent += chunk.length;
-          if (!req.write(chunk)) {
-            req.once("drain", pump);
-            return;
+    const patch = await request(
+      "PATCH",
+      location.pathname + location.search,
+      (req) => {
+        let sent = 0;
+        const pump = () => {
+          while (sent < size) {
+            sent += chunk.length;
+            if (!req.write(chunk)) {
+              req.once("drain", pump);
+              return;
+            }
           }
-        }
-        req.end();
-      };
-      pump();
-    }, { "content-type": "application/octet-stream" });
+          req.end();
+        };
+        pump();
+      },
+      { "content-type": "application/octet-stream" },
+    );
     expect(patch.status, patch.body.toString()).toBe(202);
     expect(patch.headers.range).toBe(`0-${size - 1}`);
     const next = new URL(patch.headers.location as string);
@@ -242,13 +311,34 @@ describe("through nginx with TLS", () => {
 
   test("skopeo pushes and pulls, verifying the certificate", async () => {
     const ref = `docker://${host}/e2e/nginx/skopeo:v1`;
-    await tools.skopeo(["copy", "--preserve-digests", "--dest-cert-dir", certDir, "--dest-creds", `${USER}:${PASSWORD}`, `oci:${src}:five`, ref]);
+    await tools.skopeo([
+      "copy",
+      "--preserve-digests",
+      "--dest-cert-dir",
+      certDir,
+      "--dest-creds",
+      `${USER}:${PASSWORD}`,
+      `oci:${src}:five`,
+      ref,
+    ]);
     const out = tools.subdir("skopeo-out");
-    await tools.skopeo(["copy", "--src-cert-dir", certDir, "--src-creds", `${USER}:${PASSWORD}`, ref, `oci:${out}:five`]);
-    const index = JSON.parse(readFileSync(path.join(out, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    await tools.skopeo([
+      "copy",
+      "--src-cert-dir",
+      certDir,
+      "--src-creds",
+      `${USER}:${PASSWORD}`,
+      ref,
+      `oci:${out}:five`,
+    ]);
+    const index = JSON.parse(readFileSync(path.join(out, "index.json"), "utf8")) as {
+      manifests: { digest: string }[];
+    };
     expect(index.manifests[0]?.digest).toBe(image.manifest.digest);
     // Without the CA, the certificate is refused: the test does check TLS.
-    const refused = await tools.skopeo(["inspect", "--creds", `${USER}:${PASSWORD}`, ref], { allowFailure: true });
+    const refused = await tools.skopeo(["inspect", "--creds", `${USER}:${PASSWORD}`, ref], {
+      allowFailure: true,
+    });
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/certificate|x509/);
   });
@@ -260,7 +350,9 @@ describe("through nginx with TLS", () => {
     await tools.podman(["push", ...auth, `${host}/e2e/nginx/podman:v1`]);
     await tools.podman(["rmi", "--all", "--force"]);
     await tools.podman(["pull", ...auth, `${host}/e2e/nginx/podman:v1`]);
-    const inspected = JSON.parse((await tools.podman(["image", "inspect", `${host}/e2e/nginx/podman:v1`])).stdout) as {
+    const inspected = JSON.parse(
+      (await tools.podman(["image", "inspect", `${host}/e2e/nginx/podman:v1`])).stdout,
+    ) as {
       RootFS: { Layers: string[] };
     }[];
     expect(inspected[0]?.RootFS.Layers).toEqual(image.diffIds);

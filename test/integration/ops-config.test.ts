@@ -21,7 +21,10 @@ async function serveFails(args: string[], env: Record<string, string> = {}) {
 
 describe("berth serve refuses a bad configuration", () => {
   it("an unknown key in the file", async () => {
-    const f = file("unknown.yml", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /tmp/x\nhttp:\n  adress: :5000\n");
+    const f = file(
+      "unknown.yml",
+      "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /tmp/x\nhttp:\n  adress: :5000\n",
+    );
     const err = await serveFails(["--config", f]);
     expect(err).toContain(`http.adress (file ${f}): unknown key; http accepts: addr,`);
   });
@@ -45,7 +48,9 @@ describe("berth serve refuses a bad configuration", () => {
 
   it("a file that does not exist, or cannot be read", async () => {
     const missing = path.join(dir, "missing.yml");
-    expect(await serveFails(["--config", missing])).toContain(`cannot read configuration file ${missing}: no such file`);
+    expect(await serveFails(["--config", missing])).toContain(
+      `cannot read configuration file ${missing}: no such file`,
+    );
     expect(await serveFails(["--config", dir])).toContain("it is a directory");
     if (process.getuid?.() !== 0) {
       const locked = file("locked.yml", "log:\n  level: info\n");
@@ -68,7 +73,10 @@ describe("berth serve refuses a bad configuration", () => {
 
 describe("berth config check", () => {
   it("prints values, sources and masked secrets; exits 0", async () => {
-    const f = file("good.yml", "http:\n  addr: :5000\n  secret: do-not-print-me\nstorage:\n  delete:\n    enabled: true\n");
+    const f = file(
+      "good.yml",
+      "http:\n  addr: :5000\n  secret: do-not-print-me\nstorage:\n  delete:\n    enabled: true\n",
+    );
     const result = await runBerth(["config", "check", "--config", f], { REGISTRY_LOG_LEVEL: "debug" });
     expect(result.code).toBe(0);
     expect(result.stdout).toContain(`addr: :5000 # file ${f}`);

@@ -12,13 +12,17 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!().catch(() => {});
 });
 
-async function serve(env: Record<string, string>, options: Parameters<typeof serveWithEnv>[1] = {}): Promise<Served> {
+async function serve(
+  env: Record<string, string>,
+  options: Parameters<typeof serveWithEnv>[1] = {},
+): Promise<Served> {
   const s = await serveWithEnv(env, options);
   cleanups.push(() => s.stop());
   return s;
 }
 
-const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+const basic = (user: string, password: string) =>
+  `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
 
 describe("registry:2 recipe: htpasswd auth, filesystem root directory, delete enabled", () => {
   const dir = tempDir("berth-dropin-");
@@ -40,7 +44,9 @@ describe("registry:2 recipe: htpasswd auth, filesystem root directory, delete en
     const anonymous = await fetch(`${s.url}/v2/`);
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toBe('Basic realm="Registry Realm"');
-    expect((await fetch(`${s.url}/v2/`, { headers: { authorization: basic("testuser", "wrong") } })).status).toBe(401);
+    expect(
+      (await fetch(`${s.url}/v2/`, { headers: { authorization: basic("testuser", "wrong") } })).status,
+    ).toBe(401);
 
     const client = new RegistryClient(s.url, { authorization: basic("testuser", "testpassword") });
     expect((await client.fetch("/v2/")).status).toBe(200);
@@ -49,7 +55,9 @@ describe("registry:2 recipe: htpasswd auth, filesystem root directory, delete en
 
     // Storage: Distribution's layout under the configured root directory.
     const hex = layer.digest.slice("sha256:".length);
-    expect(existsSync(path.join(root, "docker/registry/v2/blobs/sha256", hex.slice(0, 2), hex, "data"))).toBe(true);
+    expect(existsSync(path.join(root, "docker/registry/v2/blobs/sha256", hex.slice(0, 2), hex, "data"))).toBe(
+      true,
+    );
 
     // Delete enabled.
     const del = await client.fetch(`/v2/recipes/app/manifests/${digest}`, { method: "DELETE" });
@@ -58,7 +66,10 @@ describe("registry:2 recipe: htpasswd auth, filesystem root directory, delete en
   });
 
   it("REGISTRY_STORAGE_DELETE_ENABLED=false refuses deletes", async () => {
-    const s = await serve({ REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: path.join(dir, "nodelete"), REGISTRY_STORAGE_DELETE_ENABLED: "false" });
+    const s = await serve({
+      REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: path.join(dir, "nodelete"),
+      REGISTRY_STORAGE_DELETE_ENABLED: "false",
+    });
     const client = new RegistryClient(s.url);
     const { digest } = await client.pushImage("recipes/keep", "v1");
     const del = await client.fetch(`/v2/recipes/keep/manifests/${digest}`, { method: "DELETE" });
@@ -119,7 +130,9 @@ describe("registry:2 recipe: the CORS headers of joxit/docker-registry-ui", () =
     const denied = await fetch(`${s.url}/v2/_catalog`, { headers: { origin: ui } });
     expect(denied.status).toBe(401);
     expect(denied.headers.get("access-control-allow-origin")).toBe(ui);
-    const allowed = await fetch(`${s.url}/v2/_catalog`, { headers: { origin: ui, authorization: basic("u", "p") } });
+    const allowed = await fetch(`${s.url}/v2/_catalog`, {
+      headers: { origin: ui, authorization: basic("u", "p") },
+    });
     expect(allowed.status).toBe(200);
   });
 
@@ -158,7 +171,9 @@ describe("other registry:2 settings from the environment", () => {
       headers: { "x-forwarded-proto": "https", "x-forwarded-host": "registry.example.com" },
     });
     expect(res.status).toBe(202);
-    expect(res.headers.get("location")).toMatch(/^https:\/\/registry\.example\.com\/v2\/fwd\/app\/blobs\/uploads\//);
+    expect(res.headers.get("location")).toMatch(
+      /^https:\/\/registry\.example\.com\/v2\/fwd\/app\/blobs\/uploads\//,
+    );
 
     const untrusted = await serve({
       REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: tempDir(),
@@ -168,14 +183,18 @@ describe("other registry:2 settings from the environment", () => {
       method: "POST",
       headers: { "x-forwarded-proto": "https", "x-forwarded-host": "registry.example.com" },
     });
-    expect(direct.headers.get("location")).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:${untrusted.port}/v2/`));
+    expect(direct.headers.get("location")).toMatch(
+      new RegExp(`^http://127\\.0\\.0\\.1:${untrusted.port}/v2/`),
+    );
 
     const hosted = await serve({
       REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: tempDir(),
       REGISTRY_HTTP_HOST: "https://registry.example.org:8443",
     });
     const h = await fetch(`${hosted.url}/v2/fwd/app/blobs/uploads/`, { method: "POST" });
-    expect(h.headers.get("location")).toMatch(/^https:\/\/registry\.example\.org:8443\/v2\/fwd\/app\/blobs\/uploads\//);
+    expect(h.headers.get("location")).toMatch(
+      /^https:\/\/registry\.example\.org:8443\/v2\/fwd\/app\/blobs\/uploads\//,
+    );
   });
 });
 
@@ -203,7 +222,9 @@ describe("read-only mode", () => {
       expect(del.status).toBe(405);
       const put = await client.putManifest("ro/app", "v2", pushed.manifest);
       expect(put.status).toBe(405);
-      expect(((await put.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(/read-only/i);
+      expect(((await put.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(
+        /read-only/i,
+      );
       expect((await fetch(`${berth.url}/readyz`)).status).toBe(200);
       await berth.stop();
     }

@@ -41,25 +41,31 @@ describe("/readyz", () => {
     expect(body.checks.database?.status).toBe("ok");
   });
 
-  it.skipIf(process.getuid?.() !== 0)("answers 503 while the data directory cannot be written, 200 again after", async () => {
-    if (!canChattr()) return;
-    const dir = path.join(berth.dataDir, "berth");
-    execFileSync("chattr", ["+i", dir]);
-    try {
-      const res = await fetch(`${berth.url}/readyz`);
-      expect(res.status).toBe(503);
-      const body = (await res.json()) as { status: string; checks: Record<string, { status: string; error?: string }> };
-      expect(body.status).toBe("unavailable");
-      expect(body.checks.storage?.status).toBe("failed");
-      expect(body.checks.storage?.error).toMatch(/EPERM|EACCES|not permitted/);
-      expect(body.checks.database?.status).toBe("ok");
-      // Liveness does not depend on storage.
-      expect((await fetch(`${berth.url}/healthz`)).status).toBe(200);
-    } finally {
-      execFileSync("chattr", ["-i", dir]);
-    }
-    expect((await fetch(`${berth.url}/readyz`)).status).toBe(200);
-  });
+  it.skipIf(process.getuid?.() !== 0)(
+    "answers 503 while the data directory cannot be written, 200 again after",
+    async () => {
+      if (!canChattr()) return;
+      const dir = path.join(berth.dataDir, "berth");
+      execFileSync("chattr", ["+i", dir]);
+      try {
+        const res = await fetch(`${berth.url}/readyz`);
+        expect(res.status).toBe(503);
+        const body = (await res.json()) as {
+          status: string;
+          checks: Record<string, { status: string; error?: string }>;
+        };
+        expect(body.status).toBe("unavailable");
+        expect(body.checks.storage?.status).toBe("failed");
+        expect(body.checks.storage?.error).toMatch(/EPERM|EACCES|not permitted/);
+        expect(body.checks.database?.status).toBe("ok");
+        // Liveness does not depend on storage.
+        expect((await fetch(`${berth.url}/healthz`)).status).toBe(200);
+      } finally {
+        execFileSync("chattr", ["-i", dir]);
+      }
+      expect((await fetch(`${berth.url}/readyz`)).status).toBe(200);
+    },
+  );
 
   it("leaves no probe files behind", async () => {
     await fetch(`${berth.url}/readyz`);

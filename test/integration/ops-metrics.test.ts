@@ -24,27 +24,39 @@ describe("/metrics on the main port", () => {
   it("counts requests by route and status, with latency and bytes", async () => {
     const blob = randomBlob(200_000);
     await client.pushBlob("metrics/app", blob);
-    for (let i = 0; i < 3; i++) await (await client.fetch(`/v2/metrics/app/blobs/${blob.digest}`)).arrayBuffer();
+    for (let i = 0; i < 3; i++)
+      await (await client.fetch(`/v2/metrics/app/blobs/${blob.digest}`)).arrayBuffer();
     await (await client.fetch("/v2/metrics/app/manifests/missing")).arrayBuffer();
     const m = await scrape(`${berth.url}/metrics`);
     const blobGets = { method: "GET", route: "/v2/{name}/blobs/{digest}", status: "200" };
     expect(metricSum(m, "berth_http_requests_total", blobGets)).toBe(3);
     expect(
-      metricSum(m, "berth_http_requests_total", { method: "GET", route: "/v2/{name}/manifests/{reference}", status: "404" }),
+      metricSum(m, "berth_http_requests_total", {
+        method: "GET",
+        route: "/v2/{name}/manifests/{reference}",
+        status: "404",
+      }),
     ).toBe(1);
-    expect(metricSum(m, "berth_http_requests_total", { route: "/v2/{name}/blobs/uploads/", status: "201" })).toBe(1);
+    expect(
+      metricSum(m, "berth_http_requests_total", { route: "/v2/{name}/blobs/uploads/", status: "201" }),
+    ).toBe(1);
     // No repository names in the request metrics' labels.
     for (const key of m.keys()) if (key.startsWith("berth_http_")) expect(key).not.toContain("metrics/app");
-    expect(metricSum(m, "berth_http_request_duration_seconds_count", { method: "GET", route: "/v2/{name}/blobs/{digest}" })).toBe(3);
-    expect(metricSum(m, "berth_http_response_bytes_total", { route: "/v2/{name}/blobs/{digest}" })).toBeGreaterThanOrEqual(
-      3 * blob.size,
-    );
-    expect(metricSum(m, "berth_http_request_bytes_total", { route: "/v2/{name}/blobs/uploads/" })).toBeGreaterThanOrEqual(
-      blob.size,
-    );
-    expect(metricSum(m, "berth_http_request_bytes_total", { route: "/v2/{name}/blobs/uploads/" })).toBeLessThan(
-      blob.size + 10_000,
-    );
+    expect(
+      metricSum(m, "berth_http_request_duration_seconds_count", {
+        method: "GET",
+        route: "/v2/{name}/blobs/{digest}",
+      }),
+    ).toBe(3);
+    expect(
+      metricSum(m, "berth_http_response_bytes_total", { route: "/v2/{name}/blobs/{digest}" }),
+    ).toBeGreaterThanOrEqual(3 * blob.size);
+    expect(
+      metricSum(m, "berth_http_request_bytes_total", { route: "/v2/{name}/blobs/uploads/" }),
+    ).toBeGreaterThanOrEqual(blob.size);
+    expect(
+      metricSum(m, "berth_http_request_bytes_total", { route: "/v2/{name}/blobs/uploads/" }),
+    ).toBeLessThan(blob.size + 10_000);
   });
 
   it("reports uploads in progress and storage used", async () => {
@@ -59,7 +71,9 @@ describe("/metrics on the main port", () => {
     // Gauges read from the database are cached for a few seconds.
     await new Promise((r) => setTimeout(r, 5_500));
     const after = await scrape(`${berth.url}/metrics`);
-    expect(metricSum(after, "berth_uploads_in_progress")).toBe(metricSum(before, "berth_uploads_in_progress") + 1);
+    expect(metricSum(after, "berth_uploads_in_progress")).toBe(
+      metricSum(before, "berth_uploads_in_progress") + 1,
+    );
     expect(metricSum(after, "berth_storage_used_bytes", { kind: "uploads" })).toBe(
       metricSum(before, "berth_storage_used_bytes", { kind: "uploads" }) + chunk.size,
     );
@@ -108,7 +122,10 @@ describe("metrics.addr: aggregated over every worker, in the primary", () => {
     );
     const after = parseMetrics(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text());
     const route = { method: "GET", route: "/v2/", status: "200" };
-    expect(metricSum(after, "berth_http_requests_total", route) - metricSum(before, "berth_http_requests_total", route)).toBe(n);
+    expect(
+      metricSum(after, "berth_http_requests_total", route) -
+        metricSum(before, "berth_http_requests_total", route),
+    ).toBe(n);
     expect((await fetch(`${berth.url}/metrics`)).status).toBe(404);
   });
 });

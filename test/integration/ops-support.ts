@@ -40,7 +40,8 @@ export function runBerth(args: string[], env: Record<string, string> = {}, cwd =
 /** process.env without REGISTRY_* variables of the machine running the tests. */
 export function cleanEnv(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("REGISTRY_")) out[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if (v !== undefined && !k.startsWith("REGISTRY_")) out[k] = v;
   return out;
 }
 
@@ -63,8 +64,21 @@ export async function serveWithEnv(
   const port = await freePort();
   const child = spawn(
     process.execPath,
-    [CLI, "serve", "--addr", `127.0.0.1:${port}`, "--workers", String(options.workers ?? 1), ...(options.args ?? [])],
-    { cwd: options.cwd ?? tempDir(), env: { ...cleanEnv(), ...env }, stdio: ["ignore", "pipe", "pipe"], detached: true },
+    [
+      CLI,
+      "serve",
+      "--addr",
+      `127.0.0.1:${port}`,
+      "--workers",
+      String(options.workers ?? 1),
+      ...(options.args ?? []),
+    ],
+    {
+      cwd: options.cwd ?? tempDir(),
+      env: { ...cleanEnv(), ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    },
   );
   const logs: string[] = [];
   const keep = (c: Buffer) => logs.push(...c.toString().split("\n").filter(Boolean));
@@ -122,7 +136,11 @@ export function parseMetrics(text: string): Map<string, number> {
 }
 
 /** The sum of every series of a metric whose labels include all of `labels`. */
-export function metricSum(metrics: Map<string, number>, name: string, labels: Record<string, string> = {}): number {
+export function metricSum(
+  metrics: Map<string, number>,
+  name: string,
+  labels: Record<string, string> = {},
+): number {
   let sum = 0;
   for (const [key, value] of metrics) {
     const brace = key.indexOf("{");

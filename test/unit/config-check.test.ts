@@ -75,7 +75,9 @@ describe("berth config check", () => {
   it("is registered as `config check` on a commander program", async () => {
     const program = new Command().exitOverride();
     registerConfigCommand(program);
-    const check = program.commands.find((c) => c.name() === "config")?.commands.find((c) => c.name() === "check");
+    const check = program.commands
+      .find((c) => c.name() === "config")
+      ?.commands.find((c) => c.name() === "check");
     expect(check?.options.map((o) => o.long)).toEqual(["--config", "--json", "--quiet"]);
   });
 });

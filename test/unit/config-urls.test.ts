@@ -2,7 +2,13 @@ import type { FastifyRequest } from "fastify";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
-import { externalBase, externalOrigin, isTrustedProxy, locationFor, parseForwarded } from "../../src/http/urls.js";
+import {
+  externalBase,
+  externalOrigin,
+  isTrustedProxy,
+  locationFor,
+  parseForwarded,
+} from "../../src/http/urls.js";
 
 function config(env: Record<string, string> = {}): Config {
   return loadConfig({ env, defaultFiles: [] }).config;
@@ -19,10 +25,12 @@ function request(
 describe("externalBase", () => {
   it("uses the Host header and the connection's TLS state", () => {
     const c = config();
-    expect(externalBase(request({ host: "localhost:5000" }, { remoteAddress: "10.1.2.3" }), c)).toBe("http://localhost:5000");
-    expect(externalBase(request({ host: "r.example.com" }, { remoteAddress: "10.1.2.3", encrypted: true }), c)).toBe(
-      "https://r.example.com",
+    expect(externalBase(request({ host: "localhost:5000" }, { remoteAddress: "10.1.2.3" }), c)).toBe(
+      "http://localhost:5000",
     );
+    expect(
+      externalBase(request({ host: "r.example.com" }, { remoteAddress: "10.1.2.3", encrypted: true }), c),
+    ).toBe("https://r.example.com");
   });
 
   it("falls back to the local address without a Host header", () => {
@@ -33,7 +41,9 @@ describe("externalBase", () => {
     const c = config();
     const headers = { host: "berth:5000", "x-forwarded-proto": "https", "x-forwarded-host": "r.example.com" };
     expect(externalBase(request(headers), c)).toBe("https://r.example.com");
-    expect(externalBase(request(headers, { remoteAddress: "::ffff:127.0.0.1" }), c)).toBe("https://r.example.com");
+    expect(externalBase(request(headers, { remoteAddress: "::ffff:127.0.0.1" }), c)).toBe(
+      "https://r.example.com",
+    );
     expect(externalBase(request(headers, { remoteAddress: "203.0.113.9" }), c)).toBe("http://berth:5000");
   });
 
@@ -41,7 +51,11 @@ describe("externalBase", () => {
     const c = config();
     expect(
       externalBase(
-        request({ host: "berth:5000", "x-forwarded-proto": "https, http", "x-forwarded-host": "r.example.com, inner" }),
+        request({
+          host: "berth:5000",
+          "x-forwarded-proto": "https, http",
+          "x-forwarded-host": "r.example.com, inner",
+        }),
         c,
       ),
     ).toBe("https://r.example.com");
@@ -52,7 +66,10 @@ describe("externalBase", () => {
       ),
     ).toBe("https://r.example.com:8443");
     expect(
-      externalBase(request({ host: "r.example.com:443", "x-forwarded-proto": "https", "x-forwarded-port": "443" }), c),
+      externalBase(
+        request({ host: "r.example.com:443", "x-forwarded-proto": "https", "x-forwarded-port": "443" }),
+        c,
+      ),
     ).toBe("https://r.example.com");
   });
 
@@ -67,7 +84,11 @@ describe("externalBase", () => {
   });
 
   it("ignores forwarded values that are not a scheme or a host", () => {
-    const r = request({ host: "berth:5000", "x-forwarded-proto": "javascript", "x-forwarded-host": "evil.com/path" });
+    const r = request({
+      host: "berth:5000",
+      "x-forwarded-proto": "javascript",
+      "x-forwarded-host": "evil.com/path",
+    });
     expect(externalBase(r, config())).toBe("http://berth:5000");
   });
 
@@ -86,12 +107,16 @@ describe("externalBase", () => {
     const r = request({ host: "berth:5000", "x-forwarded-host": "other" });
     expect(externalOrigin(r, c)).toBe("https://registry.example.com");
     expect(externalBase(r, c)).toBe("https://registry.example.com/reg");
-    expect(locationFor(r, c, "/v2/a/blobs/uploads/1")).toBe("https://registry.example.com/reg/v2/a/blobs/uploads/1");
+    expect(locationFor(r, c, "/v2/a/blobs/uploads/1")).toBe(
+      "https://registry.example.com/reg/v2/a/blobs/uploads/1",
+    );
   });
 
   it("relative URLs when http.relativeurls is set", () => {
     const c = config({ REGISTRY_HTTP_RELATIVEURLS: "true" });
-    expect(locationFor(request({ host: "x" }), c, "/v2/a/manifests/sha256:1")).toBe("/v2/a/manifests/sha256:1");
+    expect(locationFor(request({ host: "x" }), c, "/v2/a/manifests/sha256:1")).toBe(
+      "/v2/a/manifests/sha256:1",
+    );
   });
 
   it("parses Forwarded with quotes and several elements", () => {

@@ -50,12 +50,21 @@ const check = { timeout: duration.optional(), interval: duration.optional(), thr
 export const healthSection = z
   .object({
     storagedriver: z
-      .object({ enabled: z.boolean().default(false), interval: duration.optional(), threshold: count.optional() })
+      .object({
+        enabled: z.boolean().default(false),
+        interval: duration.optional(),
+        threshold: count.optional(),
+      })
       .optional(),
     file: z.array(z.object({ file: z.string(), interval: duration.optional() })).optional(),
     http: z
       .array(
-        z.object({ uri: z.string(), headers: headerMap.optional(), statuscode: z.number().int().optional(), ...check }),
+        z.object({
+          uri: z.string(),
+          headers: headerMap.optional(),
+          statuscode: z.number().int().optional(),
+          ...check,
+        }),
       )
       .optional(),
     tcp: z.array(z.object({ addr: z.string(), ...check })).optional(),
@@ -65,9 +74,9 @@ export const healthSection = z
 export const redisSection = z.record(z.string(), z.unknown()).optional();
 
 /** host:port, [v6]:port or :port. */
-const listenAddr = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]*):\d{1,5}$/, { message: 'expected host:port such as "0.0.0.0:9090" or ":9090"' });
+const listenAddr = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]*):\d{1,5}$/, {
+  message: 'expected host:port such as "0.0.0.0:9090" or ":9090"',
+});
 
 /**
  * Berth's own: Prometheus metrics. Served at `path` on the main address, or, when `addr` is set,

@@ -56,7 +56,8 @@ function planHeaders(config: Config): HeaderPlan {
       origins = values.flatMap((v) => v.split(/[\s,]+/)).filter(Boolean);
       continue;
     }
-    if (lower === "access-control-allow-credentials") credentials = values.some((v) => v.trim().toLowerCase() === "true");
+    if (lower === "access-control-allow-credentials")
+      credentials = values.some((v) => v.trim().toLowerCase() === "true");
     if (LIST_HEADERS.has(lower) || values.length === 1) fixed.push([name, values.join(", ")]);
     else fixed.push([name, values]);
   }
@@ -79,7 +80,8 @@ function allowOrigin(plan: HeaderPlan, origin: string | undefined): string | und
 
 function registerHeaders(app: FastifyInstance, config: Config): void {
   const plan = planHeaders(config);
-  const hasCors = plan.origins !== undefined || plan.fixed.some(([n]) => n.toLowerCase().startsWith("access-control-"));
+  const hasCors =
+    plan.origins !== undefined || plan.fixed.some(([n]) => n.toLowerCase().startsWith("access-control-"));
 
   app.addHook("onRequest", async (request, reply) => {
     // On the raw response, so that they survive error handlers and streamed or hijacked replies.
@@ -88,7 +90,8 @@ function registerHeaders(app: FastifyInstance, config: Config): void {
     const origin = typeof request.headers.origin === "string" ? request.headers.origin : undefined;
     const allowed = allowOrigin(plan, origin);
     if (allowed) raw.setHeader("Access-Control-Allow-Origin", allowed);
-    if (plan.origins && (plan.origins.length > 1 || plan.origins.includes("*"))) raw.setHeader("Vary", "Origin");
+    if (plan.origins && (plan.origins.length > 1 || plan.origins.includes("*")))
+      raw.setHeader("Vary", "Origin");
 
     if (request.method === "OPTIONS") {
       // A preflight carries no credentials: answer it here, before any route or authentication.
@@ -100,7 +103,11 @@ function registerHeaders(app: FastifyInstance, config: Config): void {
           reply.header("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
         }
         const asked = request.headers["access-control-request-headers"];
-        if (!raw.hasHeader("Access-Control-Allow-Headers") && typeof asked === "string" && /^[\w\s,-]+$/.test(asked)) {
+        if (
+          !raw.hasHeader("Access-Control-Allow-Headers") &&
+          typeof asked === "string" &&
+          /^[\w\s,-]+$/.test(asked)
+        ) {
           reply.header("Access-Control-Allow-Headers", asked);
         }
       }
@@ -206,7 +213,11 @@ function registerMetrics(app: FastifyInstance, ctx: AppContext): void {
       url: endpoint.path,
       handler: async (_request, reply) => {
         const text = await scrape();
-        return reply.code(200).header("Content-Type", contentType).header("Cache-Control", "no-store").send(text);
+        return reply
+          .code(200)
+          .header("Content-Type", contentType)
+          .header("Cache-Control", "no-store")
+          .send(text);
       },
     });
   }
@@ -217,14 +228,20 @@ function registerMetrics(app: FastifyInstance, ctx: AppContext): void {
 
 const CHECK_TIMEOUT_MS = 5_000;
 
-async function timed(name: string, check: () => Promise<void>): Promise<{ name: string; ok: boolean; ms: number; error?: string }> {
+async function timed(
+  name: string,
+  check: () => Promise<void>,
+): Promise<{ name: string; ok: boolean; ms: number; error?: string }> {
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
       check(),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS / 1000}s`)), CHECK_TIMEOUT_MS);
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS / 1000}s`)),
+          CHECK_TIMEOUT_MS,
+        );
       }),
     ]);
     return { name, ok: true, ms: Math.round(performance.now() - t0) };
@@ -284,10 +301,15 @@ function registerHealth(app: FastifyInstance, ctx: AppContext): void {
         status: ok ? "ok" : "unavailable",
         readOnly,
         checks: Object.fromEntries(
-          checks.map((c) => [c.name, { status: c.ok ? "ok" : "failed", ms: c.ms, ...(c.error ? { error: c.error } : {}) }]),
+          checks.map((c) => [
+            c.name,
+            { status: c.ok ? "ok" : "failed", ms: c.ms, ...(c.error ? { error: c.error } : {}) },
+          ]),
         ),
       };
-      return noStore(reply).code(ok ? 200 : 503).send(body);
+      return noStore(reply)
+        .code(ok ? 200 : 503)
+        .send(body);
     },
   });
 }
