@@ -5,7 +5,7 @@ import { type AccessRequest, ANONYMOUS, type Identity } from "../auth/types.js";
 import { RegistryError } from "../registry/errors.js";
 import { isValidName } from "../registry/names.js";
 import type { AppContext } from "./context.js";
-import { externalBase } from "./urls.js";
+import { externalBase, isTrustedProxy } from "./urls.js";
 
 declare module "fastify" {
   interface FastifyInstance {
@@ -57,15 +57,37 @@ export async function registerAuth(app: FastifyInstance, ctx: AppContext): Promi
   app.addHook("onClose", async () => service.close());
 }
 
+/**
+ * The address failed logins are counted against: the peer, or, when the peer is one of
+ * `http.trustedproxies`, the last address in X-Forwarded-For that is not a trusted proxy (so that
+ * clients behind nginx are not all one client, and a client cannot choose its own key).
+ */
+export function clientAddress(request: FastifyRequest, trusted: readonly string[]): string {
+  let address = request.raw.socket?.remoteAddress ?? "unknown";
+  if (!isTrustedProxy(address, trusted)) return address;
+  const header = request.headers["x-forwarded-for"];
+  const hops = (Array.isArray(header) ? header.join(",") : (header ?? ""))
+    .split(",")
+    .map((h) => h.trim())
+    .filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) {
+    address = hops[i]!;
+    if (!isTrustedProxy(address, trusted)) break;
+  }
+  return address;
+}
+
 function outcomeOf(service: AuthService, request: FastifyRequest): Promise<AuthOutcome> | AuthOutcome {
   const authorization = request.headers.authorization;
   if (!authorization) return { kind: "ok", identity: ANONYMOUS };
   let pending = outcomes.get(request);
   if (!pending) {
-    pending = service.authenticate(authorization, request.ip).then((outcome) => {
-      outcomes.set(request, outcome);
-      return outcome;
-    });
+    pending = service
+      .authenticate(authorization, clientAddress(request, service.config.http.trustedproxies))
+      .then((outcome) => {
+        outcomes.set(request, outcome);
+        return outcome;
+      });
     outcomes.set(request, pending);
   }
   return pending;

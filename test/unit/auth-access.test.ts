@@ -189,6 +189,34 @@ describe("throttling over HTTP", () => {
   });
 });
 
+describe("the throttle behind a trusted proxy", () => {
+  it("counts clients by X-Forwarded-For from a trusted proxy, and ignores it from anyone else", async () => {
+    const app = await makeApp({
+      htpasswd: { path: "HTPASSWD" },
+      throttle: { freeattempts: 1, delay: "5s" },
+      access: ACCESS,
+    });
+    const via = (remoteAddress: string, xff: string, user: string, password: string) =>
+      app.inject({
+        url: "/v2/",
+        remoteAddress,
+        headers: { authorization: basic(user, password), "x-forwarded-for": xff },
+      });
+    // 127.0.0.1 is a trusted proxy by default: clients behind it are told apart.
+    expect((await via("127.0.0.1", "198.51.100.1", "dev", "bad")).statusCode).toBe(401);
+    expect((await via("127.0.0.1", "198.51.100.1", "dev", "bad")).statusCode).toBe(401);
+    expect((await via("127.0.0.1", "198.51.100.2", "admin", "adminpw")).statusCode).toBe(200);
+    // 198.51.100.1 is locked, whichever user it tries, and forged hops to its left change nothing.
+    expect((await via("127.0.0.1", "198.51.100.1", "admin", "adminpw")).statusCode).toBe(429);
+    expect((await via("127.0.0.1", "203.0.113.9, 198.51.100.1", "admin", "adminpw")).statusCode).toBe(429);
+    // From an untrusted peer, X-Forwarded-For is ignored: the peer itself is the client.
+    expect((await via("192.0.2.50", "198.51.100.3", "outsider", "bad")).statusCode).toBe(401);
+    expect((await via("192.0.2.50", "198.51.100.4", "outsider", "bad")).statusCode).toBe(401);
+    expect((await via("192.0.2.50", "198.51.100.5", "admin", "adminpw")).statusCode).toBe(429);
+    await app.close();
+  });
+});
+
 describe("access with Berth-issued tokens", () => {
   let app: FastifyInstance;
   beforeAll(async () => {

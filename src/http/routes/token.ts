@@ -4,7 +4,7 @@ import { basicChallenge, formatScope, parseScopes } from "../../auth/scope.js";
 import { type AuthService, parseBasic, passwordFingerprint } from "../../auth/service.js";
 import { TokenError } from "../../auth/token.js";
 import type { AccessRequest } from "../../auth/types.js";
-import { authServiceFor } from "../access.js";
+import { authServiceFor, clientAddress } from "../access.js";
 import type { AppContext } from "../context.js";
 
 type Caller =
@@ -30,7 +30,12 @@ async function callerFromHeader(service: AuthService, request: FastifyRequest): 
   const creds = scheme === "basic" ? parseBasic(header.slice(space + 1).trim()) : null;
   if (!creds) return { ok: false, status: 401, message: "the token endpoint takes Basic credentials" };
   if (creds.user === "" && creds.password === "") return { ok: true, subject: null };
-  return checkPassword(service, creds.user, creds.password, request.ip);
+  return checkPassword(
+    service,
+    creds.user,
+    creds.password,
+    clientAddress(request, service.config.http.trustedproxies),
+  );
 }
 
 async function checkPassword(
@@ -152,7 +157,12 @@ export async function registerTokenRoutes(app: FastifyInstance, ctx: AppContext)
         const password = form.get("password") ?? "";
         if (username === "")
           return sendError(reply, 400, "UNSUPPORTED", "username is required", "invalid_request");
-        caller = await checkPassword(service, username, password, request.ip);
+        caller = await checkPassword(
+          service,
+          username,
+          password,
+          clientAddress(request, service.config.http.trustedproxies),
+        );
       } else if (grantType === "refresh_token") {
         caller = await fromRefreshToken(service, form.get("refresh_token") ?? "");
       } else {
