@@ -129,3 +129,31 @@ describe("metrics.addr: aggregated over every worker, in the primary", () => {
     expect((await fetch(`${berth.url}/metrics`)).status).toBe(404);
   });
 });
+
+describe("/metrics on the main port with several workers", () => {
+  let berth: Berth;
+  beforeAll(async () => {
+    berth = await startBerth({ workers: 2 });
+  });
+  afterAll(async () => {
+    await berth?.cleanup();
+  });
+
+  it("whichever worker answers the scrape, it reports every worker's requests", async () => {
+    // Wait until both workers listen: the second starts after the first.
+    await new Promise((r) => setTimeout(r, 3_000));
+    const n = 30;
+    await Promise.all(
+      Array.from({ length: n }, async () => {
+        const res = await fetch(`${berth.url}/healthz`, { headers: { connection: "close" } });
+        await res.arrayBuffer();
+      }),
+    );
+    const route = { method: "GET", route: "/healthz", status: "200" };
+    for (let i = 0; i < 4; i++) {
+      const res = await fetch(`${berth.url}/metrics`, { headers: { connection: "close" } });
+      const m = parseMetrics(await res.text());
+      expect(metricSum(m, "berth_http_requests_total", route)).toBe(n);
+    }
+  });
+});
