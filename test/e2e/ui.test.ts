@@ -176,6 +176,9 @@ describe("the web UI", () => {
     expect(digests[2]).toBe(digests[0]);
     expect((await columnTexts(page, "tag-table", 2))[0]).toBe("linux/amd64");
     expect((await columnTexts(page, "tag-table", 3))[0]).toBe("27.6 MB");
+    // Created (from the image config) and pushed (by the registry).
+    expect((await columnTexts(page, "tag-table", 4))[0]).toMatch(/May 2024|ago/);
+    expect((await columnTexts(page, "tag-table", 5))[0]).toMatch(/just now|minute/);
     await screenshots(page, "repository");
 
     const host = new URL(berth.url).host;

@@ -678,8 +678,13 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
       return reply.code(204).send();
     });
 
-    api.all("/api/*", async () => {
-      throw new RegistryError("NOT_FOUND", "no such API route");
+    // Unknown API paths get a JSON 404 (OPTIONS is left to the CORS preflight handling).
+    api.route({
+      method: ["GET", "POST", "PUT", "PATCH", "DELETE"],
+      url: "/api/*",
+      handler: async () => {
+        throw new RegistryError("NOT_FOUND", "no such API route");
+      },
     });
   });
 }

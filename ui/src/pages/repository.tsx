@@ -211,6 +211,7 @@ export function RepositoryPage({ name }: { name: string }) {
                     <th scope="col" class="num">
                       Size
                     </th>
+                    <th scope="col">Created</th>
                     <th scope="col">Pushed</th>
                     <th scope="col">
                       <span class="sr-only">Actions</span>
@@ -234,6 +235,9 @@ export function RepositoryPage({ name }: { name: string }) {
                       </td>
                       <td class="num" data-label="Size">
                         <Size bytes={t.size} />
+                      </td>
+                      <td data-label="Created" class="created">
+                        <Time value={t.created} />
                       </td>
                       <td data-label="Pushed">
                         <Time value={t.pushed} />
