@@ -90,6 +90,27 @@ describe("blobs", () => {
     expect(await fx.blobOnDisk(layer.digest)).toBe(true);
   });
 
+  // Known gap, outside the collector: a HEAD reads without a trace, so a blob a client was just told
+  // exists can be collected before that client's manifest arrives (when no manifest referenced it and
+  // its link was older than the grace period). The fix is in the registry: refresh a stale link when a
+  // HEAD or GET finds it (docs/gc.md, "HEAD races"). `test.fails` until then; drop `.fails` with the fix.
+  test.fails("a blob a HEAD just found is not collected before the manifest that uses it arrives", async () => {
+    const layer = blob(bytes("head-race", 700));
+    const first = image("head-race-1", [layer]);
+    await fx.pushImage("r", "v1", first);
+    await fx.registry.deleteManifest("r", first.digest);
+    await fx.age(2 * HOUR);
+    // A client pushes another image with the same layer: HEAD says it exists, so it is not uploaded...
+    expect((await fx.registry.statBlob("r", layer.digest)).size).toBe(layer.size);
+    const second = image("head-race-2", [layer]);
+    await fx.pushBlob("r", second.config);
+    // ...a collection runs meanwhile...
+    await fx.gc({ graceMs: HOUR });
+    // ...and the manifest must still find the layer.
+    await fx.registry.putManifest("r", "v2", second.manifest, "application/vnd.oci.image.manifest.v1+json");
+    expect((await fx.readBlob("r", layer.digest)).equals(layer.data)).toBe(true);
+  });
+
   test("dry run lists without removing, and matches the real run", async () => {
     const img = image("dry", [blob(bytes("dry-1", 100)), blob(bytes("dry-2", 200))]);
     await fx.pushImage("r", "t", img);
