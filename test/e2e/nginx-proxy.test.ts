@@ -236,11 +236,17 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  writeFileSync(
-    path.join(ROOT, "test-output", "nginx-proxy.berth.log"),
-    `${berth?.logs.join("\n") ?? ""}\n`,
-    { flag: "w" },
-  );
+  try {
+    mkdirSync(path.join(ROOT, "test-output", "e2e"), { recursive: true });
+    writeFileSync(
+      path.join(ROOT, "test-output", "e2e", "nginx-proxy.berth.log"),
+      `${berth?.logs.join("\n") ?? ""}\n`,
+    );
+    writeFileSync(
+      path.join(ROOT, "test-output", "e2e", "nginx-proxy.nginx.log"),
+      `${nginxLogs}${readLog("error.log")}`,
+    );
+  } catch {}
   await cleanupAll(
     () => dockerd?.stop(),
     async () => {
