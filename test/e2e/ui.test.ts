@@ -5,6 +5,7 @@
  * rights sees no delete button and is refused by the API. Screenshots of the main pages at phone and
  * desktop widths go to test-output/screenshots/.
  */
+import { rmSync } from "node:fs";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
@@ -23,6 +24,7 @@ import {
 import { columnTexts, launchChromium, openPage, screenshots, type Watched } from "./ui-support.js";
 
 let berth: Berth;
+let configDir: string;
 let browser: Browser;
 let w: Watched;
 let page: Page;
@@ -47,7 +49,8 @@ const appSpec = {
 };
 
 beforeAll(async () => {
-  const dir = tempDir("berth-ui-e2e-");
+  configDir = tempDir("berth-ui-e2e-");
+  const dir = configDir;
   const config = writeAuthConfig(dir, { admin: "admin-pw", reader: "reader-pw", editor: "editor-pw" });
   berth = await startBerth({ args: ["--config", config] });
   const admin: Client = { base: berth.url, authorization: basic("admin", "admin-pw") };
@@ -98,6 +101,7 @@ afterAll(async () => {
   await w?.context.close();
   await browser?.close();
   await berth?.cleanup();
+  rmSync(configDir, { recursive: true, force: true });
 });
 
 async function waitForRepos(expected: string[]): Promise<void> {

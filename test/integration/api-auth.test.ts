@@ -1,3 +1,4 @@
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import { basic, type Client, del, getJson, pushImage, writeAuthConfig } from "./api-push.js";
@@ -8,13 +9,15 @@ import { basic, type Client, del, getJson, pushImage, writeAuthConfig } from "./
  */
 
 let berth: Berth;
+let configDir: string;
 let anonymous: Client;
 let admin: Client;
 let reader: Client;
 let editor: Client;
 
 beforeAll(async () => {
-  const dir = tempDir("berth-api-auth-");
+  configDir = tempDir("berth-api-auth-");
+  const dir = configDir;
   const config = writeAuthConfig(dir, { admin: "admin-pw", reader: "reader-pw", editor: "editor-pw" });
   berth = await startBerth({ args: ["--config", config] });
   anonymous = { base: berth.url };
@@ -29,6 +32,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await berth?.cleanup();
+  rmSync(configDir, { recursive: true, force: true });
 });
 
 const names = (body: { items: Array<{ name: string }> }) => body.items.map((r) => r.name);
@@ -139,9 +143,11 @@ describe("permissions and deletes", () => {
 
 describe("with Berth issuing tokens", () => {
   let tokenBerth: Berth;
+  let tokenDir: string;
 
   beforeAll(async () => {
-    const dir = tempDir("berth-api-token-");
+    tokenDir = tempDir("berth-api-token-");
+    const dir = tokenDir;
     const config = writeAuthConfig(dir, { admin: "admin-pw", reader: "reader-pw" }, [
       "  token:",
       "    service: berth-ui-test",
@@ -153,6 +159,7 @@ describe("with Berth issuing tokens", () => {
   });
   afterAll(async () => {
     await tokenBerth?.cleanup();
+    rmSync(tokenDir, { recursive: true, force: true });
   });
 
   it("logs the UI in with the same user names and passwords, and keeps the rules", async () => {

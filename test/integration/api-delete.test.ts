@@ -96,9 +96,10 @@ describe("deleting", () => {
 describe("with deletes disabled", () => {
   let berth: Berth;
   let c: Client;
+  let dir: string;
 
   beforeAll(async () => {
-    const dir = tempDir();
+    dir = tempDir();
     const config = path.join(dir, "config.yml");
     writeFileSync(config, "storage:\n  delete:\n    enabled: false\n");
     berth = await startBerth({ args: ["--config", config] });
@@ -107,6 +108,7 @@ describe("with deletes disabled", () => {
   });
   afterAll(async () => {
     await berth?.cleanup();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it("tells the UI, and refuses every delete as the v2 API does", async () => {
