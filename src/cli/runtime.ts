@@ -24,6 +24,7 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
     deleteEnabled: config.storage.delete.enabled,
     readOnly: config.storage.maintenance.readonly.enabled,
     maxManifestBytes: config.http.maxmanifestbytes,
+    linkRefreshMs: config.gc.graceperiod / 2,
   });
   return {
     dataDir,

@@ -80,7 +80,7 @@ export class MetadataStore {
         .selectFrom("repositories as r")
         .innerJoin("repository_blobs as rb", "rb.repository_id", "r.id")
         .innerJoin("blobs as b", "b.digest", "rb.digest")
-        .select("b.size")
+        .select(["b.size", "rb.created_at as linked_at"])
         .where("r.name", "=", "?")
         .where("rb.digest", "=", "?")
         .compile(),
@@ -132,9 +132,24 @@ export class MetadataStore {
   // ---------- blobs ----------
 
   /** Size of a blob that `repository` may read, or null. */
-  async linkedBlob(repository: string, digest: string): Promise<{ size: number } | null> {
-    const row = await this.metadata.read<{ size: number }>(this.hot.linkedBlob, [repository, digest]);
-    return row ? { size: Number(row.size) } : null;
+  /** Size of a blob that `repository` may read and when its link was made or last refreshed, or null. */
+  async linkedBlob(repository: string, digest: string): Promise<{ size: number; linkedAt: number } | null> {
+    const row = await this.metadata.read<{ size: number; linked_at: number }>(this.hot.linkedBlob, [repository, digest]);
+    return row ? { size: Number(row.size), linkedAt: Number(row.linked_at) } : null;
+  }
+
+  /**
+   * Renews a repository's link to a blob, in one statement that takes the write lock (so it is ordered
+   * against the garbage collector's deletions). False when the link is gone.
+   */
+  async refreshLink(repository: string, digest: string, now = Date.now()): Promise<boolean> {
+    const result = await this.db
+      .updateTable("repository_blobs")
+      .set({ created_at: now })
+      .where("digest", "=", digest)
+      .where("repository_id", "=", (eb) => eb.selectFrom("repositories").select("id").where("name", "=", repository))
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
   }
 
   /** Repositories that link `digest` (for a mount whose source was not named). */

@@ -12,6 +12,12 @@ export interface RegistryOptions {
   deleteEnabled: boolean;
   readOnly: boolean;
   maxManifestBytes: number;
+  /**
+   * A blob link older than this is renewed when a client asks for the blob (HEAD, GET, mount), so that a
+   * client that saw the blob and skipped its upload has a whole grace period to push the manifest before the
+   * garbage collector may take an unreferenced blob. Half the collector's grace period.
+   */
+  linkRefreshMs: number;
 }
 
 export interface ByteRange {
@@ -92,6 +98,12 @@ export class Registry {
     assertDigest(digest);
     const blob = await this.meta.linkedBlob(name, digest);
     if (!blob) throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
+    if (!this.options.readOnly && blob.linkedAt < Date.now() - this.options.linkRefreshMs) {
+      // The collector may have taken it between the read above and now: only a renewed link counts.
+      if (!(await this.meta.refreshLink(name, digest))) {
+        throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
+      }
+    }
     return { digest, size: blob.size };
   }
 
