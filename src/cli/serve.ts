@@ -25,6 +25,17 @@ export function parseAddr(addr: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
+/** Which flag set which key, for `config check` and error messages. */
+const FLAG_NAMES: Record<string, string> = {
+  "http.addr": "--addr",
+  "storage.filesystem.rootdirectory": "--data-dir",
+  "http.workers": "--workers",
+  "storage.maintenance.readonly.enabled": "--read-only",
+  "http.tls.certificate": "--tls-cert",
+  "http.tls.key": "--tls-key",
+  "log.level": "--log-level",
+};
+
 function flagsToConfig(flags: ServeFlags): ConfigInput {
   const input: Record<string, Record<string, unknown>> = {};
   const set = (section: string, key: string, value: unknown) => {
@@ -70,7 +81,7 @@ export function registerServeCommand(program: Command): void {
 }
 
 export async function serve(flags: ServeFlags): Promise<void> {
-  const { config, warnings } = loadConfig({ file: flags.config, flags: flagsToConfig(flags) });
+  const { config, warnings } = loadConfig({ file: flags.config, flags: flagsToConfig(flags), flagNames: FLAG_NAMES });
   const log = makeLogger(config);
   const workers = workerCount(config);
   if (cluster.isPrimary) {

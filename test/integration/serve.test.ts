@@ -62,3 +62,20 @@ describe("berth serve", () => {
     await expect(startBerth({ args: ["--addr", "nonsense"] })).rejects.toThrow(/invalid address/);
   });
 });
+
+describe("http.prefix", () => {
+  it("serves the API under the prefix, with the prefix in Location and Link headers", async () => {
+    const { RegistryClient } = await import("../helpers/registry.js");
+    const berth = await startBerth({ env: { REGISTRY_HTTP_PREFIX: "/registry/" } });
+    started.push(berth);
+    const client = new RegistryClient(`${berth.url}/registry`);
+    expect((await client.fetch("/v2/")).status).toBe(200);
+    expect((await fetch(`${berth.url}/v2/`)).status).toBe(404);
+    const img = await client.pushImage("pre/app", "v1");
+    const start = await client.fetch("/v2/pre/app/blobs/uploads/", { method: "POST" });
+    expect(start.headers.get("location")).toContain("/registry/v2/pre/app/blobs/uploads/");
+    await client.putManifest("pre/app", "v2", img.manifest);
+    const page = await client.fetch("/v2/pre/app/tags/list?n=1");
+    expect(page.headers.get("link")).toBe('</registry/v2/pre/app/tags/list?n=1&last=v1>; rel="next"');
+  });
+});

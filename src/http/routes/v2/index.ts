@@ -4,6 +4,7 @@ import { isValidName } from "../../../registry/names.js";
 import { requireAccess } from "../../access.js";
 import type { AppContext } from "../../context.js";
 import { sendError } from "../../errors.js";
+import { prefixOf } from "../../urls.js";
 import { deleteBlob, getBlob } from "./blobs.js";
 import type { V2Handler } from "./common.js";
 import { catalog, listReferrers, listTags } from "./listings.js";
@@ -36,10 +37,10 @@ const ROUTES: Route[] = [
 
 const API_VERSION = "registry/2.0";
 
-async function dispatch(request: FastifyRequest, reply: FastifyReply, ctx: AppContext): Promise<unknown> {
+async function dispatch(request: FastifyRequest, reply: FastifyReply, ctx: AppContext, root: string): Promise<unknown> {
   const url = request.url;
   const q = url.indexOf("?");
-  const path = (q >= 0 ? url.slice(0, q) : url).slice("/v2/".length);
+  const path = (q >= 0 ? url.slice(0, q) : url).slice(root.length);
   for (const route of ROUTES) {
     const m = route.pattern.exec(path);
     if (!m) continue;
@@ -64,6 +65,9 @@ async function dispatch(request: FastifyRequest, reply: FastifyReply, ctx: AppCo
 
 /** Registers /v2/ and everything under it in an encapsulated context whose bodies stay unread streams. */
 export async function registerV2Routes(app: FastifyInstance, ctx: AppContext): Promise<void> {
+  // http.prefix: the API lives under it ("/registry/" -> "/registry/v2/"), as in Distribution.
+  const prefix = prefixOf(ctx.config);
+  const root = `${prefix}/v2/`;
   await app.register(async (v2) => {
     // Blob bodies are streamed by the handlers and manifests read with a size limit: no parser buffers them.
     v2.removeAllContentTypeParsers();
@@ -77,17 +81,17 @@ export async function registerV2Routes(app: FastifyInstance, ctx: AppContext): P
       await requireAccess(request, []);
       return reply.code(200).header("Content-Type", "application/json").send("{}");
     };
-    v2.route({ method: ["GET", "HEAD"], url: "/v2/", handler: base });
-    v2.route({ method: ["GET", "HEAD"], url: "/v2", handler: base });
+    v2.route({ method: ["GET", "HEAD"], url: root, handler: base });
+    v2.route({ method: ["GET", "HEAD"], url: `${prefix}/v2`, handler: base });
     v2.route({
       method: ["GET", "HEAD"],
-      url: "/v2/_catalog",
+      url: `${root}_catalog`,
       handler: (request, reply) => catalog(request, reply, ctx),
     });
     v2.route({
       method: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-      url: "/v2/*",
-      handler: (request, reply) => dispatch(request, reply, ctx),
+      url: `${root}*`,
+      handler: (request, reply) => dispatch(request, reply, ctx, root),
     });
   });
 }

@@ -1,5 +1,6 @@
 import { Registry } from "../../../registry/registry.js";
 import { canPull, requireAccess } from "../../access.js";
+import { prefixOf } from "../../urls.js";
 import { pageSize, queryValue, type V2Request } from "./common.js";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { AppContext } from "../../context.js";
@@ -17,7 +18,7 @@ export async function listTags({ request, reply, ctx, name }: V2Request): Promis
   const n = pageSize(request);
   const last = queryValue(request, "last");
   const page = await ctx.registry.listTags(name, n, last || undefined);
-  if (page.next !== null && n !== undefined) reply.header("Link", nextLink(`/v2/${name}/tags/list`, n, page.next));
+  if (page.next !== null && n !== undefined) reply.header("Link", nextLink(`${prefixOf(ctx.config)}/v2/${name}/tags/list`, n, page.next));
   return reply.code(200).header("Content-Type", "application/json").send(Buffer.from(JSON.stringify({ name, tags: page.items })));
 }
 
@@ -38,6 +39,6 @@ export async function catalog(request: FastifyRequest, reply: FastifyReply, ctx:
   const n = Math.min(asked ?? DEFAULT_CATALOG_PAGE, MAX_CATALOG_PAGE);
   const last = queryValue(request, "last");
   const page = await ctx.registry.catalog(n, last || undefined, (repo) => canPull(request, repo));
-  if (page.next !== null) reply.header("Link", nextLink("/v2/_catalog", n, page.next));
+  if (page.next !== null) reply.header("Link", nextLink(`${prefixOf(ctx.config)}/v2/_catalog`, n, page.next));
   return reply.code(200).header("Content-Type", "application/json").send(Buffer.from(JSON.stringify({ repositories: page.items })));
 }
