@@ -79,3 +79,22 @@ describe("http.prefix", () => {
     expect(page.headers.get("link")).toBe('</registry/v2/pre/app/tags/list?n=1&last=v1>; rel="next"');
   });
 });
+
+describe("http.prefix with token auth", () => {
+  it("points the Bearer realm under the prefix and serves tokens there", async () => {
+    const { writeFileSync } = await import("node:fs");
+    const { tempDir } = await import("../helpers/server.js");
+    const dir = tempDir();
+    writeFileSync(`${dir}/htpasswd`, "");
+    const berth = await startBerth({
+      env: { REGISTRY_HTTP_PREFIX: "/registry/", REGISTRY_AUTH_HTPASSWD_PATH: `${dir}/htpasswd`, REGISTRY_AUTH_TOKEN_SERVICE: "berth-test" },
+    });
+    started.push(berth);
+    const challenge = (await fetch(`${berth.url}/registry/v2/`)).headers.get("www-authenticate") ?? "";
+    const realm = /realm="([^"]+)"/.exec(challenge)?.[1];
+    expect(realm).toBe(`${berth.url}/registry/auth/token`);
+    const token = await fetch(`${realm}?service=berth-test`);
+    expect(token.status).toBe(200);
+    expect(((await token.json()) as { token: string }).token).toMatch(/^ey/);
+  });
+});

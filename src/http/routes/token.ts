@@ -3,6 +3,7 @@ import { safeEqual } from "../../auth/credentials.js";
 import { basicChallenge, formatScope, parseScopes } from "../../auth/scope.js";
 import { type AuthService, parseBasic, passwordFingerprint } from "../../auth/service.js";
 import { TokenError } from "../../auth/token.js";
+import { prefixOf } from "../urls.js";
 import type { AccessRequest } from "../../auth/types.js";
 import { authServiceFor, clientAddress } from "../access.js";
 import type { AppContext } from "../context.js";
@@ -98,7 +99,7 @@ function asList(value: unknown): string[] {
 export async function registerTokenRoutes(app: FastifyInstance, ctx: AppContext): Promise<void> {
   const service = authServiceFor(ctx);
 
-  await app.register(async (scope) => {
+  const endpoint = async (scope: FastifyInstance) => {
     if (!scope.hasContentTypeParser("application/x-www-form-urlencoded")) {
       scope.addContentTypeParser(
         "application/x-www-form-urlencoded",
@@ -197,7 +198,11 @@ export async function registerTokenRoutes(app: FastifyInstance, ctx: AppContext)
       }
       return reply.header("Cache-Control", "no-store").send(body);
     });
-  });
+  };
+  await app.register(endpoint);
+  // With http.prefix the token realm is under the prefix too (a proxy may forward only that path).
+  const prefix = prefixOf(ctx.config);
+  if (prefix !== "") await app.register(endpoint, { prefix });
 }
 
 async function fromRefreshToken(service: AuthService, token: string): Promise<Caller> {
