@@ -1,0 +1,13 @@
+// The metrics, in the order they run and appear in the table. A metric module exports
+// { id, title, run(ctx) → Promise<row[]> } (rows from lib/report.mjs makeRow). To add one, write
+// bench/metrics/<name>.mjs and list it here.
+import blobHead from "./blob-head.mjs";
+import catalog from "./catalog.mjs";
+import manifestGet from "./manifest-get.mjs";
+import pull from "./pull.mjs";
+import pushChunked from "./push-chunked.mjs";
+import pushMonolithic from "./push-monolithic.mjs";
+import rss from "./rss.mjs";
+import skopeo from "./skopeo.mjs";
+
+export const METRICS = [pushMonolithic, pushChunked, pull, manifestGet, blobHead, skopeo, catalog, rss];
