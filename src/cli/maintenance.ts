@@ -1,11 +1,16 @@
 import type { Command } from "commander";
 import { loadConfig } from "../config/load.js";
-import { parseDuration } from "../config/sections/core.js";
 import type { Config, ConfigInput } from "../config/schema.js";
+import { parseDuration } from "../config/sections/core.js";
 import { repositoryByName, repositoryCounts } from "../metadata/gc-queries.js";
 import { collectGarbage, type GcLogger, type GcReport, waitForLease } from "../registry/gc.js";
 import { gcOptionsFromConfig, JOB_LOCK } from "../registry/jobs.js";
-import { applyRetention, compilePolicies, formatDuration, type RetentionReport } from "../registry/retention.js";
+import {
+  applyRetention,
+  compilePolicies,
+  formatDuration,
+  type RetentionReport,
+} from "../registry/retention.js";
 import { repositoryUsage, usageOfRepository, usageSummary } from "../registry/usage.js";
 import type { Runtime } from "./runtime.js";
 
@@ -70,7 +75,8 @@ export function formatBytes(bytes: number): string {
 
 function durationFlag(value: string, name: string): number {
   const ms = parseDuration(value);
-  if (ms === null) throw new Error(`${name}: expected a duration such as "30s", "10m" or "1h", got "${value}"`);
+  if (ms === null)
+    throw new Error(`${name}: expected a duration such as "30s", "10m" or "1h", got "${value}"`);
   return ms;
 }
 
@@ -98,23 +104,36 @@ function printGcReport(report: GcReport, list: boolean): void {
   const verb = report.dryRun ? "would remove" : "removed";
   if (report.manifests.length > 0) {
     out(`${verb} ${plural(report.manifests.length, "manifest")}:`);
-    if (list) for (const m of report.manifests) out(`  ${m.repository}@${m.digest}  ${formatBytes(m.size)}  (${m.reason})`);
+    if (list)
+      for (const m of report.manifests)
+        out(`  ${m.repository}@${m.digest}  ${formatBytes(m.size)}  (${m.reason})`);
   }
-  out(`${verb} ${plural(report.blobs.length, "blob")}, ${formatBytes(report.blobBytes)}${report.blobs.length > 0 && list ? ":" : ""}`);
+  out(
+    `${verb} ${plural(report.blobs.length, "blob")}, ${formatBytes(report.blobBytes)}${report.blobs.length > 0 && list ? ":" : ""}`,
+  );
   if (list) for (const blob of report.blobs) out(`  ${blob.digest}  ${formatBytes(blob.size)}`);
-  if (!report.dryRun && report.links > 0) out(`removed ${plural(report.links, "stale repository link")} (blobs other repositories still use)`);
+  if (!report.dryRun && report.links > 0)
+    out(`removed ${plural(report.links, "stale repository link")} (blobs other repositories still use)`);
   if (report.orphans.length > 0) {
-    out(`${verb} ${plural(report.orphans.length, "orphan file")} (no database row), ${formatBytes(report.orphanBytes)}${list ? ":" : ""}`);
+    out(
+      `${verb} ${plural(report.orphans.length, "orphan file")} (no database row), ${formatBytes(report.orphanBytes)}${list ? ":" : ""}`,
+    );
     if (list) for (const o of report.orphans) out(`  ${o.digest}  ${formatBytes(o.size)}`);
   }
   if (report.uploads.length > 0) {
-    out(`${verb} ${plural(report.uploads.length, "abandoned upload")}, ${formatBytes(report.uploadBytes)}${list ? ":" : ""}`);
-    if (list) for (const u of report.uploads) out(`  ${u.id}  ${formatBytes(u.size)}${u.kind === "file" ? "  (file without a session)" : ""}`);
+    out(
+      `${verb} ${plural(report.uploads.length, "abandoned upload")}, ${formatBytes(report.uploadBytes)}${list ? ":" : ""}`,
+    );
+    if (list)
+      for (const u of report.uploads)
+        out(`  ${u.id}  ${formatBytes(u.size)}${u.kind === "file" ? "  (file without a session)" : ""}`);
   }
   const total = report.blobBytes + report.orphanBytes + report.uploadBytes;
   out(
     `${report.dryRun ? "would free" : "freed"} ${formatBytes(total)} in ${(report.durationMs / 1000).toFixed(2)} s` +
-      (report.dryRun ? "" : ` (${plural(report.transactions, "transaction")}, the longest ${report.longestTransactionMs} ms)`),
+      (report.dryRun
+        ? ""
+        : ` (${plural(report.transactions, "transaction")}, the longest ${report.longestTransactionMs} ms)`),
   );
   for (const note of report.notes) out(`note: ${note}`);
 }
@@ -122,12 +141,20 @@ function printGcReport(report: GcReport, list: boolean): void {
 async function runGc(flags: GcFlags): Promise<void> {
   const config = loadFor(flags);
   if (!flags.dryRun && config.storage.maintenance.readonly.enabled) {
-    throw new Error("the registry is in read-only mode (storage.maintenance.readonly.enabled): nothing is deleted; --dry-run works");
+    throw new Error(
+      "the registry is in read-only mode (storage.maintenance.readonly.enabled): nothing is deleted; --dry-run works",
+    );
   }
   const overrides = {
-    ...(flags.gracePeriod !== undefined ? { graceMs: durationFlag(flags.gracePeriod, "--grace-period") } : {}),
+    ...(flags.gracePeriod !== undefined
+      ? { graceMs: durationFlag(flags.gracePeriod, "--grace-period") }
+      : {}),
   };
-  const options = gcOptionsFromConfig(config, { ...overrides, dryRun: flags.dryRun === true, log: stderrLog });
+  const options = gcOptionsFromConfig(config, {
+    ...overrides,
+    dryRun: flags.dryRun === true,
+    log: stderrLog,
+  });
   if (flags.untagged) options.untagged = { ...options.untagged, enabled: true };
   await withRuntime(config, async (runtime) => {
     let report: GcReport;
@@ -140,13 +167,19 @@ async function runGc(flags: GcFlags): Promise<void> {
         timeoutMs: waitMs,
         onWait: (holder) => err(`another collection is ${holder}; waiting for it to finish`),
       });
-      if (!lease) throw new Error(`another collection is still running after ${formatDuration(waitMs)}; try again later`);
+      if (!lease)
+        throw new Error(
+          `another collection is still running after ${formatDuration(waitMs)}; try again later`,
+        );
       const abort = new AbortController();
       const onSignal = () => abort.abort();
       process.once("SIGINT", onSignal);
       process.once("SIGTERM", onSignal);
       try {
-        report = await collectGarbage({ meta: runtime.meta, store: runtime.storage }, { ...options, lease, signal: abort.signal });
+        report = await collectGarbage(
+          { meta: runtime.meta, store: runtime.storage },
+          { ...options, lease, signal: abort.signal },
+        );
       } finally {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);
@@ -177,7 +210,8 @@ function printRetentionReport(report: RetentionReport, policies: number): void {
   for (const repo of report.repositories) {
     out(`${repo.repository}: ${repo.policy}`);
     for (const t of repo.tags) out(`  ${verb} tag ${t.tag} (${t.digest}): ${t.reason}`);
-    for (const m of repo.manifests) out(`  ${verb} manifest ${m.digest} (${formatBytes(m.size)}): ${m.reason}`);
+    for (const m of repo.manifests)
+      out(`  ${verb} manifest ${m.digest} (${formatBytes(m.size)}): ${m.reason}`);
   }
   out(
     `${verb} ${plural(report.tagsRemoved, "tag")} and ${plural(report.manifestsRemoved, "manifest")} in ${plural(report.repositories.length, "repository")}` +
@@ -190,7 +224,9 @@ async function runRetention(flags: RetentionFlags): Promise<void> {
   const config = loadFor(flags);
   const dryRun = flags.dryRun === true;
   if (!dryRun && config.storage.maintenance.readonly.enabled) {
-    throw new Error("the registry is in read-only mode (storage.maintenance.readonly.enabled): nothing is deleted; --dry-run works");
+    throw new Error(
+      "the registry is in read-only mode (storage.maintenance.readonly.enabled): nothing is deleted; --dry-run works",
+    );
   }
   const policies = compilePolicies(config.retention.policies);
   await withRuntime(config, async (runtime) => {
@@ -241,7 +277,10 @@ async function runUsage(flags: UsageFlags): Promise<void> {
       const usage = await usageOfRepository(db, flags.repository);
       if (!usage) throw new Error(`repository ${flags.repository} not found`);
       if (flags.json) out(JSON.stringify(usage, null, 2));
-      else out(`${usage.name}: ${formatBytes(usage.bytes)} in ${plural(usage.blobs, "blob")}; unique ${formatBytes(usage.unique)}, shared ${formatBytes(usage.shared)}`);
+      else
+        out(
+          `${usage.name}: ${formatBytes(usage.bytes)} in ${plural(usage.blobs, "blob")}; unique ${formatBytes(usage.unique)}, shared ${formatBytes(usage.shared)}`,
+        );
       return;
     }
     const summary = await usageSummary(db);
@@ -250,16 +289,29 @@ async function runUsage(flags: UsageFlags): Promise<void> {
       out(JSON.stringify({ ...summary, repositories }, null, 2));
       return;
     }
-    const rows = repositories.map((r) => [r.name, formatBytes(r.bytes), formatBytes(r.unique), formatBytes(r.shared), String(r.blobs)]);
+    const rows = repositories.map((r) => [
+      r.name,
+      formatBytes(r.bytes),
+      formatBytes(r.unique),
+      formatBytes(r.shared),
+      String(r.blobs),
+    ]);
     const header = ["REPOSITORY", "SIZE", "UNIQUE", "SHARED", "BLOBS"];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-    const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ");
+    const line = (cells: string[]) =>
+      cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ");
     out(line(header));
     for (const r of rows) out(line(r));
     if (rows.length > 0) out();
-    out(`total: ${formatBytes(summary.total.bytes)} in ${plural(summary.total.blobs, "blob")} (each stored once)`);
-    out(`shared by two or more repositories: ${formatBytes(summary.shared.bytes)} in ${plural(summary.shared.blobs, "blob")}`);
-    out(`linked by no repository (the next collection frees it): ${formatBytes(summary.unlinked.bytes)} in ${plural(summary.unlinked.blobs, "blob")}`);
+    out(
+      `total: ${formatBytes(summary.total.bytes)} in ${plural(summary.total.blobs, "blob")} (each stored once)`,
+    );
+    out(
+      `shared by two or more repositories: ${formatBytes(summary.shared.bytes)} in ${plural(summary.shared.blobs, "blob")}`,
+    );
+    out(
+      `linked by no repository (the next collection frees it): ${formatBytes(summary.unlinked.bytes)} in ${plural(summary.unlinked.blobs, "blob")}`,
+    );
   });
 }
 
@@ -285,7 +337,9 @@ async function runRepoRm(name: string, flags: RepoRmFlags): Promise<void> {
     out(
       `removed repository ${name}: ${plural(counts.tags, "tag")}, ${plural(counts.manifests, "manifest")}, ${plural(counts.uploads, "upload")} in progress`,
     );
-    out(`${formatBytes(result.uniqueBytes)} no other repository uses will be freed by the next garbage collection (berth gc)`);
+    out(
+      `${formatBytes(result.uniqueBytes)} no other repository uses will be freed by the next garbage collection (berth gc)`,
+    );
   });
 }
 
@@ -295,10 +349,15 @@ export function registerMaintenanceCommands(program: Command): void {
   commonOptions(
     program
       .command("gc")
-      .description("collect garbage now: unreferenced blobs, orphan files, abandoned uploads (and untagged manifests when configured)")
+      .description(
+        "collect garbage now: unreferenced blobs, orphan files, abandoned uploads (and untagged manifests when configured)",
+      )
       .option("--dry-run", "list what would be removed and how many bytes, remove nothing")
       .option("--untagged", "also remove untagged manifests (as gc.untagged.enabled)")
-      .option("--grace-period <duration>", "keep anything newer than this (gc.graceperiod); pushes in progress need it")
+      .option(
+        "--grace-period <duration>",
+        "keep anything newer than this (gc.graceperiod); pushes in progress need it",
+      )
       .option("--wait <duration>", "how long to wait for a collection running elsewhere (default 10m)")
       .option("--no-list", "print totals only, not every item")
       .option("--json", "print the report as JSON"),
@@ -326,7 +385,9 @@ export function registerMaintenanceCommands(program: Command): void {
     repo
       .command("rm")
       .argument("<name>", "repository to delete")
-      .description("delete a repository: its tags, manifests, blob links and uploads (blobs go at the next gc)")
+      .description(
+        "delete a repository: its tags, manifests, blob links and uploads (blobs go at the next gc)",
+      )
       .option("--json", "print the result as JSON"),
   ).action(async (name: string, flags: RepoRmFlags) => runRepoRm(name, flags));
 }

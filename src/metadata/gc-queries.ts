@@ -47,14 +47,24 @@ export async function readLock(db: Q, name: string): Promise<LockRow | null> {
  * process on this host that is gone, or (with `takeIdle`) merely resting between scheduled runs.
  * One conditional UPDATE or INSERT: atomic in SQLite and PostgreSQL alike.
  */
-export async function acquireLock(db: Kysely<Database>, name: string, holder: string, ttlMs: number, takeIdle: boolean): Promise<boolean> {
+export async function acquireLock(
+  db: Kysely<Database>,
+  name: string,
+  holder: string,
+  ttlMs: number,
+  takeIdle: boolean,
+): Promise<boolean> {
   const now = Date.now();
   const run = `run:${holder}`;
   const updated = await db
     .updateTable("locks")
     .set({ holder: run, expires_at: now + ttlMs })
     .where("name", "=", name)
-    .where((eb) => (takeIdle ? eb.or([eb("expires_at", "<", now), eb("holder", "like", "idle:%")]) : eb("expires_at", "<", now)))
+    .where((eb) =>
+      takeIdle
+        ? eb.or([eb("expires_at", "<", now), eb("holder", "like", "idle:%")])
+        : eb("expires_at", "<", now),
+    )
     .executeTakeFirst();
   if (n(updated.numUpdatedRows) > 0) return true;
   const inserted = await db
@@ -144,7 +154,13 @@ function unreferencedBlob(cutoff: number) {
 export async function blobPage(db: Q, after: string, limit: number, cutoff: number): Promise<BlobPageRow[]> {
   const rows = await db
     .selectFrom((eb) =>
-      eb.selectFrom("blobs").select(["digest", "size", "created_at"]).where("digest", ">", after).orderBy("digest").limit(limit).as("b"),
+      eb
+        .selectFrom("blobs")
+        .select(["digest", "size", "created_at"])
+        .where("digest", ">", after)
+        .orderBy("digest")
+        .limit(limit)
+        .as("b"),
     )
     .select(["b.digest", "b.size"])
     .select(sql<number>`case when ${unreferencedBlob(cutoff)} then 1 else 0 end`.as("garbage"))
@@ -154,7 +170,11 @@ export async function blobPage(db: Q, after: string, limit: number, cutoff: numb
 }
 
 /** Of `digests`, those that are still garbage (run inside the deleting transaction). */
-export async function stillGarbageBlobs(trx: Q, digests: string[], cutoff: number): Promise<Map<string, number>> {
+export async function stillGarbageBlobs(
+  trx: Q,
+  digests: string[],
+  cutoff: number,
+): Promise<Map<string, number>> {
   if (digests.length === 0) return new Map();
   const rows = await trx
     .selectFrom("blobs as b")
@@ -192,14 +212,22 @@ export interface BlobReferences {
 
 /** Everything that keeps a blob (for the dry run, which simulates removing manifests). */
 export async function blobReferences(db: Q, digest: string, cutoff: number): Promise<BlobReferences | null> {
-  const blob = await db.selectFrom("blobs").select(["size", "created_at"]).where("digest", "=", digest).executeTakeFirst();
+  const blob = await db
+    .selectFrom("blobs")
+    .select(["size", "created_at"])
+    .where("digest", "=", digest)
+    .executeTakeFirst();
   if (!blob) return null;
   const manifests = await db
     .selectFrom("manifest_blobs")
     .select(["repository_id", "manifest_digest"])
     .where("blob_digest", "=", digest)
     .execute();
-  const asManifest = await db.selectFrom("manifests").select("repository_id").where("digest", "=", digest).execute();
+  const asManifest = await db
+    .selectFrom("manifests")
+    .select("repository_id")
+    .where("digest", "=", digest)
+    .execute();
   const fresh = await db
     .selectFrom("repository_blobs")
     .select((eb) => eb.fn.countAll<number>().as("count"))
@@ -295,12 +323,22 @@ export interface RepositoryRow {
 }
 
 export async function repositoryPage(db: Q, afterId: number, limit: number): Promise<RepositoryRow[]> {
-  const rows = await db.selectFrom("repositories").select(["id", "name"]).where("id", ">", afterId).orderBy("id").limit(limit).execute();
+  const rows = await db
+    .selectFrom("repositories")
+    .select(["id", "name"])
+    .where("id", ">", afterId)
+    .orderBy("id")
+    .limit(limit)
+    .execute();
   return rows.map((r) => ({ id: n(r.id), name: r.name }));
 }
 
 export async function repositoryByName(db: Q, name: string): Promise<RepositoryRow | null> {
-  const row = await db.selectFrom("repositories").select(["id", "name"]).where("name", "=", name).executeTakeFirst();
+  const row = await db
+    .selectFrom("repositories")
+    .select(["id", "name"])
+    .where("name", "=", name)
+    .executeTakeFirst();
   return row ? { id: n(row.id), name: row.name } : null;
 }
 
@@ -314,7 +352,10 @@ export async function hasOldUntagged(db: Q, repositoryId: number, cutoff: number
     .where(({ not, exists, selectFrom }) =>
       not(
         exists(
-          selectFrom("tags as t").select("t.name").whereRef("t.repository_id", "=", "m.repository_id").whereRef("t.digest", "=", "m.digest"),
+          selectFrom("tags as t")
+            .select("t.name")
+            .whereRef("t.repository_id", "=", "m.repository_id")
+            .whereRef("t.digest", "=", "m.digest"),
         ),
       ),
     )
@@ -340,10 +381,16 @@ export interface RepositoryGraph {
 }
 
 /** Every manifest of a repository with its tags, subject, index edges and freshness. Without contents. */
-export async function repositoryGraph(db: Q, repositoryId: number, only?: string[]): Promise<RepositoryGraph> {
+export async function repositoryGraph(
+  db: Q,
+  repositoryId: number,
+  only?: string[],
+): Promise<RepositoryGraph> {
   let mq = db
     .selectFrom("manifests as m")
-    .leftJoin("repository_blobs as rb", (join) => join.onRef("rb.repository_id", "=", "m.repository_id").onRef("rb.digest", "=", "m.digest"))
+    .leftJoin("repository_blobs as rb", (join) =>
+      join.onRef("rb.repository_id", "=", "m.repository_id").onRef("rb.digest", "=", "m.digest"),
+    )
     .select(["m.digest", "m.subject", "m.size", "m.media_type", "m.created_at", "rb.created_at as linked_at"])
     .where("m.repository_id", "=", repositoryId);
   if (only) mq = mq.where("m.digest", "in", only.length ? only : [""]);
@@ -362,7 +409,10 @@ export async function repositoryGraph(db: Q, repositoryId: number, only?: string
   let tq = db.selectFrom("tags").select(["name", "digest"]).where("repository_id", "=", repositoryId);
   if (only) tq = tq.where("digest", "in", only.length ? only : [""]);
   for (const t of await tq.execute()) manifests.get(t.digest)?.tags.push(t.name);
-  let cq = db.selectFrom("manifest_children").select(["parent_digest", "child_digest"]).where("repository_id", "=", repositoryId);
+  let cq = db
+    .selectFrom("manifest_children")
+    .select(["parent_digest", "child_digest"])
+    .where("repository_id", "=", repositoryId);
   if (only) cq = cq.where("child_digest", "in", only.length ? only : [""]);
   const children = new Map<string, string[]>();
   for (const c of await cq.execute()) {
@@ -374,7 +424,11 @@ export async function repositoryGraph(db: Q, repositoryId: number, only?: string
 }
 
 /** Referrers (digest → subject) of the given subjects in a repository. */
-export async function referrersOf(q: Q, repositoryId: number, subjects: string[]): Promise<{ digest: string; subject: string }[]> {
+export async function referrersOf(
+  q: Q,
+  repositoryId: number,
+  subjects: string[],
+): Promise<{ digest: string; subject: string }[]> {
   if (subjects.length === 0) return [];
   const rows = await q
     .selectFrom("manifests")
@@ -388,7 +442,12 @@ export async function referrersOf(q: Q, repositoryId: number, subjects: string[]
 /** Which of `digests` are manifests of the repository. */
 export async function existingManifests(q: Q, repositoryId: number, digests: string[]): Promise<Set<string>> {
   if (digests.length === 0) return new Set();
-  const rows = await q.selectFrom("manifests").select("digest").where("repository_id", "=", repositoryId).where("digest", "in", digests).execute();
+  const rows = await q
+    .selectFrom("manifests")
+    .select("digest")
+    .where("repository_id", "=", repositoryId)
+    .where("digest", "in", digests)
+    .execute();
   return new Set(rows.map((r) => r.digest));
 }
 
@@ -407,7 +466,9 @@ export interface TagInfo {
 export async function tagsOfRepository(q: Q, repositoryId: number): Promise<TagInfo[]> {
   const rows = await q
     .selectFrom("tags as t")
-    .innerJoin("manifests as m", (join) => join.onRef("m.repository_id", "=", "t.repository_id").onRef("m.digest", "=", "t.digest"))
+    .innerJoin("manifests as m", (join) =>
+      join.onRef("m.repository_id", "=", "t.repository_id").onRef("m.digest", "=", "t.digest"),
+    )
     .select(["t.name", "t.digest", "t.updated_at", "m.last_pulled_at"])
     .where("t.repository_id", "=", repositoryId)
     .execute();
@@ -441,7 +502,13 @@ export interface StaleUpload {
 }
 
 /** Upload sessions not written to since `cutoff` and not held by a request, after `after` in id order. */
-export async function staleUploadPage(db: Q, after: string, limit: number, cutoff: number, now: number): Promise<StaleUpload[]> {
+export async function staleUploadPage(
+  db: Q,
+  after: string,
+  limit: number,
+  cutoff: number,
+  now: number,
+): Promise<StaleUpload[]> {
   const rows = await db
     .selectFrom("uploads")
     .select(["id", "size", "updated_at"])
@@ -455,7 +522,12 @@ export async function staleUploadPage(db: Q, after: string, limit: number, cutof
 }
 
 /** Deletes the sessions of `ids` that are still stale; returns the ids that went. */
-export async function deleteStaleUploads(trx: Q, ids: string[], cutoff: number, now: number): Promise<string[]> {
+export async function deleteStaleUploads(
+  trx: Q,
+  ids: string[],
+  cutoff: number,
+  now: number,
+): Promise<string[]> {
   if (ids.length === 0) return [];
   const rows = await trx
     .deleteFrom("uploads")
@@ -475,7 +547,10 @@ export async function existingUploads(q: Q, ids: string[]): Promise<Set<string>>
 }
 
 /** Tags, manifests and upload sessions of a repository (for `berth repo rm`). */
-export async function repositoryCounts(q: Q, repositoryId: number): Promise<{ tags: number; manifests: number; uploads: number }> {
+export async function repositoryCounts(
+  q: Q,
+  repositoryId: number,
+): Promise<{ tags: number; manifests: number; uploads: number }> {
   const count = async (table: "tags" | "manifests" | "uploads") => {
     const row = await q
       .selectFrom(table)

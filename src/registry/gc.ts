@@ -18,11 +18,11 @@ import {
   linkPage,
   manifestBlobDigests,
   newHolder,
+  type RepositoryGraph,
   readLock,
   referrersOf,
   releaseLock,
   renewLock,
-  type RepositoryGraph,
   repositoryGraph,
   repositoryPage,
   staleUploadPage,
@@ -90,14 +90,21 @@ export class Lease {
    * Takes the lease when free. `takeIdle`: also when it merely rests until its next scheduled run
    * (on-demand runs from the CLI); a job that is running is never interrupted.
    */
-  static async acquire(db: Kysely<Database>, name: string, options: { ttlMs?: number; takeIdle?: boolean } = {}): Promise<Lease | null> {
+  static async acquire(
+    db: Kysely<Database>,
+    name: string,
+    options: { ttlMs?: number; takeIdle?: boolean } = {},
+  ): Promise<Lease | null> {
     const holder = newHolder();
     const ttl = options.ttlMs ?? LEASE_TTL_MS;
     if (!(await acquireLock(db, name, holder, ttl, options.takeIdle ?? false))) return null;
     const lease = new Lease(db, name, holder, ttl);
-    lease.heartbeat = setInterval(() => {
-      lease.renew().catch(() => {});
-    }, Math.max(1000, Math.floor(ttl / 3)));
+    lease.heartbeat = setInterval(
+      () => {
+        lease.renew().catch(() => {});
+      },
+      Math.max(1000, Math.floor(ttl / 3)),
+    );
     lease.heartbeat.unref();
     return lease;
   }
@@ -295,7 +302,9 @@ export async function collectGarbage(target: GcTarget, options: GcOptions): Prom
   } catch (err) {
     if (err instanceof Aborted || err instanceof LeaseLostError) {
       report.aborted = true;
-      report.notes.push(err instanceof Aborted ? "stopped before the end (the process is stopping)" : err.message);
+      report.notes.push(
+        err instanceof Aborted ? "stopped before the end (the process is stopping)" : err.message,
+      );
     } else {
       throw err;
     }
@@ -421,7 +430,9 @@ export async function deleteManifestBatch(
     for (const c of children) parents.set(c, [...(parents.get(c) ?? []), p]);
   }
   const referrers = await referrersOf(trx, repositoryId, [...batch]);
-  const subjects = [...new Set([...graph.manifests.values()].map((m) => m.subject).filter((s): s is string => s !== null))];
+  const subjects = [
+    ...new Set([...graph.manifests.values()].map((m) => m.subject).filter((s): s is string => s !== null)),
+  ];
   const existingSubjects = await existingManifests(trx, repositoryId, subjects);
   for (const m of graph.manifests.values()) {
     if (m.tags.length > 0 || m.freshAt >= cutoff) batch.delete(m.digest);
@@ -441,7 +452,8 @@ export async function deleteManifestBatch(
   }
   const removed = new Map<string, number>();
   for (const digest of batch) {
-    if (await meta.deleteManifest(trx, repositoryId, digest)) removed.set(digest, graph.manifests.get(digest)?.size ?? 0);
+    if (await meta.deleteManifest(trx, repositoryId, digest))
+      removed.set(digest, graph.manifests.get(digest)?.size ?? 0);
   }
   return removed;
 }
@@ -457,7 +469,11 @@ export interface ManifestPlan {
  * `from` (retention: the manifests whose last tag it removes, their referrers, the children of a removed
  * index). Pure.
  */
-export function planManifestRemoval(graph: RepositoryGraph, cutoff: number, from?: Set<string>): ManifestPlan {
+export function planManifestRemoval(
+  graph: RepositoryGraph,
+  cutoff: number,
+  from?: Set<string>,
+): ManifestPlan {
   const kept = keptManifests(graph, cutoff);
   let digests = new Set([...graph.manifests.keys()].filter((d) => !kept.has(d)));
   if (from) digests = reachable(graph, digests, from);
@@ -481,13 +497,16 @@ export async function removeUnkeptManifests(
   if (plan.digests.size === 0) return [];
   const base = from?.reason ?? "untagged";
   const out: RemovedManifest[] = [];
-  const record = (digest: string, size: number) => out.push({ repository: repository.name, digest, size, reason: plan.reason(digest, base) });
+  const record = (digest: string, size: number) =>
+    out.push({ repository: repository.name, digest, size, reason: plan.reason(digest, base) });
   if (dryRun) {
     for (const digest of [...plan.digests].sort()) record(digest, graph.manifests.get(digest)?.size ?? 0);
     return out;
   }
   for (const batch of manifestBatches(graph, plan.digests, batchSize)) {
-    const removed = await b.write((trx) => deleteManifestBatch(trx, b.target.meta, repository.id, batch, cutoff));
+    const removed = await b.write((trx) =>
+      deleteManifestBatch(trx, b.target.meta, repository.id, batch, cutoff),
+    );
     for (const [digest, size] of removed) record(digest, size);
   }
   return out;
@@ -525,7 +544,10 @@ async function collectUntagged(b: Batcher, cutoff: number, options: GcOptions): 
       b.report.manifests.push(...removed);
       if (options.dryRun && removed.length > 0) simulated.set(repo.id, new Set(removed.map((m) => m.digest)));
       if (!options.dryRun && removed.length > 0) {
-        options.log?.debug?.({ repository: repo.name, manifests: removed.length }, "gc: removed untagged manifests");
+        options.log?.debug?.(
+          { repository: repo.name, manifests: removed.length },
+          "gc: removed untagged manifests",
+        );
       }
       await b.breathe();
     }
@@ -536,7 +558,12 @@ async function collectUntagged(b: Batcher, cutoff: number, options: GcOptions): 
 // ------------------------------------------------------------------------------------------------
 // Blobs
 
-async function collectBlobs(b: Batcher, cutoff: number, options: GcOptions, simulated: SimulatedManifests | null): Promise<void> {
+async function collectBlobs(
+  b: Batcher,
+  cutoff: number,
+  options: GcOptions,
+  simulated: SimulatedManifests | null,
+): Promise<void> {
   let pending: string[] = [];
   const flush = async () => {
     const digests = pending;
@@ -575,11 +602,17 @@ async function collectBlobs(b: Batcher, cutoff: number, options: GcOptions, simu
     if (options.dryRun) await b.breathe();
   }
   await flush();
-  if (options.dryRun && simulated && simulated.size > 0) await simulateBlobsOfRemovedManifests(b, cutoff, simulated, seen);
+  if (options.dryRun && simulated && simulated.size > 0)
+    await simulateBlobsOfRemovedManifests(b, cutoff, simulated, seen);
 }
 
 /** Dry run: the blobs that would go once the untagged manifests it lists are gone. */
-async function simulateBlobsOfRemovedManifests(b: Batcher, cutoff: number, simulated: SimulatedManifests, seen: Set<string>): Promise<void> {
+async function simulateBlobsOfRemovedManifests(
+  b: Batcher,
+  cutoff: number,
+  simulated: SimulatedManifests,
+  seen: Set<string>,
+): Promise<void> {
   const removed = (repositoryId: number, digest: string) => simulated.get(repositoryId)?.has(digest) ?? false;
   const candidates = new Set<string>();
   for (const [repositoryId, digests] of simulated) {
@@ -720,7 +753,10 @@ export async function purgeUploads(target: GcTarget, options: PurgeOptions): Pro
   if (!options.dryRun && !options.lease) throw new Error("purgeUploads: a lease is required unless dryRun");
   const b = new Batcher(target, report, options.lease, options.pauseMs, options.signal);
   try {
-    await purgeUploadsWith(b, Date.now() - options.ageMs, { batchSize: options.batchSize, dryRun: options.dryRun });
+    await purgeUploadsWith(b, Date.now() - options.ageMs, {
+      batchSize: options.batchSize,
+      dryRun: options.dryRun,
+    });
   } catch (err) {
     if (err instanceof Aborted || err instanceof LeaseLostError) {
       report.aborted = true;
@@ -733,7 +769,11 @@ export async function purgeUploads(target: GcTarget, options: PurgeOptions): Pro
   return report;
 }
 
-async function purgeUploadsWith(b: Batcher, cutoff: number, options: { batchSize: number; dryRun: boolean }): Promise<void> {
+async function purgeUploadsWith(
+  b: Batcher,
+  cutoff: number,
+  options: { batchSize: number; dryRun: boolean },
+): Promise<void> {
   // Sessions: the row says when the upload was last written to; a request holding its lease is never cut off.
   for (let after = ""; ; ) {
     b.checkStop();
@@ -812,7 +852,11 @@ export interface WaitForLeaseOptions {
 }
 
 /** Takes a job lease, waiting for a running job elsewhere to finish when asked to. */
-export async function waitForLease(db: Kysely<Database>, name: string, options: WaitForLeaseOptions = {}): Promise<Lease | null> {
+export async function waitForLease(
+  db: Kysely<Database>,
+  name: string,
+  options: WaitForLeaseOptions = {},
+): Promise<Lease | null> {
   const deadline = Date.now() + (options.timeoutMs ?? 0);
   let told = false;
   for (;;) {

@@ -2,7 +2,15 @@ import client from "prom-client";
 import type { Config } from "../config/schema.js";
 import type { MetadataStore } from "../metadata/store.js";
 import type { BlobStore } from "../storage/blob-store.js";
-import { collectGarbage, type GcLogger, type GcOptions, type GcReport, Lease, purgeUploads, summarize } from "./gc.js";
+import {
+  collectGarbage,
+  type GcLogger,
+  type GcOptions,
+  type GcReport,
+  Lease,
+  purgeUploads,
+  summarize,
+} from "./gc.js";
 import { applyRetention, compilePolicies, type RetentionReport } from "./retention.js";
 import { repositoryUsage, usageSummary } from "./usage.js";
 
@@ -59,7 +67,11 @@ const RETRY_AFTER_ERROR_MS = 5 * 60_000;
  * after its current batch, releases its lease, and the returned promise resolves.
  * Call it in every worker after the server listens (src/cli/serve.ts, runWorker).
  */
-export function startBackgroundJobs(runtime: JobsRuntime, config: Config, log: GcLogger): () => Promise<void> {
+export function startBackgroundJobs(
+  runtime: JobsRuntime,
+  config: Config,
+  log: GcLogger,
+): () => Promise<void> {
   const target = { meta: runtime.meta, store: runtime.storage };
   const db = runtime.meta.db;
   if (config.metrics?.enabled !== false) registerMaintenanceMetrics(runtime.meta);
@@ -74,7 +86,10 @@ export function startBackgroundJobs(runtime: JobsRuntime, config: Config, log: G
       intervalMs: config.gc.interval,
       async run(lease, signal) {
         // Upload purging has its own schedule (storage.maintenance.uploadpurging.interval).
-        const report = await collectGarbage(target, gcOptionsFromConfig(config, { lease, signal, log, uploads: null }));
+        const report = await collectGarbage(
+          target,
+          gcOptionsFromConfig(config, { lease, signal, log, uploads: null }),
+        );
         recordRun("gc", report);
         log.info({ job: "gc", ...summarize(report) }, "gc: collection finished");
       },
@@ -100,12 +115,26 @@ export function startBackgroundJobs(runtime: JobsRuntime, config: Config, log: G
         recordRetention(report);
         for (const repo of report.repositories) {
           log.info(
-            { job: "retention", dryRun: report.dryRun, repository: repo.repository, policy: repo.policy, tags: repo.tags, manifests: repo.manifests.length },
+            {
+              job: "retention",
+              dryRun: report.dryRun,
+              repository: repo.repository,
+              policy: repo.policy,
+              tags: repo.tags,
+              manifests: repo.manifests.length,
+            },
             report.dryRun ? "retention (dry run): would remove" : "retention: removed",
           );
         }
         log.info(
-          { job: "retention", dryRun: report.dryRun, aborted: report.aborted, durationMs: report.durationMs, tags: report.tagsRemoved, manifests: report.manifestsRemoved },
+          {
+            job: "retention",
+            dryRun: report.dryRun,
+            aborted: report.aborted,
+            durationMs: report.durationMs,
+            tags: report.tagsRemoved,
+            manifests: report.manifestsRemoved,
+          },
           "retention: finished",
         );
       },
@@ -128,7 +157,10 @@ export function startBackgroundJobs(runtime: JobsRuntime, config: Config, log: G
         });
         recordRun("uploadpurging", report);
         if (report.uploads.length > 0 || report.aborted) {
-          log.info({ job: "uploadpurging", ...summarize(report) }, purging.dryrun ? "upload purging (dry run) finished" : "upload purging finished");
+          log.info(
+            { job: "uploadpurging", ...summarize(report) },
+            purging.dryrun ? "upload purging (dry run) finished" : "upload purging finished",
+          );
         }
       },
     });
@@ -146,7 +178,11 @@ export function startBackgroundJobs(runtime: JobsRuntime, config: Config, log: G
       if (stopped) return;
       const name = JOB_LOCK[job.name];
       // Read first: most ticks find the job resting and need no write at all.
-      const row = await db.selectFrom("locks").select("expires_at").where("name", "=", name).executeTakeFirst();
+      const row = await db
+        .selectFrom("locks")
+        .select("expires_at")
+        .where("name", "=", name)
+        .executeTakeFirst();
       if (row && Number(row.expires_at) >= Date.now()) continue;
       const lease = await Lease.acquire(db, name);
       if (!lease) continue;
@@ -175,7 +211,10 @@ export function startBackgroundJobs(runtime: JobsRuntime, config: Config, log: G
     timer.unref();
   };
   schedule(Math.min(FIRST_RUN_DELAY_MS, tickMs) * (0.5 + Math.random()));
-  log.info?.({ jobs: jobs.map((j) => ({ job: j.name, intervalMs: j.intervalMs })) }, "background jobs: scheduled");
+  log.info?.(
+    { jobs: jobs.map((j) => ({ job: j.name, intervalMs: j.intervalMs })) },
+    "background jobs: scheduled",
+  );
 
   return async () => {
     stopped = true;
@@ -199,18 +238,37 @@ function counter(name: string, help: string, labelNames: string[]): client.Count
   return new client.Counter({ name, help, labelNames });
 }
 
-function gauge(name: string, help: string, labelNames: string[], collect?: (this: client.Gauge<string>) => Promise<void>): client.Gauge<string> {
+function gauge(
+  name: string,
+  help: string,
+  labelNames: string[],
+  collect?: (this: client.Gauge<string>) => Promise<void>,
+): client.Gauge<string> {
   const existing = client.register.getSingleMetric(name);
   if (existing) return existing as client.Gauge<string>;
   return new client.Gauge({ name, help, labelNames, aggregator: "max", ...(collect ? { collect } : {}) });
 }
 
-const jobRuns = counter("berth_gc_runs_total", "Background job runs (gc, retention, uploadpurging) finished in this process.", ["job", "result"]);
+const jobRuns = counter(
+  "berth_gc_runs_total",
+  "Background job runs (gc, retention, uploadpurging) finished in this process.",
+  ["job", "result"],
+);
 const jobErrors = counter("berth_gc_errors_total", "Background job runs that failed.", ["job"]);
-const removedItems = counter("berth_gc_removed_total", "Items removed by garbage collection and retention.", ["kind"]);
-const removedBytes = counter("berth_gc_removed_bytes_total", "Bytes freed by garbage collection and upload purging.", ["kind"]);
+const removedItems = counter("berth_gc_removed_total", "Items removed by garbage collection and retention.", [
+  "kind",
+]);
+const removedBytes = counter(
+  "berth_gc_removed_bytes_total",
+  "Bytes freed by garbage collection and upload purging.",
+  ["kind"],
+);
 const lastRun = gauge("berth_gc_last_run_timestamp_seconds", "When a background job last finished.", ["job"]);
-const lastDuration = gauge("berth_gc_last_duration_seconds", "How long the last run of a background job took.", ["job"]);
+const lastDuration = gauge(
+  "berth_gc_last_duration_seconds",
+  "How long the last run of a background job took.",
+  ["job"],
+);
 
 function recordRun(job: JobName, report: GcReport): void {
   jobRuns.inc({ job, result: report.aborted ? "aborted" : "done" });
@@ -249,7 +307,10 @@ function usageSnapshot(): Promise<UsageSnapshot> | null {
   if (!usageSource) return null;
   const meta = usageSource;
   if (!usageCache || Date.now() - usageCache.at > USAGE_CACHE_MS) {
-    const value = (async () => ({ summary: await usageSummary(meta.db), repositories: await repositoryUsage(meta.db) }))();
+    const value = (async () => ({
+      summary: await usageSummary(meta.db),
+      repositories: await repositoryUsage(meta.db),
+    }))();
     usageCache = { at: Date.now(), value };
     value.catch(() => {
       usageCache = null;
@@ -265,20 +326,30 @@ function usageSnapshot(): Promise<UsageSnapshot> | null {
  */
 export function registerMaintenanceMetrics(meta: MetadataStore): void {
   usageSource = meta;
-  gauge("berth_storage_bytes", "Bytes of stored blobs: total (each once), shared (linked by 2+ repositories), unlinked (garbage).", ["kind"], async function () {
-    const snap = await usageSnapshot();
-    if (!snap) return;
-    this.set({ kind: "total" }, snap.summary.total.bytes);
-    this.set({ kind: "shared" }, snap.summary.shared.bytes);
-    this.set({ kind: "unlinked" }, snap.summary.unlinked.bytes);
-  });
-  gauge("berth_storage_blobs", "Stored blobs: total, shared (linked by 2+ repositories), unlinked (garbage).", ["kind"], async function () {
-    const snap = await usageSnapshot();
-    if (!snap) return;
-    this.set({ kind: "total" }, snap.summary.total.blobs);
-    this.set({ kind: "shared" }, snap.summary.shared.blobs);
-    this.set({ kind: "unlinked" }, snap.summary.unlinked.blobs);
-  });
+  gauge(
+    "berth_storage_bytes",
+    "Bytes of stored blobs: total (each once), shared (linked by 2+ repositories), unlinked (garbage).",
+    ["kind"],
+    async function () {
+      const snap = await usageSnapshot();
+      if (!snap) return;
+      this.set({ kind: "total" }, snap.summary.total.bytes);
+      this.set({ kind: "shared" }, snap.summary.shared.bytes);
+      this.set({ kind: "unlinked" }, snap.summary.unlinked.bytes);
+    },
+  );
+  gauge(
+    "berth_storage_blobs",
+    "Stored blobs: total, shared (linked by 2+ repositories), unlinked (garbage).",
+    ["kind"],
+    async function () {
+      const snap = await usageSnapshot();
+      if (!snap) return;
+      this.set({ kind: "total" }, snap.summary.total.blobs);
+      this.set({ kind: "shared" }, snap.summary.shared.blobs);
+      this.set({ kind: "unlinked" }, snap.summary.unlinked.blobs);
+    },
+  );
   gauge(
     "berth_repository_storage_bytes",
     "Bytes a repository links: total, unique (no other repository links them), shared.",

@@ -1,5 +1,12 @@
 import type { RetentionPolicyConfig } from "../config/sections/gc.js";
-import { deleteTagIfUnchanged, LeaseLostError, repositoryGraph, repositoryPage, type TagInfo, tagsOfRepository } from "../metadata/gc-queries.js";
+import {
+  deleteTagIfUnchanged,
+  LeaseLostError,
+  repositoryGraph,
+  repositoryPage,
+  type TagInfo,
+  tagsOfRepository,
+} from "../metadata/gc-queries.js";
 import {
   Aborted,
   Batcher,
@@ -110,11 +117,14 @@ export interface TagDecision {
 
 /** Decides every tag of one repository under `policy`. Pure: the same tags and time give the same answer. */
 export function evaluatePolicy(policy: CompiledPolicy, tags: TagInfo[], now: number): TagDecision[] {
-  const ordered = [...tags].sort((a, b) => b.updatedAt - a.updatedAt || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const ordered = [...tags].sort(
+    (a, b) => b.updatedAt - a.updatedAt || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+  );
   const decisions: TagDecision[] = [];
   let recent = 0;
   for (const t of ordered) {
-    const decide = (remove: boolean, reason: string) => decisions.push({ tag: t.name, digest: t.digest, remove, reason, info: t });
+    const decide = (remove: boolean, reason: string) =>
+      decisions.push({ tag: t.name, digest: t.digest, remove, reason, info: t });
     const pattern = policy.keeptags.findIndex((re) => re.test(t.name));
     if (pattern >= 0) {
       decide(false, `matches keeptags ${policy.keeptagSources[pattern]}`);
@@ -126,8 +136,15 @@ export function evaluatePolicy(policy: CompiledPolicy, tags: TagInfo[], now: num
       continue;
     }
     const age = now - t.updatedAt;
-    if (policy.keeppulledwithin !== undefined && t.pulledAt !== null && now - t.pulledAt <= policy.keeppulledwithin) {
-      decide(false, `pulled ${formatDuration(now - t.pulledAt)} ago, within ${formatDuration(policy.keeppulledwithin)}`);
+    if (
+      policy.keeppulledwithin !== undefined &&
+      t.pulledAt !== null &&
+      now - t.pulledAt <= policy.keeppulledwithin
+    ) {
+      decide(
+        false,
+        `pulled ${formatDuration(now - t.pulledAt)} ago, within ${formatDuration(policy.keeppulledwithin)}`,
+      );
       continue;
     }
     if (policy.olderthan !== undefined && age <= policy.olderthan) {
@@ -140,7 +157,8 @@ export function evaluatePolicy(policy: CompiledPolicy, tags: TagInfo[], now: num
     if (policy.keeppulledwithin !== undefined) {
       why.push(t.pulledAt === null ? "never pulled" : `last pulled ${formatDuration(now - t.pulledAt)} ago`);
     }
-    if (policy.olderthan !== undefined) why.push(`pushed ${formatDuration(age)} ago, older than ${formatDuration(policy.olderthan)}`);
+    if (policy.olderthan !== undefined)
+      why.push(`pushed ${formatDuration(age)} ago, older than ${formatDuration(policy.olderthan)}`);
     decide(true, why.join("; "));
   }
   return decisions;
@@ -225,7 +243,9 @@ export async function applyRetention(target: GcTarget, options: RetentionOptions
           const policy = policyFor(options.policies, repo.name);
           if (!policy) continue;
           b.checkStop();
-          const result = options.dryRun ? await explainRepository(b, repo, policy, options) : await retainRepository(b, repo, policy, options);
+          const result = options.dryRun
+            ? await explainRepository(b, repo, policy, options)
+            : await retainRepository(b, repo, policy, options);
           if (result.tags.length > 0 || result.manifests.length > 0) {
             report.repositories.push(result);
             report.tagsRemoved += result.tags.length;
@@ -237,7 +257,9 @@ export async function applyRetention(target: GcTarget, options: RetentionOptions
   } catch (err) {
     if (err instanceof LeaseLostError || err instanceof Aborted) {
       report.aborted = true;
-      report.notes.push(err instanceof LeaseLostError ? err.message : "stopped before the end (the process is stopping)");
+      report.notes.push(
+        err instanceof LeaseLostError ? err.message : "stopped before the end (the process is stopping)",
+      );
     } else {
       throw err;
     }
@@ -268,7 +290,9 @@ async function explainRepository(
   const graph = await repositoryGraph(b.db, repo.id);
   const gone = new Set(removed.map((d) => d.tag));
   for (const m of graph.manifests.values()) m.tags = m.tags.filter((t) => !gone.has(t));
-  const untaggedNow = new Set(removed.map((d) => d.digest).filter((d) => (graph.manifests.get(d)?.tags.length ?? 1) === 0));
+  const untaggedNow = new Set(
+    removed.map((d) => d.digest).filter((d) => (graph.manifests.get(d)?.tags.length ?? 1) === 0),
+  );
   const remove = planManifestRemoval(graph, now - options.graceMs, untaggedNow);
   for (const digest of [...remove.digests].sort()) {
     result.manifests.push({
@@ -288,7 +312,12 @@ async function retainRepository(
   policy: CompiledPolicy,
   options: RetentionOptions,
 ): Promise<RepositoryRetention> {
-  const result: RepositoryRetention = { repository: repo.name, policy: describePolicy(policy), tags: [], manifests: [] };
+  const result: RepositoryRetention = {
+    repository: repo.name,
+    policy: describePolicy(policy),
+    tags: [],
+    manifests: [],
+  };
   const touched = new Set<string>();
   for (;;) {
     // Decide again inside each transaction: what was pushed, moved, deleted or pulled meanwhile counts.
@@ -307,11 +336,21 @@ async function retainRepository(
     if (!step.more) break;
   }
   if (result.tags.length > 0) {
-    options.log?.info({ repository: repo.name, policy: result.policy, tags: result.tags.map((t) => t.tag) }, "retention: removed tags");
-    result.manifests = await removeUnkeptManifests(b, repo, Date.now() - options.graceMs, options.batchSize, false, {
-      digests: touched,
-      reason: "its last tag was removed by retention",
-    });
+    options.log?.info(
+      { repository: repo.name, policy: result.policy, tags: result.tags.map((t) => t.tag) },
+      "retention: removed tags",
+    );
+    result.manifests = await removeUnkeptManifests(
+      b,
+      repo,
+      Date.now() - options.graceMs,
+      options.batchSize,
+      false,
+      {
+        digests: touched,
+        reason: "its last tag was removed by retention",
+      },
+    );
   }
   return result;
 }

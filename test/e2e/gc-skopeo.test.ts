@@ -5,7 +5,15 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -35,7 +43,8 @@ function sha256(data: Buffer): string {
 /** A one-file ustar archive. */
 function tar(name: string, content: Buffer): Buffer {
   const header = Buffer.alloc(512);
-  const field = (offset: number, length: number, value: string) => header.write(value, offset, length, "ascii");
+  const field = (offset: number, length: number, value: string) =>
+    header.write(value, offset, length, "ascii");
   field(0, 100, name);
   field(100, 8, "0000644\0");
   field(108, 8, "0000000\0");
@@ -62,7 +71,10 @@ function layer(seed: string, size: number): { blob: Blob; diffId: string } {
   }
   const raw = tar(`${seed}.bin`, content);
   const data = gzipSync(raw);
-  return { blob: { digest: sha256(data), data, mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" }, diffId: sha256(raw) };
+  return {
+    blob: { digest: sha256(data), data, mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" },
+    diffId: sha256(raw),
+  };
 }
 
 /** Writes an OCI image layout holding one image tagged `ref`. */
@@ -75,24 +87,44 @@ function writeLayout(dir: string, ref: string, layers: { blob: Blob; diffId: str
       rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
     }),
   );
-  const config: Blob = { digest: sha256(configData), data: configData, mediaType: "application/vnd.oci.image.config.v1+json" };
+  const config: Blob = {
+    digest: sha256(configData),
+    data: configData,
+    mediaType: "application/vnd.oci.image.config.v1+json",
+  };
   const manifestData = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.manifest.v1+json",
       config: { mediaType: config.mediaType, digest: config.digest, size: config.data.length },
-      layers: layers.map((l) => ({ mediaType: l.blob.mediaType, digest: l.blob.digest, size: l.blob.data.length })),
+      layers: layers.map((l) => ({
+        mediaType: l.blob.mediaType,
+        digest: l.blob.digest,
+        size: l.blob.data.length,
+      })),
     }),
   );
-  const manifest: Blob = { digest: sha256(manifestData), data: manifestData, mediaType: "application/vnd.oci.image.manifest.v1+json" };
+  const manifest: Blob = {
+    digest: sha256(manifestData),
+    data: manifestData,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+  };
   mkdirSync(path.join(dir, "blobs", "sha256"), { recursive: true });
-  for (const b of [config, manifest, ...layers.map((l) => l.blob)]) writeFileSync(path.join(dir, "blobs", "sha256", b.digest.slice(7)), b.data);
+  for (const b of [config, manifest, ...layers.map((l) => l.blob)])
+    writeFileSync(path.join(dir, "blobs", "sha256", b.digest.slice(7)), b.data);
   writeFileSync(path.join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
   writeFileSync(
     path.join(dir, "index.json"),
     JSON.stringify({
       schemaVersion: 2,
-      manifests: [{ mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.data.length, annotations: { "org.opencontainers.image.ref.name": ref } }],
+      manifests: [
+        {
+          mediaType: manifest.mediaType,
+          digest: manifest.digest,
+          size: manifest.data.length,
+          annotations: { "org.opencontainers.image.ref.name": ref },
+        },
+      ],
     }),
   );
   return { dir, manifest, config, layers: layers.map((l) => l.blob) };
@@ -104,10 +136,26 @@ let policy: string;
 let a: Layout;
 let b: Layout;
 
-const skopeo = (args: string[]) => run("skopeo", ["--policy", policy, ...args], { env: { ...process.env, HOME: work }, maxBuffer: 64 * 1024 * 1024 });
+const skopeo = (args: string[]) =>
+  run("skopeo", ["--policy", policy, ...args], {
+    env: { ...process.env, HOME: work },
+    maxBuffer: 64 * 1024 * 1024,
+  });
 const berth = (args: string[]) => run(process.execPath, [CLI, ...args], { maxBuffer: 64 * 1024 * 1024 });
 const onDisk = (digest: string) =>
-  existsSync(path.join(server.dataDir, "docker", "registry", "v2", "blobs", "sha256", digest.slice(7, 9), digest.slice(7), "data"));
+  existsSync(
+    path.join(
+      server.dataDir,
+      "docker",
+      "registry",
+      "v2",
+      "blobs",
+      "sha256",
+      digest.slice(7, 9),
+      digest.slice(7),
+      "data",
+    ),
+  );
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(os.tmpdir(), "berth-e2e-gc-"));
@@ -128,10 +176,13 @@ test("images sharing layers: delete A, collect, exactly A's own blobs go; B pull
   const ref = (tag: string) => `docker://${server.host}/e2e/gc:${tag}`;
   await skopeo(["copy", "--dest-tls-verify=false", "--preserve-digests", `oci:${a.dir}:a`, ref("a")]);
   await skopeo(["copy", "--dest-tls-verify=false", "--preserve-digests", `oci:${b.dir}:b`, ref("b")]);
-  for (const x of [a, b]) for (const blob of [x.manifest, x.config, ...x.layers]) expect(onDisk(blob.digest)).toBe(true);
+  for (const x of [a, b])
+    for (const blob of [x.manifest, x.config, ...x.layers]) expect(onDisk(blob.digest)).toBe(true);
 
   await skopeo(["delete", "--tls-verify=false", ref("a")]);
-  await expect(skopeo(["inspect", "--tls-verify=false", ref("a")])).rejects.toThrow(/manifest unknown|not found/i);
+  await expect(skopeo(["inspect", "--tls-verify=false", ref("a")])).rejects.toThrow(
+    /manifest unknown|not found/i,
+  );
 
   const { stdout } = await berth(["gc", "--data-dir", server.dataDir, "--grace-period", "0s", "--json"]);
   const report = JSON.parse(stdout) as { blobs: { digest: string }[] };
@@ -145,7 +196,9 @@ test("images sharing layers: delete A, collect, exactly A's own blobs go; B pull
   const pulled = readdirSync(path.join(out, "blobs", "sha256")).sort();
   expect(pulled).toEqual([b.manifest, b.config, ...b.layers].map((x) => x.digest.slice(7)).sort());
   for (const blob of [b.manifest, b.config, ...b.layers]) {
-    expect(readFileSync(path.join(out, "blobs", "sha256", blob.digest.slice(7))).equals(blob.data)).toBe(true);
+    expect(readFileSync(path.join(out, "blobs", "sha256", blob.digest.slice(7))).equals(blob.data)).toBe(
+      true,
+    );
   }
 
   // A again: skopeo finds the shared layers and uploads what the collection took.
@@ -153,6 +206,8 @@ test("images sharing layers: delete A, collect, exactly A's own blobs go; B pull
   const again = path.join(work, "pulled-a");
   await skopeo(["copy", "--src-tls-verify=false", "--preserve-digests", ref("a"), `oci:${again}:a`]);
   for (const blob of [a.manifest, a.config, ...a.layers]) {
-    expect(readFileSync(path.join(again, "blobs", "sha256", blob.digest.slice(7))).equals(blob.data)).toBe(true);
+    expect(readFileSync(path.join(again, "blobs", "sha256", blob.digest.slice(7))).equals(blob.data)).toBe(
+      true,
+    );
   }
 });

@@ -65,7 +65,14 @@ describe("collection on demand", () => {
   beforeAll(async () => {
     dir = tempDir("berth-gc-it-");
     // Scheduled jobs off: this suite runs every collection itself.
-    const config = writeConfig(dir, ["gc:", "  enabled: false", "storage:", "  maintenance:", "    uploadpurging:", "      enabled: false"]);
+    const config = writeConfig(dir, [
+      "gc:",
+      "  enabled: false",
+      "storage:",
+      "  maintenance:",
+      "    uploadpurging:",
+      "      enabled: false",
+    ]);
     mkdirSync(path.join(dir, "data"));
     server = await startBerth({ args: ["-c", config], dataDir: path.join(dir, "data") });
     cli = ["-c", config, "--data-dir", server.dataDir];
@@ -91,9 +98,20 @@ describe("collection on demand", () => {
     expect(usage.shared).toEqual({ bytes: base1.size + base2.size, blobs: 2 });
     expect(usage.unlinked).toEqual({ bytes: 0, blobs: 0 });
     const byName = Object.fromEntries(usage.repositories.map((r) => [r.name, r]));
-    expect(byName["team/a"]).toEqual({ name: "team/a", bytes: sum(a.blobs), blobs: 5, unique: sum(a.blobs) - base1.size - base2.size, shared: base1.size + base2.size, repositoryId: expect.any(Number) });
+    expect(byName["team/a"]).toEqual({
+      name: "team/a",
+      bytes: sum(a.blobs),
+      blobs: 5,
+      unique: sum(a.blobs) - base1.size - base2.size,
+      shared: base1.size + base2.size,
+      repositoryId: expect.any(Number),
+    });
     expect(byName["team/b"]?.unique).toBe(sum(b.blobs) - base1.size - base2.size);
-    expect(byName["other/c"]).toMatchObject({ bytes: sum(c.blobs), unique: sum(c.blobs) - base1.size, shared: base1.size });
+    expect(byName["other/c"]).toMatchObject({
+      bytes: sum(c.blobs),
+      unique: sum(c.blobs) - base1.size,
+      shared: base1.size,
+    });
 
     const one = await berthJson<{ name: string; bytes: number }>(["usage", ...cli, "--repository", "team/a"]);
     expect(one.bytes).toBe(sum(a.blobs));
@@ -182,7 +200,10 @@ describe("collection on demand", () => {
     expect(young.manifests).toEqual([]);
     // ...unless configured shorter.
     const env = { REGISTRY_GC_UNTAGGED_OLDERTHAN: "0s" };
-    const dry = await berthJson<GcJson>(["gc", ...cli, "--grace-period", "0s", "--dry-run", "--untagged"], env);
+    const dry = await berthJson<GcJson>(
+      ["gc", ...cli, "--grace-period", "0s", "--dry-run", "--untagged"],
+      env,
+    );
     expect(dry.manifests.map((m) => m.digest)).toEqual([loose.digest]);
     expect(digests(dry.blobs)).toEqual(digests(loose.blobs));
     expect((await getManifest(server.url, "other/c", loose.digest)).status).toBe(200);
@@ -230,7 +251,11 @@ describe("scheduled jobs", () => {
     const pending = blob(bytes("pending-layer", 3000));
     await sleep(1500);
     await pushBlob(server.url, "sched/app", pending);
-    await waitFor("the scheduled collection", async () => !existsSync(blobFile(server.dataDir, drop.layers[0]!.digest)), 20_000);
+    await waitFor(
+      "the scheduled collection",
+      async () => !existsSync(blobFile(server.dataDir, drop.layers[0]!.digest)),
+      20_000,
+    );
     expect(await blobStatus(server.url, "sched/app", pending.digest)).toBe(200);
     const late = image("late", [pending]);
     await pushImage(server.url, "sched/app", "late", late, { headFirst: true });
@@ -245,7 +270,11 @@ describe("scheduled jobs", () => {
     expect(res.status).toBe(202);
     const location = new URL(res.headers.get("location")!, server.url).toString();
     await res.arrayBuffer();
-    const patch = await fetch(location, { method: "PATCH", headers: { "content-type": "application/octet-stream" }, body: Buffer.alloc(100, 7) });
+    const patch = await fetch(location, {
+      method: "PATCH",
+      headers: { "content-type": "application/octet-stream" },
+      body: Buffer.alloc(100, 7),
+    });
     expect(patch.status).toBe(202);
     await patch.arrayBuffer();
     const id = location.split("/").pop()!.split("?")[0]!;

@@ -47,13 +47,23 @@ export interface Image {
 }
 
 export function image(seed: string, layers: Blob[], extra: Record<string, unknown> = {}): Image {
-  const config = blob(Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", config: { Env: [`SEED=${seed}`] } })));
+  const config = blob(
+    Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", config: { Env: [`SEED=${seed}`] } })),
+  );
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
       mediaType: OCI_MANIFEST,
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config.digest, size: config.size },
-      layers: layers.map((l) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: l.digest, size: l.size })),
+      config: {
+        mediaType: "application/vnd.oci.image.config.v1+json",
+        digest: config.digest,
+        size: config.size,
+      },
+      layers: layers.map((l) => ({
+        mediaType: "application/vnd.oci.image.layer.v1.tar",
+        digest: l.digest,
+        size: l.size,
+      })),
       ...extra,
     }),
   );
@@ -79,7 +89,8 @@ export class HttpFailure extends Error {
 }
 
 async function expectStatus(res: Response, expected: number[], what: string): Promise<Response> {
-  if (!expected.includes(res.status)) throw new HttpFailure(what, res.status, await res.text().catch(() => ""));
+  if (!expected.includes(res.status))
+    throw new HttpFailure(what, res.status, await res.text().catch(() => ""));
   return res;
 }
 
@@ -103,7 +114,13 @@ export async function blobStatus(base: string, repo: string, digest: string): Pr
  * Pushes an image as real clients do: HEAD each blob, upload the missing ones, then PUT the manifest.
  * Returns the manifest digest the registry answered with.
  */
-export async function pushImage(base: string, repo: string, ref: string, img: Image, options: { headFirst?: boolean } = {}): Promise<string> {
+export async function pushImage(
+  base: string,
+  repo: string,
+  ref: string,
+  img: Image,
+  options: { headFirst?: boolean } = {},
+): Promise<string> {
   for (const b of [img.config, ...img.layers]) {
     if (options.headFirst !== false && (await blobStatus(base, repo, b.digest)) === 200) continue;
     await pushBlob(base, repo, b);
@@ -111,7 +128,13 @@ export async function pushImage(base: string, repo: string, ref: string, img: Im
   return putManifest(base, repo, ref, img.manifest, OCI_MANIFEST);
 }
 
-export async function putManifest(base: string, repo: string, ref: string, manifest: Buffer, mediaType = OCI_MANIFEST): Promise<string> {
+export async function putManifest(
+  base: string,
+  repo: string,
+  ref: string,
+  manifest: Buffer,
+  mediaType = OCI_MANIFEST,
+): Promise<string> {
   const res = await fetch(`${base}/v2/${repo}/manifests/${ref}`, {
     method: "PUT",
     headers: { "content-type": mediaType },
@@ -122,29 +145,47 @@ export async function putManifest(base: string, repo: string, ref: string, manif
   return res.headers.get("docker-content-digest") ?? "";
 }
 
-export async function getManifest(base: string, repo: string, ref: string): Promise<{ status: number; bytes: Buffer; digest: string | null }> {
+export async function getManifest(
+  base: string,
+  repo: string,
+  ref: string,
+): Promise<{ status: number; bytes: Buffer; digest: string | null }> {
   const res = await fetch(`${base}/v2/${repo}/manifests/${ref}`, { headers: { accept: ACCEPT } });
   const data = Buffer.from(await res.arrayBuffer());
   return { status: res.status, bytes: data, digest: res.headers.get("docker-content-digest") };
 }
 
-export async function getBlob(base: string, repo: string, digest: string): Promise<{ status: number; bytes: Buffer }> {
+export async function getBlob(
+  base: string,
+  repo: string,
+  digest: string,
+): Promise<{ status: number; bytes: Buffer }> {
   const res = await fetch(`${base}/v2/${repo}/blobs/${digest}`);
   return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
 }
 
 /** Pulls an image by tag or digest and checks every byte against its digest. Returns the manifest digest. */
-export async function pullImage(base: string, repo: string, ref: string): Promise<{ digest: string; manifest: Buffer; blobs: string[] }> {
+export async function pullImage(
+  base: string,
+  repo: string,
+  ref: string,
+): Promise<{ digest: string; manifest: Buffer; blobs: string[] }> {
   const m = await getManifest(base, repo, ref);
   if (m.status !== 200) throw new HttpFailure(`GET manifest ${repo}:${ref}`, m.status, m.bytes.toString());
   const digest = sha256(m.bytes);
-  if (ref.startsWith("sha256:") && digest !== ref) throw new Error(`manifest ${repo}@${ref} has digest ${digest}`);
-  const json = JSON.parse(m.bytes.toString()) as { config?: { digest: string; size: number }; layers?: { digest: string; size: number }[] };
+  if (ref.startsWith("sha256:") && digest !== ref)
+    throw new Error(`manifest ${repo}@${ref} has digest ${digest}`);
+  const json = JSON.parse(m.bytes.toString()) as {
+    config?: { digest: string; size: number };
+    layers?: { digest: string; size: number }[];
+  };
   const descriptors = [...(json.config ? [json.config] : []), ...(json.layers ?? [])];
   for (const d of descriptors) {
     const b = await getBlob(base, repo, d.digest);
-    if (b.status !== 200) throw new HttpFailure(`GET blob ${repo}@${d.digest} (of ${digest})`, b.status, b.bytes.toString());
-    if (sha256(b.bytes) !== d.digest || b.bytes.length !== d.size) throw new Error(`blob ${d.digest} of ${repo}:${ref} came back corrupted`);
+    if (b.status !== 200)
+      throw new HttpFailure(`GET blob ${repo}@${d.digest} (of ${digest})`, b.status, b.bytes.toString());
+    if (sha256(b.bytes) !== d.digest || b.bytes.length !== d.size)
+      throw new Error(`blob ${d.digest} of ${repo}:${ref} came back corrupted`);
   }
   return { digest, manifest: m.bytes, blobs: descriptors.map((d) => d.digest) };
 }
@@ -175,9 +216,15 @@ export interface CliResult {
 }
 
 /** Runs `berth <args>` from dist/ and collects its output. */
-export function berth(args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+export function berth(
+  args: string[],
+  options: { env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => {
@@ -211,7 +258,11 @@ export function writeConfig(dir: string, lines: string[]): string {
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns a truthy value. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 30_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();

@@ -91,18 +91,35 @@ test(
   `GC in a loop while clients push, tag, delete and pull for ${SECONDS}s`,
   async () => {
     const url = server.url;
-    const base: Blob[] = Array.from({ length: 8 }, (_, i) => blob(bytes(`stress-base-${i}`, 2000 + i * 1500)));
+    const base: Blob[] = Array.from({ length: 8 }, (_, i) =>
+      blob(bytes(`stress-base-${i}`, 2000 + i * 1500)),
+    );
     const failures: Failure[] = [];
     const headRaces: Failure[] = [];
-    const counts = { pushes: 0, indexes: 0, referrers: 0, deletes: 0, pulls: 0, pullRaces: 0, cliRuns: 0, skippedBlobs: 0 };
+    const counts = {
+      pushes: 0,
+      indexes: 0,
+      referrers: 0,
+      deletes: 0,
+      pulls: 0,
+      pullRaces: 0,
+      cliRuns: 0,
+      skippedBlobs: 0,
+    };
     /** Referrers pushed, by subject digest. */
     const referrersOf = new Map<string, string[]>();
     const deadline = Date.now() + SECONDS * 1000;
     const running = () => Date.now() < deadline;
 
     const fresh = (seed: string): Image => {
-      const layers = [pick(base), ...(Math.random() < 0.5 ? [pick(base)] : []), blob(randomBytes(500 + Math.floor(Math.random() * 4000)))];
-      return image(`${seed}-${randomBytes(6).toString("hex")}`, [...new Map(layers.map((l) => [l.digest, l])).values()]);
+      const layers = [
+        pick(base),
+        ...(Math.random() < 0.5 ? [pick(base)] : []),
+        blob(randomBytes(500 + Math.floor(Math.random() * 4000))),
+      ];
+      return image(`${seed}-${randomBytes(6).toString("hex")}`, [
+        ...new Map(layers.map((l) => [l.digest, l])).values(),
+      ]);
     };
 
     /** As real clients push: HEAD each blob, upload the missing ones, PUT the manifest. */
@@ -119,9 +136,20 @@ test(
       try {
         await putManifest(url, repo, ref, img.manifest);
       } catch (err) {
-        const detail = err instanceof HttpFailure ? (JSON.parse(err.body) as { errors?: { detail?: { digest?: string } }[] }).errors?.[0]?.detail : undefined;
-        if (err instanceof HttpFailure && err.code === "MANIFEST_BLOB_UNKNOWN" && detail?.digest && skipped.has(detail.digest)) {
-          headRaces.push({ what: `push ${repo}:${ref}`, error: `blob ${detail.digest} answered HEAD 200, then was collected before the manifest PUT` });
+        const detail =
+          err instanceof HttpFailure
+            ? (JSON.parse(err.body) as { errors?: { detail?: { digest?: string } }[] }).errors?.[0]?.detail
+            : undefined;
+        if (
+          err instanceof HttpFailure &&
+          err.code === "MANIFEST_BLOB_UNKNOWN" &&
+          detail?.digest &&
+          skipped.has(detail.digest)
+        ) {
+          headRaces.push({
+            what: `push ${repo}:${ref}`,
+            error: `blob ${detail.digest} answered HEAD 200, then was collected before the manifest PUT`,
+          });
           return false;
         }
         throw err;
@@ -163,7 +191,11 @@ test(
               // A signature: an untagged referrer, kept as long as its subject is.
               const sig = image(`sig-${img.digest}`, [blob(randomBytes(300))], {
                 artifactType: "application/vnd.example.signature",
-                subject: { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: img.digest, size: img.manifest.length },
+                subject: {
+                  mediaType: "application/vnd.oci.image.manifest.v1+json",
+                  digest: img.digest,
+                  size: img.manifest.length,
+                },
               });
               await push(repo, sig.digest, sig);
               referrersOf.set(img.digest, [...(referrersOf.get(img.digest) ?? []), sig.digest]);
@@ -217,7 +249,8 @@ test(
           // A blob or child may vanish with a manifest deleted since we read it; that is no failure.
           // But if the manifest is still there, something it references went missing.
           const still = await getManifest(url, repo, sha256(m.bytes));
-          if (still.status === 200) failures.push({ what: `pull ${repo}:${tag} (${sha256(m.bytes)})`, error: String(err) });
+          if (still.status === 200)
+            failures.push({ what: `pull ${repo}:${tag} (${sha256(m.bytes)})`, error: String(err) });
           else counts.pullRaces++;
         }
       }
@@ -225,10 +258,14 @@ test(
 
     const cliLoop = async () => {
       while (running()) {
-        const r = await berth(["gc", ...cli, "--untagged", "--grace-period", GRACE, "--no-list", "--wait", "30s"], {
-          env: { REGISTRY_GC_UNTAGGED_OLDERTHAN: GRACE },
-        });
-        if (r.code !== 0) failures.push({ what: "berth gc (CLI)", error: `exit ${r.code}: ${r.stderr}${r.stdout}` });
+        const r = await berth(
+          ["gc", ...cli, "--untagged", "--grace-period", GRACE, "--no-list", "--wait", "30s"],
+          {
+            env: { REGISTRY_GC_UNTAGGED_OLDERTHAN: GRACE },
+          },
+        );
+        if (r.code !== 0)
+          failures.push({ what: "berth gc (CLI)", error: `exit ${r.code}: ${r.stderr}${r.stdout}` });
         else counts.cliRuns++;
       }
     };
@@ -237,9 +274,12 @@ test(
 
     // Settle: everything garbage is now older than the grace period; one more collection takes it.
     await sleep(3500);
-    const final = await berth(["gc", ...cli, "--untagged", "--grace-period", GRACE, "--no-list", "--json", "--wait", "60s"], {
-      env: { REGISTRY_GC_UNTAGGED_OLDERTHAN: GRACE },
-    });
+    const final = await berth(
+      ["gc", ...cli, "--untagged", "--grace-period", GRACE, "--no-list", "--json", "--wait", "60s"],
+      {
+        env: { REGISTRY_GC_UNTAGGED_OLDERTHAN: GRACE },
+      },
+    );
     expect(final.code, final.stderr).toBe(0);
 
     // 1. Every image still tagged pulls byte for byte; its referrers are still there.
@@ -260,10 +300,23 @@ test(
     }
 
     // 2. No blob that a manifest references is missing: rows and files.
-    const db = new Database(path.join(server.dataDir, "berth", "berth.db"), { readonly: true, fileMustExist: true });
+    const db = new Database(path.join(server.dataDir, "berth", "berth.db"), {
+      readonly: true,
+      fileMustExist: true,
+    });
     const blobPath = (digest: string) => {
       const hex = digest.slice(7);
-      return path.join(server.dataDir, "docker", "registry", "v2", "blobs", "sha256", hex.slice(0, 2), hex, "data");
+      return path.join(
+        server.dataDir,
+        "docker",
+        "registry",
+        "v2",
+        "blobs",
+        "sha256",
+        hex.slice(0, 2),
+        hex,
+        "data",
+      );
     };
     let referenced = 0;
     try {
@@ -301,7 +354,14 @@ test(
     if (STRICT) expect(headRaces).toEqual([]);
     const logs = server.logs.map((l) => {
       try {
-        return JSON.parse(l) as { msg?: string; status?: number; blobs?: number; manifests?: number; job?: string; level?: number };
+        return JSON.parse(l) as {
+          msg?: string;
+          status?: number;
+          blobs?: number;
+          manifests?: number;
+          job?: string;
+          level?: number;
+        };
       } catch {
         return {};
       }

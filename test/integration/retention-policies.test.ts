@@ -64,7 +64,8 @@ let dir: string;
 let config: string;
 let cli: string[];
 
-const img = (seed: string): Image => image(seed, [blob(bytes(`layer-${seed}`, 1000)), blob(bytes("common-base", 5000))]);
+const img = (seed: string): Image =>
+  image(seed, [blob(bytes(`layer-${seed}`, 1000)), blob(bytes("common-base", 5000))]);
 const images: Record<string, Image> = {};
 const indexDigest: Record<string, string> = {};
 let signature: Image;
@@ -87,7 +88,11 @@ beforeAll(async () => {
   await tag("keep/last", "b", "two");
   signature = image("sig-of-two", [blob(bytes("sig", 100))], {
     artifactType: "application/vnd.example.signature",
-    subject: { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: images.two!.digest, size: images.two!.manifest.length },
+    subject: {
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      digest: images.two!.digest,
+      size: images.two!.manifest.length,
+    },
   });
   await pushImage(server.url, "keep/last", signature.digest, signature);
   await tag("keep/last", "c", "three");
@@ -143,13 +148,18 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function byRepo(report: RetentionJson): Record<string, { tags: string[]; manifests: string[]; reasons: Record<string, string> }> {
+function byRepo(
+  report: RetentionJson,
+): Record<string, { tags: string[]; manifests: string[]; reasons: Record<string, string> }> {
   const out: Record<string, { tags: string[]; manifests: string[]; reasons: Record<string, string> }> = {};
   for (const r of report.repositories) {
     out[r.repository] = {
       tags: r.tags.map((t) => t.tag).sort(),
       manifests: r.manifests.map((m) => m.digest).sort(),
-      reasons: Object.fromEntries([...r.tags.map((t) => [t.tag, t.reason]), ...r.manifests.map((m) => [m.digest, m.reason])]),
+      reasons: Object.fromEntries([
+        ...r.tags.map((t) => [t.tag, t.reason]),
+        ...r.manifests.map((m) => [m.digest, m.reason]),
+      ]),
     };
   }
   return out;
@@ -178,16 +188,21 @@ describe("retention", () => {
     expect(got["keep/last"]?.reasons[signature.digest]).toMatch(/referrer of/);
     // keeptags: the anchored semver expression keeps v1.0.0 and v1.2.3, not v1.0.0-rc1.
     expect(got["keep/tags"]?.reasons["v1.0.0-rc1"]).toBe("matches no keeptags");
-    expect(got["keep/tags"]?.manifests).toEqual([images.rc!.digest, indexDigest.dev!, ...indexDigest.devChildren!.split(",")].sort());
+    expect(got["keep/tags"]?.manifests).toEqual(
+      [images.rc!.digest, indexDigest.dev!, ...indexDigest.devChildren!.split(",")].sort(),
+    );
     expect(got["keep/tags"]?.reasons[indexDigest.devChildren!.split(",")[0]!]).toMatch(/child of index/);
     // olderthan: only the old ones.
     expect(got["keep/older"]?.reasons["old-1"]).toMatch(/^pushed \d+s ago, older than 6s$/);
     // keeppulledwithin: p2 was just pulled.
     expect(got["keep/pulled"]?.reasons.p1).toBe("never pulled");
     // combination: release-* kept, the most recent dev kept, dev-3 young, dev-1 and dev-2 old.
-    expect(got["combo/app"]?.reasons["dev-1"]).toMatch(/matches no keeptags; not among the 1 most recent; pushed \d+s ago, older than 6s/);
+    expect(got["combo/app"]?.reasons["dev-1"]).toMatch(
+      /matches no keeptags; not among the 1 most recent; pushed \d+s ago, older than 6s/,
+    );
 
-    for (const repo of Object.keys(EXPECTED_TAGS)) expect((await listTags(server.url, repo)).length).toBeGreaterThan(0);
+    for (const repo of Object.keys(EXPECTED_TAGS))
+      expect((await listTags(server.url, repo)).length).toBeGreaterThan(0);
     expect(await listTags(server.url, "keep/last")).toEqual(["a", "b", "c", "d"]);
 
     const text = await berth(["retention", ...cli, "--dry-run"]);
@@ -230,7 +245,9 @@ describe("retention", () => {
 
     // A second run finds nothing more; the blobs of what went are collected next.
     const again = await berthJson<RetentionJson>(["retention", ...cli, "--dry-run"]);
-    expect(Object.fromEntries(again.repositories.map((r) => [r.repository, r.tags.map((t) => t.tag)]))).not.toHaveProperty("keep/last");
+    expect(
+      Object.fromEntries(again.repositories.map((r) => [r.repository, r.tags.map((t) => t.tag)])),
+    ).not.toHaveProperty("keep/last");
     const gc = await berthJson<{ blobs: { digest: string }[] }>(["gc", ...cli]);
     const gone = new Set(gc.blobs.map((b) => b.digest));
     expect(gone.has(images.two!.layers[0]!.digest)).toBe(true);
@@ -242,22 +259,49 @@ describe("retention", () => {
   test("--repository limits the run to one repository", async () => {
     await tag("keep/last", "e", "five");
     await tag("keep/last", "f", "six");
-    const one = await berthJson<RetentionJson>(["retention", ...cli, "--dry-run", "--repository", "keep/last"]);
+    const one = await berthJson<RetentionJson>([
+      "retention",
+      ...cli,
+      "--dry-run",
+      "--repository",
+      "keep/last",
+    ]);
     expect(one.repositories.map((r) => r.repository)).toEqual(["keep/last"]);
     expect(one.repositories[0]?.tags.map((t) => t.tag).sort()).toEqual(["c", "d"]);
   });
 
   test("scheduled: the policies apply on their interval (and retention.dryrun only logs)", async () => {
     await server.stop();
-    const scheduled = writeConfig(dir, ["gc:", "  enabled: false", "  graceperiod: 0s", ...POLICIES.map((l) => l.replace("enabled: false", "enabled: true")), "  interval: 1s", "  dryrun: true"]);
+    const scheduled = writeConfig(dir, [
+      "gc:",
+      "  enabled: false",
+      "  graceperiod: 0s",
+      ...POLICIES.map((l) => l.replace("enabled: false", "enabled: true")),
+      "  interval: 1s",
+      "  dryrun: true",
+    ]);
     server = await startBerth({ args: ["-c", scheduled], dataDir: server.dataDir, port: server.port });
-    await waitFor("a dry-run retention pass in the log", async () => server.logs.some((l) => l.includes("retention (dry run): would remove")), 20_000);
+    await waitFor(
+      "a dry-run retention pass in the log",
+      async () => server.logs.some((l) => l.includes("retention (dry run): would remove")),
+      20_000,
+    );
     expect(await listTags(server.url, "keep/last")).toEqual(["c", "d", "e", "f"]);
     await server.stop();
 
-    const real = writeConfig(dir, ["gc:", "  enabled: false", "  graceperiod: 0s", ...POLICIES.map((l) => l.replace("enabled: false", "enabled: true")), "  interval: 1s"]);
+    const real = writeConfig(dir, [
+      "gc:",
+      "  enabled: false",
+      "  graceperiod: 0s",
+      ...POLICIES.map((l) => l.replace("enabled: false", "enabled: true")),
+      "  interval: 1s",
+    ]);
     server = await startBerth({ args: ["-c", real], dataDir: server.dataDir, port: server.port });
-    await waitFor("the scheduled retention to remove c and d", async () => (await listTags(server.url, "keep/last")).join(",") === "e,f", 20_000);
+    await waitFor(
+      "the scheduled retention to remove c and d",
+      async () => (await listTags(server.url, "keep/last")).join(",") === "e,f",
+      20_000,
+    );
     await pullImage(server.url, "keep/last", "f");
   });
 });

@@ -76,15 +76,18 @@ describe("blobs", () => {
     const cutoff = Date.now() - HOUR;
     expect([...(await stillGarbageBlobs(fx.db, [layer.digest], cutoff)).keys()]).toEqual([layer.digest]);
     await fx.pushBlob("r", layer);
-    const report = await collectGarbage({ meta: fx.rt.meta, store: fx.rt.storage }, {
-      graceMs: HOUR,
-      batchSize: 10,
-      pauseMs: 0,
-      untagged: { enabled: false, olderThanMs: 0 },
-      uploads: null,
-      dryRun: false,
-      lease,
-    });
+    const report = await collectGarbage(
+      { meta: fx.rt.meta, store: fx.rt.storage },
+      {
+        graceMs: HOUR,
+        batchSize: 10,
+        pauseMs: 0,
+        untagged: { enabled: false, olderThanMs: 0 },
+        uploads: null,
+        dryRun: false,
+        lease,
+      },
+    );
     await lease.release();
     expect(report.blobs).toEqual([]);
     expect(await fx.blobOnDisk(layer.digest)).toBe(true);
@@ -139,7 +142,9 @@ describe("blobs", () => {
     await fx.pushImage("rb", "v1", b);
     await fx.registry.deleteRepository("ra");
     const report = await fx.gc();
-    expect(report.blobs.map((x) => x.digest).sort()).toEqual([a.config.digest, a.layers[1]!.digest, a.digest].sort());
+    expect(report.blobs.map((x) => x.digest).sort()).toEqual(
+      [a.config.digest, a.layers[1]!.digest, a.digest].sort(),
+    );
     expect((await fx.readBlob("rb", shared.digest)).equals(shared.data)).toBe(true);
   });
 });
@@ -177,9 +182,13 @@ describe("orphan files and uploads", () => {
 
   test("abandoned upload sessions and row-less upload files older than the age are purged", async () => {
     const stale = await fx.registry.startUpload("r");
-    await fx.registry.appendChunk("r", stale.id, (async function* () {
-      yield Buffer.alloc(1000, 1);
-    })());
+    await fx.registry.appendChunk(
+      "r",
+      stale.id,
+      (async function* () {
+        yield Buffer.alloc(1000, 1);
+      })(),
+    );
     const fresh = await fx.registry.startUpload("r");
     await fx.age(2 * HOUR);
     const fresher = await fx.registry.startUpload("r");
@@ -192,9 +201,14 @@ describe("orphan files and uploads", () => {
     utimesSync(path.join(uploads, fresh.id), past, past);
 
     const lease = (await Lease.acquire(fx.db, "job:uploadpurging"))!;
-    const report = await purgeUploads({ meta: fx.rt.meta, store: fx.rt.storage }, { ageMs: HOUR, batchSize: 10, pauseMs: 0, dryRun: false, lease });
+    const report = await purgeUploads(
+      { meta: fx.rt.meta, store: fx.rt.storage },
+      { ageMs: HOUR, batchSize: 10, pauseMs: 0, dryRun: false, lease },
+    );
     await lease.release();
-    expect(report.uploads.map((u) => `${u.kind}:${u.id}`).sort()).toEqual([`file:dead-beef`, `session:${fresh.id}`, `session:${stale.id}`].sort());
+    expect(report.uploads.map((u) => `${u.kind}:${u.id}`).sort()).toEqual(
+      [`file:dead-beef`, `session:${fresh.id}`, `session:${stale.id}`].sort(),
+    );
     expect(report.uploadBytes).toBe(1010);
     await expect(fx.registry.uploadStatus("r", stale.id)).rejects.toThrow(/unknown/);
     expect((await fx.registry.uploadStatus("r", fresher.id)).size).toBe(0);
@@ -220,9 +234,12 @@ describe("untagged manifests", () => {
     const on = await fx.gc({ graceMs: HOUR, untagged: { enabled: true, olderThanMs: HOUR } });
     expect(on.manifests.map((m) => m.digest)).toEqual([loose.digest]);
     expect(await fx.hasManifest("r", loose.digest)).toBe(false);
-    for (const d of [tagged.digest, sig.digest, c1.digest, c2.digest, idx]) expect(await fx.hasManifest("r", d)).toBe(true);
+    for (const d of [tagged.digest, sig.digest, c1.digest, c2.digest, idx])
+      expect(await fx.hasManifest("r", d)).toBe(true);
     // The loose image's blobs went in the same run.
-    expect(on.blobs.map((b) => b.digest).sort()).toEqual([loose.digest, loose.config.digest, loose.layers[0]!.digest].sort());
+    expect(on.blobs.map((b) => b.digest).sort()).toEqual(
+      [loose.digest, loose.config.digest, loose.layers[0]!.digest].sort(),
+    );
   });
 
   test("removing an index untagged takes its children and the referrers of what goes", async () => {
@@ -273,7 +290,12 @@ describe("untagged manifests", () => {
     await fx.age(2 * HOUR);
     const repositoryId = (await fx.rt.meta.repositoryId("r"))!;
     // Meanwhile: one is tagged, the other becomes the child of a new index.
-    await fx.registry.putManifest("r", "now-tagged", loose.manifest, "application/vnd.oci.image.manifest.v1+json");
+    await fx.registry.putManifest(
+      "r",
+      "now-tagged",
+      loose.manifest,
+      "application/vnd.oci.image.manifest.v1+json",
+    );
     const { index } = await import("./gc-fixture.js");
     const idx = index([child]);
     await fx.registry.putManifest("r", "idx", idx.manifest, "application/vnd.oci.image.index.v1+json");
@@ -311,7 +333,9 @@ describe("leases", () => {
     const { sql } = await import("kysely");
     const os = await import("node:os");
     // A pid that does not exist: beyond the kernel's pid_max.
-    await sql`insert into locks (name, holder, expires_at) values ('job:gc', ${`run:${os.hostname()}:99999999:abcd1234`}, ${Date.now() + HOUR})`.execute(fx.db);
+    await sql`insert into locks (name, holder, expires_at) values ('job:gc', ${`run:${os.hostname()}:99999999:abcd1234`}, ${Date.now() + HOUR})`.execute(
+      fx.db,
+    );
     const lease = await Lease.acquire(fx.db, "job:gc");
     expect(lease).not.toBeNull();
     await lease!.release();

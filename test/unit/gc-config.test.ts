@@ -31,8 +31,16 @@ describe("gc and retention configuration", () => {
     expect(config.gc.interval).toBe(600_000);
     expect(config.gc.graceperiod).toBe(90_000);
     expect(config.gc.untagged.olderthan).toBe(7 * 24 * HOUR);
-    expect(config.retention.policies[0]).toMatchObject({ repositories: ["team-a/*"], keeplast: 5, olderthan: 30 * 24 * HOUR });
-    expect(config.retention.policies[1]).toMatchObject({ repositories: ["*"], keeptags: [], keeppulledwithin: 14 * 24 * HOUR });
+    expect(config.retention.policies[0]).toMatchObject({
+      repositories: ["team-a/*"],
+      keeplast: 5,
+      olderthan: 30 * 24 * HOUR,
+    });
+    expect(config.retention.policies[1]).toMatchObject({
+      repositories: ["*"],
+      keeptags: [],
+      keeppulledwithin: 14 * 24 * HOUR,
+    });
   });
 
   test("refuses a policy with no rule, a bad expression, a bad pattern or a bad duration", () => {
@@ -55,12 +63,24 @@ describe("gc and retention configuration", () => {
       const file = path.join(dir, "config.yml");
       writeFileSync(
         file,
-        ["gc:", "  graceperiod: 2h", "retention:", "  policies:", "    - repositories: [\"team-a/*\"]", "      keeplast: 3", ""].join("\n"),
+        [
+          "gc:",
+          "  graceperiod: 2h",
+          "retention:",
+          "  policies:",
+          '    - repositories: ["team-a/*"]',
+          "      keeplast: 3",
+          "",
+        ].join("\n"),
       );
       const { config, sources } = loadConfig({
         file,
         defaultFiles: [],
-        env: { REGISTRY_GC_INTERVAL: "15m", REGISTRY_GC_UNTAGGED_ENABLED: "true", REGISTRY_GC_BATCHSIZE: "50" },
+        env: {
+          REGISTRY_GC_INTERVAL: "15m",
+          REGISTRY_GC_UNTAGGED_ENABLED: "true",
+          REGISTRY_GC_BATCHSIZE: "50",
+        },
       });
       expect(config.gc.graceperiod).toBe(2 * HOUR);
       expect(config.gc.interval).toBe(15 * 60_000);
@@ -68,7 +88,9 @@ describe("gc and retention configuration", () => {
       expect(config.gc.batchsize).toBe(50);
       expect(config.retention.policies[0]?.keeplast).toBe(3);
       expect(sources["gc.interval"]).toEqual({ kind: "env", name: "REGISTRY_GC_INTERVAL" });
-      expect(() => loadConfig({ file, defaultFiles: [], env: { REGISTRY_GC_GRACEPERIOD: "later" } })).toThrow(/gc\.graceperiod/);
+      expect(() => loadConfig({ file, defaultFiles: [], env: { REGISTRY_GC_GRACEPERIOD: "later" } })).toThrow(
+        /gc\.graceperiod/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { type Runtime, openRuntime } from "../../src/cli/runtime.js";
+import { openRuntime, type Runtime } from "../../src/cli/runtime.js";
 import { type Config, configSchema } from "../../src/config/schema.js";
 import { collectGarbage, type GcOptions, type GcReport, Lease } from "../../src/registry/gc.js";
 
@@ -113,9 +113,14 @@ export class Fixture {
   }
 
   async pushBlob(repo: string, b: Blob): Promise<void> {
-    await this.registry.monolithicUpload(repo, b.digest, (async function* () {
-      yield b.data;
-    })(), b.size);
+    await this.registry.monolithicUpload(
+      repo,
+      b.digest,
+      (async function* () {
+        yield b.data;
+      })(),
+      b.size,
+    );
   }
 
   async pushImage(repo: string, ref: string, img: Image): Promise<string> {
@@ -136,8 +141,12 @@ export class Fixture {
     await sql`update blobs set created_at = created_at - ${ms}`.execute(this.db);
     await sql`update repository_blobs set created_at = created_at - ${ms}`.execute(this.db);
     await sql`update manifests set created_at = created_at - ${ms}`.execute(this.db);
-    await sql`update tags set created_at = created_at - ${ms}, updated_at = updated_at - ${ms}`.execute(this.db);
-    await sql`update uploads set created_at = created_at - ${ms}, updated_at = updated_at - ${ms}`.execute(this.db);
+    await sql`update tags set created_at = created_at - ${ms}, updated_at = updated_at - ${ms}`.execute(
+      this.db,
+    );
+    await sql`update uploads set created_at = created_at - ${ms}, updated_at = updated_at - ${ms}`.execute(
+      this.db,
+    );
   }
 
   async blobOnDisk(digest: string): Promise<boolean> {
@@ -145,7 +154,10 @@ export class Fixture {
   }
 
   async blobRow(digest: string): Promise<boolean> {
-    return (await this.db.selectFrom("blobs").select("digest").where("digest", "=", digest).executeTakeFirst()) !== undefined;
+    return (
+      (await this.db.selectFrom("blobs").select("digest").where("digest", "=", digest).executeTakeFirst()) !==
+      undefined
+    );
   }
 
   async hasManifest(repo: string, digest: string): Promise<boolean> {

@@ -8,7 +8,14 @@ function graph(nodes: Partial<GraphManifest & { children: string[] }>[]): Reposi
   const manifests = new Map<string, GraphManifest>();
   const children = new Map<string, string[]>();
   for (const n of nodes) {
-    manifests.set(n.digest!, { digest: n.digest!, subject: n.subject ?? null, size: 1, mediaType: "x", freshAt: n.freshAt ?? 0, tags: n.tags ?? [] });
+    manifests.set(n.digest!, {
+      digest: n.digest!,
+      subject: n.subject ?? null,
+      size: 1,
+      mediaType: "x",
+      freshAt: n.freshAt ?? 0,
+      tags: n.tags ?? [],
+    });
     if (n.children) children.set(n.digest!, n.children);
   }
   return { manifests, children };
@@ -39,7 +46,13 @@ describe("which manifests are kept", () => {
 
   test("the plan, and the part reachable from a given start (retention)", () => {
     const all = planManifestRemoval(g, CUTOFF);
-    expect([...all.digests].sort()).toEqual(["dangling-ref", "loose", "old-idx", "orphan-child", "sig-of-loose"]);
+    expect([...all.digests].sort()).toEqual([
+      "dangling-ref",
+      "loose",
+      "old-idx",
+      "orphan-child",
+      "sig-of-loose",
+    ]);
     expect(all.reason("sig-of-loose", "untagged")).toBe("referrer of loose, which goes");
     expect(all.reason("orphan-child", "untagged")).toBe("child of index old-idx, which goes");
     const fromLoose = planManifestRemoval(g, CUTOFF, new Set(["loose"]));
@@ -50,7 +63,7 @@ describe("which manifests are kept", () => {
     const remove = planManifestRemoval(g, CUTOFF).digests;
     const batches = manifestBatches(g, remove, 2);
     const where = new Map<string, number>();
-    batches.forEach((b, i) => b.forEach((d) => where.set(d, i)));
+    for (const [i, b] of batches.entries()) for (const d of b) where.set(d, i);
     expect(where.get("loose")).toBe(where.get("sig-of-loose"));
     expect(where.get("old-idx")).toBe(where.get("orphan-child"));
     expect(batches.flat().sort()).toEqual([...remove].sort());

@@ -1,7 +1,14 @@
 import { describe, expect, test } from "vitest";
 import { retentionSection } from "../../src/config/sections/gc.js";
 import type { TagInfo } from "../../src/metadata/gc-queries.js";
-import { compilePolicies, describePolicy, evaluatePolicy, formatDuration, patternRegex, policyFor } from "../../src/registry/retention.js";
+import {
+  compilePolicies,
+  describePolicy,
+  evaluatePolicy,
+  formatDuration,
+  patternRegex,
+  policyFor,
+} from "../../src/registry/retention.js";
 
 const DAY = 86_400_000;
 const NOW = Date.UTC(2026, 0, 31);
@@ -10,8 +17,18 @@ function policies(list: unknown[]) {
   return compilePolicies(retentionSection.parse({ policies: list }).policies);
 }
 
-function tag(name: string, daysAgo: number, pulledDaysAgo: number | null = null, digest = `sha256:${name}`): TagInfo {
-  return { name, digest, updatedAt: NOW - daysAgo * DAY, pulledAt: pulledDaysAgo === null ? null : NOW - pulledDaysAgo * DAY };
+function tag(
+  name: string,
+  daysAgo: number,
+  pulledDaysAgo: number | null = null,
+  digest = `sha256:${name}`,
+): TagInfo {
+  return {
+    name,
+    digest,
+    updatedAt: NOW - daysAgo * DAY,
+    pulledAt: pulledDaysAgo === null ? null : NOW - pulledDaysAgo * DAY,
+  };
 }
 
 function removed(list: unknown[], tags: TagInfo[]): string[] {
@@ -41,18 +58,38 @@ describe("repository patterns", () => {
 });
 
 describe("rules", () => {
-  const tags = [tag("v1.0.0", 100), tag("v1.1.0", 50), tag("dev-1", 40), tag("dev-2", 20), tag("dev-3", 10), tag("latest", 1)];
+  const tags = [
+    tag("v1.0.0", 100),
+    tag("v1.1.0", 50),
+    tag("dev-1", 40),
+    tag("dev-2", 20),
+    tag("dev-3", 10),
+    tag("latest", 1),
+  ];
 
   test("keeplast keeps the N most recently pushed tags", () => {
-    expect(removed([{ repositories: "*", keeplast: 2 }], tags)).toEqual(["dev-1", "dev-2", "v1.0.0", "v1.1.0"]);
+    expect(removed([{ repositories: "*", keeplast: 2 }], tags)).toEqual([
+      "dev-1",
+      "dev-2",
+      "v1.0.0",
+      "v1.1.0",
+    ]);
     expect(removed([{ repositories: "*", keeplast: 0 }], tags)).toHaveLength(6);
   });
 
   test("keeptags keeps whole-tag matches and does not count against keeplast", () => {
-    expect(removed([{ repositories: "*", keeptags: ["v\\d+\\.\\d+\\.\\d+"] }], tags)).toEqual(["dev-1", "dev-2", "dev-3", "latest"]);
+    expect(removed([{ repositories: "*", keeptags: ["v\\d+\\.\\d+\\.\\d+"] }], tags)).toEqual([
+      "dev-1",
+      "dev-2",
+      "dev-3",
+      "latest",
+    ]);
     // Anchored: "dev" alone matches none of dev-1, dev-2, dev-3.
     expect(removed([{ repositories: "*", keeptags: ["dev"] }], tags)).toHaveLength(6);
-    expect(removed([{ repositories: "*", keeptags: ["v.*"], keeplast: 2 }], tags)).toEqual(["dev-1", "dev-2"]);
+    expect(removed([{ repositories: "*", keeptags: ["v.*"], keeplast: 2 }], tags)).toEqual([
+      "dev-1",
+      "dev-2",
+    ]);
   });
 
   test("olderthan removes only tags older than the duration", () => {
@@ -62,14 +99,22 @@ describe("rules", () => {
 
   test("keeppulledwithin keeps what was pulled recently", () => {
     const pulled = [tag("old-pulled", 90, 3), tag("old-unpulled", 90), tag("old-pulled-long-ago", 90, 60)];
-    expect(removed([{ repositories: "*", keeppulledwithin: "7d" }], pulled)).toEqual(["old-pulled-long-ago", "old-unpulled"]);
+    expect(removed([{ repositories: "*", keeppulledwithin: "7d" }], pulled)).toEqual([
+      "old-pulled-long-ago",
+      "old-unpulled",
+    ]);
     expect(removed([{ repositories: "*", keeppulledwithin: "7d", olderthan: "100d" }], pulled)).toEqual([]);
   });
 
   test("every decision says why", () => {
-    const [p] = policies([{ repositories: "*", keeplast: 1, keeptags: ["v.*"], olderthan: "15d", keeppulledwithin: "7d" }]);
+    const [p] = policies([
+      { repositories: "*", keeplast: 1, keeptags: ["v.*"], olderthan: "15d", keeppulledwithin: "7d" },
+    ]);
     const decisions = Object.fromEntries(
-      evaluatePolicy(p!, [...tags, tag("hot", 60, 1)], NOW).map((d) => [d.tag, `${d.remove ? "remove" : "keep"}: ${d.reason}`]),
+      evaluatePolicy(p!, [...tags, tag("hot", 60, 1)], NOW).map((d) => [
+        d.tag,
+        `${d.remove ? "remove" : "keep"}: ${d.reason}`,
+      ]),
     );
     expect(decisions).toEqual({
       "v1.0.0": "keep: matches keeptags v.*",
@@ -77,8 +122,10 @@ describe("rules", () => {
       latest: "keep: one of the 1 most recent tags",
       "dev-3": "keep: pushed 10d ago, not older than 15d",
       hot: "keep: pulled 1d ago, within 7d",
-      "dev-2": "remove: matches no keeptags; not among the 1 most recent; never pulled; pushed 20d ago, older than 15d",
-      "dev-1": "remove: matches no keeptags; not among the 1 most recent; never pulled; pushed 40d ago, older than 15d",
+      "dev-2":
+        "remove: matches no keeptags; not among the 1 most recent; never pulled; pushed 20d ago, older than 15d",
+      "dev-1":
+        "remove: matches no keeptags; not among the 1 most recent; never pulled; pushed 40d ago, older than 15d",
     });
   });
 

@@ -58,7 +58,9 @@ export const gcSection = z
 const policy = z
   .object({
     /** Repository patterns the policy covers (one pattern or a list). */
-    repositories: z.union([repositoryPattern, z.array(repositoryPattern).min(1)]).transform((r) => (Array.isArray(r) ? r : [r])),
+    repositories: z
+      .union([repositoryPattern, z.array(repositoryPattern).min(1)])
+      .transform((r) => (Array.isArray(r) ? r : [r])),
     /** Keep the N most recently pushed tags (not counting those kept by keeptags). */
     keeplast: z.number().int().nonnegative().optional(),
     /** Keep tags that match one of these regular expressions (whole tag). */
@@ -69,10 +71,16 @@ const policy = z
     keeppulledwithin: duration.optional(),
   })
   .superRefine((p, ctx) => {
-    if (p.keeplast === undefined && p.olderthan === undefined && p.keeppulledwithin === undefined && p.keeptags.length === 0) {
+    if (
+      p.keeplast === undefined &&
+      p.olderthan === undefined &&
+      p.keeppulledwithin === undefined &&
+      p.keeptags.length === 0
+    ) {
       ctx.addIssue({
         code: "custom",
-        message: "a retention policy needs at least one of keeplast, keeptags, olderthan or keeppulledwithin (else it would remove every tag)",
+        message:
+          "a retention policy needs at least one of keeplast, keeptags, olderthan or keeppulledwithin (else it would remove every tag)",
       });
     }
   });
