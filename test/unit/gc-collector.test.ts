@@ -93,11 +93,10 @@ describe("blobs", () => {
     expect(await fx.blobOnDisk(layer.digest)).toBe(true);
   });
 
-  // Known gap, outside the collector: a HEAD reads without a trace, so a blob a client was just told
-  // exists can be collected before that client's manifest arrives (when no manifest referenced it and
-  // its link was older than the grace period). The fix is in the registry: refresh a stale link when a
-  // HEAD or GET finds it (docs/gc.md, "HEAD races"). `test.fails` until then; drop `.fails` with the fix.
-  test.fails("a blob a HEAD just found is not collected before the manifest that uses it arrives", async () => {
+  // A HEAD reads, so without help a blob a client was just told exists could be collected before that
+  // client's manifest arrives (when no manifest referenced it and its link was older than the grace
+  // period). The registry closes this: a HEAD or GET renews a link older than half the grace period.
+  test("a blob a HEAD just found is not collected before the manifest that uses it arrives", async () => {
     const layer = blob(bytes("head-race", 700));
     const first = image("head-race-1", [layer]);
     await fx.pushImage("r", "v1", first);
