@@ -13,16 +13,21 @@ import { log, run } from "./util.mjs";
  *   cacheKey:  unique name for this impl+version+content
  *   prefix:    entries starting with this prefix but with another key are stale and get removed
  *   populate:  async (server) => void, run against a temporary server on targetDir when not cached
+ *   linkCopy:  restore a Distribution directory as hard links (fast; only for servers that will
+ *              only be read from, see restore())
  * Returns { cached: boolean, seconds } (seconds spent populating, 0 when cached).
  */
-export async function preparePopulatedDataDir(ctx, { key, impl, cacheKey, prefix, targetDir, populate }) {
+export async function preparePopulatedDataDir(
+  ctx,
+  { key, impl, cacheKey, prefix, targetDir, populate, linkCopy = false },
+) {
   const root = path.join(ctx.opts.cacheDir, "datadirs");
   const entry = path.join(root, cacheKey);
   rmSync(targetDir, { recursive: true, force: true });
   mkdirSync(path.dirname(targetDir), { recursive: true });
   if (ctx.opts.useCache && existsSync(path.join(entry, "complete.json"))) {
     const t0 = performance.now();
-    await restore(impl, path.join(entry, "data"), targetDir);
+    await restore(impl, path.join(entry, "data"), targetDir, linkCopy);
     const took = ((performance.now() - t0) / 1000).toFixed(1);
     log(`${key}: data directory restored from cache ${path.relative(process.cwd(), entry)} in ${took} s`);
     return { cached: true, seconds: 0 };
@@ -66,7 +71,7 @@ export async function preparePopulatedDataDir(ctx, { key, impl, cacheKey, prefix
     );
     rmSync(entry, { recursive: true, force: true });
     renameSync(tmp, entry);
-    await restore(impl, path.join(entry, "data"), targetDir);
+    await restore(impl, path.join(entry, "data"), targetDir, linkCopy);
     const took = ((performance.now() - t1) / 1000).toFixed(1);
     log(`${key}: populated data directory cached as ${path.relative(process.cwd(), entry)} (${took} s)`);
   }
@@ -74,12 +79,12 @@ export async function preparePopulatedDataDir(ctx, { key, impl, cacheKey, prefix
 }
 
 /**
- * Copies a cached data directory to targetDir. Distribution's tree (about 20 small files and
- * directories per repository, ~80 MB per 1,000 repositories) is copied as hard links, which is only
- * safe because the servers started on it are only read from (Distribution rewrites link files in
- * place): a metric that writes to a restored Distribution directory must copy it outright instead.
- * Berth's (a SQLite database written even by reads' bookkeeping, plus blobs) is always copied.
+ * Copies a cached data directory to targetDir. With linkCopy, Distribution's tree (about 20 small
+ * files and directories per repository, ~80 MB per 1,000 repositories) is copied as hard links,
+ * which is only safe when the server started on it is only read from: Distribution rewrites link
+ * files in place, which would change the cached copy too. Berth's directory (a SQLite database
+ * written in place, plus blobs) is always copied outright.
  */
-async function restore(impl, from, targetDir) {
-  await run("cp", impl === "distribution" ? ["-al", from, targetDir] : ["-a", from, targetDir]);
+async function restore(impl, from, targetDir, linkCopy) {
+  await run("cp", impl === "distribution" && linkCopy ? ["-al", from, targetDir] : ["-a", from, targetDir]);
 }

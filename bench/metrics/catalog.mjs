@@ -60,6 +60,8 @@ export default {
           cacheKey,
           prefix,
           targetDir: dataDirs[key],
+          // The catalog servers are only read from, so Distribution's tree may be hard-linked.
+          linkCopy: true,
           populate: (server) => populate(server, count, ctx.opts.populateConcurrency),
         });
         if (!population[key].cached) {
