@@ -2,8 +2,6 @@ import { randomBytes } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
-// [auth wiring, issue 3] registerAuth: identity once per request, before any route.
-import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
 import { errorBody, sendError } from "./errors.js";
 import { registerApiRoutes } from "./routes/api.js";
@@ -64,7 +62,6 @@ export async function buildApp(ctx: AppContext, serverOptions: Partial<FastifySe
     return reply.send(request.method === "HEAD" ? undefined : errorBody("NOT_FOUND", "not found", { path: request.url }));
   });
 
-  await registerAuth(app, ctx); // [auth wiring, issue 3]
   await registerAuth(app, ctx); // [auth wiring, issue 3]
   await registerOpsRoutes(app, ctx);
   await registerTokenRoutes(app, ctx);
