@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { registerServeCommand } from "./serve.js";
 import { registerConfigCommand } from "./config.js"; // [ops wiring, issue 4]
+import { registerServeCommand } from "./serve.js";
 import { registerUserCommand } from "./user.js"; // [auth wiring, issue 3]
 
-const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+  version: string;
+};
 
 const program = new Command()
   .name("berth")
-  .description("Berth: a self-hosted container registry (OCI distribution API, users and permissions, web UI, garbage collection)")
+  .description(
+    "Berth: a self-hosted container registry (OCI distribution API, users and permissions, web UI, garbage collection)",
+  )
   .version(pkg.version);
 
 registerServeCommand(program);

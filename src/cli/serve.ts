@@ -19,7 +19,8 @@ export interface ServeFlags {
 /** "0.0.0.0:5000", ":5000", "[::]:5000", "localhost:5000" -> host and port. */
 export function parseAddr(addr: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
-  if (!m) throw new Error(`invalid address ${JSON.stringify(addr)}: expected host:port, for example 0.0.0.0:5000`);
+  if (!m)
+    throw new Error(`invalid address ${JSON.stringify(addr)}: expected host:port, for example 0.0.0.0:5000`);
   const port = Number(m[3]);
   if (port > 65535) throw new Error(`invalid port in ${JSON.stringify(addr)}`);
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
@@ -55,7 +56,10 @@ export function makeLogger(config: Config): Logger {
   return pino({
     level: config.log.level,
     base: { pid: process.pid, ...(config.log.fields ?? {}) },
-    redact: { paths: ["req.headers.authorization", "headers.authorization", "password", "*.password"], censor: "[redacted]" },
+    redact: {
+      paths: ["req.headers.authorization", "headers.authorization", "password", "*.password"],
+      censor: "[redacted]",
+    },
   });
 }
 
@@ -68,11 +72,18 @@ export function registerServeCommand(program: Command): void {
     .command("serve", { isDefault: true })
     .description("run the registry (the OCI distribution API, the web UI and Berth's API on one port)")
     .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
-    .option("--data-dir <dir>", "where blobs and the database live (storage.filesystem.rootdirectory)", undefined)
+    .option(
+      "--data-dir <dir>",
+      "where blobs and the database live (storage.filesystem.rootdirectory)",
+      undefined,
+    )
     .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
     .option("--workers <n>", "worker processes; 0 means one per core (http.workers)")
     .option("--read-only", "refuse pushes and deletes, keep serving pulls (storage.maintenance.readonly)")
-    .option("--tls-cert <file>", "PEM certificate chain; serves HTTPS with HTTP/1.1 and HTTP/2 (http.tls.certificate)")
+    .option(
+      "--tls-cert <file>",
+      "PEM certificate chain; serves HTTPS with HTTP/1.1 and HTTP/2 (http.tls.certificate)",
+    )
     .option("--tls-key <file>", "PEM private key (http.tls.key)")
     .option("--log-level <level>", "trace, debug, info, warn or error (log.level)")
     .action(async (flags: ServeFlags) => {
@@ -81,7 +92,11 @@ export function registerServeCommand(program: Command): void {
 }
 
 export async function serve(flags: ServeFlags): Promise<void> {
-  const { config, warnings } = loadConfig({ file: flags.config, flags: flagsToConfig(flags), flagNames: FLAG_NAMES });
+  const { config, warnings } = loadConfig({
+    file: flags.config,
+    flags: flagsToConfig(flags),
+    flagNames: FLAG_NAMES,
+  });
   const log = makeLogger(config);
   const workers = workerCount(config);
   if (cluster.isPrimary) {
@@ -111,7 +126,10 @@ async function runPrimary(config: Config, log: Logger, dataDir: string, workers:
     if (announced) return;
     announced = true;
     for (let i = 1; i < workers; i++) fork();
-    log.info({ addr: config.http.addr, port: address.port, dataDir, workers }, `berth listening on ${config.http.addr}, data in ${dataDir}`);
+    log.info(
+      { addr: config.http.addr, port: address.port, dataDir, workers },
+      `berth listening on ${config.http.addr}, data in ${dataDir}`,
+    );
   });
   cluster.on("exit", (worker, code, signal) => {
     if (stopping) return;
@@ -151,14 +169,17 @@ async function runWorker(
   const { buildApp } = await import("../http/app.js");
   const runtime = await openRuntime(config, { migrate });
   const { tlsServerOptions, watchTls } = await import("../http/tls.js"); // [auth wiring, issue 3]
-  const app = await buildApp({
-    config,
-    dataDir: runtime.dataDir,
-    registry: runtime.registry,
-    metadata: runtime.metadata,
-    storage: runtime.storage,
-    log,
-  }, tlsServerOptions(config) ?? {});
+  const app = await buildApp(
+    {
+      config,
+      dataDir: runtime.dataDir,
+      registry: runtime.registry,
+      metadata: runtime.metadata,
+      storage: runtime.storage,
+      log,
+    },
+    tlsServerOptions(config) ?? {},
+  );
   const { host, port } = parseAddr(config.http.addr);
   await app.listen({ host, port });
   const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change

@@ -21,7 +21,10 @@ function requestId(headerValue: unknown): string {
 }
 
 /** Builds the whole HTTP application for one process. `serverOptions` carries TLS/HTTP2 settings. */
-export async function buildApp(ctx: AppContext, serverOptions: Partial<FastifyServerOptions> = {}): Promise<FastifyInstance> {
+export async function buildApp(
+  ctx: AppContext,
+  serverOptions: Partial<FastifyServerOptions> = {},
+): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: ctx.log,
     // Fastify's own two lines per request are replaced by the one access-log line below.
@@ -59,7 +62,9 @@ export async function buildApp(ctx: AppContext, serverOptions: Partial<FastifySe
   app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).header("content-type", "application/json; charset=utf-8");
-    return reply.send(request.method === "HEAD" ? undefined : errorBody("NOT_FOUND", "not found", { path: request.url }));
+    return reply.send(
+      request.method === "HEAD" ? undefined : errorBody("NOT_FOUND", "not found", { path: request.url }),
+    );
   });
 
   await registerAuth(app, ctx); // [auth wiring, issue 3]

@@ -57,9 +57,11 @@ function fromFrameworkError(err: FastifyError): RegistryError {
     // The client went away mid-body; nothing was committed. Not the server's fault.
     return new RegistryError("BLOB_UPLOAD_INVALID", "the request body ended early", undefined, {}, 400);
   }
-  if (err?.code === "FST_ERR_CTP_BODY_TOO_LARGE") return new RegistryError("SIZE_INVALID", "request body too large", undefined, {}, 413);
+  if (err?.code === "FST_ERR_CTP_BODY_TOO_LARGE")
+    return new RegistryError("SIZE_INVALID", "request body too large", undefined, {}, 413);
   if (status === 404) return new RegistryError("NOT_FOUND", "not found");
-  if (status && status >= 400 && status < 500) return new RegistryError("UNSUPPORTED", err.message, undefined, {}, status);
+  if (status && status >= 400 && status < 500)
+    return new RegistryError("UNSUPPORTED", err.message, undefined, {}, status);
   if ((err as NodeJS.ErrnoException)?.code === "ENOSPC") {
     return new RegistryError("UNAVAILABLE", "the registry's storage is full", undefined, {}, 507);
   }

@@ -38,7 +38,11 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
           .addPrimaryKeyConstraint("repository_blobs_pk", ["repository_id", "digest"])
           .execute();
-        await db.schema.createIndex("repository_blobs_digest").on("repository_blobs").column("digest").execute();
+        await db.schema
+          .createIndex("repository_blobs_digest")
+          .on("repository_blobs")
+          .column("digest")
+          .execute();
         await db.schema
           .createTable("manifests")
           .addColumn("repository_id", "integer", (c) => c.notNull())
@@ -67,7 +71,11 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn("blob_digest", "text", (c) => c.notNull())
           .addPrimaryKeyConstraint("manifest_blobs_pk", ["repository_id", "manifest_digest", "blob_digest"])
           .execute();
-        await db.schema.createIndex("manifest_blobs_blob").on("manifest_blobs").column("blob_digest").execute();
+        await db.schema
+          .createIndex("manifest_blobs_blob")
+          .on("manifest_blobs")
+          .column("blob_digest")
+          .execute();
         await db.schema
           .createTable("manifest_children")
           .addColumn("repository_id", "integer", (c) => c.notNull())

@@ -1,5 +1,5 @@
 import os from "node:os";
-import { type CompiledQuery, type Kysely, type Transaction, sql } from "kysely";
+import { type CompiledQuery, type Kysely, sql, type Transaction } from "kysely";
 import type { MetadataDb } from "./db.js";
 import type { Database } from "./schema.js";
 
@@ -64,7 +64,9 @@ export class MetadataStore {
       manifestByTag: this.db
         .selectFrom("repositories as r")
         .innerJoin("tags as t", "t.repository_id", "r.id")
-        .innerJoin("manifests as m", (join) => join.onRef("m.repository_id", "=", "r.id").onRef("m.digest", "=", "t.digest"))
+        .innerJoin("manifests as m", (join) =>
+          join.onRef("m.repository_id", "=", "r.id").onRef("m.digest", "=", "t.digest"),
+        )
         .select(manifestColumns)
         .where("r.name", "=", "?")
         .where("t.name", "=", "?")
@@ -121,7 +123,9 @@ export class MetadataStore {
       .selectFrom("repositories as r")
       .select("r.name")
       .where(({ exists, selectFrom }) =>
-        exists(selectFrom("manifests as m").select(sql`1`.as("one")).whereRef("m.repository_id", "=", "r.id")),
+        exists(
+          selectFrom("manifests as m").select(sql`1`.as("one")).whereRef("m.repository_id", "=", "r.id"),
+        ),
       )
       .orderBy("r.name")
       .limit(limit);
@@ -134,7 +138,10 @@ export class MetadataStore {
   /** Size of a blob that `repository` may read, or null. */
   /** Size of a blob that `repository` may read and when its link was made or last refreshed, or null. */
   async linkedBlob(repository: string, digest: string): Promise<{ size: number; linkedAt: number } | null> {
-    const row = await this.metadata.read<{ size: number; linked_at: number }>(this.hot.linkedBlob, [repository, digest]);
+    const row = await this.metadata.read<{ size: number; linked_at: number }>(this.hot.linkedBlob, [
+      repository,
+      digest,
+    ]);
     return row ? { size: Number(row.size), linkedAt: Number(row.linked_at) } : null;
   }
 
@@ -147,7 +154,9 @@ export class MetadataStore {
       .updateTable("repository_blobs")
       .set({ created_at: now })
       .where("digest", "=", digest)
-      .where("repository_id", "=", (eb) => eb.selectFrom("repositories").select("id").where("name", "=", repository))
+      .where("repository_id", "=", (eb) =>
+        eb.selectFrom("repositories").select("id").where("name", "=", repository),
+      )
       .executeTakeFirst();
     return Number(result.numUpdatedRows) > 0;
   }
@@ -212,7 +221,15 @@ export class MetadataStore {
       const repositoryId = await this.touchRepository(trx, name, now);
       await trx
         .insertInto("uploads")
-        .values({ id, repository_id: repositoryId, size: 0, created_at: now, updated_at: now, lease_until: null, lease_holder: null })
+        .values({
+          id,
+          repository_id: repositoryId,
+          size: 0,
+          created_at: now,
+          updated_at: now,
+          lease_until: null,
+          lease_holder: null,
+        })
         .execute();
     });
   }
@@ -241,7 +258,11 @@ export class MetadataStore {
       .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)]))
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) > 0) return true;
-    const row = await this.db.selectFrom("uploads").select("lease_holder").where("id", "=", id).executeTakeFirst();
+    const row = await this.db
+      .selectFrom("uploads")
+      .select("lease_holder")
+      .where("id", "=", id)
+      .executeTakeFirst();
     if (!row?.lease_holder || !holderIsDead(row.lease_holder)) return false;
     const stolen = await this.db
       .updateTable("uploads")
@@ -331,7 +352,11 @@ export class MetadataStore {
       for (let i = 0; i < blobs.length; i += 200) {
         await trx
           .insertInto("manifest_blobs")
-          .values(blobs.slice(i, i + 200).map((b) => ({ repository_id: repositoryId, manifest_digest: m.digest, blob_digest: b })))
+          .values(
+            blobs
+              .slice(i, i + 200)
+              .map((b) => ({ repository_id: repositoryId, manifest_digest: m.digest, blob_digest: b })),
+          )
           .onConflict((oc) => oc.doNothing())
           .execute();
       }
@@ -339,7 +364,11 @@ export class MetadataStore {
       for (let i = 0; i < children.length; i += 200) {
         await trx
           .insertInto("manifest_children")
-          .values(children.slice(i, i + 200).map((c) => ({ repository_id: repositoryId, parent_digest: m.digest, child_digest: c })))
+          .values(
+            children
+              .slice(i, i + 200)
+              .map((c) => ({ repository_id: repositoryId, parent_digest: m.digest, child_digest: c })),
+          )
           .onConflict((oc) => oc.doNothing())
           .execute();
       }
@@ -371,7 +400,11 @@ export class MetadataStore {
       .where("digest", "=", digest)
       .executeTakeFirst();
     if (Number(result.numDeletedRows) === 0) return false;
-    await trx.deleteFrom("tags").where("repository_id", "=", repositoryId).where("digest", "=", digest).execute();
+    await trx
+      .deleteFrom("tags")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .execute();
     await trx
       .deleteFrom("manifest_blobs")
       .where("repository_id", "=", repositoryId)
@@ -392,8 +425,19 @@ export class MetadataStore {
 
   /** Removes every row of a repository; returns the ids of its uploads so their files can go too. */
   async deleteRepository(trx: Tx, repositoryId: number): Promise<string[]> {
-    const uploads = await trx.selectFrom("uploads").select("id").where("repository_id", "=", repositoryId).execute();
-    for (const table of ["tags", "manifest_blobs", "manifest_children", "manifests", "repository_blobs", "uploads"] as const) {
+    const uploads = await trx
+      .selectFrom("uploads")
+      .select("id")
+      .where("repository_id", "=", repositoryId)
+      .execute();
+    for (const table of [
+      "tags",
+      "manifest_blobs",
+      "manifest_children",
+      "manifests",
+      "repository_blobs",
+      "uploads",
+    ] as const) {
       await trx.deleteFrom(table).where("repository_id", "=", repositoryId).execute();
     }
     await trx.deleteFrom("repositories").where("id", "=", repositoryId).execute();
@@ -401,7 +445,11 @@ export class MetadataStore {
   }
 
   async listTags(repositoryId: number, limit: number | undefined, last?: string): Promise<string[]> {
-    let query = this.db.selectFrom("tags").select("name").where("repository_id", "=", repositoryId).orderBy("name");
+    let query = this.db
+      .selectFrom("tags")
+      .select("name")
+      .where("repository_id", "=", repositoryId)
+      .orderBy("name");
     if (last !== undefined) query = query.where("name", ">", last);
     if (limit !== undefined) query = query.limit(limit);
     return (await query.execute()).map((r) => r.name);

@@ -43,20 +43,30 @@ function invalid(message: string, detail?: unknown): RegistryError {
 }
 
 function descriptor(value: unknown, where: string): Descriptor {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw invalid(`${where} is not a descriptor object`);
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw invalid(`${where} is not a descriptor object`);
   const d = value as Record<string, unknown>;
-  if (typeof d.mediaType !== "string" || d.mediaType === "") throw invalid(`${where}.mediaType must be a string`);
-  if (typeof d.digest !== "string" || !parseDigest(d.digest)) throw invalid(`${where}.digest is not a valid digest`, { digest: d.digest });
-  if (typeof d.size !== "number" || !Number.isSafeInteger(d.size) || d.size < 0) throw invalid(`${where}.size must be a non-negative integer`);
-  if (d.artifactType !== undefined && typeof d.artifactType !== "string") throw invalid(`${where}.artifactType must be a string`);
-  if (d.urls !== undefined && (!Array.isArray(d.urls) || d.urls.some((u) => typeof u !== "string"))) throw invalid(`${where}.urls must be a list of strings`);
+  if (typeof d.mediaType !== "string" || d.mediaType === "")
+    throw invalid(`${where}.mediaType must be a string`);
+  if (typeof d.digest !== "string" || !parseDigest(d.digest))
+    throw invalid(`${where}.digest is not a valid digest`, { digest: d.digest });
+  if (typeof d.size !== "number" || !Number.isSafeInteger(d.size) || d.size < 0)
+    throw invalid(`${where}.size must be a non-negative integer`);
+  if (d.artifactType !== undefined && typeof d.artifactType !== "string")
+    throw invalid(`${where}.artifactType must be a string`);
+  if (d.urls !== undefined && (!Array.isArray(d.urls) || d.urls.some((u) => typeof u !== "string")))
+    throw invalid(`${where}.urls must be a list of strings`);
   if (d.annotations !== undefined) annotationsOf(d.annotations, `${where}.annotations`);
   return d as unknown as Descriptor;
 }
 
 function annotationsOf(value: unknown, where: string): Record<string, string> | null {
   if (value === undefined || value === null) return null;
-  if (typeof value !== "object" || Array.isArray(value) || Object.values(value).some((v) => typeof v !== "string")) {
+  if (
+    typeof value !== "object" ||
+    Array.isArray(value) ||
+    Object.values(value).some((v) => typeof v !== "string")
+  ) {
     throw invalid(`${where} must be a map of strings`);
   }
   return value as Record<string, string>;
@@ -75,11 +85,13 @@ export function parseManifest(content: Buffer, contentType: string | undefined):
   } catch {
     throw invalid("manifest is not valid JSON");
   }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw invalid("manifest must be a JSON object");
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    throw invalid("manifest must be a JSON object");
   const m = json as Record<string, unknown>;
   if (m.schemaVersion === 1) throw invalid(SCHEMA1_MESSAGE);
   if (m.schemaVersion !== 2) throw invalid("schemaVersion must be 2", { schemaVersion: m.schemaVersion });
-  if (m.mediaType !== undefined && typeof m.mediaType !== "string") throw invalid("mediaType must be a string");
+  if (m.mediaType !== undefined && typeof m.mediaType !== "string")
+    throw invalid("mediaType must be a string");
   const bodyType = typeof m.mediaType === "string" ? m.mediaType : undefined;
   if (bodyType === DOCKER_SCHEMA1 || bodyType === DOCKER_SCHEMA1_SIGNED) throw invalid(SCHEMA1_MESSAGE);
 
@@ -98,7 +110,8 @@ export function parseManifest(content: Buffer, contentType: string | undefined):
   }
 
   const subject = m.subject === undefined || m.subject === null ? null : descriptor(m.subject, "subject");
-  if (m.artifactType !== undefined && typeof m.artifactType !== "string") throw invalid("artifactType must be a string");
+  if (m.artifactType !== undefined && typeof m.artifactType !== "string")
+    throw invalid("artifactType must be a string");
   const annotations = annotationsOf(m.annotations, "annotations");
 
   if (IMAGE_MANIFEST_TYPES.has(mediaType)) {
@@ -111,10 +124,20 @@ export function parseManifest(content: Buffer, contentType: string | undefined):
   }
   if (INDEX_TYPES.has(mediaType)) {
     if (!Array.isArray(m.manifests)) throw invalid("an index must have a list of manifests");
-    if (m.config !== undefined || m.layers !== undefined) throw invalid("an index must not have config or layers");
+    if (m.config !== undefined || m.layers !== undefined)
+      throw invalid("an index must not have config or layers");
     const manifests = m.manifests.map((d, i) => descriptor(d, `manifests[${i}]`));
     const artifactType = (m.artifactType as string | undefined) ?? null;
-    return { mediaType, kind: "index", config: null, layers: [], manifests, subject, artifactType, annotations };
+    return {
+      mediaType,
+      kind: "index",
+      config: null,
+      layers: [],
+      manifests,
+      subject,
+      artifactType,
+      annotations,
+    };
   }
   throw invalid(`unsupported manifest media type ${mediaType}`);
 }

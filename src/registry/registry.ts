@@ -5,7 +5,14 @@ import type { BlobStore } from "../storage/blob-store.js";
 import { RegistryError } from "./errors.js";
 import { type ParsedManifest, parseManifest, requiredBlobs } from "./manifests.js";
 import { OCI_INDEX } from "./media-types.js";
-import { assertDigest, assertName, assertTag, type ParsedDigest, parseDigest, parseReference } from "./names.js";
+import {
+  assertDigest,
+  assertName,
+  assertTag,
+  type ParsedDigest,
+  parseDigest,
+  parseReference,
+} from "./names.js";
 import { hashUpload, UploadHashes } from "./uploads.js";
 
 export interface RegistryOptions {
@@ -72,22 +79,30 @@ export class Registry {
 
   private assertWritable(): void {
     if (this.options.readOnly) {
-      throw new RegistryError("UNSUPPORTED", "the registry is in read-only mode: pushes and deletes are refused, pulls work", {
-        readonly: true,
-      });
+      throw new RegistryError(
+        "UNSUPPORTED",
+        "the registry is in read-only mode: pushes and deletes are refused, pulls work",
+        {
+          readonly: true,
+        },
+      );
     }
   }
 
   private assertDeletable(): void {
     this.assertWritable();
     if (!this.options.deleteEnabled) {
-      throw new RegistryError("UNSUPPORTED", "deleting is disabled on this registry (storage.delete.enabled is false)");
+      throw new RegistryError(
+        "UNSUPPORTED",
+        "deleting is disabled on this registry (storage.delete.enabled is false)",
+      );
     }
   }
 
   private async repositoryIdOrUnknown(name: string): Promise<number> {
     const id = await this.meta.repositoryId(name);
-    if (id === null) throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
+    if (id === null)
+      throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
     return id;
   }
 
@@ -107,7 +122,11 @@ export class Registry {
     return { digest, size: blob.size };
   }
 
-  async openBlob(name: string, digest: string, range?: ByteRange): Promise<{ size: number; stream: Readable }> {
+  async openBlob(
+    name: string,
+    digest: string,
+    range?: ByteRange,
+  ): Promise<{ size: number; stream: Readable }> {
     const { size } = await this.statBlob(name, digest);
     try {
       return { size, stream: await this.store.read(digest, range) };
@@ -135,7 +154,12 @@ export class Registry {
    * Links a blob that another repository holds into `name`. `from` may be omitted; then any repository
    * that `canRead` and that links the blob will do. Returns false when nothing could be mounted.
    */
-  async mountBlob(name: string, digest: string, from: string | undefined, canRead: (repo: string) => boolean): Promise<boolean> {
+  async mountBlob(
+    name: string,
+    digest: string,
+    from: string | undefined,
+    canRead: (repo: string) => boolean,
+  ): Promise<boolean> {
     assertName(name);
     this.assertWritable();
     if (!parseDigest(digest)) return false;
@@ -232,7 +256,12 @@ export class Registry {
   }
 
   /** POST ?digest=: the whole blob in one request. */
-  async monolithicUpload(name: string, digest: string, body: AsyncIterable<Buffer>, contentLength?: number): Promise<{ digest: string; size: number }> {
+  async monolithicUpload(
+    name: string,
+    digest: string,
+    body: AsyncIterable<Buffer>,
+    contentLength?: number,
+  ): Promise<{ digest: string; size: number }> {
     assertName(name);
     this.assertWritable();
     const parsed = assertDigest(digest);
@@ -242,11 +271,20 @@ export class Registry {
       const hash = createHash("sha256");
       const size = await this.store.writeUpload(id, 0, body, (chunk) => hash.update(chunk));
       if (contentLength !== undefined && size !== contentLength) {
-        throw new RegistryError("SIZE_INVALID", "body length did not match Content-Length", { contentLength, received: size });
+        throw new RegistryError("SIZE_INVALID", "body length did not match Content-Length", {
+          contentLength,
+          received: size,
+        });
       }
-      const actual = parsed.algorithm === "sha256" ? `sha256:${hash.digest("hex")}` : `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
+      const actual =
+        parsed.algorithm === "sha256"
+          ? `sha256:${hash.digest("hex")}`
+          : `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
       if (actual !== parsed.digest) {
-        throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", { expected: parsed.digest, actual });
+        throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", {
+          expected: parsed.digest,
+          actual,
+        });
       }
       await this.commit(name, id, parsed.digest, size, false);
       return { digest: parsed.digest, size };
@@ -260,7 +298,13 @@ export class Registry {
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
     if (!(await this.meta.leaseUpload(id, UPLOAD_LEASE_MS))) {
-      throw new RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload", { id }, rangeHeader(row.size), 416);
+      throw new RegistryError(
+        "BLOB_UPLOAD_INVALID",
+        "another request is writing to this upload",
+        { id },
+        rangeHeader(row.size),
+        416,
+      );
     }
     const renew = setInterval(() => {
       this.meta.renewUploadLease(id, UPLOAD_LEASE_MS).catch(() => {});
@@ -304,8 +348,17 @@ export class Registry {
           416,
         );
       }
-      if (range.end < range.start || (contentLength !== undefined && range.end - range.start + 1 !== contentLength)) {
-        throw new RegistryError("BLOB_UPLOAD_INVALID", "Content-Range does not match Content-Length", { range, contentLength }, rangeHeader(offset), 416);
+      if (
+        range.end < range.start ||
+        (contentLength !== undefined && range.end - range.start + 1 !== contentLength)
+      ) {
+        throw new RegistryError(
+          "BLOB_UPLOAD_INVALID",
+          "Content-Range does not match Content-Length",
+          { range, contentLength },
+          rangeHeader(offset),
+          416,
+        );
       }
     }
     const hash = await this.hashes.at(id, offset);
@@ -314,14 +367,21 @@ export class Registry {
     const expected = range ? range.end - range.start + 1 : contentLength;
     if (expected !== undefined && written !== expected) {
       await this.store.truncateUpload(id, offset);
-      throw new RegistryError("BLOB_UPLOAD_INVALID", "chunk length did not match its declared length", { expected, received: written }, rangeHeader(offset), 400);
+      throw new RegistryError(
+        "BLOB_UPLOAD_INVALID",
+        "chunk length did not match its declared length",
+        { expected, received: written },
+        rangeHeader(offset),
+        400,
+      );
     }
     this.hashes.remember(id, hash, offset + written);
     return written;
   }
 
   private async uploadDigest(id: string, size: number, parsed: ParsedDigest): Promise<string> {
-    if (parsed.algorithm !== "sha256") return `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
+    if (parsed.algorithm !== "sha256")
+      return `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
     const hash = await this.hashes.at(id, size);
     this.hashes.forget(id);
     return `sha256:${hash.digest("hex")}`;
@@ -338,7 +398,13 @@ export class Registry {
    * into place, link it to the repository and drop the upload. The garbage collector deletes files under
    * the same lock, so it can never remove bytes that a commit is making visible.
    */
-  private async commit(name: string, id: string, digest: string, size: number, hasRow: boolean): Promise<void> {
+  private async commit(
+    name: string,
+    id: string,
+    digest: string,
+    size: number,
+    hasRow: boolean,
+  ): Promise<void> {
     await this.store.syncUpload(id);
     await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
@@ -363,25 +429,42 @@ export class Registry {
     const ref = parseReference(reference);
     this.assertWritable();
     if (content.length > this.options.maxManifestBytes) {
-      throw new RegistryError("SIZE_INVALID", `manifest is larger than the limit of ${this.options.maxManifestBytes} bytes`, { size: content.length }, {}, 413);
+      throw new RegistryError(
+        "SIZE_INVALID",
+        `manifest is larger than the limit of ${this.options.maxManifestBytes} bytes`,
+        { size: content.length },
+        {},
+        413,
+      );
     }
     const tags = [...new Set([...(ref.kind === "tag" ? [ref.tag] : []), ...extraTags.map(assertTag)])];
     const parsed = parseManifest(content, contentType);
     const algorithm = ref.kind === "digest" ? ref.digest.algorithm : "sha256";
     const digest = `${algorithm}:${createHash(algorithm).update(content).digest("hex")}`;
     if (ref.kind === "digest" && ref.digest.digest !== digest) {
-      throw new RegistryError("DIGEST_INVALID", "manifest digest did not match the reference", { expected: ref.digest.digest, actual: digest });
+      throw new RegistryError("DIGEST_INVALID", "manifest digest did not match the reference", {
+        expected: ref.digest.digest,
+        actual: digest,
+      });
     }
     await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
       for (const blob of requiredBlobs(parsed)) {
         if (!(await this.meta.isLinked(trx, repositoryId, blob))) {
-          throw new RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references a blob unknown to this repository", { digest: blob });
+          throw new RegistryError(
+            "MANIFEST_BLOB_UNKNOWN",
+            "manifest references a blob unknown to this repository",
+            { digest: blob },
+          );
         }
       }
       for (const child of parsed.manifests) {
         if (!(await this.meta.hasManifest(trx, repositoryId, child.digest))) {
-          throw new RegistryError("MANIFEST_BLOB_UNKNOWN", "index references a manifest unknown to this repository", { digest: child.digest });
+          throw new RegistryError(
+            "MANIFEST_BLOB_UNKNOWN",
+            "index references a manifest unknown to this repository",
+            { digest: child.digest },
+          );
         }
       }
       await this.store.put(digest, content);
@@ -408,7 +491,9 @@ export class Registry {
     assertName(name);
     const ref = parseReference(reference);
     const row =
-      ref.kind === "tag" ? await this.meta.manifestByTag(name, ref.tag) : await this.meta.manifestByDigest(name, ref.digest.digest);
+      ref.kind === "tag"
+        ? await this.meta.manifestByTag(name, ref.tag)
+        : await this.meta.manifestByDigest(name, ref.digest.digest);
     if (!row) {
       if ((await this.meta.repositoryId(name)) === null) {
         throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
@@ -471,7 +556,11 @@ export class Registry {
   }
 
   /** Repositories in byte order; `visible` filters out what the caller may not pull. */
-  async catalog(n: number, last: string | undefined, visible: (repo: string) => boolean = () => true): Promise<Page<string>> {
+  async catalog(
+    n: number,
+    last: string | undefined,
+    visible: (repo: string) => boolean = () => true,
+  ): Promise<Page<string>> {
     if (n === 0) return { items: [], next: null };
     const items: string[] = [];
     let cursor = last;
@@ -495,7 +584,11 @@ export class Registry {
   }
 
   /** The referrers response body: an OCI image index. */
-  static referrersIndex(descriptors: ReferrerDescriptor[]): { schemaVersion: 2; mediaType: string; manifests: ReferrerDescriptor[] } {
+  static referrersIndex(descriptors: ReferrerDescriptor[]): {
+    schemaVersion: 2;
+    mediaType: string;
+    manifests: ReferrerDescriptor[];
+  } {
     return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: descriptors };
   }
 }
@@ -521,7 +614,9 @@ function rangeHeader(size: number): Record<string, string> {
 }
 
 function isUploadState(value: unknown): value is UploadState {
-  return typeof value === "object" && value !== null && "id" in value && "size" in value && !("digest" in value);
+  return (
+    typeof value === "object" && value !== null && "id" in value && "size" in value && !("digest" in value)
+  );
 }
 
 export type { ParsedManifest };

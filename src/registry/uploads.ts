@@ -44,13 +44,20 @@ export class UploadHashes {
   }
 
   private evict(): void {
-    const oldest = [...this.states.entries()].sort((a, b) => a[1].usedAt - b[1].usedAt).slice(0, MAX_STATES / 4);
+    const oldest = [...this.states.entries()]
+      .sort((a, b) => a[1].usedAt - b[1].usedAt)
+      .slice(0, MAX_STATES / 4);
     for (const [id] of oldest) this.states.delete(id);
   }
 }
 
 /** Hash a whole upload with another algorithm (sha512 digests). */
-export async function hashUpload(store: BlobStore, id: string, size: number, algorithm: string): Promise<string> {
+export async function hashUpload(
+  store: BlobStore,
+  id: string,
+  size: number,
+  algorithm: string,
+): Promise<string> {
   const hash = createHash(algorithm);
   if (size > 0) for await (const chunk of await store.readUpload(id, size)) hash.update(chunk as Buffer);
   return hash.digest("hex");

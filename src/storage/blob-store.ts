@@ -39,7 +39,12 @@ export interface BlobStore {
    * Write `source` at `offset`, calling `onChunk` for every chunk in order before it is written.
    * Resolves with the bytes written. On failure the upload is cut back to `offset`.
    */
-  writeUpload(id: string, offset: number, source: AsyncIterable<Buffer>, onChunk: (chunk: Buffer) => void): Promise<number>;
+  writeUpload(
+    id: string,
+    offset: number,
+    source: AsyncIterable<Buffer>,
+    onChunk: (chunk: Buffer) => void,
+  ): Promise<number>;
   /** Stream the first `length` bytes of an upload (to rebuild a hash state). */
   readUpload(id: string, length: number): Promise<Readable>;
   truncateUpload(id: string, size: number): Promise<void>;

@@ -48,7 +48,8 @@ export class FilesystemBlobStore implements BlobStore {
   }
 
   private uploadPath(id: string): string {
-    if (!/^[a-zA-Z0-9-]{1,64}$/.test(id)) throw new Error(`refusing to build a path from upload id ${JSON.stringify(id)}`);
+    if (!/^[a-zA-Z0-9-]{1,64}$/.test(id))
+      throw new Error(`refusing to build a path from upload id ${JSON.stringify(id)}`);
     return path.join(this.uploadRoot, id);
   }
 
@@ -66,7 +67,13 @@ export class FilesystemBlobStore implements BlobStore {
     const file = this.blobPath(digest);
     const handle = await fs.open(file, "r");
     // The stream owns the handle from here on and closes it when done or destroyed.
-    return createReadStream("", { fd: handle, autoClose: true, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+    return createReadStream("", {
+      fd: handle,
+      autoClose: true,
+      start: range?.start,
+      end: range?.end,
+      highWaterMark: READ_CHUNK,
+    });
   }
 
   async put(digest: string, content: Buffer): Promise<void> {
@@ -148,9 +155,11 @@ export class FilesystemBlobStore implements BlobStore {
       if (unflushed >= FLUSH_EVERY && syncing === null) {
         unflushed = 0;
         const started = inFlight.then(() => handle.datasync());
-        syncing = started.catch(() => {}).finally(() => {
-          syncing = null;
-        });
+        syncing = started
+          .catch(() => {})
+          .finally(() => {
+            syncing = null;
+          });
       }
     };
     try {

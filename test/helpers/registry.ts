@@ -65,12 +65,19 @@ export class RegistryClient {
       if (res.status !== 202) throw new Error(`patch: ${res.status} ${await res.text()}`);
       location = res.headers.get("location")!;
     }
-    res = await this.fetch(`${location}${location.includes("?") ? "&" : "?"}digest=${blob.digest}`, { method: "PUT" });
+    res = await this.fetch(`${location}${location.includes("?") ? "&" : "?"}digest=${blob.digest}`, {
+      method: "PUT",
+    });
     if (res.status !== 201) throw new Error(`finish upload: ${res.status} ${await res.text()}`);
     return res;
   }
 
-  async putManifest(name: string, reference: string, manifest: object | Buffer, mediaType = OCI_MANIFEST): Promise<Response> {
+  async putManifest(
+    name: string,
+    reference: string,
+    manifest: object | Buffer,
+    mediaType = OCI_MANIFEST,
+  ): Promise<Response> {
     const body = Buffer.isBuffer(manifest) ? manifest : Buffer.from(JSON.stringify(manifest));
     return this.fetch(`/v2/${name}/manifests/${reference}`, {
       method: "PUT",
@@ -86,7 +93,11 @@ export class RegistryClient {
     options: { layers?: Blob[]; config?: object; mediaType?: string; extra?: Record<string, unknown> } = {},
   ): Promise<{ digest: string; manifest: Buffer; layers: Blob[]; config: Blob }> {
     const layers = options.layers ?? [randomBlob(1024)];
-    const config = blobOf(JSON.stringify(options.config ?? { architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
+    const config = blobOf(
+      JSON.stringify(
+        options.config ?? { architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } },
+      ),
+    );
     const mediaType = options.mediaType ?? OCI_MANIFEST;
     const docker = mediaType === DOCKER_MANIFEST;
     for (const blob of [config, ...layers]) await this.pushBlob(name, blob);
@@ -95,12 +106,16 @@ export class RegistryClient {
         schemaVersion: 2,
         mediaType,
         config: {
-          mediaType: docker ? "application/vnd.docker.container.image.v1+json" : "application/vnd.oci.image.config.v1+json",
+          mediaType: docker
+            ? "application/vnd.docker.container.image.v1+json"
+            : "application/vnd.oci.image.config.v1+json",
           digest: config.digest,
           size: config.size,
         },
         layers: layers.map((l) => ({
-          mediaType: docker ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : "application/vnd.oci.image.layer.v1.tar+gzip",
+          mediaType: docker
+            ? "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            : "application/vnd.oci.image.layer.v1.tar+gzip",
           digest: l.digest,
           size: l.size,
         })),

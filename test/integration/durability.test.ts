@@ -3,8 +3,8 @@ import { createReadStream } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import { OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
+import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 
 const started: Berth[] = [];
 async function start(options: Parameters<typeof startBerth>[0] = {}): Promise<Berth> {
@@ -43,7 +43,10 @@ describe("concurrency", () => {
     const blob = randomBlob(4 * 1024 * 1024);
     const results = await Promise.all(
       Array.from({ length: 10 }, (_, i) =>
-        (i % 2 === 0 ? client.pushBlob(`same/r${i}`, blob) : client.pushBlobChunked(`same/r${i}`, blob, 1024 * 1024)).then((r) => r.status),
+        (i % 2 === 0
+          ? client.pushBlob(`same/r${i}`, blob)
+          : client.pushBlobChunked(`same/r${i}`, blob, 1024 * 1024)
+        ).then((r) => r.status),
       ),
     );
     expect(results).toEqual(Array(10).fill(201));
@@ -63,7 +66,11 @@ describe("concurrency", () => {
     const location = startRes.headers.get("location")!;
     const body = Buffer.alloc(8 * 1024 * 1024, 7);
     const statuses = await Promise.all(
-      [0, 1, 2].map(() => client.fetch(location, { method: "PATCH", body, headers: { "content-range": `0-${body.length - 1}` } }).then((r) => r.status)),
+      [0, 1, 2].map(() =>
+        client
+          .fetch(location, { method: "PATCH", body, headers: { "content-range": `0-${body.length - 1}` } })
+          .then((r) => r.status),
+      ),
     );
     expect(statuses.filter((s) => s === 202)).toHaveLength(1);
     expect(statuses.filter((s) => s === 416)).toHaveLength(2);
@@ -120,7 +127,12 @@ describe("restarts and crashes", () => {
         for (let round = 0; !killed; round++) {
           const layers = [randomBlob(1024 * 1024 + i), randomBlob(2 * 1024 * 1024 + round)];
           const pushed = await client.pushImage(name, `t${round}`, { layers });
-          completed.push({ name: `${name}:t${round}`, digest: pushed.digest, manifest: pushed.manifest, layers });
+          completed.push({
+            name: `${name}:t${round}`,
+            digest: pushed.digest,
+            manifest: pushed.manifest,
+            layers,
+          });
         }
       } catch {
         // The server died under this push: what it had not finished must not show.

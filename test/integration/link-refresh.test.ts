@@ -1,8 +1,8 @@
 import path from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Berth, startBerth } from "../helpers/server.js";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
+import { type Berth, startBerth } from "../helpers/server.js";
 
 // A client that HEADs a blob and skips its upload must get a whole grace period to push its manifest:
 // asking for a blob whose link is old renews the link, so the collector leaves it alone.

@@ -1,7 +1,7 @@
 import http from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Berth, startBerth } from "../helpers/server.js";
 import { randomBlob } from "../helpers/registry.js";
+import { type Berth, startBerth } from "../helpers/server.js";
 
 const started: Berth[] = [];
 afterEach(async () => {
@@ -25,7 +25,9 @@ describe("berth serve", () => {
     await fetch(`${berth.url}/v2/`, { headers: { "x-request-id": "test-req-1" } });
     await new Promise((r) => setTimeout(r, 200));
     const logs = parsed(berth.logs);
-    const startup = logs.find((l) => typeof l.msg === "string" && (l.msg as string).startsWith("berth listening"));
+    const startup = logs.find(
+      (l) => typeof l.msg === "string" && (l.msg as string).startsWith("berth listening"),
+    );
     expect(startup).toMatchObject({ addr: berth.host, dataDir: berth.dataDir });
     const line = logs.find((l) => l.reqId === "test-req-1");
     expect(line).toMatchObject({ method: "GET", path: "/v2/", status: 200, bytes: 2 });
@@ -40,7 +42,10 @@ describe("berth serve", () => {
     const status = await new Promise<number>((resolve, reject) => {
       const req = http.request(
         `${berth.url}/v2/drain/app/blobs/uploads/?digest=${blob.digest}`,
-        { method: "POST", headers: { "content-length": blob.size, "content-type": "application/octet-stream" } },
+        {
+          method: "POST",
+          headers: { "content-length": blob.size, "content-type": "application/octet-stream" },
+        },
         (res) => {
           res.resume();
           resolve(res.statusCode ?? 0);
@@ -87,7 +92,11 @@ describe("http.prefix with token auth", () => {
     const dir = tempDir();
     writeFileSync(`${dir}/htpasswd`, "");
     const berth = await startBerth({
-      env: { REGISTRY_HTTP_PREFIX: "/registry/", REGISTRY_AUTH_HTPASSWD_PATH: `${dir}/htpasswd`, REGISTRY_AUTH_TOKEN_SERVICE: "berth-test" },
+      env: {
+        REGISTRY_HTTP_PREFIX: "/registry/",
+        REGISTRY_AUTH_HTPASSWD_PATH: `${dir}/htpasswd`,
+        REGISTRY_AUTH_TOKEN_SERVICE: "berth-test",
+      },
     });
     started.push(berth);
     const challenge = (await fetch(`${berth.url}/registry/v2/`)).headers.get("www-authenticate") ?? "";

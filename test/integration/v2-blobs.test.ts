@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Berth, startBerth } from "../helpers/server.js";
 import { blobOf, errorCode, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
+import { type Berth, startBerth } from "../helpers/server.js";
 
 let berth: Berth;
 let client: RegistryClient;
@@ -53,7 +53,9 @@ describe("blob uploads", () => {
     const patch = await client.fetch(location, { method: "PATCH", body: blob.data });
     expect(patch.status).toBe(202);
     expect(patch.headers.get("range")).toBe(`0-${blob.size - 1}`);
-    const put = await client.fetch(`${patch.headers.get("location")}?digest=${blob.digest}`, { method: "PUT" });
+    const put = await client.fetch(`${patch.headers.get("location")}?digest=${blob.digest}`, {
+      method: "PUT",
+    });
     expect(put.status).toBe(201);
     const get = await client.fetch(`/v2/stream/app/blobs/${blob.digest}`);
     expect(sha256(Buffer.from(await get.arrayBuffer()))).toBe(blob.digest);
@@ -83,17 +85,33 @@ describe("blob uploads", () => {
   it("refuses an out-of-order chunk with 416 and keeps the true Range", async () => {
     const start = await client.fetch("/v2/order/app/blobs/uploads/", { method: "POST" });
     const location = start.headers.get("location")!;
-    await client.fetch(location, { method: "PATCH", body: Buffer.alloc(100, 1), headers: { "content-range": "0-99" } });
-    const skip = await client.fetch(location, { method: "PATCH", body: Buffer.alloc(10, 2), headers: { "content-range": "200-209" } });
+    await client.fetch(location, {
+      method: "PATCH",
+      body: Buffer.alloc(100, 1),
+      headers: { "content-range": "0-99" },
+    });
+    const skip = await client.fetch(location, {
+      method: "PATCH",
+      body: Buffer.alloc(10, 2),
+      headers: { "content-range": "200-209" },
+    });
     expect(skip.status).toBe(416);
-    const again = await client.fetch(location, { method: "PATCH", body: Buffer.alloc(100, 1), headers: { "content-range": "0-99" } });
+    const again = await client.fetch(location, {
+      method: "PATCH",
+      body: Buffer.alloc(100, 1),
+      headers: { "content-range": "0-99" },
+    });
     expect(again.status).toBe(416);
     const status = await client.fetch(location);
     expect(status.status).toBe(204);
     expect(status.headers.get("range")).toBe("0-99");
     expect(status.headers.get("docker-upload-uuid")).toBeTruthy();
     // The upload goes on where it really ends.
-    const next = await client.fetch(location, { method: "PATCH", body: Buffer.alloc(10, 3), headers: { "content-range": "100-109" } });
+    const next = await client.fetch(location, {
+      method: "PATCH",
+      body: Buffer.alloc(10, 3),
+      headers: { "content-range": "100-109" },
+    });
     expect(next.status).toBe(202);
     const data = Buffer.concat([Buffer.alloc(100, 1), Buffer.alloc(10, 3)]);
     const put = await client.fetch(`${location}?digest=${sha256(data)}`, { method: "PUT" });
@@ -103,7 +121,10 @@ describe("blob uploads", () => {
   it("refuses a wrong digest with DIGEST_INVALID and makes nothing visible", async () => {
     const blob = randomBlob(500);
     const wrong = sha256("something else");
-    const res = await client.fetch(`/v2/digest/app/blobs/uploads/?digest=${wrong}`, { method: "POST", body: blob.data });
+    const res = await client.fetch(`/v2/digest/app/blobs/uploads/?digest=${wrong}`, {
+      method: "POST",
+      body: blob.data,
+    });
     expect(res.status).toBe(400);
     expect(await errorCode(res)).toBe("DIGEST_INVALID");
     expect((await client.fetch(`/v2/digest/app/blobs/${wrong}`, { method: "HEAD" })).status).toBe(404);
@@ -118,7 +139,10 @@ describe("blob uploads", () => {
   });
 
   it("refuses a malformed digest and a PUT without one", async () => {
-    const bad = await client.fetch("/v2/digest/app/blobs/uploads/?digest=sha256:xyz", { method: "POST", body: "a" });
+    const bad = await client.fetch("/v2/digest/app/blobs/uploads/?digest=sha256:xyz", {
+      method: "POST",
+      body: "a",
+    });
     expect(bad.status).toBe(400);
     expect(await errorCode(bad)).toBe("DIGEST_INVALID");
     const start = await client.fetch("/v2/digest/app/blobs/uploads/", { method: "POST" });
@@ -133,7 +157,10 @@ describe("blob uploads", () => {
     const status = await client.fetch(location);
     expect(status.status).toBe(404);
     expect(await errorCode(status)).toBe("BLOB_UPLOAD_UNKNOWN");
-    const unknown = await client.fetch("/v2/cancel/app/blobs/uploads/00000000-0000-0000-0000-000000000000", { method: "PATCH", body: "x" });
+    const unknown = await client.fetch("/v2/cancel/app/blobs/uploads/00000000-0000-0000-0000-000000000000", {
+      method: "PATCH",
+      body: "x",
+    });
     expect(unknown.status).toBe(404);
   });
 
@@ -175,18 +202,24 @@ describe("blob reads", () => {
   it("mounts across repositories: 201 when possible, 202 with an upload otherwise", async () => {
     const blob = randomBlob(128);
     await client.pushBlob("mount/src", blob);
-    const mounted = await client.fetch(`/v2/mount/dst/blobs/uploads/?mount=${blob.digest}&from=mount/src`, { method: "POST" });
+    const mounted = await client.fetch(`/v2/mount/dst/blobs/uploads/?mount=${blob.digest}&from=mount/src`, {
+      method: "POST",
+    });
     expect(mounted.status).toBe(201);
     expect(mounted.headers.get("docker-content-digest")).toBe(blob.digest);
     expect(mounted.headers.get("location")).toContain(`/v2/mount/dst/blobs/${blob.digest}`);
     expect((await client.fetch(`/v2/mount/dst/blobs/${blob.digest}`, { method: "HEAD" })).status).toBe(200);
 
     const missing = sha256("not pushed anywhere");
-    const fallback = await client.fetch(`/v2/mount/dst2/blobs/uploads/?mount=${missing}&from=mount/src`, { method: "POST" });
+    const fallback = await client.fetch(`/v2/mount/dst2/blobs/uploads/?mount=${missing}&from=mount/src`, {
+      method: "POST",
+    });
     expect(fallback.status).toBe(202);
     expect(fallback.headers.get("location")).toContain("/v2/mount/dst2/blobs/uploads/");
 
-    const noFrom = await client.fetch(`/v2/mount/dst3/blobs/uploads/?mount=${blob.digest}`, { method: "POST" });
+    const noFrom = await client.fetch(`/v2/mount/dst3/blobs/uploads/?mount=${blob.digest}`, {
+      method: "POST",
+    });
     expect(noFrom.status).toBe(201);
   });
 
@@ -211,7 +244,11 @@ describe("names and bad input", () => {
   });
 
   it("never escapes the data directory", async () => {
-    for (const path of ["/v2/../../etc/passwd/blobs/sha256:abc", "/v2/a/blobs/..%2f..%2fetc", "/v2/a/blobs/sha256:..%2F..%2F"]) {
+    for (const path of [
+      "/v2/../../etc/passwd/blobs/sha256:abc",
+      "/v2/a/blobs/..%2f..%2fetc",
+      "/v2/a/blobs/sha256:..%2F..%2F",
+    ]) {
       const res = await client.fetch(path);
       expect(res.status).toBeGreaterThanOrEqual(400);
       expect(res.status).toBeLessThan(500);

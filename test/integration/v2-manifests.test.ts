@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Berth, startBerth } from "../helpers/server.js";
 import {
   blobOf,
   DOCKER_LIST,
@@ -11,6 +10,7 @@ import {
   randomBlob,
   sha256,
 } from "../helpers/registry.js";
+import { type Berth, startBerth } from "../helpers/server.js";
 
 let berth: Berth;
 let client: RegistryClient;
@@ -32,7 +32,10 @@ describe("manifests", () => {
       expect(res.headers.get("content-type")).toBe(OCI_MANIFEST);
       expect(res.headers.get("docker-content-digest")).toBe(img.digest);
       expect(Buffer.from(await res.arrayBuffer()).equals(img.manifest)).toBe(true);
-      const head = await client.fetch(`/v2/m/oci/manifests/${ref}`, { method: "HEAD", headers: { accept: OCI_MANIFEST } });
+      const head = await client.fetch(`/v2/m/oci/manifests/${ref}`, {
+        method: "HEAD",
+        headers: { accept: OCI_MANIFEST },
+      });
       expect(head.status).toBe(200);
       expect(head.headers.get("content-length")).toBe(String(img.manifest.length));
       expect(head.headers.get("docker-content-digest")).toBe(img.digest);
@@ -51,13 +54,20 @@ describe("manifests", () => {
     const put = await client.putManifest("m/docker", "latest", body, DOCKER_MANIFEST);
     expect(put.status).toBe(201);
     expect(put.headers.get("docker-content-digest")).toBe(sha256(body));
-    const get = await client.fetch("/v2/m/docker/manifests/latest", { headers: { accept: `${DOCKER_MANIFEST}, ${OCI_MANIFEST}` } });
+    const get = await client.fetch("/v2/m/docker/manifests/latest", {
+      headers: { accept: `${DOCKER_MANIFEST}, ${OCI_MANIFEST}` },
+    });
     expect(get.headers.get("content-type")).toBe(DOCKER_MANIFEST);
     expect(Buffer.from(await get.arrayBuffer()).equals(body)).toBe(true);
   });
 
   it("refuses schema1 with MANIFEST_INVALID and says why", async () => {
-    const res = await client.putManifest("m/s1", "old", { schemaVersion: 1, name: "m/s1", tag: "old", fsLayers: [] }, "application/vnd.docker.distribution.manifest.v1+prettyjws");
+    const res = await client.putManifest(
+      "m/s1",
+      "old",
+      { schemaVersion: 1, name: "m/s1", tag: "old", fsLayers: [] },
+      "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    );
     expect(res.status).toBe(400);
     const body = (await res.json()) as { errors: { code: string; message: string }[] };
     expect(body.errors[0]!.code).toBe("MANIFEST_INVALID");
@@ -65,7 +75,11 @@ describe("manifests", () => {
   });
 
   it("refuses malformed manifests and changes nothing", async () => {
-    for (const body of [Buffer.from("not json"), Buffer.from("[]"), Buffer.from('{"schemaVersion":2,"config":{"digest":"nope"}}')]) {
+    for (const body of [
+      Buffer.from("not json"),
+      Buffer.from("[]"),
+      Buffer.from('{"schemaVersion":2,"config":{"digest":"nope"}}'),
+    ]) {
       const res = await client.putManifest("m/bad", "t", body);
       expect(res.status).toBe(400);
       expect(await errorCode(res)).toBe("MANIFEST_INVALID");
@@ -81,8 +95,14 @@ describe("manifests", () => {
     const manifest = {
       schemaVersion: 2,
       mediaType: OCI_MANIFEST,
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config.digest, size: config.size },
-      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layer.digest, size: layer.size }],
+      config: {
+        mediaType: "application/vnd.oci.image.config.v1+json",
+        digest: config.digest,
+        size: config.size,
+      },
+      layers: [
+        { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layer.digest, size: layer.size },
+      ],
     };
     const res = await client.putManifest("m/needs", "v1", manifest);
     expect(res.status).toBe(400);
@@ -92,20 +112,39 @@ describe("manifests", () => {
 
   it("takes OCI indexes and Docker manifest lists whose children exist, and refuses missing children", async () => {
     const amd = await client.pushImage("m/multi", "amd64");
-    const arm = await client.pushImage("m/multi", "arm64", { config: { architecture: "arm64", os: "linux" } });
+    const arm = await client.pushImage("m/multi", "arm64", {
+      config: { architecture: "arm64", os: "linux" },
+    });
     for (const mediaType of [OCI_INDEX, DOCKER_LIST]) {
       const childType = mediaType === OCI_INDEX ? OCI_MANIFEST : DOCKER_MANIFEST;
       const index = {
         schemaVersion: 2,
         mediaType,
         manifests: [
-          { mediaType: childType, digest: amd.digest, size: amd.manifest.length, platform: { os: "linux", architecture: "amd64" } },
-          { mediaType: childType, digest: arm.digest, size: arm.manifest.length, platform: { os: "linux", architecture: "arm64" } },
+          {
+            mediaType: childType,
+            digest: amd.digest,
+            size: amd.manifest.length,
+            platform: { os: "linux", architecture: "amd64" },
+          },
+          {
+            mediaType: childType,
+            digest: arm.digest,
+            size: arm.manifest.length,
+            platform: { os: "linux", architecture: "arm64" },
+          },
         ],
       };
-      const put = await client.putManifest("m/multi", mediaType === OCI_INDEX ? "oci" : "list", index, mediaType);
+      const put = await client.putManifest(
+        "m/multi",
+        mediaType === OCI_INDEX ? "oci" : "list",
+        index,
+        mediaType,
+      );
       expect(put.status).toBe(201);
-      const get = await client.fetch(`/v2/m/multi/manifests/${mediaType === OCI_INDEX ? "oci" : "list"}`, { headers: { accept: mediaType } });
+      const get = await client.fetch(`/v2/m/multi/manifests/${mediaType === OCI_INDEX ? "oci" : "list"}`, {
+        headers: { accept: mediaType },
+      });
       expect(get.headers.get("content-type")).toBe(mediaType);
     }
     const missing = {
@@ -123,7 +162,14 @@ describe("manifests", () => {
     const index = {
       schemaVersion: 2,
       mediaType: OCI_INDEX,
-      manifests: [{ mediaType: OCI_MANIFEST, digest: img.digest, size: img.manifest.length, platform: { os: "linux", architecture: "amd64" } }],
+      manifests: [
+        {
+          mediaType: OCI_MANIFEST,
+          digest: img.digest,
+          size: img.manifest.length,
+          platform: { os: "linux", architecture: "amd64" },
+        },
+      ],
     };
     await client.putManifest("m/accept", "idx", index, OCI_INDEX);
     const asChild = await client.fetch("/v2/m/accept/manifests/idx", { headers: { accept: OCI_MANIFEST } });
@@ -179,7 +225,11 @@ describe("manifests", () => {
     expect((await client.putManifest("m/refs", ".dot", img.manifest)).status).toBe(400);
     expect((await client.putManifest("m/refs", "x".repeat(129), img.manifest)).status).toBe(400);
     expect((await client.fetch("/v2/m/refs/manifests/sha256:zz")).status).toBe(400);
-    const badTag = await client.fetch(`/v2/m/refs/manifests/${img.digest}?tag=-bad`, { method: "PUT", body: img.manifest, headers: { "content-type": OCI_MANIFEST } });
+    const badTag = await client.fetch(`/v2/m/refs/manifests/${img.digest}?tag=-bad`, {
+      method: "PUT",
+      body: img.manifest,
+      headers: { "content-type": OCI_MANIFEST },
+    });
     expect(badTag.status).toBe(400);
   });
 
@@ -256,12 +306,20 @@ describe("referrers", () => {
     const res = await client.fetch(`/v2/r/app/referrers/${img.digest}`);
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toBe(OCI_INDEX);
-    const index = (await res.json()) as { manifests: { digest: string; artifactType: string; annotations: Record<string, string> }[] };
+    const index = (await res.json()) as {
+      manifests: { digest: string; artifactType: string; annotations: Record<string, string> }[];
+    };
     expect(index.manifests.map((m) => m.digest).sort()).toEqual([sig, sbom].sort());
-    expect(index.manifests.find((m) => m.digest === sbom)?.annotations).toEqual({ "org.example.kind": "sbom" });
-    const filtered = await client.fetch(`/v2/r/app/referrers/${img.digest}?artifactType=application/spdx%2Bjson`);
+    expect(index.manifests.find((m) => m.digest === sbom)?.annotations).toEqual({
+      "org.example.kind": "sbom",
+    });
+    const filtered = await client.fetch(
+      `/v2/r/app/referrers/${img.digest}?artifactType=application/spdx%2Bjson`,
+    );
     expect(filtered.headers.get("oci-filters-applied")).toBe("artifactType");
-    expect(((await filtered.json()) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest)).toEqual([sbom]);
+    expect(
+      ((await filtered.json()) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest),
+    ).toEqual([sbom]);
   });
 
   it("accepts a referrer before its subject exists, and never answers 404", async () => {
@@ -281,7 +339,9 @@ describe("referrers", () => {
     const put = await client.putManifest("r/early", sha256(body), body);
     expect(put.status).toBe(201);
     expect(put.headers.get("oci-subject")).toBe(subjectDigest);
-    const list = (await (await client.fetch(`/v2/r/early/referrers/${subjectDigest}`)).json()) as { manifests: unknown[] };
+    const list = (await (await client.fetch(`/v2/r/early/referrers/${subjectDigest}`)).json()) as {
+      manifests: unknown[];
+    };
     expect(list.manifests).toHaveLength(1);
     const none = await client.fetch(`/v2/r/nothing/referrers/${subjectDigest}`);
     expect(none.status).toBe(200);
@@ -296,7 +356,11 @@ describe("delete switched off", () => {
     try {
       const c = new RegistryClient(off.url);
       const img = await c.pushImage("nodel/app", "v1");
-      for (const path of ["/v2/nodel/app/manifests/v1", `/v2/nodel/app/manifests/${img.digest}`, `/v2/nodel/app/blobs/${img.config.digest}`]) {
+      for (const path of [
+        "/v2/nodel/app/manifests/v1",
+        `/v2/nodel/app/manifests/${img.digest}`,
+        `/v2/nodel/app/blobs/${img.config.digest}`,
+      ]) {
         const res = await c.fetch(path, { method: "DELETE" });
         expect(res.status).toBe(405);
         expect(await errorCode(res)).toBe("UNSUPPORTED");

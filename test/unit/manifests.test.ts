@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { parseManifest, requiredBlobs } from "../../src/registry/manifests.js";
 import { parseRange } from "../../src/http/routes/v2/blobs.js";
 import { parseContentRange } from "../../src/http/routes/v2/common.js";
+import { parseManifest, requiredBlobs } from "../../src/registry/manifests.js";
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 const image = (extra: object = {}) =>
@@ -11,7 +11,12 @@ const image = (extra: object = {}) =>
       config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: d("a"), size: 2 },
       layers: [
         { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: d("b"), size: 3 },
-        { mediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", digest: d("c"), size: 4, urls: ["https://x"] },
+        {
+          mediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+          digest: d("c"),
+          size: 4,
+          urls: ["https://x"],
+        },
       ],
       ...extra,
     }),
@@ -30,14 +35,19 @@ describe("parseManifest", () => {
 
   it("refuses a body whose mediaType contradicts Content-Type", () => {
     expect(() =>
-      parseManifest(image({ mediaType: "application/vnd.oci.image.manifest.v1+json" }), "application/vnd.docker.distribution.manifest.v2+json"),
+      parseManifest(
+        image({ mediaType: "application/vnd.oci.image.manifest.v1+json" }),
+        "application/vnd.docker.distribution.manifest.v2+json",
+      ),
     ).toThrow(/does not match/);
   });
 
   it("refuses schema1, wrong schemaVersion, bad descriptors", () => {
     expect(() => parseManifest(Buffer.from('{"schemaVersion":1}'), undefined)).toThrow(/schema1/);
     expect(() => parseManifest(Buffer.from('{"schemaVersion":3}'), undefined)).toThrow(/schemaVersion/);
-    expect(() => parseManifest(image({ layers: [{ digest: d("b"), size: -1, mediaType: "x" }] }), undefined)).toThrow(/size/);
+    expect(() =>
+      parseManifest(image({ layers: [{ digest: d("b"), size: -1, mediaType: "x" }] }), undefined),
+    ).toThrow(/size/);
     expect(() => parseManifest(image({ layers: "no" }), undefined)).toThrow(/list/);
   });
 

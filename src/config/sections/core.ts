@@ -5,18 +5,30 @@ export const duration = z.union([z.number().nonnegative(), z.string()]).transfor
   if (typeof value === "number") return value * 1000;
   const ms = parseDuration(value);
   if (ms === null) {
-    ctx.addIssue({ code: "custom", message: `expected a duration such as "10s", "5m" or "24h", got "${value}"` });
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a duration such as "10s", "5m" or "24h", got "${value}"`,
+    });
     return z.NEVER;
   }
   return ms;
 });
 
-const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
 
 /** Parses "1h30m", "250ms", "24h", "7d" into milliseconds; null when malformed. */
 export function parseDuration(text: string): number | null {
   const trimmed = text.trim();
-  if (trimmed === "" ) return null;
+  if (trimmed === "") return null;
   if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed) * 1000;
   const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)/gy;
   let total = 0;
@@ -75,7 +87,11 @@ export const httpSection = z
     /** Worker processes; 0 means one per core. Berth's own key. */
     workers: z.number().int().nonnegative().default(0),
     /** Largest manifest accepted, in bytes (Berth's own key). */
-    maxmanifestbytes: z.number().int().positive().default(4 * 1024 * 1024),
+    maxmanifestbytes: z
+      .number()
+      .int()
+      .positive()
+      .default(4 * 1024 * 1024),
     /** Proxies whose X-Forwarded-* headers are believed (Berth's own key). */
     trustedproxies: z.array(z.string()).default(["127.0.0.1", "::1"]),
     tls: z

@@ -3,7 +3,10 @@ import { requireAccess } from "../../access.js";
 import type { V2Request } from "./common.js";
 
 /** "bytes=a-b", "bytes=a-" or "bytes=-n" against a blob of `size` bytes. */
-export function parseRange(header: string | undefined, size: number): { start: number; end: number } | "unsatisfiable" | undefined {
+export function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | "unsatisfiable" | undefined {
   if (!header) return undefined;
   const m = /^\s*bytes=(\d*)-(\d*)\s*$/.exec(header);
   if (!m || (m[1] === "" && m[2] === "")) return undefined; // several ranges or nonsense: serve it whole
@@ -30,7 +33,13 @@ export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Pr
   if (request.headers["if-none-match"] === `"${ref}"`) return reply.code(304).send();
   const range = parseRange(request.headers.range, size);
   if (range === "unsatisfiable") {
-    throw new RegistryError("RANGE_INVALID", "requested range not satisfiable", { size }, { "Content-Range": `bytes */${size}` }, 416);
+    throw new RegistryError(
+      "RANGE_INVALID",
+      "requested range not satisfiable",
+      { size },
+      { "Content-Range": `bytes */${size}` },
+      416,
+    );
   }
   if (range) {
     reply.code(206);

@@ -53,14 +53,26 @@ export function pageSize(request: FastifyRequest): number | undefined {
 export async function readBody(request: FastifyRequest, limit: number): Promise<Buffer> {
   const declared = contentLength(request);
   if (declared !== undefined && declared > limit) {
-    throw new RegistryError("SIZE_INVALID", `body is larger than the limit of ${limit} bytes`, { size: declared }, {}, 413);
+    throw new RegistryError(
+      "SIZE_INVALID",
+      `body is larger than the limit of ${limit} bytes`,
+      { size: declared },
+      {},
+      413,
+    );
   }
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of request.raw as AsyncIterable<Buffer>) {
     total += chunk.length;
     if (total > limit) {
-      throw new RegistryError("SIZE_INVALID", `body is larger than the limit of ${limit} bytes`, undefined, {}, 413);
+      throw new RegistryError(
+        "SIZE_INVALID",
+        `body is larger than the limit of ${limit} bytes`,
+        undefined,
+        {},
+        413,
+      );
     }
     chunks.push(chunk);
   }
@@ -68,7 +80,9 @@ export async function readBody(request: FastifyRequest, limit: number): Promise<
 }
 
 /** Content-Range of a chunk: "<start>-<end>" as the spec writes it, or "bytes <start>-<end>/<total>". */
-export function parseContentRange(value: string | undefined): { start: number; end: number } | undefined | null {
+export function parseContentRange(
+  value: string | undefined,
+): { start: number; end: number } | undefined | null {
   if (value === undefined) return undefined;
   const m = /^\s*(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?\s*$/.exec(value);
   if (!m) return null;

@@ -37,7 +37,12 @@ const ROUTES: Route[] = [
 
 const API_VERSION = "registry/2.0";
 
-async function dispatch(request: FastifyRequest, reply: FastifyReply, ctx: AppContext, root: string): Promise<unknown> {
+async function dispatch(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  ctx: AppContext,
+  root: string,
+): Promise<unknown> {
   const url = request.url;
   const q = url.indexOf("?");
   const path = (q >= 0 ? url.slice(0, q) : url).slice(root.length);

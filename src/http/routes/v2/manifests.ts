@@ -36,14 +36,20 @@ async function negotiate(r: V2Request, row: ManifestRow): Promise<ManifestRow> {
       (m) => m.platform?.os === "linux" && m.platform?.architecture === "amd64" && accepted.has(m.mediaType),
     );
     if (child) {
-      const childRow = await r.ctx.registry.getManifest(r.name, child.digest, r.request.method === "GET").catch(() => null);
+      const childRow = await r.ctx.registry
+        .getManifest(r.name, child.digest, r.request.method === "GET")
+        .catch(() => null);
       if (childRow) return childRow;
     }
   }
-  throw new RegistryError("MANIFEST_UNKNOWN", `the manifest is a ${row.media_type}, which the Accept header does not allow`, {
-    mediaType: row.media_type,
-    accepted: [...accepted],
-  });
+  throw new RegistryError(
+    "MANIFEST_UNKNOWN",
+    `the manifest is a ${row.media_type}, which the Accept header does not allow`,
+    {
+      mediaType: row.media_type,
+      accepted: [...accepted],
+    },
+  );
 }
 
 export async function getManifest(r: V2Request): Promise<unknown> {
@@ -66,14 +72,21 @@ export async function putManifest(r: V2Request): Promise<unknown> {
   await requireAccess(request, [{ type: "repository", name, actions: ["pull", "push"] }]);
   const limit = ctx.config.http.maxmanifestbytes;
   const content = await readBody(request, limit);
-  const result = await ctx.registry.putManifest(name, ref, content, request.headers["content-type"], queryValues(request, "tag"));
+  const result = await ctx.registry.putManifest(
+    name,
+    ref,
+    content,
+    request.headers["content-type"],
+    queryValues(request, "tag"),
+  );
   reply
     .code(201)
     .header("Location", locationFor(request, ctx.config, `/v2/${name}/manifests/${result.digest}`))
     .header("Docker-Content-Digest", result.digest)
     .header("Content-Length", 0);
   if (result.subject) reply.header("OCI-Subject", result.subject);
-  if (queryValues(request, "tag").length > 0 && result.tags.length > 0) reply.header("OCI-Tag", result.tags.join(", "));
+  if (queryValues(request, "tag").length > 0 && result.tags.length > 0)
+    reply.header("OCI-Tag", result.tags.join(", "));
   return reply.send();
 }
 

@@ -2,7 +2,14 @@ import { RegistryError } from "../../../registry/errors.js";
 import { uploadRange } from "../../../registry/registry.js";
 import { canPull, requireAccess } from "../../access.js";
 import { locationFor } from "../../urls.js";
-import { contentLength, hasBody, parseContentRange, queryValue, uploadLocation, type V2Request } from "./common.js";
+import {
+  contentLength,
+  hasBody,
+  parseContentRange,
+  queryValue,
+  uploadLocation,
+  type V2Request,
+} from "./common.js";
 
 const PUSH = ["pull", "push"] as const;
 
@@ -27,7 +34,8 @@ function created(r: V2Request, digest: string): unknown {
 
 function chunkRange(r: V2Request) {
   const range = parseContentRange(r.request.headers["content-range"] as string | undefined);
-  if (range === null) throw new RegistryError("BLOB_UPLOAD_INVALID", "malformed Content-Range", undefined, {}, 416);
+  if (range === null)
+    throw new RegistryError("BLOB_UPLOAD_INVALID", "malformed Content-Range", undefined, {}, 416);
   return range;
 }
 
@@ -38,12 +46,19 @@ export async function startUpload(r: V2Request): Promise<unknown> {
   const mount = queryValue(request, "mount");
   if (mount !== undefined) {
     const from = queryValue(request, "from");
-    const mounted = await ctx.registry.mountBlob(name, mount, from || undefined, (repo) => canPull(request, repo));
+    const mounted = await ctx.registry.mountBlob(name, mount, from || undefined, (repo) =>
+      canPull(request, repo),
+    );
     if (mounted) return created(r, mount);
   }
   const digest = queryValue(request, "digest");
   if (digest !== undefined && mount === undefined) {
-    const done = await ctx.registry.monolithicUpload(name, digest, request.raw as AsyncIterable<Buffer>, contentLength(request));
+    const done = await ctx.registry.monolithicUpload(
+      name,
+      digest,
+      request.raw as AsyncIterable<Buffer>,
+      contentLength(request),
+    );
     return created(r, done.digest);
   }
   const upload = await ctx.registry.startUpload(name);
@@ -72,9 +87,17 @@ export async function patchUpload(r: V2Request): Promise<unknown> {
 export async function putUpload(r: V2Request): Promise<unknown> {
   await requireAccess(r.request, [{ type: "repository", name: r.name, actions: [...PUSH] }]);
   const digest = queryValue(r.request, "digest");
-  if (!digest) throw new RegistryError("DIGEST_INVALID", "the digest query parameter is required to complete an upload");
+  if (!digest)
+    throw new RegistryError("DIGEST_INVALID", "the digest query parameter is required to complete an upload");
   const body = hasBody(r.request) ? (r.request.raw as AsyncIterable<Buffer>) : null;
-  const done = await r.ctx.registry.completeUpload(r.name, r.ref, digest, body, body ? chunkRange(r) : undefined, contentLength(r.request));
+  const done = await r.ctx.registry.completeUpload(
+    r.name,
+    r.ref,
+    digest,
+    body,
+    body ? chunkRange(r) : undefined,
+    contentLength(r.request),
+  );
   return created(r, done.digest);
 }
 
