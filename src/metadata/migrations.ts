@@ -117,6 +117,11 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    "0002_upload_digest": {
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable("uploads").addColumn("digest", "text").execute();
+      },
+    },
   };
 }
 

@@ -67,6 +67,8 @@ export interface UploadsTable {
   repository_id: number;
   /** Bytes received so far. */
   size: number;
+  /** SHA-256 of those bytes ("sha256:..."), recorded by the write that acknowledged them. */
+  digest: string | null;
   created_at: number;
   updated_at: number;
   /** A PATCH/PUT holds the upload until this time, so that two processes never append at once. */

@@ -37,6 +37,8 @@ export interface ReferrerRow {
 export interface UploadRow {
   id: string;
   size: number;
+  /** SHA-256 of the first `size` bytes, as recorded by the last write. */
+  digest: string | null;
   created_at: number;
 }
 
@@ -225,6 +227,7 @@ export class MetadataStore {
           id,
           repository_id: repositoryId,
           size: 0,
+          digest: null,
           created_at: now,
           updated_at: now,
           lease_until: null,
@@ -238,11 +241,13 @@ export class MetadataStore {
     const row = await this.db
       .selectFrom("uploads as u")
       .innerJoin("repositories as r", "r.id", "u.repository_id")
-      .select(["u.id", "u.size", "u.created_at"])
+      .select(["u.id", "u.size", "u.digest", "u.created_at"])
       .where("u.id", "=", id)
       .where("r.name", "=", name)
       .executeTakeFirst();
-    return row ? { id: row.id, size: Number(row.size), created_at: Number(row.created_at) } : null;
+    return row
+      ? { id: row.id, size: Number(row.size), digest: row.digest, created_at: Number(row.created_at) }
+      : null;
   }
 
   /**
@@ -282,11 +287,11 @@ export class MetadataStore {
       .execute();
   }
 
-  /** Records the new size and releases the lease. */
-  async finishUploadWrite(id: string, size: number): Promise<void> {
+  /** Records the new size (and the digest of those bytes) and releases the lease. */
+  async finishUploadWrite(id: string, size: number, digest: string | null): Promise<void> {
     await this.db
       .updateTable("uploads")
-      .set({ size, updated_at: Date.now(), lease_until: null, lease_holder: null })
+      .set({ size, digest, updated_at: Date.now(), lease_until: null, lease_holder: null })
       .where("id", "=", id)
       .execute();
   }

@@ -37,6 +37,12 @@ export interface UploadState {
   size: number;
 }
 
+/** What an upload holds: its size, and the SHA-256 of those bytes when known. */
+interface Written {
+  size: number;
+  digest: string | null;
+}
+
 export interface PutManifestResult {
   digest: string;
   subject: string | null;
@@ -222,9 +228,9 @@ export class Registry {
   ): Promise<UploadState> {
     assertName(name);
     this.assertWritable();
-    return this.withUploadLease(name, id, async (size) => {
-      const written = await this.writeChunk(id, size, body, range, contentLength);
-      return { id, size: size + written };
+    return this.withUploadLease(name, id, async (state) => {
+      const next = await this.writeChunk(id, state, body, range, contentLength);
+      return { state: next, result: { id, size: next.size } };
     });
   }
 
@@ -240,9 +246,9 @@ export class Registry {
     assertName(name);
     this.assertWritable();
     const parsed = assertDigest(digest);
-    return this.withUploadLease(name, id, async (size) => {
-      if (body) size += await this.writeChunk(id, size, body, range, contentLength);
-      const actual = await this.uploadDigest(id, size, parsed);
+    return this.withUploadLease(name, id, async (before) => {
+      const state = body ? await this.writeChunk(id, before, body, range, contentLength) : before;
+      const actual = await this.uploadDigest(id, state, parsed);
       if (actual !== parsed.digest) {
         await this.discardUpload(id);
         throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", {
@@ -250,8 +256,8 @@ export class Registry {
           actual,
         });
       }
-      await this.commit(name, id, parsed.digest, size, true);
-      return { digest: parsed.digest, size };
+      await this.commit(name, id, parsed.digest, state.size, true);
+      return { state, result: { digest: parsed.digest, size: state.size } };
     });
   }
 
@@ -294,7 +300,15 @@ export class Registry {
     }
   }
 
-  private async withUploadLease<T>(name: string, id: string, fn: (size: number) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` while holding the upload's lease, with what was acknowledged so far (its size, and the
+   * SHA-256 of those bytes), and records what `fn` leaves behind, whether it succeeded or not.
+   */
+  private async withUploadLease<T>(
+    name: string,
+    id: string,
+    fn: (state: Written) => Promise<{ state: Written; result: T }>,
+  ): Promise<T> {
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
     if (!(await this.meta.leaseUpload(id, UPLOAD_LEASE_MS))) {
@@ -309,7 +323,7 @@ export class Registry {
     const renew = setInterval(() => {
       this.meta.renewUploadLease(id, UPLOAD_LEASE_MS).catch(() => {});
     }, UPLOAD_LEASE_MS / 3);
-    let size = row.size;
+    let state: Written = { size: row.size, digest: row.digest };
     try {
       // The file is the truth for bytes, the row for what was acknowledged: trim anything unacknowledged.
       const onDisk = await this.store.uploadSize(id);
@@ -317,27 +331,28 @@ export class Registry {
         await this.meta.deleteUploadRow(id);
         throw unknownUpload(id);
       }
-      if (onDisk > size) await this.store.truncateUpload(id, size);
-      else if (onDisk < size) {
-        size = onDisk;
+      if (onDisk > state.size) await this.store.truncateUpload(id, state.size);
+      else if (onDisk < state.size) {
+        state = { size: onDisk, digest: null };
         this.hashes.forget(id);
       }
-      const result = await fn(size);
-      if (isUploadState(result)) size = result.size;
-      return result;
+      const done = await fn(state);
+      state = done.state;
+      return done.result;
     } finally {
       clearInterval(renew);
-      await this.meta.finishUploadWrite(id, size).catch(() => {});
+      await this.meta.finishUploadWrite(id, state.size, state.digest).catch(() => {});
     }
   }
 
   private async writeChunk(
     id: string,
-    offset: number,
+    state: Written,
     body: AsyncIterable<Buffer>,
     range?: ByteRange,
     contentLength?: number,
-  ): Promise<number> {
+  ): Promise<Written> {
+    const offset = state.size;
     if (range) {
       if (range.start !== offset) {
         throw new RegistryError(
@@ -348,10 +363,7 @@ export class Registry {
           416,
         );
       }
-      if (
-        range.end < range.start ||
-        (contentLength !== undefined && range.end - range.start + 1 !== contentLength)
-      ) {
+      if (range.end < range.start || (contentLength !== undefined && range.end - range.start + 1 !== contentLength)) {
         throw new RegistryError(
           "BLOB_UPLOAD_INVALID",
           "Content-Range does not match Content-Length",
@@ -375,14 +387,18 @@ export class Registry {
         400,
       );
     }
-    this.hashes.remember(id, hash, offset + written);
-    return written;
+    const size = offset + written;
+    this.hashes.remember(id, hash, size);
+    // Recorded with the size, so that any process can verify a bodiless PUT without reading the bytes again.
+    return { size, digest: `sha256:${hash.copy().digest("hex")}` };
   }
 
-  private async uploadDigest(id: string, size: number, parsed: ParsedDigest): Promise<string> {
-    if (parsed.algorithm !== "sha256")
-      return `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
-    const hash = await this.hashes.at(id, size);
+  private async uploadDigest(id: string, state: Written, parsed: ParsedDigest): Promise<string> {
+    if (parsed.algorithm !== "sha256") {
+      return `${parsed.algorithm}:${await hashUpload(this.store, id, state.size, parsed.algorithm)}`;
+    }
+    if (state.digest) return state.digest;
+    const hash = await this.hashes.at(id, state.size);
     this.hashes.forget(id);
     return `sha256:${hash.digest("hex")}`;
   }
@@ -613,10 +629,5 @@ function rangeHeader(size: number): Record<string, string> {
   return { Range: uploadRange(size) };
 }
 
-function isUploadState(value: unknown): value is UploadState {
-  return (
-    typeof value === "object" && value !== null && "id" in value && "size" in value && !("digest" in value)
-  );
-}
 
 export type { ParsedManifest };

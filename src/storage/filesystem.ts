@@ -24,6 +24,7 @@ export class FilesystemBlobStore implements BlobStore {
   private readonly blobRoot: string;
   private readonly uploadRoot: string;
   private readonly tmpRoot: string;
+  private readonly flushing = new Map<string, Promise<void>>();
 
   constructor(readonly root: string) {
     this.blobRoot = path.join(root, "docker", "registry", "v2", "blobs");
@@ -141,7 +142,6 @@ export class FilesystemBlobStore implements BlobStore {
     let batchBytes = 0;
     let inFlight: Promise<unknown> = Promise.resolve();
     let unflushed = 0;
-    let syncing: Promise<unknown> | null = null;
     const flush = async () => {
       const chunks = batch;
       const at = position;
@@ -152,14 +152,9 @@ export class FilesystemBlobStore implements BlobStore {
       await inFlight;
       // One write in flight while the next batch is read and hashed.
       inFlight = writeAllv(handle, chunks, at);
-      if (unflushed >= FLUSH_EVERY && syncing === null) {
+      if (unflushed >= FLUSH_EVERY) {
         unflushed = 0;
-        const started = inFlight.then(() => handle.datasync());
-        syncing = started
-          .catch(() => {})
-          .finally(() => {
-            syncing = null;
-          });
+        void inFlight.then(() => this.flushInBackground(id)).catch(() => {});
       }
     };
     try {
@@ -171,16 +166,35 @@ export class FilesystemBlobStore implements BlobStore {
       }
       if (batchBytes > 0) await flush();
       await inFlight;
-      await syncing;
       return position - offset;
     } catch (err) {
       await inFlight.catch(() => {});
-      await syncing;
       await handle.truncate(offset).catch(() => {});
       throw err;
     } finally {
       await handle.close();
     }
+  }
+
+  /**
+   * Starts writing an upload's dirty pages to disk on a descriptor of its own, with nobody waiting for it:
+   * the fsync at commit is what durability rests on; this only leaves that fsync little to do.
+   * At most one such flush per upload at a time.
+   */
+  private flushInBackground(id: string): void {
+    if (this.flushing.has(id)) return;
+    const file = this.uploadPath(id);
+    const done = (async () => {
+      const handle = await fs.open(file, "r");
+      try {
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    })()
+      .catch(() => {})
+      .finally(() => this.flushing.delete(id));
+    this.flushing.set(id, done);
   }
 
   async readUpload(id: string, length: number): Promise<Readable> {
