@@ -247,7 +247,11 @@ export class Batcher {
     if (this.lease?.lost) throw new LeaseLostError(this.lease.name);
   }
 
-  /** One bounded write transaction: renew the lease first (the write lock), then `fn`; then a pause. */
+  /**
+   * One bounded write transaction: renew the lease first (the write lock), then `fn`; then a pause at
+   * least as long as the transaction was, so that the collector holds the write lock at most half of
+   * the time however slow the disk is, and writers in other processes get their turn in between.
+   */
   async write<T>(fn: (trx: Tx) => Promise<T>): Promise<T> {
     this.checkStop();
     if (!this.lease) throw new Error("the collector needs its lease to delete anything");
@@ -260,13 +264,14 @@ export class Batcher {
     const ms = performance.now() - t0;
     this.report.transactions++;
     this.report.longestTransactionMs = Math.max(this.report.longestTransactionMs, Math.round(ms * 10) / 10);
-    await this.breathe();
+    await this.breathe(ms);
     return result;
   }
 
-  /** Lets requests run between two steps. */
-  async breathe(): Promise<void> {
-    if (this.pauseMs > 0) await sleep(this.pauseMs);
+  /** Lets requests run between two steps: `pauseMs`, or `atLeastMs` when longer. */
+  async breathe(atLeastMs = 0): Promise<void> {
+    const ms = Math.max(this.pauseMs, atLeastMs);
+    if (ms > 0) await sleep(ms);
     else await new Promise((resolve) => setImmediate(resolve));
   }
 }

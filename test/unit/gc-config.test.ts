@@ -11,7 +11,7 @@ describe("gc and retention configuration", () => {
       enabled: true,
       interval: HOUR,
       graceperiod: HOUR,
-      batchsize: 200,
+      batchsize: 100,
       pause: 10,
       untagged: { enabled: false, olderthan: 24 * HOUR },
     });

@@ -41,7 +41,7 @@ export const gcSection = z
      */
     graceperiod: duration.default(HOUR),
     /** Blobs (or manifests) removed per database transaction; pushes wait at most one batch. */
-    batchsize: z.number().int().min(1).max(5000).default(200),
+    batchsize: z.number().int().min(1).max(5000).default(100),
     /** Pause between two batches, so that requests run in between. */
     pause: duration.default(10),
     untagged: z
