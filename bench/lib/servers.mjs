@@ -29,7 +29,7 @@ export const SERVER_LABELS = { berth: "Berth", distribution: "Distribution" };
  * explicitly so that no configuration found on the host (/etc/berth/config.yml, REGISTRY_*
  * variables) changes what is measured.
  */
-function registryConfig({ addr, dataDir, cache }) {
+function registryConfig({ addr, dataDir, cache, htpasswd }) {
   return [
     "version: 0.1",
     "log:",
@@ -47,6 +47,7 @@ function registryConfig({ addr, dataDir, cache }) {
     "      enabled: false",
     "http:",
     `  addr: ${addr}`,
+    ...(htpasswd ? ["auth:", "  htpasswd:", "    realm: bench", `    path: ${htpasswd}`] : []),
     "",
   ].join("\n");
 }
@@ -67,6 +68,7 @@ export async function startServer({
   workDir,
   extraArgs = [],
   readyTimeoutMs = 30_000,
+  htpasswd,
 }) {
   mkdirSync(dataDir, { recursive: true });
   mkdirSync(workDir, { recursive: true });
@@ -76,13 +78,13 @@ export async function startServer({
   let args;
   const configFile = path.join(workDir, `${key}-${impl}.yml`);
   if (impl === "distribution") {
-    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: true }));
+    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: true, htpasswd }));
     cmd = DISTRIBUTION_BIN;
     args = ["serve", configFile];
   } else if (impl === "berth") {
     if (!existsSync(BERTH_MAIN)) throw new Error(`${BERTH_MAIN} is missing: run "npm run build" first`);
     // Berth keeps blob descriptors in its database and warns about storage.cache: leave it out.
-    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: false }));
+    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: false, htpasswd }));
     cmd = process.execPath;
     args = [BERTH_MAIN, "serve", "--config", configFile, "--addr", addr, "--data-dir", dataDir, ...extraArgs];
   } else {

@@ -2,6 +2,7 @@
 // { id, title, run(ctx) → Promise<row[]> } (rows from lib/report.mjs makeRow). To add one, write
 // bench/metrics/<name>.mjs and list it here.
 import blobHead from "./blob-head.mjs";
+import blobHeadAuth from "./blob-head-auth.mjs";
 import catalog from "./catalog.mjs";
 import manifestGet from "./manifest-get.mjs";
 import pull from "./pull.mjs";
@@ -10,4 +11,14 @@ import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
 import skopeo from "./skopeo.mjs";
 
-export const METRICS = [pushMonolithic, pushChunked, pull, manifestGet, blobHead, skopeo, catalog, rss];
+export const METRICS = [
+  pushMonolithic,
+  pushChunked,
+  pull,
+  manifestGet,
+  blobHead,
+  blobHeadAuth,
+  skopeo,
+  catalog,
+  rss,
+];

@@ -71,6 +71,8 @@ export class CredentialVerifier {
   /** Number of bcrypt comparisons run (for tests and metrics). */
   bcryptRuns = 0;
   private readonly dummyHashes = new Map<number, string>();
+  /** bcrypt runs under way, by cache key: a burst of requests with one password costs one run. */
+  private readonly checking = new Map<string, Promise<boolean>>();
 
   constructor(
     private readonly store: HtpasswdStore,
@@ -117,10 +119,17 @@ export class CredentialVerifier {
     let ok: boolean;
     if (cached === false) {
       ok = false;
+    } else if (entry && this.checking.has(cacheKey)) {
+      ok = await this.checking.get(cacheKey)!;
     } else {
       this.bcryptRuns++;
-      const matches = await this.compare(password, hash);
-      ok = matches && entry !== undefined;
+      const run = this.compare(password, hash).then((matches) => matches && entry !== undefined);
+      if (entry) this.checking.set(cacheKey, run);
+      try {
+        ok = await run;
+      } finally {
+        if (entry) this.checking.delete(cacheKey);
+      }
       if (entry) this.cache.set(cacheKey, ok);
     }
     if (!ok) {

@@ -37,6 +37,17 @@ describe("CredentialCache + CredentialVerifier", () => {
     expect(runs).toBe(2);
   });
 
+  it("runs bcrypt once for a burst of simultaneous requests with the same credentials", async () => {
+    const { store: s } = store({ alice: "secret" });
+    const v = new CredentialVerifier(s, new CredentialCache(60_000), null);
+    const results = await Promise.all(Array.from({ length: 64 }, () => v.verify("alice", "secret", "c")));
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(v.bcryptRuns).toBe(1);
+    const wrong = await Promise.all(Array.from({ length: 8 }, () => v.verify("alice", "nope", "c")));
+    expect(wrong.every((r) => !r.ok)).toBe(true);
+    expect(v.bcryptRuns).toBe(2);
+  });
+
   it("remembers failures too, but never lets a wrong password through", async () => {
     const { store: s } = store({ alice: "secret" });
     const v = new CredentialVerifier(s, new CredentialCache(60_000), null);
