@@ -4,6 +4,7 @@
 import blobHead from "./blob-head.mjs";
 import blobHeadAuth from "./blob-head-auth.mjs";
 import catalog from "./catalog.mjs";
+import gc from "./gc.mjs";
 import manifestGet from "./manifest-get.mjs";
 import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";

@@ -204,6 +204,7 @@ async function runWorker(
       stopTlsWatch();
       await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
       await app.close();
+      await runtime.registry.flushPulls();
       await runtime.close();
     } finally {
       if (single) log.info("stopped");

@@ -312,6 +312,22 @@ export class MetadataStore {
     return row ? { ...row, size: Number(row.size) } : null;
   }
 
+  /** Records pull times of several manifests in one transaction. */
+  async markPulledMany(marks: { name: string; digest: string; at: number }[]): Promise<void> {
+    await this.transaction(async (trx) => {
+      for (const { name, digest, at } of marks) {
+        await trx
+          .updateTable("manifests")
+          .set({ last_pulled_at: at })
+          .where("digest", "=", digest)
+          .where("repository_id", "=", (eb) =>
+            eb.selectFrom("repositories").select("id").where("name", "=", name),
+          )
+          .execute();
+      }
+    });
+  }
+
   async markPulled(repository: string, digest: string, now = Date.now()): Promise<void> {
     const repositoryId = await this.repositoryId(repository);
     if (repositoryId === null) return;

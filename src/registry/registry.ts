@@ -66,6 +66,7 @@ export interface ReferrerDescriptor {
 /** How long a PATCH or PUT may hold an upload before another request can take it over. */
 const UPLOAD_LEASE_MS = 60_000;
 const PULL_MARK_INTERVAL_MS = 60_000;
+const PULL_FLUSH_MS = 1_000;
 
 /**
  * The registry's domain: every operation of the distribution API, with no HTTP in sight.
@@ -74,6 +75,8 @@ const PULL_MARK_INTERVAL_MS = 60_000;
  */
 export class Registry {
   readonly hashes: UploadHashes;
+  private readonly pulls = new Map<string, number>();
+  private pullTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly meta: MetadataStore,
@@ -363,7 +366,10 @@ export class Registry {
           416,
         );
       }
-      if (range.end < range.start || (contentLength !== undefined && range.end - range.start + 1 !== contentLength)) {
+      if (
+        range.end < range.start ||
+        (contentLength !== undefined && range.end - range.start + 1 !== contentLength)
+      ) {
         throw new RegistryError(
           "BLOB_UPLOAD_INVALID",
           "Content-Range does not match Content-Length",
@@ -517,9 +523,38 @@ export class Registry {
       throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     }
     if (pull && !this.options.readOnly && (row.last_pulled_at ?? 0) < Date.now() - PULL_MARK_INTERVAL_MS) {
-      this.meta.markPulled(name, row.digest).catch(() => {});
+      this.notePull(name, row.digest);
     }
     return row;
+  }
+
+  /**
+   * Pull times (for retention) are written in batches, never on the request's path: a write there could
+   * wait on the database lock that another process (the collector) holds.
+   */
+  private notePull(name: string, digest: string): void {
+    this.pulls.set(`${name}\n${digest}`, Date.now());
+    if (this.pullTimer) return;
+    this.pullTimer = setTimeout(() => {
+      this.pullTimer = null;
+      void this.flushPulls();
+    }, PULL_FLUSH_MS);
+    this.pullTimer.unref();
+  }
+
+  /** Writes the pull times noted so far in one transaction (also called on shutdown). */
+  async flushPulls(): Promise<void> {
+    if (this.pulls.size === 0) return;
+    const batch = [...this.pulls.entries()];
+    this.pulls.clear();
+    await this.meta
+      .markPulledMany(
+        batch.map(([key, at]) => {
+          const [name, digest] = key.split("\n") as [string, string];
+          return { name, digest, at };
+        }),
+      )
+      .catch(() => {});
   }
 
   /** DELETE by tag removes that tag only; by digest the manifest and every tag on it. */
@@ -628,6 +663,5 @@ export function uploadRange(size: number): string {
 function rangeHeader(size: number): Record<string, string> {
   return { Range: uploadRange(size) };
 }
-
 
 export type { ParsedManifest };

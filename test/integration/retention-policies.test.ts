@@ -5,6 +5,7 @@
  */
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
+import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import {
@@ -140,7 +141,14 @@ beforeAll(async () => {
   await tag("combo/app", "dev-3", "combo-dev-3");
   await tag("combo/app", "dev-4", "combo-dev-4");
   await pullImage(server.url, "keep/pulled", "p2");
-  await sleep(300); // the pull mark is written after the response
+  // Pull times are written in batches, about a second after the pull: wait until this one is recorded.
+  const db = new Database(path.join(server.dataDir, "berth", "berth.db"), { readonly: true });
+  const pulledAt = db.prepare(
+    "select m.last_pulled_at as t from tags g join repositories r on r.id = g.repository_id join manifests m on m.repository_id = g.repository_id and m.digest = g.digest where r.name = ? and g.name = ?",
+  );
+  for (let i = 0; i < 50 && !(pulledAt.get("keep/pulled", "p2") as { t: number | null } | undefined)?.t; i++)
+    await sleep(100);
+  db.close();
 });
 
 afterAll(async () => {
