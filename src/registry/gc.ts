@@ -177,7 +177,8 @@ export interface GcReport {
   notes: string[];
 }
 
-function emptyReport(dryRun: boolean): GcReport {
+/** A report with nothing in it yet (shared with retention, which reports what it collects the same way). */
+export function emptyReport(dryRun: boolean): GcReport {
   return {
     dryRun,
     aborted: false,

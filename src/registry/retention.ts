@@ -10,6 +10,7 @@ import {
 import {
   Aborted,
   Batcher,
+  emptyReport,
   type GcLogger,
   type GcReport,
   type GcTarget,
@@ -200,23 +201,7 @@ export interface RetentionReport {
 
 /** Applies (or, in a dry run, explains) every policy to every repository it covers. */
 export async function applyRetention(target: GcTarget, options: RetentionOptions): Promise<RetentionReport> {
-  const gcReport: GcReport = {
-    dryRun: options.dryRun,
-    aborted: false,
-    startedAt: Date.now(),
-    durationMs: 0,
-    manifests: [],
-    blobs: [],
-    blobBytes: 0,
-    links: 0,
-    orphans: [],
-    orphanBytes: 0,
-    uploads: [],
-    uploadBytes: 0,
-    transactions: 0,
-    longestTransactionMs: 0,
-    notes: [],
-  };
+  const gcReport: GcReport = emptyReport(options.dryRun);
   const report: RetentionReport = {
     dryRun: options.dryRun,
     aborted: false,
