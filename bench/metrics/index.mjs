@@ -22,4 +22,5 @@ export const METRICS = [
   skopeo,
   catalog,
   rss,
+  gc,
 ];
