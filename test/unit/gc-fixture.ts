@@ -2,7 +2,6 @@
  * In-process fixture for the garbage-collection unit tests: a real Registry over SQLite and the
  * filesystem store in a temp directory, images built in memory, and helpers to age rows.
  */
-import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -12,54 +11,11 @@ import { collectGarbage, type GcOptions, type GcReport, Lease } from "../../src/
 
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
-export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
-export const OCI_LAYER = "application/vnd.oci.image.layer.v1.tar";
 
-export function sha256(data: Buffer): string {
-  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
-}
+// Images are built the same way as in the integration tests.
+export { type Blob, blob, bytes, type Image, image, sha256 } from "../integration/gc-helpers.js";
 
-/** Deterministic bytes for a seed. */
-export function bytes(seed: string, size: number): Buffer {
-  const out = Buffer.alloc(size);
-  let block = createHash("sha256").update(seed).digest();
-  for (let i = 0; i < size; i += block.length) {
-    block.copy(out, i, 0, Math.min(block.length, size - i));
-    block = createHash("sha256").update(block).digest();
-  }
-  return out;
-}
-
-export interface Blob {
-  data: Buffer;
-  digest: string;
-  size: number;
-}
-
-export function blob(data: Buffer): Blob {
-  return { data, digest: sha256(data), size: data.length };
-}
-
-export interface Image {
-  config: Blob;
-  layers: Blob[];
-  manifest: Buffer;
-  digest: string;
-}
-
-export function image(seed: string, layers: Blob[], extra: Record<string, unknown> = {}): Image {
-  const config = blob(Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", seed })));
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: { mediaType: OCI_CONFIG, digest: config.digest, size: config.size },
-      layers: layers.map((l) => ({ mediaType: OCI_LAYER, digest: l.digest, size: l.size })),
-      ...extra,
-    }),
-  );
-  return { config, layers, manifest, digest: sha256(manifest) };
-}
+import { blob, bytes, type Image, image, sha256 } from "../integration/gc-helpers.js";
 
 /** An artifact whose subject is `subject` (a signature, an SBOM). */
 export function referrer(seed: string, subject: { digest: string; size: number }): Image {
