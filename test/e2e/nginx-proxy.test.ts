@@ -5,11 +5,12 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type Berth, freePort, ROOT, startBerth } from "../helpers/server.js";
+import { makePki } from "../integration/auth-fixtures.js";
 import { ContainerTools } from "./clients/containers.js";
 import { type Dockerd, startDockerd } from "./clients/dockerd.js";
 import { requireTool, sleep, waitFor } from "./clients/exec.js";
@@ -32,61 +33,13 @@ let host: string;
 let image: Image;
 let src: string;
 
-function openssl(args: string[]): void {
-  execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
-}
-
 /** A CA and a server certificate for 127.0.0.1 and localhost. */
 function makeCertificates(): void {
-  openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=Berth test CA",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.crt",
-  ]);
-  openssl([
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-keyout",
-    "registry.key",
-    "-out",
-    "registry.csr",
-  ]);
-  writeFileSync(
-    path.join(dir, "san.ext"),
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-  );
-  openssl([
-    "x509",
-    "-req",
-    "-in",
-    "registry.csr",
-    "-CA",
-    "ca.crt",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    "san.ext",
-    "-out",
-    "registry.crt",
-  ]);
-  ca = readFileSync(path.join(dir, "ca.crt"));
+  // The test CA and a server certificate chain for 127.0.0.1, made as the TLS tests make them.
+  const pki = makePki(dir);
+  copyFileSync(pki.serverChain, path.join(dir, "registry.crt"));
+  copyFileSync(pki.serverKey, path.join(dir, "registry.key"));
+  ca = readFileSync(pki.caCert);
   // containers/image reads *.crt in a --cert-dir as CAs.
   certDir = path.join(dir, "certs.d");
   mkdirSync(certDir);
