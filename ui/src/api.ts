@@ -4,6 +4,7 @@
  * Login: with htpasswd auth the UI sends HTTP Basic credentials with every API call. They are kept
  * in sessionStorage (this tab, until it closes or the user logs out), never in localStorage.
  */
+import type { ImageConfigSummary } from "../../src/http/api-types.ts";
 import type { Platform } from "./lib/format.ts";
 
 export type { Platform };
@@ -77,22 +78,7 @@ export interface IndexChild extends Descriptor {
   present: boolean;
 }
 
-export interface ImageConfig {
-  created: string | null;
-  author: string | null;
-  os: string | null;
-  architecture: string | null;
-  variant: string | null;
-  entrypoint: string[] | null;
-  cmd: string[] | null;
-  env: string[];
-  workingDir: string | null;
-  exposedPorts: string[];
-  user: string | null;
-  labels: Record<string, string>;
-  volumes: string[];
-  stopSignal: string | null;
-}
+export type ImageConfig = ImageConfigSummary;
 
 export interface HistoryItem {
   created?: string;

@@ -21,6 +21,7 @@ import { assertName, assertTag, parseDigest } from "../../registry/names.js";
 import type { Registry } from "../../registry/registry.js";
 import { repositoryUsage, usageOfRepository, usageSummary } from "../../registry/usage.js";
 import { canPull, getIdentity, requireAccess } from "../access.js";
+import type { ImageConfigSummary } from "../api-types.js";
 import type { AppContext } from "../context.js";
 
 /**
@@ -82,23 +83,6 @@ export type IndexChild = Omit<Descriptor, "platform"> & {
   present: boolean;
   attestationFor?: string;
 };
-
-export interface ImageConfigSummary {
-  created: string | null;
-  author: string | null;
-  os: string | null;
-  architecture: string | null;
-  variant: string | null;
-  entrypoint: string[] | null;
-  cmd: string[] | null;
-  env: string[];
-  workingDir: string | null;
-  exposedPorts: string[];
-  user: string | null;
-  labels: Record<string, string>;
-  volumes: string[];
-  stopSignal: string | null;
-}
 
 function str(value: unknown): string | null {
   return typeof value === "string" && value !== "" ? value : null;
