@@ -9,6 +9,7 @@ import {
   assertDigest,
   assertName,
   assertTag,
+  lookupReference,
   type ParsedDigest,
   parseDigest,
   parseReference,
@@ -511,11 +512,13 @@ export class Registry {
   /** A manifest by tag or digest, exactly as pushed. `pull` marks it as pulled (retention). */
   async getManifest(name: string, reference: string, pull = false): Promise<ManifestRow> {
     assertName(name);
-    const ref = parseReference(reference);
+    const ref = lookupReference(reference);
     const row =
-      ref.kind === "tag"
-        ? await this.meta.manifestByTag(name, ref.tag)
-        : await this.meta.manifestByDigest(name, ref.digest.digest);
+      ref === null
+        ? null
+        : ref.kind === "tag"
+          ? await this.meta.manifestByTag(name, ref.tag)
+          : await this.meta.manifestByDigest(name, ref.digest.digest);
     if (!row) {
       if ((await this.meta.repositoryId(name)) === null) {
         throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
@@ -560,9 +563,11 @@ export class Registry {
   /** DELETE by tag removes that tag only; by digest the manifest and every tag on it. */
   async deleteManifest(name: string, reference: string): Promise<void> {
     assertName(name);
-    const ref = parseReference(reference);
     this.assertDeletable();
+    const ref = lookupReference(reference);
     const repositoryId = await this.repositoryIdOrUnknown(name);
+    if (ref === null)
+      throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     const removed = await this.meta.transaction(async (trx) => {
       await this.meta.touchRepository(trx, name);
       return ref.kind === "tag"
