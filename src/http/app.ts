@@ -9,6 +9,7 @@ import { registerOpsRoutes } from "./routes/ops.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { registerUiRoutes } from "./routes/ui.js";
 import { registerV2Routes } from "./routes/v2/index.js";
+import { originFormUrl } from "./urls.js";
 
 const idPrefix = `${randomBytes(3).toString("hex")}${process.pid.toString(36)}`;
 let idCounter = 0;
@@ -30,6 +31,8 @@ export async function buildApp(
     // Fastify's own two lines per request are replaced by the one access-log line below.
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: (req) => requestId(req.headers["x-request-id"]),
+    // Absolute-form targets (from some proxies) are routed like origin-form ones.
+    rewriteUrl: (req) => originFormUrl(req),
     // Big layers take as long as they take; Berth puts no limit of its own on bodies or time.
     requestTimeout: 0,
     connectionTimeout: 0,
