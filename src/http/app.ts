@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
-import { errorBody, sendError } from "./errors.js";
+import { errorBody, handleClientError, sendError } from "./errors.js";
 import { registerApiRoutes } from "./routes/api.js";
 import { registerOpsRoutes } from "./routes/ops.js";
 import { registerTokenRoutes } from "./routes/token.js";
@@ -33,6 +33,8 @@ export async function buildApp(
     genReqId: (req) => requestId(req.headers["x-request-id"]),
     // Absolute-form targets (from some proxies) are routed like origin-form ones.
     rewriteUrl: (req) => originFormUrl(req),
+    // Bodies that end early and malformed requests get the spec's error body, not Fastify's.
+    clientErrorHandler: handleClientError,
     // Big layers take as long as they take; Berth puts no limit of its own on bodies or time.
     requestTimeout: 0,
     connectionTimeout: 0,
