@@ -193,10 +193,16 @@ export async function deleteBlobRows(trx: Q, digests: string[]): Promise<void> {
 }
 
 /** Which of `digests` have a `blobs` row. */
+/**
+ * Which of `digests` are not orphan files: those with a blob row, and those an upload row names as its
+ * bytes (a commit that stopped after moving the bytes into place and before its transaction; the upload's
+ * final PUT finishes it, so the file must stay until that upload is completed or purged).
+ */
 export async function existingBlobs(q: Q, digests: string[]): Promise<Set<string>> {
   if (digests.length === 0) return new Set();
   const rows = await q.selectFrom("blobs").select("digest").where("digest", "in", digests).execute();
-  return new Set(rows.map((r) => r.digest));
+  const uploads = await q.selectFrom("uploads").select("digest").where("digest", "in", digests).execute();
+  return new Set([...rows.map((r) => r.digest), ...uploads.flatMap((u) => (u.digest ? [u.digest] : []))]);
 }
 
 export interface BlobReferences {

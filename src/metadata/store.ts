@@ -37,7 +37,10 @@ export interface ReferrerRow {
 export interface UploadRow {
   id: string;
   size: number;
-  /** SHA-256 of the first `size` bytes, as recorded by the last write. */
+  /**
+   * SHA-256 of the first `size` bytes, as recorded by the last write; once a commit has begun, the digest
+   * the upload is being committed as (which may be a sha512 one).
+   */
   digest: string | null;
   created_at: number;
 }
@@ -284,6 +287,18 @@ export class MetadataStore {
       .set({ lease_until: Date.now() + ttlMs })
       .where("id", "=", id)
       .where("lease_holder", "=", PROCESS_ID)
+      .execute();
+  }
+
+  /**
+   * Records what an upload holds while its lease is kept: before a commit moves the bytes into place, so
+   * that a crash between that move and the commit's transaction leaves a row that names where they went.
+   */
+  async noteUploadWrite(id: string, size: number, digest: string): Promise<void> {
+    await this.db
+      .updateTable("uploads")
+      .set({ size, digest, updated_at: Date.now() })
+      .where("id", "=", id)
       .execute();
   }
 

@@ -42,6 +42,11 @@ export interface UploadState {
 interface Written {
   size: number;
   digest: string | null;
+  /**
+   * The upload's file is gone because a commit moved it to the blob path of `digest` and stopped (a crash)
+   * before its transaction: the bytes wait there, verified, for the final PUT to finish the commit.
+   */
+  inPlace?: boolean;
 }
 
 export interface PutManifestResult {
@@ -207,7 +212,20 @@ export class Registry {
     assertName(name);
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
+    // Status and the final PUT must agree: an upload whose bytes are neither in its file nor already in
+    // place (see Written.inPlace) cannot be completed, so it is unknown here too.
+    if ((await this.store.uploadSize(id)) === null && !(await this.bytesInPlace(row))) {
+      await this.meta.deleteUploadRow(id);
+      throw unknownUpload(id);
+    }
     return { id, size: row.size };
+  }
+
+  /** Whether an upload's recorded bytes already sit at the blob path of its recorded digest, whole. */
+  private async bytesInPlace(row: { size: number; digest: string | null }): Promise<boolean> {
+    if (!row.digest || !parseDigest(row.digest)) return false;
+    const stat = await this.store.stat(row.digest);
+    return stat !== null && stat.size === row.size;
   }
 
   async cancelUpload(name: string, id: string): Promise<void> {
@@ -233,6 +251,7 @@ export class Registry {
     assertName(name);
     this.assertWritable();
     return this.withUploadLease(name, id, async (state) => {
+      if (state.inPlace) throw alreadyInPlace(id, state.size);
       const next = await this.writeChunk(id, state, body, range, contentLength);
       return { state: next, result: { id, size: next.size } };
     });
@@ -251,6 +270,19 @@ export class Registry {
     this.assertWritable();
     const parsed = assertDigest(digest);
     return this.withUploadLease(name, id, async (before) => {
+      if (before.inPlace) {
+        if (body) throw alreadyInPlace(id, before.size);
+        if (before.digest !== parsed.digest) {
+          // The bytes in place are those of another digest: this upload cannot become `digest`.
+          await this.meta.deleteUploadRow(id);
+          throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", {
+            expected: parsed.digest,
+            actual: before.digest,
+          });
+        }
+        await this.commitInPlace(name, id, parsed.digest, before.size);
+        return { state: before, result: { digest: parsed.digest, size: before.size } };
+      }
       const state = body ? await this.writeChunk(id, before, body, range, contentLength) : before;
       const actual = await this.uploadDigest(id, state, parsed);
       if (actual !== parsed.digest) {
@@ -260,7 +292,9 @@ export class Registry {
           actual,
         });
       }
-      await this.commit(name, id, parsed.digest, state.size, true);
+      // The row already names these bytes when the last PATCH brought them all (the usual bodiless PUT).
+      const recorded = !body && before.digest === parsed.digest && before.size === state.size;
+      await this.commit(name, id, parsed.digest, state.size, recorded ? "recorded" : "row");
       return { state, result: { digest: parsed.digest, size: state.size } };
     });
   }
@@ -296,7 +330,7 @@ export class Registry {
           actual,
         });
       }
-      await this.commit(name, id, parsed.digest, size, false);
+      await this.commit(name, id, parsed.digest, size, "none");
       return { digest: parsed.digest, size };
     } catch (err) {
       await this.store.deleteUpload(id).catch(() => {});
@@ -332,6 +366,12 @@ export class Registry {
       // The file is the truth for bytes, the row for what was acknowledged: trim anything unacknowledged.
       const onDisk = await this.store.uploadSize(id);
       if (onDisk === null) {
+        if (await this.bytesInPlace(state)) {
+          state = { ...state, inPlace: true };
+          const done = await fn(state);
+          state = done.state;
+          return done.result;
+        }
         await this.meta.deleteUploadRow(id);
         throw unknownUpload(id);
       }
@@ -404,7 +444,7 @@ export class Registry {
     if (parsed.algorithm !== "sha256") {
       return `${parsed.algorithm}:${await hashUpload(this.store, id, state.size, parsed.algorithm)}`;
     }
-    if (state.digest) return state.digest;
+    if (state.digest?.startsWith("sha256:")) return state.digest;
     const hash = await this.hashes.at(id, state.size);
     this.hashes.forget(id);
     return `sha256:${hash.digest("hex")}`;
@@ -420,23 +460,46 @@ export class Registry {
    * fsync, then in one transaction that holds the database write lock: record the blob, rename its bytes
    * into place, link it to the repository and drop the upload. The garbage collector deletes files under
    * the same lock, so it can never remove bytes that a commit is making visible.
+   *
+   * A crash can stop this between the rename and the end of the transaction. So that the upload can still
+   * be finished then, its row first records the verified size and digest: with the file gone and those
+   * bytes at that digest's path, status and the final PUT both see a complete upload (Written.inPlace), the
+   * PUT finishes the commit (commitInPlace), and the collector keeps the file meanwhile (existingBlobs).
    */
   private async commit(
     name: string,
     id: string,
     digest: string,
     size: number,
-    hasRow: boolean,
+    row: "none" | "row" | "recorded",
   ): Promise<void> {
     await this.store.syncUpload(id);
+    if (row === "row") await this.meta.noteUploadWrite(id, size, digest);
     await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
       await this.meta.upsertBlob(trx, digest, size);
       await this.store.commitUpload(id, digest);
       await this.meta.linkBlob(trx, repositoryId, digest);
-      if (hasRow) await this.meta.deleteUploadRow(id, trx);
+      if (row !== "none") await this.meta.deleteUploadRow(id, trx);
     });
     this.hashes.forget(id);
+  }
+
+  /** The second half of a commit that a crash interrupted after its rename: the bytes are in place. */
+  private async commitInPlace(name: string, id: string, digest: string, size: number): Promise<void> {
+    const committed = await this.meta.transaction(async (trx) => {
+      const repositoryId = await this.meta.touchRepository(trx, name);
+      // Under the write lock, so the collector cannot be removing the file at this moment.
+      const stat = await this.store.stat(digest);
+      if (stat && stat.size === size) {
+        await this.meta.upsertBlob(trx, digest, size);
+        await this.meta.linkBlob(trx, repositoryId, digest);
+      }
+      await this.meta.deleteUploadRow(id, trx);
+      return stat !== null && stat.size === size;
+    });
+    this.hashes.forget(id);
+    if (!committed) throw unknownUpload(id);
   }
 
   // ---------------------------------------------------------------- manifests
@@ -654,6 +717,16 @@ function referrerDescriptor(row: ReferrerRow): ReferrerDescriptor {
   if (row.artifact_type) d.artifactType = row.artifact_type;
   if (row.annotations) d.annotations = JSON.parse(row.annotations) as Record<string, string>;
   return d;
+}
+
+function alreadyInPlace(id: string, size: number): RegistryError {
+  return new RegistryError(
+    "BLOB_UPLOAD_INVALID",
+    "the upload is complete: finish it with a PUT and its digest, without a body",
+    { id },
+    rangeHeader(size),
+    416,
+  );
 }
 
 function unknownUpload(id: string): RegistryError {
