@@ -367,6 +367,8 @@ export class MetadataStore {
   /** Inserts (or keeps) a manifest with its references; the caller holds the write lock. */
   async insertManifest(trx: Tx, repositoryId: number, m: NewManifest, now = Date.now()): Promise<void> {
     const exists = await this.hasManifest(trx, repositoryId, m.digest);
+    // Pushed again: whoever pushed it wants it, whatever index it once belonged to.
+    if (exists) await this.unrelease(trx, repositoryId, m.digest);
     if (!exists) {
       await trx
         .insertInto("manifests")
@@ -436,6 +438,24 @@ export class MetadataStore {
       .where("digest", "=", digest)
       .executeTakeFirst();
     if (Number(result.numDeletedRows) === 0) return false;
+    await this.unrelease(trx, repositoryId, digest);
+    // The children of a deleted index are released: the collector removes those nothing else holds.
+    await trx
+      .insertInto("released_manifests")
+      .columns(["repository_id", "digest", "released_at"])
+      .expression((eb) =>
+        eb
+          .selectFrom("manifest_children")
+          .select([
+            "repository_id",
+            "child_digest as digest",
+            sql<number>`cast(${Date.now()} as bigint)`.as("released_at"),
+          ])
+          .where("repository_id", "=", repositoryId)
+          .where("parent_digest", "=", digest),
+      )
+      .onConflict((oc) => oc.doNothing())
+      .execute();
     await trx
       .deleteFrom("tags")
       .where("repository_id", "=", repositoryId)
@@ -459,6 +479,14 @@ export class MetadataStore {
     return true;
   }
 
+  private async unrelease(trx: Tx, repositoryId: number, digest: string): Promise<void> {
+    await trx
+      .deleteFrom("released_manifests")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .execute();
+  }
+
   /** Removes every row of a repository; returns the ids of its uploads so their files can go too. */
   async deleteRepository(trx: Tx, repositoryId: number): Promise<string[]> {
     const uploads = await trx
@@ -473,6 +501,7 @@ export class MetadataStore {
       "manifests",
       "repository_blobs",
       "uploads",
+      "released_manifests",
     ] as const) {
       await trx.deleteFrom(table).where("repository_id", "=", repositoryId).execute();
     }
