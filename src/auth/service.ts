@@ -252,6 +252,17 @@ export class AuthService {
     return identity.issuer === "external" || this.rules.permits(identity.subject, need);
   }
 
+  /**
+   * Whether the caller may pull every repository (registry-wide usage totals). A token is held to what it
+   * grants, repository by repository, so it never qualifies.
+   */
+  pullsEverything(outcome: AuthOutcome | undefined): boolean {
+    if (this.mode === "none") return true;
+    if (!outcome) return this.rules.pullsEverything(null);
+    if (outcome.kind !== "ok" || outcome.identity.method === "token") return false;
+    return this.rules.pullsEverything(outcome.identity.subject);
+  }
+
   /** Narrows requested scopes to what `subject` may do: the `access` claim of an issued token. */
   grant(subject: string | null, scopes: AccessRequest[]): AccessRequest[] {
     const out: AccessRequest[] = [];

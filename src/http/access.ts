@@ -172,6 +172,16 @@ export function canList(request: FastifyRequest, repository: string): boolean {
   return may(request, repository, "list");
 }
 
+/** Whether the caller may pull every repository (registry-wide figures such as usage totals). */
+export function pullsEverything(request: FastifyRequest): boolean {
+  const service = serviceOf(request);
+  if (!service?.enabled) return true;
+  const outcome = outcomes.get(request);
+  const settled = outcome instanceof Promise ? undefined : outcome;
+  if (!settled && request.headers.authorization) return false;
+  return service.pullsEverything(settled ?? { kind: "ok", identity: ANONYMOUS });
+}
+
 function may(request: FastifyRequest, repository: string, what: "pull" | "list"): boolean {
   const service = serviceOf(request);
   if (!service?.enabled) return true;
