@@ -69,8 +69,13 @@ export interface ReferrerDescriptor {
   annotations?: Record<string, string>;
 }
 
-/** How long a PATCH or PUT may hold an upload before another request can take it over. */
-const UPLOAD_LEASE_MS = 60_000;
+/**
+ * How long an upload's lease lasts unless renewed. A request renews it every UPLOAD_LEASE_RENEW_MS while
+ * it writes; the lease of a request that died (with its process) ends when its time runs out, and only then
+ * may another request take the upload over. Nothing is judged by process ids.
+ */
+const UPLOAD_LEASE_MS = 30_000;
+const UPLOAD_LEASE_RENEW_MS = 5_000;
 const PULL_MARK_INTERVAL_MS = 60_000;
 const PULL_FLUSH_MS = 1_000;
 
@@ -269,7 +274,7 @@ export class Registry {
     assertName(name);
     this.assertWritable();
     const parsed = assertDigest(digest);
-    return this.withUploadLease(name, id, async (before) => {
+    return this.withUploadLease(name, id, async (before, holder) => {
       if (before.inPlace) {
         if (body) throw alreadyInPlace(id, before.size);
         if (before.digest !== parsed.digest) {
@@ -294,7 +299,7 @@ export class Registry {
       }
       // The row already names these bytes when the last PATCH brought them all (the usual bodiless PUT).
       const recorded = !body && before.digest === parsed.digest && before.size === state.size;
-      await this.commit(name, id, parsed.digest, state.size, recorded ? "recorded" : "row");
+      await this.commit(name, id, parsed.digest, state.size, { holder, recorded });
       return { state, result: { digest: parsed.digest, size: state.size } };
     });
   }
@@ -330,7 +335,7 @@ export class Registry {
           actual,
         });
       }
-      await this.commit(name, id, parsed.digest, size, "none");
+      await this.commit(name, id, parsed.digest, size, null);
       return { digest: parsed.digest, size };
     } catch (err) {
       await this.store.deleteUpload(id).catch(() => {});
@@ -345,11 +350,12 @@ export class Registry {
   private async withUploadLease<T>(
     name: string,
     id: string,
-    fn: (state: Written) => Promise<{ state: Written; result: T }>,
+    fn: (state: Written, holder: string) => Promise<{ state: Written; result: T }>,
   ): Promise<T> {
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
-    if (!(await this.meta.leaseUpload(id, UPLOAD_LEASE_MS))) {
+    const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+    if (holder === null) {
       throw new RegistryError(
         "BLOB_UPLOAD_INVALID",
         "another request is writing to this upload",
@@ -359,8 +365,8 @@ export class Registry {
       );
     }
     const renew = setInterval(() => {
-      this.meta.renewUploadLease(id, UPLOAD_LEASE_MS).catch(() => {});
-    }, UPLOAD_LEASE_MS / 3);
+      this.meta.renewUploadLease(id, holder, UPLOAD_LEASE_MS).catch(() => {});
+    }, UPLOAD_LEASE_RENEW_MS);
     let state: Written = { size: row.size, digest: row.digest };
     try {
       // The file is the truth for bytes, the row for what was acknowledged: trim anything unacknowledged.
@@ -368,7 +374,7 @@ export class Registry {
       if (onDisk === null) {
         if (await this.bytesInPlace(state)) {
           state = { ...state, inPlace: true };
-          const done = await fn(state);
+          const done = await fn(state, holder);
           state = done.state;
           return done.result;
         }
@@ -380,12 +386,12 @@ export class Registry {
         state = { size: onDisk, digest: null };
         this.hashes.forget(id);
       }
-      const done = await fn(state);
+      const done = await fn(state, holder);
       state = done.state;
       return done.result;
     } finally {
       clearInterval(renew);
-      await this.meta.finishUploadWrite(id, state.size, state.digest).catch(() => {});
+      await this.meta.finishUploadWrite(id, holder, state.size, state.digest).catch(() => {});
     }
   }
 
@@ -471,16 +477,16 @@ export class Registry {
     id: string,
     digest: string,
     size: number,
-    row: "none" | "row" | "recorded",
+    row: { holder: string; recorded: boolean } | null,
   ): Promise<void> {
     await this.store.syncUpload(id);
-    if (row === "row") await this.meta.noteUploadWrite(id, size, digest);
+    if (row && !row.recorded) await this.meta.noteUploadWrite(id, row.holder, size, digest);
     await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
       await this.meta.upsertBlob(trx, digest, size);
       await this.store.commitUpload(id, digest);
       await this.meta.linkBlob(trx, repositoryId, digest);
-      if (row !== "none") await this.meta.deleteUploadRow(id, trx);
+      if (row) await this.meta.deleteUploadRow(id, trx);
     });
     this.hashes.forget(id);
   }
