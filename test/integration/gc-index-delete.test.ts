@@ -86,6 +86,18 @@ describe("deleting a multi-platform image", () => {
     for (const b of [...filesOf(amd64), ...filesOf(arm64)]) expect(existsSync(blobFile(b.digest))).toBe(true);
 
     expect(await deleteManifest(server.url, "multi/free", digest)).toBe(202);
+    // A dry run lists the platform images and the blobs that would go with them, and removes nothing.
+    const dry = await berthJson<{
+      manifests: { digest: string; reason: string }[];
+      blobs: { digest: string }[];
+    }>(["gc", "--data-dir", server.dataDir, "--grace-period", "0s", "--dry-run"]);
+    expect(dry.manifests.map((m) => m.reason)).toEqual([
+      "child of a deleted index",
+      "child of a deleted index",
+    ]);
+    const dryBlobs = dry.blobs.map((b) => b.digest);
+    for (const b of [...filesOf(amd64), ...filesOf(arm64)]) expect(dryBlobs).toContain(b.digest);
+    for (const b of [...filesOf(amd64), ...filesOf(arm64)]) expect(existsSync(blobFile(b.digest))).toBe(true);
     const report = await gc();
     expect(report.manifests.map((m) => m.digest).sort()).toEqual([amd64.digest, arm64.digest].sort());
     for (const b of [...filesOf(amd64), ...filesOf(arm64)])
