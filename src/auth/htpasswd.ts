@@ -76,13 +76,16 @@ export function parseHtpasswd(text: string, source = "htpasswd"): Map<string, Ht
  * is null, removed. Comments and other lines are kept as they are.
  */
 export function editHtpasswd(text: string, user: string, hash: string | null): string {
-  const lines = text === "" ? [] : text.replace(/\n$/, "").split("\n");
+  // A file written with CRLF line ends keeps them; the last line always ends with one.
+  const eol = /\r\n/.test(text) && !/(^|[^\r])\n/.test(text) ? "\r\n" : "\n";
+  const lines = text === "" ? [] : text.replace(/\r?\n$/, "").split(/\r?\n/);
   const out: string[] = [];
   let done = false;
   for (const line of lines) {
     const trimmed = line.trim();
     const isUser = !trimmed.startsWith("#") && trimmed.slice(0, trimmed.indexOf(":")) === user;
     if (isUser) {
+      // The first line of the user is replaced in place (later duplicates go, as Apache's htpasswd does).
       if (hash !== null && !done) out.push(`${user}:${hash}`);
       done = true;
       continue;
@@ -90,7 +93,7 @@ export function editHtpasswd(text: string, user: string, hash: string | null): s
     out.push(line);
   }
   if (!done && hash !== null) out.push(`${user}:${hash}`);
-  return out.length === 0 ? "" : `${out.join("\n")}\n`;
+  return out.length === 0 ? "" : `${out.join(eol)}${eol}`;
 }
 
 /** Lists the user names of an htpasswd text without judging their hashes. */
@@ -105,15 +108,27 @@ export function listHtpasswdUsers(text: string): string[] {
   return users;
 }
 
-/** Writes a file atomically (temp file + rename), keeping the old file's mode or using 0600. */
+/**
+ * Writes a file atomically (temp file + rename), keeping the old file's mode and, where the process may
+ * (root), its owner and group, so that the server reading it as another user still can; 0600 for a new file.
+ */
 export function writeFileAtomic(file: string, text: string): void {
   let mode = 0o600;
+  let owner: { uid: number; gid: number } | undefined;
   try {
-    mode = fs.statSync(file).mode & 0o777;
+    const st = fs.statSync(file);
+    mode = st.mode & 0o777;
+    owner = { uid: st.uid, gid: st.gid };
   } catch {}
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
   const fd = fs.openSync(tmp, "wx", mode);
   try {
+    if (owner && (owner.uid !== process.getuid?.() || owner.gid !== process.getgid?.())) {
+      try {
+        fs.fchownSync(fd, owner.uid, owner.gid);
+      } catch {}
+    }
+    fs.fchmodSync(fd, mode);
     fs.writeSync(fd, text);
     fs.fsyncSync(fd);
   } finally {

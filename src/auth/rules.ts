@@ -23,6 +23,11 @@ class Pattern {
     return new RegExp(`^${body}$`);
   }
 
+  /** Whether the pattern matches every repository name (`*`). */
+  get matchesEverything(): boolean {
+    return /^\*+$/.test(this.source);
+  }
+
   matches(repository: string, user: string | null): boolean {
     if (this.fixed) return this.fixed.test(repository);
     if (user === null) return false;
@@ -110,6 +115,23 @@ export class AccessRules {
       for (const a of rule.actions) out.add(a);
     }
     return out;
+  }
+
+  /**
+   * Whether `user` (null: anonymous) may pull every repository, whatever its name: an admin, or a rule
+   * (or the anonymous list) whose pattern is `*`. Registry-wide figures are for such callers only.
+   */
+  pullsEverything(user: string | null): boolean {
+    if (this.isAdmin(user)) return true;
+    if (this.anonymous.some((p) => p.matchesEverything)) return true;
+    if (user === null) return false;
+    const groups = this.groupsOf(user);
+    return this.rules.some(
+      (rule) =>
+        (rule.everyUser || rule.users.has(user) || groups.some((g) => rule.groups.has(g))) &&
+        rule.actions.includes("pull") &&
+        rule.patterns.some((p) => p.matchesEverything),
+    );
   }
 
   /** Whether `user` may take every action of `request`. */

@@ -222,7 +222,10 @@ export class AuthService {
     return true;
   }
 
-  /** Whether the caller may pull `repository` (catalog filtering, mounts). */
+  /**
+   * Whether the caller may pull `repository` (mounts, browsing). A token must grant pull on that very
+   * repository: catalog access lists names, it never reads content.
+   */
   canPull(outcome: AuthOutcome | undefined, repository: string): boolean {
     if (this.mode === "none") return true;
     if (!outcome)
@@ -230,13 +233,34 @@ export class AuthService {
     if (outcome.kind !== "ok") return false;
     const identity = outcome.identity;
     const need: AccessRequest = { type: "repository", name: repository, actions: ["pull"] };
-    if (identity.method === "token") {
-      if (this.tokenPermits(identity, need)) return true;
-      const catalog = identity.tokenAccess?.some((a) => a.type === "registry" && a.name === "catalog");
-      if (!catalog) return false;
-      return identity.issuer === "external" || this.rules.permits(identity.subject, need);
-    }
+    if (identity.method === "token") return this.tokenPermits(identity, need);
     return this.rules.permits(identity.subject, need);
+  }
+
+  /**
+   * Whether `repository` shows in the caller's `/v2/_catalog`: what it may pull, and, for a token that
+   * grants `registry:catalog:*`, what its issuer lets it see (an external issuer decided that itself;
+   * Berth's own tokens list what the rules let the user pull).
+   */
+  canList(outcome: AuthOutcome | undefined, repository: string): boolean {
+    if (this.canPull(outcome, repository)) return true;
+    if (outcome?.kind !== "ok" || outcome.identity.method !== "token") return false;
+    const identity = outcome.identity;
+    const catalog = identity.tokenAccess?.some((a) => a.type === "registry" && a.name === "catalog");
+    if (!catalog) return false;
+    const need: AccessRequest = { type: "repository", name: repository, actions: ["pull"] };
+    return identity.issuer === "external" || this.rules.permits(identity.subject, need);
+  }
+
+  /**
+   * Whether the caller may pull every repository (registry-wide usage totals). A token is held to what it
+   * grants, repository by repository, so it never qualifies.
+   */
+  pullsEverything(outcome: AuthOutcome | undefined): boolean {
+    if (this.mode === "none") return true;
+    if (!outcome) return this.rules.pullsEverything(null);
+    if (outcome.kind !== "ok" || outcome.identity.method === "token") return false;
+    return this.rules.pullsEverything(outcome.identity.subject);
   }
 
   /** Narrows requested scopes to what `subject` may do: the `access` claim of an issued token. */

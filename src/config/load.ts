@@ -100,6 +100,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   }
   const config = result.data;
   semanticChecks(state, config);
+  corsCheck(state, config);
   if (state.problems.length) throw new ConfigError(state.problems);
 
   const sources: Record<string, Source> = {};
@@ -515,6 +516,32 @@ function semanticChecks(state: State, config: Config): void {
         state.problems.push(`http.headers.${name}: header values cannot contain line breaks`);
     }
   }
+}
+
+/**
+ * `Access-Control-Allow-Origin: *` with `Access-Control-Allow-Credentials: true` would let every web page
+ * read the registry with its visitors' stored credentials (browsers refuse "*" with credentials, so a
+ * server that honours both must echo any Origin). Refused, with what to write instead.
+ */
+function corsCheck(state: State, config: Config): void {
+  let origins: { name: string; values: string[] } | undefined;
+  let credentials = false;
+  for (const [name, values] of Object.entries(config.http.headers)) {
+    const lower = name.toLowerCase();
+    if (lower === "access-control-allow-origin") {
+      origins = { name, values: values.flatMap((v) => v.split(/[\s,]+/)).filter(Boolean) };
+    }
+    if (lower === "access-control-allow-credentials") {
+      credentials ||= values.some((v) => v.trim().toLowerCase() === "true");
+    }
+  }
+  if (!origins || !credentials || !origins.values.includes("*")) return;
+  state.problems.push(
+    `http.headers.${origins.name}${sourceNote(state, ["http", "headers", origins.name])}: "*" together with ` +
+      "Access-Control-Allow-Credentials: true would let any web site read this registry with its visitors' " +
+      "credentials. List the origins that may, e.g. Access-Control-Allow-Origin: " +
+      '["https://ui.example.com"], or drop Access-Control-Allow-Credentials to allow every origin without credentials',
+  );
 }
 
 /** An IP address, a CIDR range, or `*` (trust every peer: only when nothing else can reach Berth). */

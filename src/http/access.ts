@@ -162,12 +162,32 @@ function needsDetail(needs: AccessRequest[]): unknown {
   return needs.flatMap((n) => n.actions.map((action) => ({ Type: n.type, Name: n.name, Action: action })));
 }
 
-/** Whether the caller may pull `repository` (catalog filtering, mount without `from`). */
+/** Whether the caller may pull `repository` (mounts, with or without `from`; browsing). */
 export function canPull(request: FastifyRequest, repository: string): boolean {
+  return may(request, repository, "pull");
+}
+
+/** Whether `repository` shows in the caller's catalog (catalog access lists names, never grants pull). */
+export function canList(request: FastifyRequest, repository: string): boolean {
+  return may(request, repository, "list");
+}
+
+/** Whether the caller may pull every repository (registry-wide figures such as usage totals). */
+export function pullsEverything(request: FastifyRequest): boolean {
   const service = serviceOf(request);
   if (!service?.enabled) return true;
   const outcome = outcomes.get(request);
   const settled = outcome instanceof Promise ? undefined : outcome;
   if (!settled && request.headers.authorization) return false;
-  return service.canPull(settled ?? { kind: "ok", identity: ANONYMOUS }, repository);
+  return service.pullsEverything(settled ?? { kind: "ok", identity: ANONYMOUS });
+}
+
+function may(request: FastifyRequest, repository: string, what: "pull" | "list"): boolean {
+  const service = serviceOf(request);
+  if (!service?.enabled) return true;
+  const outcome = outcomes.get(request);
+  const settled = outcome instanceof Promise ? undefined : outcome;
+  if (!settled && request.headers.authorization) return false;
+  const caller = settled ?? { kind: "ok" as const, identity: ANONYMOUS };
+  return what === "pull" ? service.canPull(caller, repository) : service.canList(caller, repository);
 }

@@ -3,12 +3,13 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
-import { errorBody, sendError } from "./errors.js";
+import { errorBody, handleClientError, sendError } from "./errors.js";
 import { registerApiRoutes } from "./routes/api.js";
 import { registerOpsRoutes } from "./routes/ops.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { registerUiRoutes } from "./routes/ui.js";
 import { registerV2Routes } from "./routes/v2/index.js";
+import { originFormUrl } from "./urls.js";
 
 const idPrefix = `${randomBytes(3).toString("hex")}${process.pid.toString(36)}`;
 let idCounter = 0;
@@ -30,6 +31,10 @@ export async function buildApp(
     // Fastify's own two lines per request are replaced by the one access-log line below.
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: (req) => requestId(req.headers["x-request-id"]),
+    // Absolute-form targets (from some proxies) are routed like origin-form ones.
+    rewriteUrl: (req) => originFormUrl(req),
+    // Bodies that end early and malformed requests get the spec's error body, not Fastify's.
+    clientErrorHandler: handleClientError,
     // Big layers take as long as they take; Berth puts no limit of its own on bodies or time.
     requestTimeout: 0,
     connectionTimeout: 0,

@@ -1,3 +1,5 @@
+import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { type ErrorCode, isRegistryError, RegistryError } from "../registry/errors.js";
 
@@ -66,4 +68,58 @@ function fromFrameworkError(err: FastifyError): RegistryError {
     return new RegistryError("UNAVAILABLE", "the registry's storage is full", undefined, {}, 507);
   }
   return new RegistryError("UNAVAILABLE", "internal error", undefined, {}, 500);
+}
+
+/** Set on a request whose client ended the connection before the body reached its declared length. */
+export const BODY_ENDED_EARLY = Symbol("berth.bodyEndedEarly");
+
+/** Whether the client ended the connection before `raw`'s body was complete (see handleClientError). */
+export function bodyEndedEarly(raw: unknown): boolean {
+  return (raw as { [BODY_ENDED_EARLY]?: boolean })[BODY_ENDED_EARLY] === true;
+}
+
+/**
+ * Node's HTTP parser reports errors that happen outside any handler here (Fastify's clientErrorHandler).
+ * Two things matter:
+ *  - a client that ends its side of the connection before its body is complete (Content-Length 1000,
+ *    100 bytes sent, then FIN) while a handler is still reading that body: the body is ended here, so the
+ *    handler sees a short body, keeps only what was acknowledged before and answers with the spec's error
+ *    (BLOB_UPLOAD_INVALID or SIZE_INVALID) over the half that is still open; then the connection closes;
+ *  - anything else (a malformed request, headers too large, a timeout) is answered with the spec's error
+ *    body rather than Fastify's own, when the socket can still take it.
+ */
+export function handleClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  const req = inFlight?.req;
+  if (err.code === "HPE_INVALID_EOF_STATE" && inFlight && req && !req.complete && !inFlight.headersSent) {
+    // Marked complete so that ending it does not tear the socket down (Node aborts incomplete requests);
+    // the mark below tells the handler (requestBody) that the body was cut short.
+    (req as { [BODY_ENDED_EARLY]?: boolean })[BODY_ENDED_EARLY] = true;
+    req.complete = true;
+    inFlight.shouldKeepAlive = false;
+    req.push(null);
+    return;
+  }
+  let status = 400;
+  let code = "UNSUPPORTED";
+  let message = "malformed HTTP request";
+  if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+    status = 408;
+    message = "the request took too long";
+  } else if (err.code === "HPE_HEADER_OVERFLOW") {
+    status = 431;
+    message = "the request headers are too large";
+  } else if (err.code === "HPE_INVALID_EOF_STATE") {
+    code = "BLOB_UPLOAD_INVALID";
+    message = "the request body ended early";
+  }
+  if (socket.writable && !inFlight?.headersSent) {
+    const body = errorBody(code, message, null);
+    socket.write(
+      `HTTP/1.1 ${status} ${status === 400 ? "Bad Request" : status === 408 ? "Request Timeout" : "Request Header Fields Too Large"}\r\n` +
+        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }

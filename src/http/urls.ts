@@ -46,6 +46,23 @@ export function externalOrigin(request: FastifyRequest, config: Config): string 
   return `${proto}://${withoutDefaultPort(host, proto)}`;
 }
 
+/**
+ * A request target in absolute form (`GET http://host:port/v2/... HTTP/1.1`, RFC 9112 §3.2.2, sent by some
+ * proxies) becomes the origin form every route expects. As RFC 9112 §3.2.2 asks, the target's authority
+ * takes the place of the Host header, so that Location headers name the host the client asked for.
+ * Origin-form targets (the usual case) are returned untouched at the cost of one character comparison.
+ */
+export function originFormUrl(req: { url?: string; headers: Record<string, unknown> }): string {
+  const url = req.url ?? "/";
+  if (url.startsWith("/") || url === "*") return url;
+  const m = /^https?:\/\/([^/?#]*)([^#]*)/i.exec(url);
+  if (!m) return url;
+  const authority = m[1]!.slice(m[1]!.lastIndexOf("@") + 1);
+  if (validHost(authority)) req.headers.host = authority;
+  const rest = m[2]!;
+  return rest.startsWith("/") ? rest : `/${rest}`;
+}
+
 /** externalOrigin plus `http.prefix` when it is not "/": what `/v2/...` paths are appended to. */
 export function externalBase(request: FastifyRequest, config: Config): string {
   return `${externalOrigin(request, config)}${prefixOf(config)}`;

@@ -193,10 +193,16 @@ export async function deleteBlobRows(trx: Q, digests: string[]): Promise<void> {
 }
 
 /** Which of `digests` have a `blobs` row. */
+/**
+ * Which of `digests` are not orphan files: those with a blob row, and those an upload row names as its
+ * bytes (a commit that stopped after moving the bytes into place and before its transaction; the upload's
+ * final PUT finishes it, so the file must stay until that upload is completed or purged).
+ */
 export async function existingBlobs(q: Q, digests: string[]): Promise<Set<string>> {
   if (digests.length === 0) return new Set();
   const rows = await q.selectFrom("blobs").select("digest").where("digest", "in", digests).execute();
-  return new Set(rows.map((r) => r.digest));
+  const uploads = await q.selectFrom("uploads").select("digest").where("digest", "in", digests).execute();
+  return new Set([...rows.map((r) => r.digest), ...uploads.flatMap((u) => (u.digest ? [u.digest] : []))]);
 }
 
 export interface BlobReferences {
@@ -331,6 +337,47 @@ export async function repositoryPage(db: Q, afterId: number, limit: number): Pro
     .limit(limit)
     .execute();
   return rows.map((r) => ({ id: n(r.id), name: r.name }));
+}
+
+/** Repositories holding released manifests (children of a deleted index), in id order. */
+export async function releasedRepositoryPage(
+  db: Q,
+  afterId: number,
+  limit: number,
+): Promise<RepositoryRow[]> {
+  const rows = await db
+    .selectFrom("repositories as r")
+    .select(["r.id", "r.name"])
+    .where("r.id", ">", afterId)
+    .where(({ exists, selectFrom }) =>
+      exists(
+        selectFrom("released_manifests as x").select("x.digest").whereRef("x.repository_id", "=", "r.id"),
+      ),
+    )
+    .orderBy("r.id")
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ id: n(r.id), name: r.name }));
+}
+
+export async function releasedManifests(db: Q, repositoryId: number): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom("released_manifests")
+    .select("digest")
+    .where("repository_id", "=", repositoryId)
+    .execute();
+  return new Set(rows.map((r) => r.digest));
+}
+
+/** Drops release marks of manifests that no longer exist. */
+export async function forgetReleased(db: Q, repositoryId: number, digests: string[]): Promise<void> {
+  for (let i = 0; i < digests.length; i += 500) {
+    await db
+      .deleteFrom("released_manifests")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "in", digests.slice(i, i + 500))
+      .execute();
+  }
 }
 
 export async function repositoryByName(db: Q, name: string): Promise<RepositoryRow | null> {

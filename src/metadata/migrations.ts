@@ -122,6 +122,17 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable("uploads").addColumn("digest", "text").execute();
       },
     },
+    "0003_released_manifests": {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable("released_manifests")
+          .addColumn("repository_id", "integer", (c) => c.notNull())
+          .addColumn("digest", "text", (c) => c.notNull())
+          .addColumn("released_at", t.big as "integer", (c) => c.notNull())
+          .addPrimaryKeyConstraint("released_manifests_pk", ["repository_id", "digest"])
+          .execute();
+      },
+    },
   };
 }
 

@@ -84,6 +84,17 @@ export interface LocksTable {
   expires_at: number;
 }
 
+/**
+ * Manifests that were children of an index deleted since (by DELETE, the collector or retention). With the
+ * default configuration the collector removes such a manifest once nothing holds it: no tag, no index, no
+ * kept referrer, and older than the grace period (docs/gc.md). Pushing the manifest again clears the mark.
+ */
+export interface ReleasedManifestsTable {
+  repository_id: number;
+  digest: string;
+  released_at: number;
+}
+
 export interface Database {
   repositories: RepositoriesTable;
   blobs: BlobsTable;
@@ -94,4 +105,5 @@ export interface Database {
   tags: TagsTable;
   uploads: UploadsTable;
   locks: LocksTable;
+  released_manifests: ReleasedManifestsTable;
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { type CompiledQuery, type Kysely, sql, type Transaction } from "kysely";
 import type { MetadataDb } from "./db.js";
@@ -37,13 +38,22 @@ export interface ReferrerRow {
 export interface UploadRow {
   id: string;
   size: number;
-  /** SHA-256 of the first `size` bytes, as recorded by the last write. */
+  /**
+   * SHA-256 of the first `size` bytes, as recorded by the last write; once a commit has begun, the digest
+   * the upload is being committed as (which may be a sha512 one).
+   */
   digest: string | null;
   created_at: number;
 }
 
-/** This process, as a lease holder. */
-export const PROCESS_ID = `${os.hostname()}:${process.pid}`;
+/**
+ * A new holder token for one upload lease: host and pid for people reading the table, and a random part
+ * that makes it this lease's alone. Nothing ever judges a holder by its pid (containers that share a
+ * hostname but not a PID namespace would see each other's live processes as dead): leases end by time.
+ */
+function newLeaseHolder(): string {
+  return `${os.hostname()}:${process.pid}:${randomBytes(6).toString("hex")}`;
+}
 
 /**
  * Every query the domain runs. Multi-row changes run in one transaction; the first statement of each
@@ -251,48 +261,53 @@ export class MetadataStore {
   }
 
   /**
-   * Takes the upload's lease so that no other request or process appends at the same time.
-   * A lease whose holder on this host is gone (a crashed process) is taken over at once.
+   * Takes the upload's lease so that no other request or process appends at the same time, when nobody
+   * holds it or its holder let it run out (a crashed process's lease ends when its time does). Returns
+   * the holder token that renews and releases it, or null when someone else holds it.
    */
-  async leaseUpload(id: string, ttlMs: number): Promise<boolean> {
+  async leaseUpload(id: string, ttlMs: number): Promise<string | null> {
     const now = Date.now();
+    const holder = newLeaseHolder();
     const result = await this.db
       .updateTable("uploads")
-      .set({ lease_until: now + ttlMs, lease_holder: PROCESS_ID })
+      .set({ lease_until: now + ttlMs, lease_holder: holder })
       .where("id", "=", id)
       .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)]))
       .executeTakeFirst();
-    if (Number(result.numUpdatedRows) > 0) return true;
-    const row = await this.db
-      .selectFrom("uploads")
-      .select("lease_holder")
-      .where("id", "=", id)
-      .executeTakeFirst();
-    if (!row?.lease_holder || !holderIsDead(row.lease_holder)) return false;
-    const stolen = await this.db
-      .updateTable("uploads")
-      .set({ lease_until: now + ttlMs, lease_holder: PROCESS_ID })
-      .where("id", "=", id)
-      .where("lease_holder", "=", row.lease_holder)
-      .executeTakeFirst();
-    return Number(stolen.numUpdatedRows) > 0;
+    return Number(result.numUpdatedRows) > 0 ? holder : null;
   }
 
-  async renewUploadLease(id: string, ttlMs: number): Promise<void> {
-    await this.db
+  /** Extends a lease still held by `holder`; false when it is not (it ran out and was taken over). */
+  async renewUploadLease(id: string, holder: string, ttlMs: number): Promise<boolean> {
+    const result = await this.db
       .updateTable("uploads")
       .set({ lease_until: Date.now() + ttlMs })
       .where("id", "=", id)
-      .where("lease_holder", "=", PROCESS_ID)
+      .where("lease_holder", "=", holder)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  /**
+   * Records what an upload holds while its lease is kept: before a commit moves the bytes into place, so
+   * that a crash between that move and the commit's transaction leaves a row that names where they went.
+   */
+  async noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<void> {
+    await this.db
+      .updateTable("uploads")
+      .set({ size, digest, updated_at: Date.now() })
+      .where("id", "=", id)
+      .where("lease_holder", "=", holder)
       .execute();
   }
 
-  /** Records the new size (and the digest of those bytes) and releases the lease. */
-  async finishUploadWrite(id: string, size: number, digest: string | null): Promise<void> {
+  /** Records the new size (and the digest of those bytes) and releases the lease, if `holder` still has it. */
+  async finishUploadWrite(id: string, holder: string, size: number, digest: string | null): Promise<void> {
     await this.db
       .updateTable("uploads")
       .set({ size, digest, updated_at: Date.now(), lease_until: null, lease_holder: null })
       .where("id", "=", id)
+      .where("lease_holder", "=", holder)
       .execute();
   }
 
@@ -352,6 +367,8 @@ export class MetadataStore {
   /** Inserts (or keeps) a manifest with its references; the caller holds the write lock. */
   async insertManifest(trx: Tx, repositoryId: number, m: NewManifest, now = Date.now()): Promise<void> {
     const exists = await this.hasManifest(trx, repositoryId, m.digest);
+    // Pushed again: whoever pushed it wants it, whatever index it once belonged to.
+    if (exists) await this.unrelease(trx, repositoryId, m.digest);
     if (!exists) {
       await trx
         .insertInto("manifests")
@@ -421,6 +438,24 @@ export class MetadataStore {
       .where("digest", "=", digest)
       .executeTakeFirst();
     if (Number(result.numDeletedRows) === 0) return false;
+    await this.unrelease(trx, repositoryId, digest);
+    // The children of a deleted index are released: the collector removes those nothing else holds.
+    await trx
+      .insertInto("released_manifests")
+      .columns(["repository_id", "digest", "released_at"])
+      .expression((eb) =>
+        eb
+          .selectFrom("manifest_children")
+          .select([
+            "repository_id",
+            "child_digest as digest",
+            sql<number>`cast(${Date.now()} as bigint)`.as("released_at"),
+          ])
+          .where("repository_id", "=", repositoryId)
+          .where("parent_digest", "=", digest),
+      )
+      .onConflict((oc) => oc.doNothing())
+      .execute();
     await trx
       .deleteFrom("tags")
       .where("repository_id", "=", repositoryId)
@@ -444,6 +479,14 @@ export class MetadataStore {
     return true;
   }
 
+  private async unrelease(trx: Tx, repositoryId: number, digest: string): Promise<void> {
+    await trx
+      .deleteFrom("released_manifests")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "=", digest)
+      .execute();
+  }
+
   /** Removes every row of a repository; returns the ids of its uploads so their files can go too. */
   async deleteRepository(trx: Tx, repositoryId: number): Promise<string[]> {
     const uploads = await trx
@@ -458,6 +501,7 @@ export class MetadataStore {
       "manifests",
       "repository_blobs",
       "uploads",
+      "released_manifests",
     ] as const) {
       await trx.deleteFrom(table).where("repository_id", "=", repositoryId).execute();
     }
@@ -487,19 +531,5 @@ export class MetadataStore {
       .orderBy("m.digest");
     if (artifactType !== undefined) query = query.where("m.artifact_type", "=", artifactType);
     return (await query.execute()).map((r) => ({ ...r, size: Number(r.size) }));
-  }
-}
-
-function holderIsDead(holder: string): boolean {
-  const colon = holder.lastIndexOf(":");
-  const host = holder.slice(0, colon);
-  const pid = Number(holder.slice(colon + 1));
-  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false;
-  if (pid === process.pid) return false;
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ESRCH";
   }
 }

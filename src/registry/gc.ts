@@ -12,6 +12,7 @@ import {
   existingBlobs,
   existingManifests,
   existingUploads,
+  forgetReleased,
   hasOldUntagged,
   LeaseLostError,
   type LinkKey,
@@ -21,6 +22,8 @@ import {
   type RepositoryGraph,
   readLock,
   referrersOf,
+  releasedManifests,
+  releasedRepositoryPage,
   releaseLock,
   renewLock,
   repositoryGraph,
@@ -50,6 +53,7 @@ import type { BlobStore } from "../storage/blob-store.js";
  * every batch is safe on its own anyway.
  *
  * What goes:
+ *   - the children of deleted indexes (released_manifests) that nothing holds, older than the grace period;
  *   - untagged manifests (when enabled) that no tag, no kept index (as a child) and no kept referrer
  *     (as its subject) holds, with the referrers of a removed manifest and the children of a removed
  *     index that nothing else holds;
@@ -301,6 +305,15 @@ export async function collectGarbage(target: GcTarget, options: GcOptions): Prom
       const manifestCutoff = now - Math.max(options.untagged.olderThanMs, options.graceMs);
       simulated = await collectUntagged(b, manifestCutoff, options);
     }
+    const released = await collectReleased(b, cutoff, options);
+    if (released.size > 0) {
+      simulated ??= new Map();
+      for (const [repo, digests] of released) {
+        const set = simulated.get(repo) ?? new Set<string>();
+        for (const d of digests) set.add(d);
+        simulated.set(repo, set);
+      }
+    }
     await collectBlobs(b, cutoff, options, simulated);
     if (!options.dryRun) await collectLinks(b, cutoff, options);
     if (options.orphans !== false) await collectOrphans(b, cutoff, options);
@@ -329,7 +342,7 @@ type SimulatedManifests = Map<number, Set<string>>;
  * Which manifests of a repository are kept. Roots: tagged, or newer than `cutoff`. Then: the children
  * of a kept index, the referrers of a kept manifest and the subject of a kept referrer are kept.
  */
-export function keptManifests(graph: RepositoryGraph, cutoff: number): Set<string> {
+export function keptManifests(graph: RepositoryGraph, cutoff: number, released?: Set<string>): Set<string> {
   const referrers = referrersMap(graph);
   const kept = new Set<string>();
   const queue: string[] = [];
@@ -339,7 +352,9 @@ export function keptManifests(graph: RepositoryGraph, cutoff: number): Set<strin
       queue.push(digest);
     }
   };
-  for (const m of graph.manifests.values()) if (m.tags.length > 0 || m.freshAt >= cutoff) keep(m.digest);
+  // With `released`, only those (children of deleted indexes) may go: every other manifest is a root too.
+  for (const m of graph.manifests.values())
+    if (m.tags.length > 0 || m.freshAt >= cutoff || (released && !released.has(m.digest))) keep(m.digest);
   while (queue.length > 0) {
     const digest = queue.pop() as string;
     for (const child of graph.children.get(digest) ?? []) keep(child);
@@ -479,8 +494,9 @@ export function planManifestRemoval(
   graph: RepositoryGraph,
   cutoff: number,
   from?: Set<string>,
+  released?: Set<string>,
 ): ManifestPlan {
-  const kept = keptManifests(graph, cutoff);
+  const kept = keptManifests(graph, cutoff, released && descendants(graph, released));
   let digests = new Set([...graph.manifests.keys()].filter((d) => !kept.has(d)));
   if (from) digests = reachable(graph, digests, from);
   return { digests, reason: (digest, base) => removalReason(graph, digests, digest, base) };
@@ -497,9 +513,10 @@ export async function removeUnkeptManifests(
   batchSize: number,
   dryRun: boolean,
   from?: { digests: Set<string>; reason: string },
+  released?: Set<string>,
 ): Promise<RemovedManifest[]> {
   const graph = await repositoryGraph(b.db, repository.id);
-  const plan = planManifestRemoval(graph, cutoff, from?.digests);
+  const plan = planManifestRemoval(graph, cutoff, from?.digests, released);
   if (plan.digests.size === 0) return [];
   const base = from?.reason ?? "untagged";
   const out: RemovedManifest[] = [];
@@ -516,6 +533,59 @@ export async function removeUnkeptManifests(
     for (const [digest, size] of removed) record(digest, size);
   }
   return out;
+}
+
+/** `start` with every manifest below it through index→child edges (an index inside a released index). */
+function descendants(graph: RepositoryGraph, start: Set<string>): Set<string> {
+  const out = new Set(start);
+  const queue = [...start];
+  while (queue.length > 0) {
+    for (const child of graph.children.get(queue.pop() as string) ?? []) {
+      if (!out.has(child)) {
+        out.add(child);
+        queue.push(child);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The children of deleted indexes (released_manifests), with the default configuration too: each goes
+ * once nothing holds it (no tag, no index that stays, no kept referrer) and it is older than the grace
+ * period. Deleting a multi-platform image by its index digest thereby frees its platform images' layers.
+ */
+async function collectReleased(b: Batcher, cutoff: number, options: GcOptions): Promise<SimulatedManifests> {
+  const simulated: SimulatedManifests = new Map();
+  for (let after = 0; ; ) {
+    b.checkStop();
+    const repos = await releasedRepositoryPage(b.db, after, 100);
+    if (repos.length === 0) break;
+    after = repos[repos.length - 1]?.id ?? after;
+    for (const repo of repos) {
+      b.checkStop();
+      const released = await releasedManifests(b.db, repo.id);
+      const removed = await removeUnkeptManifests(
+        b,
+        repo,
+        cutoff,
+        options.batchSize,
+        options.dryRun,
+        { digests: released, reason: "child of a deleted index" },
+        released,
+      );
+      b.report.manifests.push(...removed);
+      if (options.dryRun && removed.length > 0) simulated.set(repo.id, new Set(removed.map((m) => m.digest)));
+      if (!options.dryRun) {
+        // Marks of manifests that are gone (removed now, or deleted since) are dropped.
+        const graph = await repositoryGraph(b.db, repo.id, [...released]);
+        const gone = [...released].filter((d) => !graph.manifests.has(d));
+        if (gone.length > 0) await b.write((trx) => forgetReleased(trx, repo.id, gone));
+      }
+      await b.breathe();
+    }
+  }
+  return simulated;
 }
 
 /** The part of `candidates` reachable from `start` through index→child and subject→referrer edges. */

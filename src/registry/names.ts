@@ -64,6 +64,19 @@ export function looksLikeDigest(reference: string): boolean {
 
 export type Reference = { kind: "tag"; tag: string } | { kind: "digest"; digest: ParsedDigest };
 
+/**
+ * A reference as a lookup sees it: a tag, a digest, or null when it is neither. No manifest can be stored
+ * under such a reference, so GET, HEAD and DELETE answer it as they answer any unknown manifest (404
+ * MANIFEST_UNKNOWN, as the distribution-spec conformance suite requires); only a PUT refuses it as invalid.
+ */
+export function lookupReference(reference: string): Reference | null {
+  if (looksLikeDigest(reference)) {
+    const digest = parseDigest(reference);
+    return digest ? { kind: "digest", digest } : null;
+  }
+  return isValidTag(reference) ? { kind: "tag", tag: reference } : null;
+}
+
 /** A manifest reference is a tag or a digest; anything else is refused with the matching spec error. */
 export function parseReference(reference: string): Reference {
   if (looksLikeDigest(reference)) return { kind: "digest", digest: assertDigest(reference) };

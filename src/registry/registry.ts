@@ -9,6 +9,7 @@ import {
   assertDigest,
   assertName,
   assertTag,
+  lookupReference,
   type ParsedDigest,
   parseDigest,
   parseReference,
@@ -41,6 +42,11 @@ export interface UploadState {
 interface Written {
   size: number;
   digest: string | null;
+  /**
+   * The upload's file is gone because a commit moved it to the blob path of `digest` and stopped (a crash)
+   * before its transaction: the bytes wait there, verified, for the final PUT to finish the commit.
+   */
+  inPlace?: boolean;
 }
 
 export interface PutManifestResult {
@@ -63,8 +69,13 @@ export interface ReferrerDescriptor {
   annotations?: Record<string, string>;
 }
 
-/** How long a PATCH or PUT may hold an upload before another request can take it over. */
-const UPLOAD_LEASE_MS = 60_000;
+/**
+ * How long an upload's lease lasts unless renewed. A request renews it every UPLOAD_LEASE_RENEW_MS while
+ * it writes; the lease of a request that died (with its process) ends when its time runs out, and only then
+ * may another request take the upload over. Nothing is judged by process ids.
+ */
+const UPLOAD_LEASE_MS = 30_000;
+const UPLOAD_LEASE_RENEW_MS = 5_000;
 const PULL_MARK_INTERVAL_MS = 60_000;
 const PULL_FLUSH_MS = 1_000;
 
@@ -206,7 +217,20 @@ export class Registry {
     assertName(name);
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
+    // Status and the final PUT must agree: an upload whose bytes are neither in its file nor already in
+    // place (see Written.inPlace) cannot be completed, so it is unknown here too.
+    if ((await this.store.uploadSize(id)) === null && !(await this.bytesInPlace(row))) {
+      await this.meta.deleteUploadRow(id);
+      throw unknownUpload(id);
+    }
     return { id, size: row.size };
+  }
+
+  /** Whether an upload's recorded bytes already sit at the blob path of its recorded digest, whole. */
+  private async bytesInPlace(row: { size: number; digest: string | null }): Promise<boolean> {
+    if (!row.digest || !parseDigest(row.digest)) return false;
+    const stat = await this.store.stat(row.digest);
+    return stat !== null && stat.size === row.size;
   }
 
   async cancelUpload(name: string, id: string): Promise<void> {
@@ -232,6 +256,7 @@ export class Registry {
     assertName(name);
     this.assertWritable();
     return this.withUploadLease(name, id, async (state) => {
+      if (state.inPlace) throw alreadyInPlace(id, state.size);
       const next = await this.writeChunk(id, state, body, range, contentLength);
       return { state: next, result: { id, size: next.size } };
     });
@@ -249,7 +274,20 @@ export class Registry {
     assertName(name);
     this.assertWritable();
     const parsed = assertDigest(digest);
-    return this.withUploadLease(name, id, async (before) => {
+    return this.withUploadLease(name, id, async (before, holder) => {
+      if (before.inPlace) {
+        if (body) throw alreadyInPlace(id, before.size);
+        if (before.digest !== parsed.digest) {
+          // The bytes in place are those of another digest: this upload cannot become `digest`.
+          await this.meta.deleteUploadRow(id);
+          throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", {
+            expected: parsed.digest,
+            actual: before.digest,
+          });
+        }
+        await this.commitInPlace(name, id, parsed.digest, before.size);
+        return { state: before, result: { digest: parsed.digest, size: before.size } };
+      }
       const state = body ? await this.writeChunk(id, before, body, range, contentLength) : before;
       const actual = await this.uploadDigest(id, state, parsed);
       if (actual !== parsed.digest) {
@@ -259,7 +297,9 @@ export class Registry {
           actual,
         });
       }
-      await this.commit(name, id, parsed.digest, state.size, true);
+      // The row already names these bytes when the last PATCH brought them all (the usual bodiless PUT).
+      const recorded = !body && before.digest === parsed.digest && before.size === state.size;
+      await this.commit(name, id, parsed.digest, state.size, { holder, recorded });
       return { state, result: { digest: parsed.digest, size: state.size } };
     });
   }
@@ -295,7 +335,7 @@ export class Registry {
           actual,
         });
       }
-      await this.commit(name, id, parsed.digest, size, false);
+      await this.commit(name, id, parsed.digest, size, null);
       return { digest: parsed.digest, size };
     } catch (err) {
       await this.store.deleteUpload(id).catch(() => {});
@@ -310,11 +350,12 @@ export class Registry {
   private async withUploadLease<T>(
     name: string,
     id: string,
-    fn: (state: Written) => Promise<{ state: Written; result: T }>,
+    fn: (state: Written, holder: string) => Promise<{ state: Written; result: T }>,
   ): Promise<T> {
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
-    if (!(await this.meta.leaseUpload(id, UPLOAD_LEASE_MS))) {
+    const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+    if (holder === null) {
       throw new RegistryError(
         "BLOB_UPLOAD_INVALID",
         "another request is writing to this upload",
@@ -324,13 +365,19 @@ export class Registry {
       );
     }
     const renew = setInterval(() => {
-      this.meta.renewUploadLease(id, UPLOAD_LEASE_MS).catch(() => {});
-    }, UPLOAD_LEASE_MS / 3);
+      this.meta.renewUploadLease(id, holder, UPLOAD_LEASE_MS).catch(() => {});
+    }, UPLOAD_LEASE_RENEW_MS);
     let state: Written = { size: row.size, digest: row.digest };
     try {
       // The file is the truth for bytes, the row for what was acknowledged: trim anything unacknowledged.
       const onDisk = await this.store.uploadSize(id);
       if (onDisk === null) {
+        if (await this.bytesInPlace(state)) {
+          state = { ...state, inPlace: true };
+          const done = await fn(state, holder);
+          state = done.state;
+          return done.result;
+        }
         await this.meta.deleteUploadRow(id);
         throw unknownUpload(id);
       }
@@ -339,12 +386,12 @@ export class Registry {
         state = { size: onDisk, digest: null };
         this.hashes.forget(id);
       }
-      const done = await fn(state);
+      const done = await fn(state, holder);
       state = done.state;
       return done.result;
     } finally {
       clearInterval(renew);
-      await this.meta.finishUploadWrite(id, state.size, state.digest).catch(() => {});
+      await this.meta.finishUploadWrite(id, holder, state.size, state.digest).catch(() => {});
     }
   }
 
@@ -403,7 +450,7 @@ export class Registry {
     if (parsed.algorithm !== "sha256") {
       return `${parsed.algorithm}:${await hashUpload(this.store, id, state.size, parsed.algorithm)}`;
     }
-    if (state.digest) return state.digest;
+    if (state.digest?.startsWith("sha256:")) return state.digest;
     const hash = await this.hashes.at(id, state.size);
     this.hashes.forget(id);
     return `sha256:${hash.digest("hex")}`;
@@ -419,23 +466,46 @@ export class Registry {
    * fsync, then in one transaction that holds the database write lock: record the blob, rename its bytes
    * into place, link it to the repository and drop the upload. The garbage collector deletes files under
    * the same lock, so it can never remove bytes that a commit is making visible.
+   *
+   * A crash can stop this between the rename and the end of the transaction. So that the upload can still
+   * be finished then, its row first records the verified size and digest: with the file gone and those
+   * bytes at that digest's path, status and the final PUT both see a complete upload (Written.inPlace), the
+   * PUT finishes the commit (commitInPlace), and the collector keeps the file meanwhile (existingBlobs).
    */
   private async commit(
     name: string,
     id: string,
     digest: string,
     size: number,
-    hasRow: boolean,
+    row: { holder: string; recorded: boolean } | null,
   ): Promise<void> {
     await this.store.syncUpload(id);
+    if (row && !row.recorded) await this.meta.noteUploadWrite(id, row.holder, size, digest);
     await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
       await this.meta.upsertBlob(trx, digest, size);
       await this.store.commitUpload(id, digest);
       await this.meta.linkBlob(trx, repositoryId, digest);
-      if (hasRow) await this.meta.deleteUploadRow(id, trx);
+      if (row) await this.meta.deleteUploadRow(id, trx);
     });
     this.hashes.forget(id);
+  }
+
+  /** The second half of a commit that a crash interrupted after its rename: the bytes are in place. */
+  private async commitInPlace(name: string, id: string, digest: string, size: number): Promise<void> {
+    const committed = await this.meta.transaction(async (trx) => {
+      const repositoryId = await this.meta.touchRepository(trx, name);
+      // Under the write lock, so the collector cannot be removing the file at this moment.
+      const stat = await this.store.stat(digest);
+      if (stat && stat.size === size) {
+        await this.meta.upsertBlob(trx, digest, size);
+        await this.meta.linkBlob(trx, repositoryId, digest);
+      }
+      await this.meta.deleteUploadRow(id, trx);
+      return stat !== null && stat.size === size;
+    });
+    this.hashes.forget(id);
+    if (!committed) throw unknownUpload(id);
   }
 
   // ---------------------------------------------------------------- manifests
@@ -511,11 +581,13 @@ export class Registry {
   /** A manifest by tag or digest, exactly as pushed. `pull` marks it as pulled (retention). */
   async getManifest(name: string, reference: string, pull = false): Promise<ManifestRow> {
     assertName(name);
-    const ref = parseReference(reference);
+    const ref = lookupReference(reference);
     const row =
-      ref.kind === "tag"
-        ? await this.meta.manifestByTag(name, ref.tag)
-        : await this.meta.manifestByDigest(name, ref.digest.digest);
+      ref === null
+        ? null
+        : ref.kind === "tag"
+          ? await this.meta.manifestByTag(name, ref.tag)
+          : await this.meta.manifestByDigest(name, ref.digest.digest);
     if (!row) {
       if ((await this.meta.repositoryId(name)) === null) {
         throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
@@ -560,9 +632,11 @@ export class Registry {
   /** DELETE by tag removes that tag only; by digest the manifest and every tag on it. */
   async deleteManifest(name: string, reference: string): Promise<void> {
     assertName(name);
-    const ref = parseReference(reference);
     this.assertDeletable();
+    const ref = lookupReference(reference);
     const repositoryId = await this.repositoryIdOrUnknown(name);
+    if (ref === null)
+      throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     const removed = await this.meta.transaction(async (trx) => {
       await this.meta.touchRepository(trx, name);
       return ref.kind === "tag"
@@ -649,6 +723,16 @@ function referrerDescriptor(row: ReferrerRow): ReferrerDescriptor {
   if (row.artifact_type) d.artifactType = row.artifact_type;
   if (row.annotations) d.annotations = JSON.parse(row.annotations) as Record<string, string>;
   return d;
+}
+
+function alreadyInPlace(id: string, size: number): RegistryError {
+  return new RegistryError(
+    "BLOB_UPLOAD_INVALID",
+    "the upload is complete: finish it with a PUT and its digest, without a body",
+    { id },
+    rangeHeader(size),
+    416,
+  );
 }
 
 function unknownUpload(id: string): RegistryError {

@@ -75,6 +75,23 @@ describe("listings show what the caller may pull", () => {
     expect(names(sorted.body)).toEqual(["public/hello"]);
   });
 
+  it("registry-wide usage totals only for callers who may pull every repository", async () => {
+    for (const caller of [anonymous, reader, editor]) {
+      const usage = await getJson(caller, "/api/v1/usage");
+      expect(usage.status).toBe(200);
+      expect(usage.body.total).toBeNull();
+      expect(usage.body.shared).toBeNull();
+      expect(usage.body.unlinked).toBeNull();
+    }
+    const own = await getJson(reader, "/api/v1/usage?sort=name");
+    expect(names(own.body.repositories)).toEqual(["public/hello", "team/app", "team/db"]);
+    const all = await getJson(admin, "/api/v1/usage");
+    expect(all.body.total.blobs).toBeGreaterThan(0);
+    expect(all.body.total.bytes).toBeGreaterThan(0);
+    expect(all.body.unlinked).toEqual({ bytes: 0, blobs: 0 });
+    expect(all.body.repositories.total).toBe(4);
+  });
+
   it("a reader sees team and public repositories, an admin all", async () => {
     expect(names((await getJson(reader, "/api/v1/repositories")).body)).toEqual([
       "public/hello",

@@ -360,8 +360,9 @@ describe("manifest detail", () => {
     const tag = await getJson(c, "/api/v1/repositories/team/web/-/manifests/nope");
     expect(tag.status).toBe(404);
     const bad = await getJson(c, "/api/v1/repositories/team/web/-/manifests/sha256:xyz");
-    expect(bad.status).toBe(400);
-    expect(bad.body.errors[0].code).toBe("DIGEST_INVALID");
+    // As in the v2 API: nothing can be stored under a reference that is neither tag nor digest.
+    expect(bad.status).toBe(404);
+    expect(bad.body.errors[0].code).toBe("MANIFEST_UNKNOWN");
     const route = await getJson(c, "/api/v1/repositories/team/web/-/wat");
     expect(route.status).toBe(404);
     const api404 = await getJson(c, "/api/v1/nothing-here");

@@ -188,6 +188,79 @@ describe("berth user and live reload", () => {
   });
 });
 
+describe("an htpasswd file edited in turn by Apache's htpasswd and berth user", () => {
+  it("stays well formed and readable by both, keeping blank lines, comments and the order of users", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "htpasswd");
+    // `htpasswd -Bbn` prints the line and an empty line; that output, with a comment, starts the file.
+    const first = execFileSync("htpasswd", ["-Bbn", "alice", "alice-pw"], { encoding: "utf8" });
+    expect(first.endsWith("\n\n")).toBe(true);
+    fs.writeFileSync(file, `# registry users\n${first}`, { mode: 0o640 });
+    const add = (user: string, extra: string[] = []) => {
+      const r = berthCli(
+        ["user", "add", user, "--password-stdin", "--cost", "4", "--htpasswd", file, ...extra],
+        `${user}-pw`,
+      );
+      expect(r.stderr).toBe("");
+      expect(r.status).toBe(0);
+    };
+
+    const before = fs.readFileSync(file, "utf8");
+    add("bob");
+    let text = fs.readFileSync(file, "utf8");
+    // What was there is kept byte for byte; the new user is one newline-terminated line after it.
+    expect(text.startsWith(before)).toBe(true);
+    expect(text.slice(before.length)).toMatch(/^bob:\$2y\$04\$[./A-Za-z0-9]{53}\n$/);
+
+    execFileSync("htpasswd", ["-Bb", "-C", "4", file, "carol", "carol-pw"], { stdio: "ignore" });
+    add("dave");
+    execFileSync("htpasswd", ["-Bb", "-C", "4", file, "erin", "erin-pw"], { stdio: "ignore" });
+    add("alice", ["--update"]);
+    execFileSync("htpasswd", ["-Bb", "-C", "4", file, "bob", "bob-pw2"], { stdio: "ignore" });
+
+    text = fs.readFileSync(file, "utf8");
+    expect(text.endsWith("\n")).toBe(true);
+    expect(text.startsWith("# registry users\nalice:")).toBe(true);
+    expect(text).toContain("\n\n"); // the empty line htpasswd -Bbn wrote is still there
+    const users = ["alice", "bob", "carol", "dave", "erin"];
+    expect(berthCli(["user", "list", "--htpasswd", file]).stdout.trim().split("\n")).toEqual(users);
+    expect((fs.statSync(file).mode & 0o777).toString(8)).toBe("640");
+
+    // Apache verifies every password...
+    const password = (u: string) => (u === "bob" ? "bob-pw2" : `${u}-pw`);
+    for (const u of users) execFileSync("htpasswd", ["-vb", file, u, password(u)], { stdio: "ignore" });
+    // ...and a Berth serving the file lets every user in.
+    const server = await startBerth({
+      args: ["--config", writeConfig(dir, file, ["  throttle:", "    enabled: false"])],
+    });
+    try {
+      for (const u of users) expect(await status(`${server.url}/v2/`, basic(u, password(u))), u).toBe(200);
+      expect(await status(`${server.url}/v2/`, basic("alice", "wrong"))).toBe(401);
+    } finally {
+      await server.cleanup();
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    "keeps the file's owner when root edits it for a server running as another user",
+    () => {
+      const dir = tempDir();
+      const file = path.join(dir, "htpasswd");
+      fs.writeFileSync(file, execFileSync("htpasswd", ["-Bbn", "alice", "alice-pw"], { encoding: "utf8" }), {
+        mode: 0o600,
+      });
+      fs.chownSync(file, 4321, 4321);
+      const r = berthCli(
+        ["user", "add", "bob", "--password-stdin", "--cost", "4", "--htpasswd", file],
+        "bob-pw",
+      );
+      expect(r.status).toBe(0);
+      const st = fs.statSync(file);
+      expect([st.uid, st.gid, (st.mode & 0o777).toString(8)]).toEqual([4321, 4321, "600"]);
+    },
+  );
+});
+
 describe("the bcrypt cache", () => {
   // Cost 11 costs bcryptjs about a quarter of a second per check on this machine.
   const slowUsers = () => `slow:${bcrypt.hashSync("slow-pw", 11)}\n`;

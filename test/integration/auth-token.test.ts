@@ -295,6 +295,45 @@ describe("an external token issuer", () => {
     expect(other.headers.get("www-authenticate")).toContain('error="insufficient_scope"');
   });
 
+  it("never lets catalog access stand in for pull: a mount needs pull on its source", async () => {
+    // Someone else's private repository, pushed with a token for it alone.
+    const owner = await sign([{ type: "repository", name: "ext/secret", actions: ["pull", "push"] }]);
+    const secret = await new RegistryClient(berth.url, { authorization: `Bearer ${owner}` }).pushImage(
+      "ext/secret",
+      "v1",
+    );
+    const layer = secret.layers[0]!.digest;
+    // Push on one repository of its own, and the catalog.
+    const token = await sign([
+      { type: "repository", name: "ext/mine", actions: ["pull", "push"] },
+      { type: "registry", name: "catalog", actions: ["*"] },
+    ]);
+    const client = new RegistryClient(berth.url, { authorization: `Bearer ${token}` });
+    const catalog = await client.fetch("/v2/_catalog");
+    expect(catalog.status).toBe(200);
+    expect(((await catalog.json()) as { repositories: string[] }).repositories).toContain("ext/secret");
+
+    const mount = await client.fetch(`/v2/ext/mine/blobs/uploads/?mount=${layer}&from=ext/secret`, {
+      method: "POST",
+    });
+    expect(mount.status).toBe(202); // an ordinary upload, not a mount
+    const anyMount = await client.fetch(`/v2/ext/mine/blobs/uploads/?mount=${layer}`, { method: "POST" });
+    expect(anyMount.status).toBe(202);
+    expect((await client.fetch(`/v2/ext/mine/blobs/${layer}`, { method: "HEAD" })).status).toBe(404);
+    expect((await client.fetch(`/v2/ext/secret/blobs/${layer}`, { method: "HEAD" })).status).toBe(401);
+
+    // With pull on the source the mount works.
+    const both = await sign([
+      { type: "repository", name: "ext/mine", actions: ["pull", "push"] },
+      { type: "repository", name: "ext/secret", actions: ["pull"] },
+    ]);
+    const allowed = await new RegistryClient(berth.url, { authorization: `Bearer ${both}` }).fetch(
+      `/v2/ext/mine/blobs/uploads/?mount=${layer}&from=ext/secret`,
+      { method: "POST" },
+    );
+    expect(allowed.status).toBe(201);
+  });
+
   it("refuses tokens with the wrong audience or signed by someone else", async () => {
     const wrongAud = await sign([{ type: "repository", name: "ext/app", actions: ["pull"] }], "elsewhere");
     const rightAud = await sign([{ type: "repository", name: "ext/app", actions: ["pull"] }]);

@@ -64,6 +64,22 @@ describe("berth serve refuses a bad configuration", () => {
     expect(await serveFails(["--config", f])).toMatch(/invalid YAML: .*line \d+/);
   });
 
+  it("CORS that would let any web site use the visitors' credentials", async () => {
+    const f = file(
+      "cors.yml",
+      'http:\n  headers:\n    Access-Control-Allow-Origin: ["*"]\n    Access-Control-Allow-Credentials: ["true"]\n',
+    );
+    const err = await serveFails(["--config", f]);
+    expect(err).toContain(`http.headers.Access-Control-Allow-Origin (file ${f})`);
+    expect(err).toContain("any web site");
+    expect(err).toContain("List the origins");
+    const env = await serveFails([], {
+      "REGISTRY_HTTP_HEADERS_Access-Control-Allow-Origin": '["*"]',
+      "REGISTRY_HTTP_HEADERS_Access-Control-Allow-Credentials": "[true]",
+    });
+    expect(env).toContain("Access-Control-Allow-Credentials: true");
+  });
+
   it("a storage driver Berth does not have", async () => {
     const err = await serveFails([], { REGISTRY_STORAGE: "s3", REGISTRY_STORAGE_S3_BUCKET: "images" });
     expect(err).toContain("storage.s3");

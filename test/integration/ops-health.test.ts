@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, startBerth } from "../helpers/server.js";
@@ -12,12 +13,22 @@ afterAll(async () => {
   await berth?.cleanup();
 });
 
-function canChattr(): boolean {
+/**
+ * Makes the data directory's `berth/` folder (where the probe and uploads write) unusable in a way that
+ * holds for root and on any filesystem: the folder is moved aside and a plain file takes its place.
+ * (chattr +i needs a filesystem that supports it, a read-only bind mount needs CAP_SYS_ADMIN.) The
+ * database stays open through its descriptors, so its check keeps answering.
+ */
+async function withBerthFolderReplacedByFile(fn: () => Promise<void>): Promise<void> {
+  const dir = path.join(berth.dataDir, "berth");
+  const aside = path.join(berth.dataDir, "berth.aside");
+  renameSync(dir, aside);
+  writeFileSync(dir, "not a directory\n");
   try {
-    execFileSync("chattr", ["-i", berth.dataDir], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
+    await fn();
+  } finally {
+    rmSync(dir, { force: true });
+    renameSync(aside, dir);
   }
 }
 
@@ -41,31 +52,23 @@ describe("/readyz", () => {
     expect(body.checks.database?.status).toBe("ok");
   });
 
-  it.skipIf(process.getuid?.() !== 0)(
-    "answers 503 while the data directory cannot be written, 200 again after",
-    async () => {
-      if (!canChattr()) return;
-      const dir = path.join(berth.dataDir, "berth");
-      execFileSync("chattr", ["+i", dir]);
-      try {
-        const res = await fetch(`${berth.url}/readyz`);
-        expect(res.status).toBe(503);
-        const body = (await res.json()) as {
-          status: string;
-          checks: Record<string, { status: string; error?: string }>;
-        };
-        expect(body.status).toBe("unavailable");
-        expect(body.checks.storage?.status).toBe("failed");
-        expect(body.checks.storage?.error).toMatch(/EPERM|EACCES|not permitted/);
-        expect(body.checks.database?.status).toBe("ok");
-        // Liveness does not depend on storage.
-        expect((await fetch(`${berth.url}/healthz`)).status).toBe(200);
-      } finally {
-        execFileSync("chattr", ["-i", dir]);
-      }
-      expect((await fetch(`${berth.url}/readyz`)).status).toBe(200);
-    },
-  );
+  it("answers 503 while the data directory cannot be written, 200 again after", async () => {
+    await withBerthFolderReplacedByFile(async () => {
+      const res = await fetch(`${berth.url}/readyz`);
+      expect(res.status).toBe(503);
+      const body = (await res.json()) as {
+        status: string;
+        checks: Record<string, { status: string; error?: string }>;
+      };
+      expect(body.status).toBe("unavailable");
+      expect(body.checks.storage?.status).toBe("failed");
+      expect(body.checks.storage?.error).toMatch(/ENOTDIR|EEXIST|not a directory|already exists/);
+      expect(body.checks.database?.status).toBe("ok");
+      // Liveness does not depend on storage.
+      expect((await fetch(`${berth.url}/healthz`)).status).toBe(200);
+    });
+    expect((await fetch(`${berth.url}/readyz`)).status).toBe(200);
+  });
 
   it("leaves no probe files behind", async () => {
     await fetch(`${berth.url}/readyz`);

@@ -224,13 +224,34 @@ describe("manifests", () => {
     const img = await client.pushImage("m/refs", "ok");
     expect((await client.putManifest("m/refs", ".dot", img.manifest)).status).toBe(400);
     expect((await client.putManifest("m/refs", "x".repeat(129), img.manifest)).status).toBe(400);
-    expect((await client.fetch("/v2/m/refs/manifests/sha256:zz")).status).toBe(400);
     const badTag = await client.fetch(`/v2/m/refs/manifests/${img.digest}?tag=-bad`, {
       method: "PUT",
       body: img.manifest,
       headers: { "content-type": OCI_MANIFEST },
     });
     expect(badTag.status).toBe(400);
+  });
+
+  it("answers GET, HEAD and DELETE by a reference that is neither tag nor digest with 404 MANIFEST_UNKNOWN", async () => {
+    const img = await client.pushImage("m/badref", "ok");
+    for (const ref of [".INVALID_MANIFEST_NAME", "sha256:zz", "x".repeat(129), "md5:0123"]) {
+      const get = await client.fetch(`/v2/m/badref/manifests/${ref}`);
+      expect(get.status, ref).toBe(404);
+      expect(await errorCode(get)).toBe("MANIFEST_UNKNOWN");
+      const head = await client.fetch(`/v2/m/badref/manifests/${ref}`, { method: "HEAD" });
+      expect(head.status, ref).toBe(404);
+      const del = await client.fetch(`/v2/m/badref/manifests/${ref}`, { method: "DELETE" });
+      expect(del.status, ref).toBe(404);
+      expect(await errorCode(del)).toBe("MANIFEST_UNKNOWN");
+    }
+    // A PUT still says what is wrong with the reference; a bad name is still NAME_INVALID.
+    const put = await client.putManifest("m/badref", ".INVALID_MANIFEST_NAME", img.manifest);
+    expect(put.status).toBe(400);
+    expect(await errorCode(put)).toBe("TAG_INVALID");
+    const badName = await client.fetch("/v2/M/BadRef/manifests/.INVALID_MANIFEST_NAME");
+    expect(badName.status).toBe(400);
+    expect(await errorCode(badName)).toBe("NAME_INVALID");
+    expect((await client.fetch("/v2/m/badref/manifests/ok")).status).toBe(200);
   });
 
   it("deletes a tag alone, or a manifest with all its tags", async () => {

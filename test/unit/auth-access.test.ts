@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ConfigInput, configSchema } from "../../src/config/schema.js";
-import { canPull, getIdentity, registerAuth, requireAccess } from "../../src/http/access.js";
+import { canList, canPull, getIdentity, registerAuth, requireAccess } from "../../src/http/access.js";
 import type { AppContext } from "../../src/http/context.js";
 import { sendError } from "../../src/http/errors.js";
 import { registerTokenRoutes } from "../../src/http/routes/token.js";
@@ -42,6 +42,9 @@ async function makeApp(auth: ConfigInput["auth"]): Promise<FastifyInstance> {
     return "pushed";
   });
   app.get("/visible", async (request) =>
+    ["public/a", "team/a", "secret/a"].filter((r) => canList(request, r)),
+  );
+  app.get("/pullable", async (request) =>
     ["public/a", "team/a", "secret/a"].filter((r) => canPull(request, r)),
   );
   await app.ready();
@@ -400,5 +403,12 @@ describe("access with Berth-issued tokens", () => {
     expect(
       (await app.inject({ url: "/visible", headers: { authorization: `Bearer ${c.token}` } })).json(),
     ).toEqual(["public/a", "team/a"]);
+    // Listing names is all a catalog token allows: it pulls nothing (mounts check this).
+    expect(
+      (await app.inject({ url: "/pullable", headers: { authorization: `Bearer ${c.token}` } })).json(),
+    ).toEqual([]);
+    expect(
+      (await app.inject({ url: "/pullable", headers: { authorization: `Bearer ${t.token}` } })).json(),
+    ).toEqual(["team/a"]);
   });
 });

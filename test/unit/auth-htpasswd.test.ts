@@ -76,6 +76,18 @@ describe("editHtpasswd", () => {
     expect(editHtpasswd("", "x", "H")).toBe("x:H\n");
   });
 
+  it("appends after everything there, blank lines and a missing last newline included", () => {
+    expect(editHtpasswd("alice:H1\n\n", "bob", "H2")).toBe("alice:H1\n\nbob:H2\n");
+    expect(editHtpasswd("alice:H1", "bob", "H2")).toBe("alice:H1\nbob:H2\n");
+    expect(editHtpasswd("\n# c\n\nalice:H1\n", "bob", "H2")).toBe("\n# c\n\nalice:H1\nbob:H2\n");
+    expect(editHtpasswd("b:1\na:2\nc:3\n", "a", "9")).toBe("b:1\na:9\nc:3\n");
+  });
+
+  it("keeps CRLF line ends in a file that has them", () => {
+    expect(editHtpasswd("alice:H1\r\n\r\n", "bob", "H2")).toBe("alice:H1\r\n\r\nbob:H2\r\n");
+    expect(editHtpasswd("alice:H1\r\nbob:H2\r\n", "alice", null)).toBe("bob:H2\r\n");
+  });
+
   it("does not treat a user whose name is a prefix as the same user", () => {
     expect(editHtpasswd("al:H1\nalice:H2\n", "al", null)).toBe("alice:H2\n");
   });

@@ -37,6 +37,17 @@ describe("AccessRules", () => {
     expect(can("rita", "team-a/app")).toBe("pull");
   });
 
+  it("knows who may pull every repository (registry-wide figures)", () => {
+    expect(rules.pullsEverything("root")).toBe(true); // admin by name
+    expect(rules.pullsEverything("olga")).toBe(true); // admin by group
+    expect(rules.pullsEverything("rita")).toBe(true); // pull on `*`
+    expect(rules.pullsEverything("bob")).toBe(false); // team-a/* and home/bob only
+    expect(rules.pullsEverything(null)).toBe(false); // anonymous: public/* only
+    expect(new AccessRules(undefined).pullsEverything("anyone")).toBe(true); // no rules: every user is admin
+    const open = new AccessRules(accessSection.parse({ anonymous: { pull: ["*"] } }));
+    expect(open.pullsEverything(null)).toBe(true);
+  });
+
   it("admins (by user or group) may do everything", () => {
     expect(can("root", "x/y")).toBe("delete,pull,push");
     expect(can("olga", "team-a/app")).toBe("delete,pull,push");

@@ -129,10 +129,11 @@ export interface UsageRepository {
 }
 
 export interface Usage {
-  total: { bytes: number; blobs: number };
-  shared: { bytes: number; blobs: number };
+  /** Registry-wide totals: null unless the caller may pull every repository. */
+  total: { bytes: number; blobs: number } | null;
+  shared: { bytes: number; blobs: number } | null;
   /** Blobs no repository links: freed by the next garbage collection. */
-  unlinked: { bytes: number; blobs: number };
+  unlinked: { bytes: number; blobs: number } | null;
   repositories: Page<UsageRepository>;
 }
 

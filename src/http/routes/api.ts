@@ -20,7 +20,7 @@ import { INDEX_TYPES } from "../../registry/media-types.js";
 import { assertName, assertTag, parseDigest } from "../../registry/names.js";
 import type { Registry } from "../../registry/registry.js";
 import { repositoryUsage, usageOfRepository, usageSummary } from "../../registry/usage.js";
-import { canPull, getIdentity, requireAccess } from "../access.js";
+import { canPull, getIdentity, pullsEverything, requireAccess } from "../access.js";
 import type { ImageConfigSummary } from "../api-types.js";
 import type { AppContext } from "../context.js";
 
@@ -566,16 +566,18 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     const limit = intParam(q.limit, 50, 1, 500, "limit");
     const page = intParam(q.page, 1, 1, 1_000_000, "page");
     const search = q.q?.trim().toLowerCase();
-    const [summary, all] = await Promise.all([usageSummary(db), repositoryUsage(db)]);
+    // Registry-wide totals describe every repository: only for callers who may pull them all.
+    const everything = pullsEverything(request);
+    const [summary, all] = await Promise.all([everything ? usageSummary(db) : null, repositoryUsage(db)]);
     const visible = all.filter((r) => (!search || r.name.includes(search)) && canPull(request, r.name));
     const key = (r: (typeof all)[number]) =>
       sort === "unique" ? r.unique : sort === "shared" ? r.shared : r.bytes;
     if (sort !== "name") visible.sort((a, b) => key(b) - key(a) || compareNames(a.name, b.name));
     const offset = (page - 1) * limit;
     return {
-      total: summary.total,
-      shared: summary.shared,
-      unlinked: summary.unlinked,
+      total: summary?.total ?? null,
+      shared: summary?.shared ?? null,
+      unlinked: summary?.unlinked ?? null,
       repositories: {
         items: visible
           .slice(offset, offset + limit)

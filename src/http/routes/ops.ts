@@ -66,15 +66,15 @@ function planHeaders(config: Config): HeaderPlan {
 
 /**
  * The Access-Control-Allow-Origin to send for this request's Origin: browsers accept one origin
- * (or "*"), so a configured list is matched against the request. "*" with credentials is not
- * allowed by browsers either: the caller's origin is echoed instead.
+ * (or "*"), so a configured list is matched against the request.
  */
 function allowOrigin(plan: HeaderPlan, origin: string | undefined): string | undefined {
   if (!plan.origins || plan.origins.length === 0) return undefined;
   const any = plan.origins.includes("*");
   if (!origin) return plan.origins.length === 1 ? plan.origins[0] : any ? "*" : undefined;
   if (plan.origins.some((o) => o.replace(/\/+$/, "").toLowerCase() === origin.toLowerCase())) return origin;
-  if (any) return plan.credentials ? origin : "*";
+  // "*" with credentials is refused when the configuration loads (src/config/load.ts): never echo any Origin.
+  if (any) return "*";
   return undefined;
 }
 

@@ -38,37 +38,14 @@ export function StoragePage() {
         <Loading />
       ) : (
         <>
-          <div class="cards" data-testid="usage-totals">
-            <div class="stat-card">
-              <span class="stat-label">Stored</span>
-              <span class="stat-value" data-testid="usage-total">
-                <Size bytes={data.total.bytes} />
-              </span>
-              <span class="muted small">
-                {formatCount(data.total.blobs)} {data.total.blobs === 1 ? "blob" : "blobs"}, each stored once
-              </span>
-            </div>
-            <div class="stat-card">
-              <span class="stat-label">Shared between repositories</span>
-              <span class="stat-value" data-testid="usage-shared">
-                <Size bytes={data.shared.bytes} />
-              </span>
-              <span class="muted small">
-                {formatCount(data.shared.blobs)} {data.shared.blobs === 1 ? "blob" : "blobs"} ·{" "}
-                {formatPercent(data.shared.bytes, data.total.bytes)} of the total
-              </span>
-            </div>
-            <div class="stat-card">
-              <span class="stat-label">Not in any repository</span>
-              <span class="stat-value">
-                <Size bytes={data.unlinked.bytes} />
-              </span>
-              <span class="muted small">
-                {formatCount(data.unlinked.blobs)} {data.unlinked.blobs === 1 ? "blob" : "blobs"}, freed by
-                the next garbage collection
-              </span>
-            </div>
-          </div>
+          {data.total && data.shared && data.unlinked ? (
+            <UsageTotals total={data.total} shared={data.shared} unlinked={data.unlinked} />
+          ) : (
+            <p class="muted small explain" data-testid="usage-totals-hidden">
+              Registry-wide totals are shown to those who may pull every repository; below are the
+              repositories you may pull.
+            </p>
+          )}
 
           <section aria-labelledby="per-repo">
             <div class="section-head">
@@ -171,6 +148,47 @@ export function StoragePage() {
           </section>
         </>
       )}
+    </div>
+  );
+}
+
+interface Count {
+  bytes: number;
+  blobs: number;
+}
+
+function UsageTotals({ total, shared, unlinked }: { total: Count; shared: Count; unlinked: Count }) {
+  return (
+    <div class="cards" data-testid="usage-totals">
+      <div class="stat-card">
+        <span class="stat-label">Stored</span>
+        <span class="stat-value" data-testid="usage-total">
+          <Size bytes={total.bytes} />
+        </span>
+        <span class="muted small">
+          {formatCount(total.blobs)} {total.blobs === 1 ? "blob" : "blobs"}, each stored once
+        </span>
+      </div>
+      <div class="stat-card">
+        <span class="stat-label">Shared between repositories</span>
+        <span class="stat-value" data-testid="usage-shared">
+          <Size bytes={shared.bytes} />
+        </span>
+        <span class="muted small">
+          {formatCount(shared.blobs)} {shared.blobs === 1 ? "blob" : "blobs"} ·{" "}
+          {formatPercent(shared.bytes, total.bytes)} of the total
+        </span>
+      </div>
+      <div class="stat-card">
+        <span class="stat-label">Not in any repository</span>
+        <span class="stat-value">
+          <Size bytes={unlinked.bytes} />
+        </span>
+        <span class="muted small">
+          {formatCount(unlinked.blobs)} {unlinked.blobs === 1 ? "blob" : "blobs"}, freed by the next garbage
+          collection
+        </span>
+      </div>
     </div>
   );
 }

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { RegistryError } from "../../../registry/errors.js";
 import type { AppContext } from "../../context.js";
+import { bodyEndedEarly } from "../../errors.js";
 
 export interface V2Request {
   request: FastifyRequest;
@@ -38,6 +39,25 @@ export function hasBody(request: FastifyRequest): boolean {
   return request.headers["transfer-encoding"] !== undefined || request.raw.httpVersionMajor === 2;
 }
 
+/**
+ * The request body as it streams in. When the client ends the connection before the body is complete,
+ * the stream fails at its end with BLOB_UPLOAD_INVALID rather than ending as if it were whole, so that
+ * what was written from it is cut back and nothing of it is acknowledged.
+ */
+export async function* requestBody(request: FastifyRequest): AsyncIterable<Buffer> {
+  let received = 0;
+  for await (const chunk of request.raw as AsyncIterable<Buffer>) {
+    received += chunk.length;
+    yield chunk;
+  }
+  if (bodyEndedEarly(request.raw)) {
+    throw new RegistryError("BLOB_UPLOAD_INVALID", "the request body ended before its declared length", {
+      contentLength: contentLength(request) ?? null,
+      received,
+    });
+  }
+}
+
 /** `n` of the pagination query: absent, or a non-negative integer. */
 export function pageSize(request: FastifyRequest): number | undefined {
   const raw = queryValue(request, "n");
@@ -63,7 +83,7 @@ export async function readBody(request: FastifyRequest, limit: number): Promise<
   }
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of request.raw as AsyncIterable<Buffer>) {
+  for await (const chunk of requestBody(request)) {
     total += chunk.length;
     if (total > limit) {
       throw new RegistryError(

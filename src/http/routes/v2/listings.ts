@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { Registry } from "../../../registry/registry.js";
-import { canPull, requireAccess } from "../../access.js";
+import { canList, requireAccess } from "../../access.js";
 import type { AppContext } from "../../context.js";
 import { prefixOf } from "../../urls.js";
 import { pageSize, queryValue, type V2Request } from "./common.js";
@@ -46,7 +46,7 @@ export async function catalog(
   const asked = pageSize(request);
   const n = Math.min(asked ?? DEFAULT_CATALOG_PAGE, MAX_CATALOG_PAGE);
   const last = queryValue(request, "last");
-  const page = await ctx.registry.catalog(n, last || undefined, (repo) => canPull(request, repo));
+  const page = await ctx.registry.catalog(n, last || undefined, (repo) => canList(request, repo));
   if (page.next !== null) reply.header("Link", nextLink(`${prefixOf(ctx.config)}/v2/_catalog`, n, page.next));
   return reply
     .code(200)

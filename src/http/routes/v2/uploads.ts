@@ -7,6 +7,7 @@ import {
   hasBody,
   parseContentRange,
   queryValue,
+  requestBody,
   uploadLocation,
   type V2Request,
 } from "./common.js";
@@ -56,7 +57,7 @@ export async function startUpload(r: V2Request): Promise<unknown> {
     const done = await ctx.registry.monolithicUpload(
       name,
       digest,
-      request.raw as AsyncIterable<Buffer>,
+      requestBody(request),
       contentLength(request),
     );
     return created(r, done.digest);
@@ -77,7 +78,7 @@ export async function patchUpload(r: V2Request): Promise<unknown> {
   const state = await r.ctx.registry.appendChunk(
     r.name,
     r.ref,
-    r.request.raw as AsyncIterable<Buffer>,
+    requestBody(r.request),
     range,
     contentLength(r.request),
   );
@@ -89,7 +90,7 @@ export async function putUpload(r: V2Request): Promise<unknown> {
   const digest = queryValue(r.request, "digest");
   if (!digest)
     throw new RegistryError("DIGEST_INVALID", "the digest query parameter is required to complete an upload");
-  const body = hasBody(r.request) ? (r.request.raw as AsyncIterable<Buffer>) : null;
+  const body = hasBody(r.request) ? requestBody(r.request) : null;
   const done = await r.ctx.registry.completeUpload(
     r.name,
     r.ref,

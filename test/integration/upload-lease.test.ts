@@ -1,0 +1,103 @@
+/**
+ * Upload leases end by time alone. A process in another container may share this hostname without
+ * sharing its PID namespace: a lease whose `host:pid` names no process here can still be alive, so it
+ * must not be taken over before its time runs out. The lease rows are set by hand in a stopped server's
+ * database, as another process would have left them.
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import Database from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { RegistryClient, randomBlob } from "../helpers/registry.js";
+import { type Berth, startBerth, tempDir } from "../helpers/server.js";
+
+const dirs: string[] = [];
+const started: Berth[] = [];
+afterEach(async () => {
+  for (const b of started.splice(0)) await b.stop().catch(() => {});
+  for (const d of dirs.splice(0)) await fs.rm(d, { recursive: true, force: true });
+});
+
+async function start(dataDir: string) {
+  const berth = await startBerth({ dataDir });
+  started.push(berth);
+  return { berth, client: new RegistryClient(berth.url) };
+}
+
+async function stop(berth: Berth): Promise<void> {
+  await berth.stop();
+  started.splice(started.indexOf(berth), 1);
+}
+
+function setLease(dataDir: string, id: string, holder: string, until: number): void {
+  const db = new Database(path.join(dataDir, "berth", "berth.db"));
+  db.prepare("update uploads set lease_holder = ?, lease_until = ? where id = ?").run(holder, until, id);
+  db.close();
+}
+
+/** The pid of a process that has exited: on this host it looks dead. */
+function deadPid(): number {
+  const child = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]);
+  return Number(child.stdout.toString());
+}
+
+describe("upload leases", () => {
+  it("are not taken over while their time runs, even when their holder's pid looks dead here", async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const blob = randomBlob(2000);
+    let { berth, client } = await start(dataDir);
+    const post = await client.fetch("/v2/lease/app/blobs/uploads/", { method: "POST" });
+    const location = new URL(post.headers.get("location")!).pathname;
+    const id = post.headers.get("docker-upload-uuid")!;
+    const first = await client.fetch(location, {
+      method: "PATCH",
+      body: blob.data.subarray(0, 1000),
+      headers: { "content-type": "application/octet-stream", "content-range": "0-999" },
+    });
+    expect(first.status).toBe(202);
+    await stop(berth);
+
+    // A live lease of a process in another PID namespace with the same hostname.
+    setLease(dataDir, id, `${os.hostname()}:${deadPid()}`, Date.now() + 10 * 60_000);
+    ({ berth, client } = await start(dataDir));
+    const second = () =>
+      client.fetch(location, {
+        method: "PATCH",
+        body: blob.data.subarray(1000),
+        headers: { "content-type": "application/octet-stream", "content-range": "1000-1999" },
+      });
+    const refused = await second();
+    expect(refused.status).toBe(416);
+    expect(refused.headers.get("range")).toBe("0-999");
+    const status = await client.fetch(location);
+    expect(status.status).toBe(204);
+    expect(status.headers.get("range")).toBe("0-999");
+    await stop(berth);
+
+    // Once its time has run out, the lease is free, whoever held it.
+    setLease(dataDir, id, `${os.hostname()}:${deadPid()}`, Date.now() - 1);
+    ({ berth, client } = await start(dataDir));
+    const taken = await second();
+    expect(taken.status).toBe(202);
+    expect(taken.headers.get("range")).toBe("0-1999");
+    const put = await client.fetch(`${location}?digest=${blob.digest}`, { method: "PUT" });
+    expect(put.status).toBe(201);
+  });
+
+  it("are released after each request, so the next chunk goes on at once", async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const { client } = await start(dataDir);
+    const blob = randomBlob(30_000);
+    await client.pushBlobChunked("lease/chunks", blob, 1000);
+    const db = new Database(path.join(dataDir, "berth", "berth.db"), { readonly: true });
+    const held = db.prepare("select count(*) as n from uploads where lease_holder is not null").get() as {
+      n: number;
+    };
+    db.close();
+    expect(held.n).toBe(0);
+  });
+});
