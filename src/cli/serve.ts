@@ -168,7 +168,13 @@ async function runWorker(
   const { openRuntime } = await import("./runtime.js");
   const { buildApp } = await import("../http/app.js");
   const runtime = await openRuntime(config, { migrate });
-  const { tlsServerOptions, watchTls } = await import("../http/tls.js"); // [auth wiring, issue 3]
+  const { tlsServerOptions, watchTls, managedTlsMode } = await import("../http/tls.js"); // [auth wiring, issue 3]
+  const fileTls = tlsServerOptions(config);
+  // [tls, issue 15] ACME or the private CA of `berth tls init`; loaded only when one is in use.
+  const tlsMode = fileTls ? undefined : managedTlsMode(config, runtime.dataDir);
+  const managedTls = tlsMode
+    ? await (await import("../http/managed-tls.js")).openManagedTls(tlsMode, config, runtime, log)
+    : undefined;
   const app = await buildApp(
     {
       config,
@@ -178,10 +184,12 @@ async function runWorker(
       storage: runtime.storage,
       log,
     },
-    tlsServerOptions(config) ?? {},
+    managedTls?.serverOptions ?? fileTls ?? {},
   );
+  managedTls?.registerRoutes(app); // [tls, issue 15] /ca.crt
   const { host, port } = parseAddr(config.http.addr);
   await app.listen({ host, port });
+  const stopManagedTls = managedTls ? await managedTls.start(app) : async () => {}; // [tls, issue 15]
   const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
   const stopJobs = (await import("../registry/jobs.js")).startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
   if (single) {
@@ -202,6 +210,7 @@ async function runWorker(
     timer.unref();
     try {
       stopTlsWatch();
+      await stopManagedTls(); // [tls, issue 15]
       await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
       await app.close();
       await runtime.registry.flushPulls();
