@@ -62,7 +62,20 @@ function options(config: Config, material: KeyAndCert): ManagedTls["serverOption
   };
 }
 
-/** Serves the file's key and certificate from now on, in this process; keeps the old pair if the new one is bad. */
+/**
+ * Serves the file's key and certificate from now on, in this process, and again whenever the file
+ * changes; keeps the old pair if a new one is bad. `served` is what the server started with: a file
+ * written between then and now is loaded at once.
+ */
+function watchCertificate(app: FastifyInstance, ctx: Context, file: string, served: KeyAndCert): () => void {
+  const reload = reloadFrom(app, ctx, file);
+  const stop = watchFiles([file], reload, { pollMs: 2_000 });
+  try {
+    if (unbundle(fs.readFileSync(file, "utf8")).cert !== served.cert) reload();
+  } catch {}
+  return stop;
+}
+
 function reloadFrom(app: FastifyInstance, ctx: Context, file: string): () => void {
   return () => {
     try {
@@ -153,7 +166,7 @@ async function openPrivateCa(ctx: Context): Promise<ManagedTls> {
       });
     },
     async start(app) {
-      const stopWatch = watchFiles([paths.server], reloadFrom(app, ctx, paths.server), { pollMs: 2_000 });
+      const stopWatch = watchCertificate(app, ctx, paths.server, material);
       const stopRenewal = schedule(
         ctx,
         "tls:private-ca",
@@ -196,7 +209,7 @@ async function openAcme(ctx: Context): Promise<ManagedTls> {
     registerRoutes() {},
     async start(app) {
       const stops: (() => unknown)[] = [];
-      stops.push(watchFiles([paths.certificate], reloadFrom(app, ctx, paths.certificate), { pollMs: 2_000 }));
+      stops.push(watchCertificate(app, ctx, paths.certificate, material));
       if (le.challenges.includes("tls-alpn-01")) {
         stops.push(
           answerTlsAlpn(
