@@ -66,8 +66,8 @@ export function registerTlsCommand(program: Command): void {
         }
       }
       const validMs = parseDuration(flags.validity);
-      if (!validMs || validMs < 60_000)
-        throw new Error(`--validity ${flags.validity}: expected a duration of at least 1m`);
+      if (!validMs || validMs < 10_000)
+        throw new Error(`--validity ${flags.validity}: expected a duration of at least 10s`);
       const { dataDir } = load(flags);
       const { initPrivateCa } = await import("../http/private-ca.js");
       const result = await initPrivateCa(dataDir, [...(flags.host ?? []), ...(flags.ip ?? [])], {

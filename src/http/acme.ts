@@ -22,69 +22,18 @@ import tls from "node:tls";
 import acme from "acme-client";
 import type { Config } from "../config/schema.js";
 import { acmeHosts } from "../config/sections/tls.js";
+import {
+  type AcmePaths,
+  type AcmeStatus,
+  type ChallengeType,
+  type FailureCause,
+  type Letsencrypt,
+  readStatus,
+} from "./acme-state.js";
 import { bundle, namesOf, unbundle, validity, writeFileAtomic } from "./tls-certs.js";
 
-export type ChallengeType = "http-01" | "tls-alpn-01";
-export type Letsencrypt = NonNullable<Config["http"]["tls"]["letsencrypt"]>;
-
-export interface AcmePaths {
-  dir: string;
-  account: string;
-  certificate: string;
-  status: string;
-  http01: string;
-  tlsAlpn01: string;
-}
-
-/** Where the ACME state lives: <data>/tls/acme, or the directory named by cachefile. */
-export function acmePaths(le: Letsencrypt, dataDir: string): AcmePaths {
-  let dir = path.join(dataDir, "tls", "acme");
-  if (le.cachefile) {
-    // registry:2 kept one cache file there; Berth keeps a directory beside it rather than reuse it.
-    const isFile = fs.existsSync(le.cachefile) && !fs.statSync(le.cachefile).isDirectory();
-    dir = isFile ? `${le.cachefile}.berth` : le.cachefile;
-  }
-  return {
-    dir,
-    account: path.join(dir, "account.json"),
-    certificate: path.join(dir, "certificate.pem"),
-    status: path.join(dir, "status.json"),
-    http01: path.join(dir, "http-01"),
-    tlsAlpn01: path.join(dir, "tls-alpn-01"),
-  };
-}
-
-/** Why an attempt failed, in words an operator can act on. */
-export type FailureCause =
-  | "dns"
-  | "port-80-unreachable"
-  | "port-443-unreachable"
-  | "rate-limit"
-  | "directory-unreachable"
-  | "directory-untrusted"
-  | "rejected"
-  | "other";
-
-export interface AcmeStatus {
-  directoryurl: string;
-  hosts: string[];
-  lastAttempt?: number;
-  lastSuccess?: number;
-  /** Consecutive failures; the wait before the next attempt doubles with each. */
-  failures: number;
-  lastError?: { cause: FailureCause; message: string; challenge?: ChallengeType; at: number };
-  /** No attempt before this time (backoff, or the CA's Retry-After). */
-  notBefore?: number;
-  certificate?: { notAfter: number; names: string[] };
-}
-
-export function readStatus(paths: AcmePaths): AcmeStatus | undefined {
-  try {
-    return JSON.parse(fs.readFileSync(paths.status, "utf8")) as AcmeStatus;
-  } catch {
-    return undefined;
-  }
-}
+export type { AcmePaths, AcmeStatus, ChallengeType, FailureCause, Letsencrypt } from "./acme-state.js";
+export { acmePaths, readStatus } from "./acme-state.js";
 
 function writeStatus(paths: AcmePaths, status: AcmeStatus): void {
   writeFileAtomic(paths.status, `${JSON.stringify(status, null, 2)}\n`, 0o644);
