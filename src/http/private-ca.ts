@@ -16,6 +16,7 @@ import {
   issueServerCert,
   type KeyAndCert,
   namesOf,
+  nominalLifetime,
   unbundle,
   validity,
   writeFileAtomic,
@@ -100,21 +101,22 @@ export function serverCertInfo(dataDir: string): {
   names: string[];
   notBefore: number;
   notAfter: number;
+  /** The lifetime it was issued with. */
+  lifetime: number;
   renewAt: number;
 } {
   const { cert } = unbundle(fs.readFileSync(privateCaPaths(dataDir).server, "utf8"));
   const { notBefore, notAfter } = validity(cert);
+  const lifetime = nominalLifetime(notBefore, notAfter);
   // Renew when a third of the lifetime is left (four months of a year), like Let's Encrypt's advice.
-  return { names: namesOf(cert), notBefore, notAfter, renewAt: notAfter - (notAfter - notBefore) / 3 };
+  return { names: namesOf(cert), notBefore, notAfter, lifetime, renewAt: notAfter - lifetime / 3 };
 }
 
 /** Issues a new server certificate for the same names and the same lifetime. */
 export async function renewServerCert(dataDir: string): Promise<{ notAfter: number }> {
   const paths = privateCaPaths(dataDir);
   const info = serverCertInfo(dataDir);
-  // issueServerCert back-dates notBefore by a minute against clock skew: keep the lifetime as it was.
-  const lifetime = Math.max(info.notAfter - info.notBefore - 60_000, 60_000);
-  const server = await issueServerCert(readCa(paths), info.names, lifetime);
+  const server = await issueServerCert(readCa(paths), info.names, info.lifetime);
   writeFileAtomic(paths.server, bundle(server), 0o600);
   return { notAfter: validity(server.cert).notAfter };
 }

@@ -90,6 +90,17 @@ export async function createCa(name: string, validMs: number): Promise<KeyAndCer
   return { key: await exportKey(keys.privateKey), cert: pemOf(cert) };
 }
 
+/** How far notBefore is set back against clocks that lag: a minute, less for very short lifetimes. */
+export function backdateMs(validMs: number): number {
+  return Math.min(60_000, validMs / 10);
+}
+
+/** The lifetime a certificate was asked for, from its notBefore and notAfter (undoing backdateMs). */
+export function nominalLifetime(notBefore: number, notAfter: number): number {
+  const total = notAfter - notBefore;
+  return total >= 660_000 ? total - 60_000 : total / 1.1;
+}
+
 /** A server certificate for `names` (DNS names and IP addresses), signed by `ca`. */
 export async function issueServerCert(
   ca: KeyAndCert,
@@ -104,7 +115,7 @@ export async function issueServerCert(
     serialNumber: serial(),
     subject: commonName(names[0]!),
     issuer: caCert.subject,
-    notBefore: new Date(now - 60_000),
+    notBefore: new Date(now - backdateMs(validMs)),
     notAfter: new Date(now + validMs),
     signingAlgorithm: EC,
     publicKey: keys.publicKey,
