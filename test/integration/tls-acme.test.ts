@@ -162,8 +162,13 @@ function acmeConfig(dir: string, directory: string, extra: Record<string, unknow
   return file;
 }
 
-async function startAcmeBerth(port: number, config: string, workers = 1): Promise<Berth> {
-  const berth = await startBerth({ port, args: ["-c", config], scheme: "https", workers });
+async function startAcmeBerth(
+  port: number,
+  config: string,
+  workers = 1,
+  flags: string[] = [],
+): Promise<Berth> {
+  const berth = await startBerth({ port, args: ["-c", config, ...flags], scheme: "https", workers });
   cleanups.push(() => berth.cleanup());
   return berth;
 }
@@ -185,7 +190,9 @@ describe("ACME with pebble", () => {
     expect(first.issuer).toMatch(/Pebble/);
     expect(["h2", "http/1.1"]).toContain(first.alpn);
     expect(fs.existsSync(path.join(berth.dataDir, "tls", "acme", "certificate.pem"))).toBe(true);
-    expect(berth.logs.some((l) => l.includes('"challenge":"http-01"') && l.includes("certificate issued"))).toBe(true);
+    expect(
+      berth.logs.some((l) => l.includes('"challenge":"http-01"') && l.includes("certificate issued")),
+    ).toBe(true);
 
     // Plain HTTP: 301 to HTTPS for every method and path; the API is never served in plain text.
     for (const [method, p] of [
@@ -231,11 +238,18 @@ describe("ACME with pebble", () => {
     const port = await freePort();
     const pebble = await startPebble({ httpPort: await freePort(), tlsPort: port, validitySeconds: 3600 });
     const dir = tempDir("berth-acme-alpn-");
-    const config = acmeConfig(dir, pebble.directory, { challenges: ["tls-alpn-01"], httpaddr: "" });
-    const berth = await startAcmeBerth(port, config, 2);
+    // Hosts, directory and HTTP listener from serve's flags rather than the file.
+    const config = acmeConfig(dir, "https://unused.invalid/dir", {
+      challenges: ["tls-alpn-01"],
+      hosts: undefined,
+    });
+    const flags = ["--acme-host", "localhost", "--acme-directory", pebble.directory, "--acme-http-addr", ""];
+    const berth = await startAcmeBerth(port, config, 2, flags);
     const got = await waitFor(() => peer(port, pebble.root), { timeoutMs: 30_000 });
     expect(got.issuer).toMatch(/Pebble/);
-    expect(berth.logs.some((l) => l.includes('"challenge":"tls-alpn-01"') && l.includes("certificate issued"))).toBe(true);
+    expect(
+      berth.logs.some((l) => l.includes('"challenge":"tls-alpn-01"') && l.includes("certificate issued")),
+    ).toBe(true);
     // Both workers serve it, over both protocols.
     for (let i = 0; i < 6; i++) {
       expect((await peer(port, pebble.root, ["h2"])).alpn).toBe("h2");
