@@ -24,7 +24,7 @@ import {
 
 export const DAY_MS = 86_400_000;
 /** The CA lives long: replacing it means every client must trust the new one. */
-export const CA_VALID_MS = 10 * 3650 * DAY_MS;
+export const CA_VALID_MS = 20 * 365 * DAY_MS;
 /** Server certificates: one year (under the 398 days that browsers and Apple's clients accept). */
 export const SERVER_VALID_MS = 365 * DAY_MS;
 
