@@ -229,6 +229,16 @@ describe("ACME with pebble", () => {
       { timeoutMs: 60_000 },
     );
     expect(renewed.issuer).toMatch(/Pebble/);
+    // Every worker serves the renewed certificate (each connection may reach either of the two).
+    await waitFor(
+      async () => {
+        for (let i = 0; i < 8; i++) {
+          if ((await peer(port, pebble.root)).serial === first.serial)
+            throw new Error("a worker still serves the old one");
+        }
+      },
+      { timeoutMs: 10_000 },
+    );
     expect(berth.process.pid).toBe(pid);
     expect(berth.process.exitCode).toBeNull();
     expect(berth.logs.some((l) => l.includes("acme: certificate issued"))).toBe(true);
