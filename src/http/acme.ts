@@ -134,9 +134,11 @@ function configureHttp(le: Letsencrypt): void {
             ? data
             : data.error
           : undefined;
-      if (response.status >= 400 || (problem && typeof problem.type === "string")) {
+      const type = typeof problem?.type === "string" ? problem.type : "";
+      // acme-client retries a bad nonce itself; that is no cause of a failure.
+      if ((response.status >= 400 || type) && !type.endsWith(":badNonce")) {
         lastProblem = {
-          type: typeof problem?.type === "string" ? problem.type : "",
+          type,
           detail: typeof problem?.detail === "string" ? problem.detail : `HTTP ${response.status}`,
           status: response.status,
           retryAfterMs: retryAfterMs(response.headers["retry-after"]),

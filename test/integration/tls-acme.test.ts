@@ -334,6 +334,43 @@ describe("ACME with pebble", () => {
     expect(dnsStatus.lastError.message).toMatch(/does not resolve/);
   }, 90_000);
 
+  it("a rate-limited CA: waits at least as long as its Retry-After", async () => {
+    // A real HTTPS server in the CA's place that answers every request as a rate-limited CA does.
+    const ca = https.createServer(
+      { key: fs.readFileSync(pki.serverKey), cert: fs.readFileSync(pki.serverChain) },
+      (req, res) => {
+        req.resume();
+        res.writeHead(429, { "content-type": "application/problem+json", "retry-after": "7200" });
+        res.end(
+          JSON.stringify({
+            type: "urn:ietf:params:acme:error:rateLimited",
+            detail: "too many certificates already issued",
+          }),
+        );
+      },
+    );
+    await new Promise<void>((r) => ca.listen(0, "127.0.0.1", () => r()));
+    cleanups.push(() => new Promise((r) => ca.close(() => r(undefined))));
+    const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
+    const dir = tempDir("berth-acme-limited-");
+    const config = acmeConfig(dir, directory, { httpaddr: "", challenges: ["tls-alpn-01"] });
+    const berth = await startAcmeBerth(await freePort(), config);
+    const statusFile = path.join(berth.dataDir, "tls", "acme", "status.json");
+    const status = await waitFor(
+      () => {
+        const s = JSON.parse(fs.readFileSync(statusFile, "utf8"));
+        if (!s.failures) throw new Error("no failure yet");
+        return s;
+      },
+      { timeoutMs: 30_000 },
+    );
+    expect(status.lastError.cause).toBe("rate-limit");
+    expect(status.lastError.message).toContain("too many certificates already issued");
+    // Two hours from the CA's Retry-After, not the first backoff step of one minute.
+    expect(status.notBefore - status.lastError.at).toBeGreaterThanOrEqual(7_190_000);
+    expect(berth.logs.some((l) => l.includes("rate limited by the CA"))).toBe(true);
+  }, 60_000);
+
   it("refuses a configuration it cannot act on, naming the key", () => {
     const dir = tempDir("berth-acme-bad-");
     const file = path.join(dir, "berth.yml");
