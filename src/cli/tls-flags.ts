@@ -18,7 +18,8 @@ export const ACME_FLAG_NAMES: Record<string, string> = {
   "http.tls.letsencrypt.httpaddr": "--acme-http-addr",
 };
 
-function collect(value: string, previous: string[] = []): string[] {
+/** Commander option parser: repeated and comma-separated values into one list. */
+export function collect(value: string, previous: string[] = []): string[] {
   return [
     ...previous,
     ...value

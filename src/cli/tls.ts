@@ -8,21 +8,13 @@ import type { Command } from "commander";
 import { loadConfig } from "../config/load.js";
 import { type ConfigInput, dataDirOf } from "../config/schema.js";
 import { parseDuration } from "../config/sections/core.js";
+import { parseAddr } from "./serve.js";
+import { collect } from "./tls-flags.js";
 
 interface CommonFlags {
   config?: string;
   dataDir?: string;
   addr?: string;
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [
-    ...previous,
-    ...value
-      .split(",")
-      .map((v) => v.trim())
-      .filter(Boolean),
-  ];
 }
 
 function load(flags: CommonFlags) {
@@ -104,7 +96,7 @@ export function registerTlsCommand(program: Command): void {
         `no private CA in ${dataDir}: run \`berth tls init --host <name> --ip <address>\` first`,
       );
     }
-    const port = Number(/:(\d+)$/.exec(config.http.addr)?.[1] ?? 5000);
+    const { port } = parseAddr(config.http.addr);
     const names = serverCertInfo(dataDir).names;
     process.stdout.write(
       trustInstructions({
