@@ -273,6 +273,26 @@ describe("ACME with pebble", () => {
     expect(status.failures).toBe(0);
   }, 90_000);
 
+  it("HTTP port taken by another program: says so, and gets the certificate by TLS-ALPN-01", async () => {
+    const port = await freePort();
+    const busy = http.createServer((_req, res) => res.end("another web server"));
+    await new Promise<void>((r) => busy.listen(0, "127.0.0.1", () => r()));
+    cleanups.push(() => new Promise((r) => busy.close(() => r(undefined))));
+    const httpPort = (busy.address() as { port: number }).port;
+    const pebble = await startPebble({ httpPort, tlsPort: port, validitySeconds: 3600 });
+    const dir = tempDir("berth-acme-busy-");
+    const config = acmeConfig(dir, pebble.directory, { httpaddr: `127.0.0.1:${httpPort}` });
+    const berth = await startAcmeBerth(port, config);
+    const got = await waitFor(() => peer(port, pebble.root), { timeoutMs: 30_000 });
+    expect(got.issuer).toMatch(/Pebble/);
+    expect(berth.logs.some((l) => l.includes("address is in use") && l.includes("only TLS-ALPN-01"))).toBe(
+      true,
+    );
+    expect(
+      berth.logs.some((l) => l.includes('"challenge":"tls-alpn-01"') && l.includes("certificate issued")),
+    ).toBe(true);
+  }, 60_000);
+
   it("names the cause of a failure in the log, status.json and `berth config check`", async () => {
     const port = await freePort();
     const closed = await freePort();
