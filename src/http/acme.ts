@@ -1,7 +1,7 @@
 /**
  * Certificates from an ACME (RFC 8555) CA, Let's Encrypt by default: http.tls.letsencrypt.
  *
- * The protocol itself is acme-client's (npm `acme-client`: maintained since 2017, used by many
+ * The protocol itself is acme-client's (npm `acme-client`: maintained for years, used by many
  * projects, typed, no native code; it handles JWS signing, nonces, account and order objects).
  * This module adds what a registry needs around it: where the state lives, which challenge is
  * answered how across several worker processes, why an attempt failed, and when to try again.
@@ -242,8 +242,8 @@ export interface OrderLog {
 
 /**
  * Orders a certificate for the configured hosts with one challenge type, writes it, and records the
- * outcome in status.json. Call with the order lease held (one process orders at a time).
- * Returns the challenge type to try next time (the other one after a failure).
+ * outcome in status.json (with the cause and the time of the next attempt after a failure). Call
+ * with the order lease held: one process orders at a time.
  */
 export async function orderCertificate(
   config: Config,
