@@ -19,7 +19,7 @@ import fs from "node:fs";
 import https from "node:https";
 import path from "node:path";
 import tls from "node:tls";
-import acme from "acme-client";
+import type AcmeClient from "acme-client";
 import type { Config } from "../config/schema.js";
 import { acmeHosts } from "../config/sections/tls.js";
 import {
@@ -101,8 +101,19 @@ function retryAfterMs(header: unknown): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
+type Acme = typeof AcmeClient;
+
+/**
+ * acme-client, loaded when an order starts: it takes a good part of a second to load, which a worker
+ * that only serves a certificate from disk should not pay at start.
+ */
+async function loadAcme(): Promise<Acme> {
+  const mod = (await import("acme-client")) as Acme & { default?: Acme };
+  return mod.default ?? mod;
+}
+
 /** Points acme-client's HTTP client at the CAs to trust and records the CA's problem documents. */
-function configureHttp(le: Letsencrypt): void {
+function configureHttp(acme: Acme, le: Letsencrypt): void {
   const key = JSON.stringify(le.directorycas);
   if (configuredFor === key) return;
   const extra = le.directorycas.map((file) => {
@@ -216,7 +227,7 @@ interface Account {
   url?: string;
 }
 
-async function loadAccount(paths: AcmePaths, directoryurl: string): Promise<Account> {
+async function loadAccount(acme: Acme, paths: AcmePaths, directoryurl: string): Promise<Account> {
   try {
     const accounts = JSON.parse(fs.readFileSync(paths.account, "utf8")) as Account[];
     const found = accounts.find((a) => a.directoryurl === directoryurl);
@@ -268,9 +279,10 @@ export async function orderCertificate(
   fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
   log.info({ hosts, challenge, directory: le.directoryurl }, "acme: ordering a certificate");
   try {
-    configureHttp(le);
+    const acme = await loadAcme();
+    configureHttp(acme, le);
     await checkDns(hosts);
-    const account = await loadAccount(paths, le.directoryurl);
+    const account = await loadAccount(acme, paths, le.directoryurl);
     const client = new acme.Client({
       directoryUrl: le.directoryurl,
       accountKey: account.key,

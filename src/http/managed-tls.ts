@@ -22,7 +22,7 @@ import { acmeHosts } from "../config/sections/tls.js";
 import type { Database } from "../metadata/schema.js";
 import { Lease } from "../registry/gc.js";
 import { type TlsMaterial, tlsMinVersion } from "./tls.js";
-import { checkPair, type KeyAndCert, selfSigned, unbundle } from "./tls-certs.js";
+import { checkPair, type KeyAndCert, unbundle } from "./tls-certs.js";
 
 export type ManagedMode = "acme" | "private-ca";
 
@@ -203,7 +203,7 @@ async function openAcme(ctx: Context): Promise<ManagedTls> {
       "acme: no certificate yet; serving a temporary self-signed one until the CA issues it",
     );
   }
-  const material = current ?? (await selfSigned(hosts, 7 * 86_400_000));
+  const material = current ?? (await (await import("./tls-issue.js")).selfSigned(hosts, 7 * 86_400_000));
   return {
     serverOptions: options(ctx.config, material),
     registerRoutes() {},

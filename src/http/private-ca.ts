@@ -11,9 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {
   bundle,
-  createCa,
   fingerprint,
-  issueServerCert,
   type KeyAndCert,
   namesOf,
   nominalLifetime,
@@ -75,6 +73,7 @@ export async function initPrivateCa(
   const paths = privateCaPaths(dataDir);
   const unique = [...new Set(names.map((n) => n.trim()).filter(Boolean))];
   if (unique.length === 0) throw new Error("name at least one --host or --ip");
+  const { createCa, issueServerCert } = await import("./tls-issue.js");
   let createdCa = false;
   let ca: KeyAndCert;
   if (!options.newCa && fs.existsSync(paths.caCert) && fs.existsSync(paths.caKey)) {
@@ -116,6 +115,7 @@ export function serverCertInfo(dataDir: string): {
 export async function renewServerCert(dataDir: string): Promise<{ notAfter: number }> {
   const paths = privateCaPaths(dataDir);
   const info = serverCertInfo(dataDir);
+  const { issueServerCert } = await import("./tls-issue.js");
   const server = await issueServerCert(readCa(paths), info.names, info.lifetime);
   writeFileAtomic(paths.server, bundle(server), 0o600);
   return { notAfter: validity(server.cert).notAfter };
