@@ -6,6 +6,7 @@ import { describeSource, formatPath, isPlainObject, maskSecrets, type Path } fro
 import { type Config, configSchema, dataDirOf } from "../config/schema.js";
 import { duration } from "../config/sections/core.js";
 import { acmeReport } from "../http/acme-state.js";
+import { privateCaReport } from "../http/private-ca.js";
 
 export interface ConfigCheckOptions {
   config?: string;
@@ -61,6 +62,8 @@ export function runConfigCheck(opts: ConfigCheckOptions, io: ConfigCheckIo): num
   for (const warning of warnings) io.stderr(`warning: ${warning}\n`);
   // [tls, issue 15] the ACME certificate and why the last attempt failed (DNS, port 80, rate limit)
   const acme = acmeReport(config, dataDirOf(config));
+  if (!config.http.tls.letsencrypt && !config.http.tls.certificate)
+    acme.notes.push(...privateCaReport(dataDirOf(config)));
   for (const problem of acme.problems) io.stderr(`warning: ${problem}\n`);
   const masked = maskSecrets(config) as Record<string, unknown>;
   if (opts.json) {

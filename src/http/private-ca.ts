@@ -120,3 +120,18 @@ export async function renewServerCert(dataDir: string): Promise<{ notAfter: numb
   writeFileAtomic(paths.server, bundle(server), 0o600);
   return { notAfter: validity(server.cert).notAfter };
 }
+
+/** What `berth config check` says about the private CA when `berth serve` would use it. */
+export function privateCaReport(dataDir: string): string[] {
+  if (!hasPrivateCa(dataDir)) return [];
+  const paths = privateCaPaths(dataDir);
+  try {
+    const info = serverCertInfo(dataDir);
+    return [
+      `private CA: ${paths.caCert} (SHA-256 ${fingerprint(fs.readFileSync(paths.caCert, "utf8"))})`,
+      `private CA: server certificate for ${info.names.join(", ")} valid until ${new Date(info.notAfter).toISOString()}, renewed from ${new Date(info.renewAt).toISOString()}`,
+    ];
+  } catch (err) {
+    return [`private CA: ${paths.server} cannot be read: ${(err as Error).message}`];
+  }
+}

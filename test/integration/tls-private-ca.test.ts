@@ -92,6 +92,15 @@ describe("berth tls init / trust / serve", () => {
     expect(trust.stdout).toContain("hosts.toml");
     expect(trust.stdout).toMatch(/update-ca-certificates|update-ca-trust/);
     expect(trust.stdout).toContain(`curl -fsSk https://reg.home.lan:${b.port}/ca.crt`);
+    const check = spawnSync(process.execPath, [CLI, "config", "check"], {
+      encoding: "utf8",
+      cwd: dataDir,
+      env: { ...process.env, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dataDir },
+    });
+    expect(check.stdout).toContain(`# private CA: ${caFile} (SHA-256 ${fingerprint})`);
+    expect(check.stdout).toMatch(
+      /server certificate for reg\.home\.lan, localhost, 127\.0\.0\.1 valid until/,
+    );
   });
 
   it("renews the server certificate before it expires, in every worker, without a restart", async () => {
