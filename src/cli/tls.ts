@@ -53,7 +53,7 @@ export function registerTlsCommand(program: Command): void {
         if (!net.isIP(ip)) throw new Error(`--ip ${ip}: not an IP address`);
       }
       for (const host of flags.host ?? []) {
-        if (net.isIP(host) || !/^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) {
+        if (net.isIP(host) || !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) {
           throw new Error(`--host ${host}: not a DNS name (use --ip for addresses)`);
         }
       }
