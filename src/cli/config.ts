@@ -3,8 +3,10 @@ import YAML, { isMap, isScalar, isSeq, type Node, visit } from "yaml";
 import { expected, isBuiltFrom, mappingOption } from "../config/introspect.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import { describeSource, formatPath, isPlainObject, maskSecrets, type Path } from "../config/provenance.js";
-import { type Config, configSchema } from "../config/schema.js";
+import { type Config, configSchema, dataDirOf } from "../config/schema.js";
 import { duration } from "../config/sections/core.js";
+import { acmeReport } from "../http/acme-state.js";
+import { privateCaReport } from "../http/private-ca.js";
 
 export interface ConfigCheckOptions {
   config?: string;
@@ -58,12 +60,17 @@ export function runConfigCheck(opts: ConfigCheckOptions, io: ConfigCheckIo): num
   }
   const { config, warnings, file, sources } = loaded;
   for (const warning of warnings) io.stderr(`warning: ${warning}\n`);
+  // [tls, issue 15] the ACME certificate and why the last attempt failed (DNS, port 80, rate limit)
+  const acme = acmeReport(config, dataDirOf(config));
+  if (!config.http.tls.letsencrypt && !config.http.tls.certificate)
+    acme.notes.push(...privateCaReport(dataDirOf(config)));
+  for (const problem of acme.problems) io.stderr(`warning: ${problem}\n`);
   const masked = maskSecrets(config) as Record<string, unknown>;
   if (opts.json) {
     const described: Record<string, string> = {};
     for (const [key, source] of Object.entries(sources)) described[key] = describeSource(source);
     io.stdout(
-      `${JSON.stringify({ valid: true, file: file ?? null, config: masked, sources: described, warnings }, null, 2)}\n`,
+      `${JSON.stringify({ valid: true, file: file ?? null, config: masked, sources: described, warnings, ...(config.http.tls.letsencrypt ? { acme } : {}) }, null, 2)}\n`,
     );
     return 0;
   }
@@ -72,6 +79,8 @@ export function runConfigCheck(opts: ConfigCheckOptions, io: ConfigCheckIo): num
     "# Berth configuration: valid",
     file ? `# file: ${file}` : "# file: none (defaults, REGISTRY_* environment)",
     "# precedence: defaults < file < REGISTRY_* environment < flags; secrets are masked",
+    ...acme.notes.map((n) => `# ${n}`),
+    ...acme.problems.map((p) => `# ${p}`),
     "",
   ];
   io.stdout(`${header.join("\n")}${renderWithSources(config, masked, sources)}`);

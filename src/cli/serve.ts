@@ -4,8 +4,9 @@ import type { Command } from "commander";
 import pino, { type Logger } from "pino";
 import { loadConfig } from "../config/load.js";
 import { type Config, type ConfigInput, dataDirOf } from "../config/schema.js";
+import { ACME_FLAG_NAMES, type AcmeFlags, acmeFlagsToConfig, addAcmeOptions } from "./tls-flags.js";
 
-export interface ServeFlags {
+export interface ServeFlags extends AcmeFlags {
   addr?: string;
   dataDir?: string;
   config?: string;
@@ -35,6 +36,7 @@ const FLAG_NAMES: Record<string, string> = {
   "http.tls.certificate": "--tls-cert",
   "http.tls.key": "--tls-key",
   "log.level": "--log-level",
+  ...ACME_FLAG_NAMES, // [tls, issue 15]
 };
 
 function flagsToConfig(flags: ServeFlags): ConfigInput {
@@ -49,6 +51,8 @@ function flagsToConfig(flags: ServeFlags): ConfigInput {
   if (flags.readOnly) set("storage", "maintenance", { readonly: { enabled: true } });
   if (flags.tlsCert || flags.tlsKey) set("http", "tls", { certificate: flags.tlsCert, key: flags.tlsKey });
   if (flags.logLevel) set("log", "level", flags.logLevel);
+  const letsencrypt = acmeFlagsToConfig(flags); // [tls, issue 15]
+  if (letsencrypt) set("http", "tls", { ...(input.http?.tls as object), letsencrypt });
   return input as ConfigInput;
 }
 
@@ -68,7 +72,7 @@ function workerCount(config: Config): number {
 }
 
 export function registerServeCommand(program: Command): void {
-  program
+  const command = program
     .command("serve", { isDefault: true })
     .description("run the registry (the OCI distribution API, the web UI and Berth's API on one port)")
     .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
@@ -85,7 +89,8 @@ export function registerServeCommand(program: Command): void {
       "PEM certificate chain; serves HTTPS with HTTP/1.1 and HTTP/2 (http.tls.certificate)",
     )
     .option("--tls-key <file>", "PEM private key (http.tls.key)")
-    .option("--log-level <level>", "trace, debug, info, warn or error (log.level)")
+    .option("--log-level <level>", "trace, debug, info, warn or error (log.level)");
+  addAcmeOptions(command) // [tls, issue 15]
     .action(async (flags: ServeFlags) => {
       await serve(flags);
     });
@@ -168,7 +173,13 @@ async function runWorker(
   const { openRuntime } = await import("./runtime.js");
   const { buildApp } = await import("../http/app.js");
   const runtime = await openRuntime(config, { migrate });
-  const { tlsServerOptions, watchTls } = await import("../http/tls.js"); // [auth wiring, issue 3]
+  const { tlsServerOptions, watchTls, managedTlsMode } = await import("../http/tls.js"); // [auth wiring, issue 3]
+  const fileTls = tlsServerOptions(config);
+  // [tls, issue 15] ACME or the private CA of `berth tls init`; loaded only when one is in use.
+  const tlsMode = fileTls ? undefined : managedTlsMode(config, runtime.dataDir);
+  const managedTls = tlsMode
+    ? await (await import("../http/managed-tls.js")).openManagedTls(tlsMode, config, runtime, log)
+    : undefined;
   const app = await buildApp(
     {
       config,
@@ -178,10 +189,12 @@ async function runWorker(
       storage: runtime.storage,
       log,
     },
-    tlsServerOptions(config) ?? {},
+    managedTls?.serverOptions ?? fileTls ?? {},
   );
+  managedTls?.registerRoutes(app); // [tls, issue 15] /ca.crt
   const { host, port } = parseAddr(config.http.addr);
   await app.listen({ host, port });
+  const stopManagedTls = managedTls ? await managedTls.start(app) : async () => {}; // [tls, issue 15]
   const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
   const stopJobs = (await import("../registry/jobs.js")).startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
   if (single) {
@@ -202,6 +215,7 @@ async function runWorker(
     timer.unref();
     try {
       stopTlsWatch();
+      await stopManagedTls(); // [tls, issue 15]
       await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
       await app.close();
       await runtime.registry.flushPulls();

@@ -54,10 +54,6 @@ export const DISTRIBUTION_ONLY: Record<string, CompatEntry> = {
     fatal: true,
   },
   "http.tls.ciphersuites": { note: "not implemented; Node's default cipher suites are used" },
-  "http.tls.letsencrypt": {
-    note: "Let's Encrypt is not implemented; use http.tls.certificate and http.tls.key, or a reverse proxy (docs/reverse-proxy.md)",
-    fatal: true,
-  },
   "http.http2": { note: "not implemented; Berth serves HTTP/1.1 (put a reverse proxy in front for HTTP/2)" },
   "http.h2c": { note: "not implemented; Berth serves HTTP/1.1" },
   validation: { note: "manifest URL and platform validation is not implemented; ignored" },

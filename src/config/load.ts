@@ -22,6 +22,7 @@ import {
   type Source,
 } from "./provenance.js";
 import { type Config, type ConfigInput, configSchema } from "./schema.js";
+import { tlsProblems } from "./sections/tls.js";
 import { parseYaml, type ScalarTexts, textKey, YamlError } from "./yaml.js";
 
 export type { Source } from "./provenance.js";
@@ -482,6 +483,7 @@ function truncate(text: string): string {
 // Checks that need the whole parsed configuration
 
 function semanticChecks(state: State, config: Config): void {
+  state.problems.push(...tlsProblems(config)); // [tls, issue 15]
   const host = config.http.host;
   if (host !== undefined && host !== "") {
     let ok = false;

@@ -1,5 +1,6 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
+import path from "node:path";
 import type tls from "node:tls";
 import type { FastifyServerOptions } from "fastify";
 import type { Logger } from "pino";
@@ -22,6 +23,30 @@ export interface TlsMaterial {
   minVersion: tls.SecureVersion;
 }
 
+/** http.tls.minimumtls as Node names it (TLS 1.2 by default). */
+export function tlsMinVersion(config: Config): tls.SecureVersion {
+  const minimum = config.http.tls.minimumtls;
+  const minVersion = minimum ? TLS_VERSIONS[minimum.toLowerCase()] : "TLSv1.2";
+  if (!minVersion) {
+    throw new Error(
+      `http.tls.minimumtls must be one of ${Object.keys(TLS_VERSIONS).join(", ")}, got "${minimum}"`,
+    );
+  }
+  return minVersion;
+}
+
+/**
+ * Whether Berth manages its certificate itself (src/http/managed-tls.ts, loaded only then): from an
+ * ACME CA (http.tls.letsencrypt), or from the private CA that `berth tls init` left in the data
+ * directory. Certificate files named by the configuration come first.
+ */
+export function managedTlsMode(config: Config, dataDir: string): "acme" | "private-ca" | undefined {
+  if (tlsFiles(config)) return undefined;
+  if (config.http.tls.letsencrypt) return "acme";
+  if (fs.existsSync(path.join(dataDir, "tls", "server.pem"))) return "private-ca";
+  return undefined;
+}
+
 function tlsFiles(config: Config): { certificate: string; key: string; clientcas: string[] } | undefined {
   const t = config.http.tls;
   if (!t?.certificate && !t?.key) return undefined;
@@ -35,13 +60,7 @@ function tlsFiles(config: Config): { certificate: string; key: string; clientcas
 export function readTlsMaterial(config: Config): TlsMaterial | undefined {
   const files = tlsFiles(config);
   if (!files) return undefined;
-  const minimum = config.http.tls.minimumtls;
-  const minVersion = minimum ? TLS_VERSIONS[minimum.toLowerCase()] : "TLSv1.2";
-  if (!minVersion) {
-    throw new Error(
-      `http.tls.minimumtls must be one of ${Object.keys(TLS_VERSIONS).join(", ")}, got "${minimum}"`,
-    );
-  }
+  const minVersion = tlsMinVersion(config);
   const read = (file: string, what: string) => {
     try {
       return fs.readFileSync(file);

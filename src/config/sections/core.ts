@@ -75,6 +75,27 @@ export const storageSection = z
   })
   .prefault({});
 
+export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+
+/**
+ * http.tls.letsencrypt: registry:2's keys (cachefile, email, hosts, directoryurl) and Berth's own
+ * (challenges, httpaddr, directorycas, renewbefore), for any ACME (RFC 8555) CA. Checks beyond the
+ * types: src/config/sections/tls.ts.
+ */
+export const letsencryptSection = z
+  .object({
+    /** registry:2's cache file; Berth keeps its ACME state in a directory at this path. */
+    cachefile: z.string().optional(),
+    email: z.string().optional(),
+    hosts: z.array(z.string()).default([]),
+    directoryurl: z.string().default(LETS_ENCRYPT_DIRECTORY),
+    challenges: z.array(z.enum(["http-01", "tls-alpn-01"])).default(["http-01", "tls-alpn-01"]),
+    httpaddr: z.string().default(":80"),
+    directorycas: z.array(z.string()).default([]),
+    renewbefore: duration.optional(),
+  })
+  .optional();
+
 export const httpSection = z
   .object({
     addr: z.string().default("0.0.0.0:5000"),
@@ -100,6 +121,7 @@ export const httpSection = z
         key: z.string().optional(),
         clientcas: z.array(z.string()).optional(),
         minimumtls: z.string().optional(),
+        letsencrypt: letsencryptSection,
       })
       .prefault({}),
     headers: z.record(z.string(), z.array(z.string())).default({}),
