@@ -6,14 +6,15 @@
  * Berth's own /ca.crt, and its fingerprint must be the one `berth tls trust` printed.
  *
  * Docker treats loopback registries as insecure and would not check the certificate, so docker
- * talks to Berth on this machine's non-loopback address, through /etc/docker/certs.d/<addr:port>
- * (the only place its daemon looks); the entry is removed afterwards.
+ * talks to a second Berth on the same data directory, started in a network namespace of the test's own
+ * (test/helpers/netns.ts) and reached at that namespace's address, through
+ * /etc/docker/certs.d/<addr:port> (the only place its daemon looks); the entry is removed afterwards.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { createTestNetns, type TestNetns } from "../helpers/netns.js";
 import { type Berth, CLI, freePort, startBerth, tempDir } from "../helpers/server.js";
 import { type Containerd, startContainerd } from "./clients/containerd.js";
 import { ContainerTools } from "./clients/containers.js";
@@ -25,6 +26,8 @@ let berth: Berth;
 let dataDir: string;
 let port: number;
 let lanIp: string;
+let netns: TestNetns;
+let nsBerth: Berth | undefined;
 let root: string;
 let tools: ContainerTools;
 let dockerd: Dockerd;
@@ -40,17 +43,9 @@ function berthCli(args: string[]): string {
   return res.stdout;
 }
 
-function nonLoopbackIpv4(): string {
-  for (const addresses of Object.values(os.networkInterfaces())) {
-    for (const a of addresses ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
-  }
-  throw new Error(
-    "this test needs a non-loopback IPv4 address (docker does not verify certificates on loopback)",
-  );
-}
-
 beforeAll(async () => {
-  lanIp = nonLoopbackIpv4();
+  netns = createTestNetns();
+  lanIp = netns.address;
   port = await freePort();
   dataDir = tempDir("berth-e2e-privca-");
   const init = berthCli([
@@ -77,6 +72,7 @@ beforeAll(async () => {
 afterAll(async () => {
   saveLogs(undefined, "tls-private-ca", {
     berth: berth?.logs ?? [],
+    "berth-netns": nsBerth?.logs ?? [],
     dockerd: dockerd?.logs ?? [],
     containerd: containerd?.logs ?? [],
   });
@@ -85,6 +81,8 @@ afterAll(async () => {
     () => containerd?.stop(),
     () => tools?.cleanup(),
     () => berth?.stop(),
+    () => nsBerth?.stop(),
+    () => netns?.remove(),
     () => fs.rmSync(dataDir, { recursive: true, force: true }),
     () => root && fs.rmSync(root, { recursive: true, force: true }),
     ...dockerCertDirs.map((d) => () => fs.rmSync(d, { recursive: true, force: true })),
@@ -187,6 +185,13 @@ describe("private CA from `berth tls init`", () => {
   });
 
   test("docker: refused until /etc/docker/certs.d/<addr:port>/ca.crt is in place, then pushes and pulls", async () => {
+    nsBerth = await startBerth({
+      dataDir,
+      port,
+      scheme: "https",
+      netns,
+      args: ["--addr", `0.0.0.0:${port}`],
+    });
     const host = `${lanIp}:${port}`;
     const target = `${host}/e2e/docker:v1`;
     const archive = path.join(tools.dir, "docker.tar");

@@ -37,6 +37,8 @@ export interface StartOptions {
   scheme?: "http" | "https";
   /** Keep stdout/stderr lines here (logs are JSON). */
   captureLogs?: boolean;
+  /** Run inside this network namespace (test/helpers/netns.ts), reached at its address. */
+  netns?: { exec: string[]; address: string };
 }
 
 export interface Berth {
@@ -70,7 +72,8 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
     String(options.workers ?? 1),
     ...(options.args ?? []),
   ];
-  const child = spawn(process.execPath, args, {
+  const [command, ...prefix] = options.netns ? [...options.netns.exec, process.execPath] : [process.execPath];
+  const child = spawn(command as string, [...prefix, ...args], {
     cwd: dataDir,
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -85,12 +88,13 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
   child.stderr?.on("data", keep);
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   const scheme = options.scheme ?? "http";
-  const url = `${scheme}://127.0.0.1:${port}`;
+  const address = options.netns?.address ?? "127.0.0.1";
+  const url = `${scheme}://${address}:${port}`;
   const deadline = Date.now() + 30_000;
   let ready = false;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) break;
-    if (await portOpen(port)) {
+    if (await portOpen(port, address)) {
       ready = true;
       break;
     }
@@ -104,7 +108,7 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
   }
   const berth: Berth = {
     url,
-    host: `127.0.0.1:${port}`,
+    host: `${address}:${port}`,
     port,
     dataDir,
     process: child,
@@ -135,9 +139,9 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
   return berth;
 }
 
-function portOpen(port: number): Promise<boolean> {
+function portOpen(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
+    const socket = net.connect(port, host);
     socket.once("connect", () => {
       socket.destroy();
       resolve(true);
