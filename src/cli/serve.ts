@@ -180,6 +180,13 @@ async function runWorker(
     },
     tlsServerOptions(config) ?? {},
   );
+  // [events, issue 14] before listening, so that a new endpoint's cursor starts before the first request
+  const stopEvents = await (await import("../registry/event-dispatch.js")).startEventDispatcher(
+    runtime.metadata.db,
+    runtime.registry.events,
+    config,
+    log,
+  );
   const { host, port } = parseAddr(config.http.addr);
   await app.listen({ host, port });
   const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
@@ -205,6 +212,7 @@ async function runWorker(
       await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
       await app.close();
       await runtime.registry.flushPulls();
+      await stopEvents(); // [events, issue 14] pull events written, deliveries in flight finished, leases freed
       await runtime.close();
     } finally {
       if (single) log.info("stopped");

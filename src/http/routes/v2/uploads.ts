@@ -1,6 +1,7 @@
 import { RegistryError } from "../../../registry/errors.js";
 import { uploadRange } from "../../../registry/registry.js";
 import { canPull, requireAccess } from "../../access.js";
+import { requestInfo } from "../../event-info.js";
 import { locationFor } from "../../urls.js";
 import {
   contentLength,
@@ -46,8 +47,12 @@ export async function startUpload(r: V2Request): Promise<unknown> {
   const mount = queryValue(request, "mount");
   if (mount !== undefined) {
     const from = queryValue(request, "from");
-    const mounted = await ctx.registry.mountBlob(name, mount, from || undefined, (repo) =>
-      canPull(request, repo),
+    const mounted = await ctx.registry.mountBlob(
+      name,
+      mount,
+      from || undefined,
+      (repo) => canPull(request, repo),
+      requestInfo(request, ctx.config, ctx.registry.events),
     );
     if (mounted) return created(r, mount);
   }
@@ -58,6 +63,7 @@ export async function startUpload(r: V2Request): Promise<unknown> {
       digest,
       request.raw as AsyncIterable<Buffer>,
       contentLength(request),
+      requestInfo(request, ctx.config, ctx.registry.events),
     );
     return created(r, done.digest);
   }
@@ -97,6 +103,7 @@ export async function putUpload(r: V2Request): Promise<unknown> {
     body,
     body ? chunkRange(r) : undefined,
     contentLength(r.request),
+    requestInfo(r.request, r.ctx.config, r.ctx.registry.events),
   );
   return created(r, done.digest);
 }
