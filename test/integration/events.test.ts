@@ -1,0 +1,286 @@
+import { writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { blobOf, OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
+import { type Berth, type StartOptions, startBerth, tempDir } from "../helpers/server.js";
+import { parseEnvelope, Receiver, type Registry2Event, verifySignature } from "./events-receiver.js";
+
+const started: Berth[] = [];
+const receivers: Receiver[] = [];
+async function start(options: StartOptions = {}): Promise<Berth> {
+  const b = await startBerth(options);
+  started.push(b);
+  return b;
+}
+async function receiver(): Promise<Receiver> {
+  const r = await new Receiver().start();
+  receivers.push(r);
+  return r;
+}
+afterEach(async () => {
+  for (const b of started.splice(0)) await b.cleanup().catch(() => {});
+  for (const r of receivers.splice(0)) await r.stop().catch(() => {});
+});
+
+/** A config file holding `notifications` (JSON is YAML). */
+function config(notifications: object): string {
+  const file = path.join(tempDir("berth-events-cfg-"), "config.yml");
+  writeFileSync(file, JSON.stringify({ notifications }));
+  return file;
+}
+
+const FAST = { timeout: "500ms", backoff: "50ms", maxbackoff: "200ms", threshold: 3 };
+
+/** Pushes one small image (a config and a layer) and a manifest tagged `tag`. */
+async function pushSmall(client: RegistryClient, name: string, tag: string) {
+  return client.pushImage(name, tag, { layers: [randomBlob(64)] });
+}
+
+describe("notifications in registry:2's format", () => {
+  it("sends push, pull, mount and delete events with every documented field, signed", async () => {
+    const hook = await receiver();
+    const file = config({
+      events: { includereferences: true },
+      endpoints: [
+        {
+          name: "ci",
+          url: hook.url,
+          headers: { Authorization: ["Bearer s3cr3t-token"] },
+          signature: { secret: "hmac-key" },
+          ...FAST,
+        },
+      ],
+    });
+    const berth = await start({ args: ["--config", file], env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
+    const client = new RegistryClient(berth.url, { "user-agent": "events-test/1.0" });
+    const image = await pushSmall(client, "team/app", "v1");
+    await hook.waitFor(() => hook.events.length >= 3);
+    const [configPush, layerPush, manifestPush] = hook.events;
+    expect(configPush?.action).toBe("push");
+    expect(configPush?.target).toMatchObject({
+      mediaType: "application/octet-stream",
+      digest: image.config.digest,
+      size: image.config.size,
+      length: image.config.size,
+      repository: "team/app",
+      url: `${berth.url}/v2/team/app/blobs/${image.config.digest}`,
+    });
+    expect(layerPush?.target.digest).toBe(image.layers[0]?.digest);
+    expect(manifestPush).toMatchObject({
+      action: "push",
+      target: {
+        mediaType: OCI_MANIFEST,
+        digest: image.digest,
+        size: image.manifest.length,
+        length: image.manifest.length,
+        repository: "team/app",
+        tag: "v1",
+        url: `${berth.url}/v2/team/app/manifests/${image.digest}`,
+      },
+      request: { method: "PUT", useragent: "events-test/1.0", host: berth.host },
+    });
+    expect(manifestPush?.target.references?.map((r) => r.digest)).toEqual([
+      image.config.digest,
+      image.layers[0]?.digest,
+    ]);
+    expect(manifestPush?.request.addr).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(manifestPush?.source.addr).toMatch(/:\d+$/);
+    expect(manifestPush?.source.instanceID).toMatch(/^[0-9a-f-]{36}$/);
+    // Headers from the configuration, the envelope's media type, and the signature over the body.
+    const request = hook.requests[0]!;
+    expect(request.headers.authorization).toBe("Bearer s3cr3t-token");
+    expect(request.headers["content-type"]).toBe("application/vnd.docker.distribution.events.v1+json");
+    for (const r of hook.requests)
+      expect(verifySignature("hmac-key", r.body, r.headers["berth-signature"] as string)).toBe(true);
+    expect(verifySignature("other-key", request.body, request.headers["berth-signature"] as string)).toBe(
+      false,
+    );
+
+    // pull (by tag), mount, delete
+    expect((await client.fetch(`/v2/team/app/manifests/v1`)).status).toBe(200);
+    const mount = await client.fetch(`/v2/other/blobs/uploads/?mount=${image.config.digest}&from=team/app`, {
+      method: "POST",
+    });
+    expect(mount.status).toBe(201);
+    expect((await client.fetch(`/v2/team/app/manifests/${image.digest}`, { method: "DELETE" })).status).toBe(
+      202,
+    );
+    await hook.waitFor(() => hook.events.length >= 6);
+    const rest = hook.events.slice(3);
+    const pull = rest.find((e) => e.action === "pull");
+    expect(pull?.target).toMatchObject({ repository: "team/app", digest: image.digest, tag: "v1" });
+    expect(pull?.request.method).toBe("GET");
+    const mounted = rest.find((e) => e.action === "mount");
+    expect(mounted?.target).toMatchObject({
+      repository: "other",
+      fromRepository: "team/app",
+      digest: image.config.digest,
+    });
+    const deleted = rest.find((e) => e.action === "delete");
+    expect(deleted?.target).toMatchObject({ repository: "team/app", digest: image.digest });
+    // Commit order: the mount and the delete were committed in that order.
+    expect(rest.filter((e) => e.action !== "pull").map((e) => e.action)).toEqual(["mount", "delete"]);
+    // The secret header never reaches the log.
+    expect(berth.logs.join("\n")).not.toContain("s3cr3t-token");
+    expect(berth.logs.join("\n")).not.toContain("hmac-key");
+  });
+
+  it("retries a receiver that fails or hangs, marks it failing, and delivers everything once it is back", async () => {
+    const hook = await receiver();
+    hook.mode = "fail";
+    const file = config({ endpoints: [{ name: "flaky", url: hook.url, ...FAST }] });
+    const berth = await start({ args: ["--config", file] });
+    const client = new RegistryClient(berth.url);
+    for (let i = 0; i < 5; i++) await pushSmall(client, "flaky/app", `t${i}`);
+    await hook.waitFor(() => hook.requests.length >= 4);
+    // Now it hangs past the timeout.
+    hook.mode = "hang";
+    const before = hook.requests.length;
+    await hook.waitFor(() => hook.requests.length >= before + 2);
+    // And it goes away entirely.
+    await hook.stop();
+    const status = (await (await client.fetch("/api/v1/events")).json()) as {
+      endpoints: { name: string; failing: boolean; backlog: number; lastError: string | null }[];
+    };
+    expect(status.endpoints[0]).toMatchObject({ name: "flaky", failing: true });
+    expect(status.endpoints[0]?.backlog).toBe(15);
+    expect(berth.logs.some((l) => l.includes("endpoint is failing"))).toBe(true);
+    for (let i = 5; i < 8; i++) await pushSmall(client, "flaky/app", `t${i}`);
+    hook.mode = "ok";
+    await hook.start();
+    await hook.waitFor(() => hook.unique().length >= 24);
+    const manifests = hook.unique().filter((e) => e.target.tag);
+    expect(manifests.map((e) => e.target.tag)).toEqual(["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"]);
+    await hook.waitFor(() => berth.logs.some((l) => l.includes("endpoint recovered")));
+  });
+
+  it("loses nothing to kill -9 with a backlog: every event arrives after a restart, in order, each id once", async () => {
+    const hook = await receiver();
+    await hook.stop();
+    const file = config({ endpoints: [{ name: "audit", url: hook.url, ...FAST }] });
+    const dataDir = tempDir();
+    let berth = await startBerth({ args: ["--config", file], dataDir, workers: 2 });
+    const client = new RegistryClient(berth.url);
+    const tags: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      await pushSmall(client, "crash/app", `c${i}`);
+      tags.push(`c${i}`);
+      if (i === 10) {
+        // Receiver up for a moment: part of the backlog goes out, then it goes away again.
+        hook.mode = "ok";
+        await hook.start();
+      }
+      if (i === 13) await hook.stop();
+    }
+    await berth.kill();
+    await hook.start();
+    berth = await start({ args: ["--config", file], dataDir, workers: 2 });
+    await hook.waitFor(() => hook.unique().length >= 60, 60_000);
+    const unique = hook.unique();
+    expect(unique).toHaveLength(60);
+    expect(unique.filter((e) => e.target.tag).map((e) => e.target.tag)).toEqual(tags);
+    // Each manifest push comes after the pushes of its own blobs.
+    for (let i = 0; i < unique.length; i += 3) {
+      expect(unique.slice(i, i + 3).map((e) => e.target.mediaType)).toEqual([
+        "application/octet-stream",
+        "application/octet-stream",
+        OCI_MANIFEST,
+      ]);
+    }
+  });
+
+  it("turns 1,000 pushes from 8 clients into 1,000 push events, each delivered by one of two processes", async () => {
+    const hook = await receiver();
+    const file = config({
+      events: { pull: false },
+      endpoints: [{ name: "bulk", url: hook.url, ignoredmediatypes: ["application/octet-stream"], ...FAST }],
+    });
+    const berth = await start({ args: ["--config", file], workers: 2 });
+    const client = new RegistryClient(berth.url);
+    const layer = blobOf("shared layer");
+    const cfg = blobOf(JSON.stringify({ architecture: "amd64", os: "linux" }));
+    await client.pushBlob("bulk/app", layer);
+    await client.pushBlob("bulk/app", cfg);
+    const manifest = (i: number) => ({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: cfg.digest, size: cfg.size },
+      layers: [
+        { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layer.digest, size: layer.size },
+      ],
+      annotations: { n: String(i) },
+    });
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        for (;;) {
+          const i = next++;
+          if (i >= 1000) return;
+          const res = await client.putManifest("bulk/app", `v${i}`, manifest(i));
+          expect(res.status).toBe(201);
+        }
+      }),
+    );
+    await hook.waitFor(() => hook.events.length >= 1000, 60_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(hook.events).toHaveLength(1000);
+    expect(new Set(hook.events.map((e) => e.id)).size).toBe(1000);
+    expect(new Set(hook.events.map((e) => e.target.tag)).size).toBe(1000);
+    expect(hook.events.every((e) => e.action === "push" && e.target.mediaType === OCI_MANIFEST)).toBe(true);
+  });
+
+  it("filters by repository and action, and sends CloudEvents when asked", async () => {
+    const all = await receiver();
+    const cloud = await receiver();
+    const file = config({
+      endpoints: [
+        { name: "deletes-only", url: all.url, actions: ["delete"], ...FAST },
+        {
+          name: "cloud",
+          url: cloud.url,
+          format: "cloudevents",
+          repositories: ["prod/*"],
+          ignore: { actions: ["pull"] },
+          ...FAST,
+        },
+      ],
+    });
+    const berth = await start({ args: ["--config", file], env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
+    const client = new RegistryClient(berth.url);
+    await pushSmall(client, "dev/app", "a");
+    const image = await pushSmall(client, "prod/app", "b");
+    await client.fetch(`/v2/prod/app/manifests/b`);
+    await client.fetch(`/v2/dev/app/manifests/a`, { method: "DELETE" });
+    await cloud.waitFor(() => cloud.requests.length >= 3);
+    await all.waitFor(() => all.events.length >= 1);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(all.events.map((e) => [e.action, e.target.repository, e.target.tag])).toEqual([
+      ["delete", "dev/app", "a"],
+    ]);
+    expect(cloud.requests).toHaveLength(3);
+    const ce = cloud.requests.map((r) => {
+      expect(r.headers["content-type"]).toBe("application/cloudevents+json");
+      return JSON.parse(r.body) as {
+        specversion: string;
+        id: string;
+        type: string;
+        subject: string;
+        data: Registry2Event;
+      };
+    });
+    expect(ce.every((e) => e.specversion === "1.0" && e.type === "io.berth.registry.push")).toBe(true);
+    expect(ce[2]?.subject).toBe(`prod/app:b@${image.digest}`);
+    expect(ce[2]?.data.target.repository).toBe("prod/app");
+    expect(ce.map((e) => e.id)).toEqual(ce.map((e) => e.data.id));
+  });
+});
+
+describe("the receiver helper", () => {
+  it("refuses envelopes registry:2 receivers could not parse", () => {
+    expect(() => parseEnvelope("{}")).toThrow();
+    expect(() =>
+      parseEnvelope(JSON.stringify({ events: [{ id: "x", timestamp: "nope", action: "push", target: {} }] })),
+    ).toThrow();
+    expect(sha256("")).toMatch(/^sha256:/);
+  });
+});
