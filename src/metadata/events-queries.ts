@@ -166,6 +166,8 @@ export async function eventsAfter(q: Q, cursor: number, limit: number): Promise<
 export interface Outcome {
   name: string;
   holder: string;
+  /** The cursor the delivery started from: if it moved meanwhile (a redelivery), nothing is recorded. */
+  from: number;
   /** Where the cursor moves to (unchanged on failure). */
   cursor: number;
   delivered: number;
@@ -194,6 +196,7 @@ export async function recordOutcome(db: Kysely<Database>, o: Outcome): Promise<b
       })
       .where("name", "=", o.name)
       .where("lease_holder", "=", o.holder)
+      .where("cursor", "=", o.from)
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) === 0) return false;
     if (o.attempt)

@@ -291,6 +291,7 @@ class EndpointWorker {
       await recordOutcome(this.db, {
         name: this.e.name,
         holder: HOLDER,
+        from: row.cursor,
         cursor: last,
         delivered: 0,
         failures: row.failures,
@@ -317,6 +318,7 @@ class EndpointWorker {
       const kept = await recordOutcome(this.db, {
         name: this.e.name,
         holder: HOLDER,
+        from: row.cursor,
         cursor: last,
         delivered: chosen.length,
         failures: 0,
@@ -327,7 +329,7 @@ class EndpointWorker {
         attempt,
         now: Date.now(),
       });
-      if (!kept) return this.pollMs; // lost the lease: the new holder sends these again
+      if (!kept) return 0; // lost the lease, or redelivery moved the cursor: look again
       delivered().inc({ endpoint: this.e.name }, chosen.length);
       deliverySeconds().observe({ endpoint: this.e.name }, result.ms / 1000);
       if (row.failing_since !== null) {
@@ -345,6 +347,7 @@ class EndpointWorker {
     await recordOutcome(this.db, {
       name: this.e.name,
       holder: HOLDER,
+      from: row.cursor,
       cursor: row.cursor,
       delivered: 0,
       failures,
