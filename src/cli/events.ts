@@ -114,17 +114,17 @@ export function registerEventsCommand(program: Command): void {
       },
     );
 
-  common(
-    events
-      .command("redeliver <endpoint>")
-      .description(
-        "send an endpoint's kept events again, in order and with their original ids, from an event, a time, or all",
-      ),
-  )
+  events
+    .command("redeliver <endpoint>")
+    .description(
+      "send an endpoint's kept events again, in order and with their original ids, from an event, a time, or all (takes -c and --data-dir like `berth events`)",
+    )
     .option("--event <id>", "from this event (its id, as sent, or its number)")
     .option("--since <time>", 'from this time (ISO 8601) or this long ago ("1h")')
     .option("--all", "every kept event")
-    .action(async (endpoint: string, flags: Flags & { event?: string; since?: string; all?: boolean }) => {
+    .action(async (endpoint: string, _local: unknown, cmd: Command) => {
+      // -c and --data-dir belong to `berth events` and may come before or after `redeliver`.
+      const flags = cmd.optsWithGlobals<Flags & { event?: string; since?: string; all?: boolean }>();
       const chosen = [flags.event !== undefined, flags.since !== undefined, flags.all === true].filter(
         Boolean,
       );

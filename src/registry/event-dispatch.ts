@@ -149,10 +149,20 @@ export async function send(
     for (const value of values) headers.append(name, value);
   }
   headers.set("content-type", contentType);
+  // user:password in the URL means HTTP basic authentication (as Go's client does for registry:2).
+  const url = new URL(e.url);
+  if (url.username || url.password) {
+    if (!headers.has("authorization")) {
+      const credentials = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+      headers.set("authorization", `Basic ${Buffer.from(credentials).toString("base64")}`);
+    }
+    url.username = "";
+    url.password = "";
+  }
   if (!headers.has("user-agent")) headers.set("user-agent", "berth-notifications");
   if (secret && e.signature) headers.set(e.signature.header, signature(secret, body));
   try {
-    const res = await fetch(e.url, {
+    const res = await fetch(url, {
       method: "POST",
       body,
       headers,

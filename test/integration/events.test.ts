@@ -1,8 +1,10 @@
+import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { blobOf, OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
-import { type Berth, type StartOptions, startBerth, tempDir } from "../helpers/server.js";
+import { type Berth, CLI, type StartOptions, startBerth, tempDir } from "../helpers/server.js";
+import { basic, writeAuthConfig } from "./api-push.js";
 import { parseEnvelope, Receiver, type Registry2Event, verifySignature } from "./events-receiver.js";
 
 const started: Berth[] = [];
@@ -272,6 +274,84 @@ describe("notifications in registry:2's format", () => {
     expect(ce[2]?.subject).toBe(`prod/app:b@${image.digest}`);
     expect(ce[2]?.data.target.repository).toBe("prod/app");
     expect(ce.map((e) => e.id)).toEqual(ce.map((e) => e.data.id));
+  });
+});
+
+describe("berth events and /api/v1/events", () => {
+  it("shows endpoints to admins only, and redelivers kept events with their original ids", async () => {
+    const hook = await receiver();
+    const dir = tempDir("berth-events-auth-");
+    const file = writeAuthConfig(dir, { admin: "adminpw", editor: "editorpw" }, [
+      "notifications:",
+      "  endpoints:",
+      "    - name: ops",
+      `      url: ${hook.url.replace("http://", "http://user:hunter2@")}`,
+      "      timeout: 500ms",
+      "      backoff: 50ms",
+    ]);
+    const berth = await start({ args: ["--config", file] });
+    const editor = new RegistryClient(berth.url, { authorization: basic("editor", "editorpw") });
+    const admin = new RegistryClient(berth.url, { authorization: basic("admin", "adminpw") });
+    await pushSmall(editor, "team/app", "v1");
+    await hook.waitFor(() => hook.events.length >= 3);
+    expect(hook.events[2]?.actor).toEqual({ name: "editor" });
+    expect(hook.requests[0]?.headers.authorization).toBe(
+      `Basic ${Buffer.from("user:hunter2").toString("base64")}`,
+    );
+
+    expect((await new RegistryClient(berth.url).fetch("/api/v1/events")).status).toBe(401);
+    expect((await editor.fetch("/api/v1/events")).status).toBe(403);
+    const res = await admin.fetch("/api/v1/events");
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).not.toContain("hunter2");
+    const status = JSON.parse(text) as {
+      endpoints: { name: string; backlog: number; delivered: number; failing: boolean }[];
+      deliveries: { ok: boolean; events: number }[];
+    };
+    expect(status.endpoints).toEqual([
+      expect.objectContaining({ name: "ops", backlog: 0, delivered: 3, failing: false }),
+    ]);
+    expect(status.deliveries.reduce((n, d) => n + d.events, 0)).toBe(3);
+
+    // Redeliver from the manifest's event (by its stable id): that event comes again, same id.
+    const manifestEvent = hook.events[2]!;
+    expect(
+      (
+        await editor.fetch("/api/v1/events/redeliver", {
+          method: "POST",
+          body: JSON.stringify({ endpoint: "ops", event: manifestEvent.id }),
+          headers: { "content-type": "application/json" },
+        })
+      ).status,
+    ).toBe(403);
+    const redo = await admin.fetch("/api/v1/events/redeliver", {
+      method: "POST",
+      body: JSON.stringify({ endpoint: "ops", event: manifestEvent.id }),
+      headers: { "content-type": "application/json" },
+    });
+    expect(redo.status).toBe(200);
+    expect(await redo.json()).toMatchObject({ endpoint: "ops", backlog: 1 });
+    await hook.waitFor(() => hook.events.length >= 4);
+    expect(hook.events[3]?.id).toBe(manifestEvent.id);
+
+    // The CLI: the same view, and redelivery of everything.
+    const cli = (...args: string[]) =>
+      execFileSync(
+        process.execPath,
+        [CLI, "events", ...args, "--config", file, "--data-dir", berth.dataDir],
+        {
+          encoding: "utf8",
+        },
+      );
+    const shown = cli();
+    expect(shown).toContain("ops");
+    expect(shown).toContain("delivered 4");
+    expect(shown).not.toContain("hunter2");
+    expect(cli("redeliver", "ops", "--all")).toContain("3 events waiting");
+    await hook.waitFor(() => hook.events.length >= 7);
+    expect(hook.events.slice(4).map((e) => e.id)).toEqual(hook.events.slice(0, 3).map((e) => e.id));
+    expect(() => cli("redeliver", "nope", "--all")).toThrow();
   });
 });
 
