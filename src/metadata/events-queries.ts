@@ -277,6 +277,46 @@ export async function pruneEvents(db: Kysely<Database>, endpoints: string[], bef
       .executeTakeFirst();
     upTo = Number(row?.min ?? 0);
   }
-  await db.deleteFrom("events").where("created_at", "<", before).where("id", "<=", upTo).execute();
-  await db.deleteFrom("event_deliveries").where("attempted_at", "<", before).execute();
+  // In batches, so that the write lock is never held long (pushes wait on it).
+  for (;;) {
+    const batch = await db
+      .selectFrom("events")
+      .select("id")
+      .where("created_at", "<", before)
+      .where("id", "<=", upTo)
+      .orderBy("id")
+      .limit(PRUNE_BATCH)
+      .execute();
+    if (batch.length === 0) break;
+    await db
+      .deleteFrom("events")
+      .where(
+        "id",
+        "in",
+        batch.map((r) => r.id),
+      )
+      .execute();
+    if (batch.length < PRUNE_BATCH) break;
+  }
+  for (;;) {
+    const batch = await db
+      .selectFrom("event_deliveries")
+      .select("id")
+      .where("attempted_at", "<", before)
+      .orderBy("id")
+      .limit(PRUNE_BATCH)
+      .execute();
+    if (batch.length === 0) break;
+    await db
+      .deleteFrom("event_deliveries")
+      .where(
+        "id",
+        "in",
+        batch.map((r) => r.id),
+      )
+      .execute();
+    if (batch.length < PRUNE_BATCH) break;
+  }
 }
+
+const PRUNE_BATCH = 2_000;
