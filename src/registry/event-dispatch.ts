@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.js";
 import {
   backlog,
   type EndpointRow,
+  type EventRow,
   endpointRow,
   endpointRows,
   ensureEndpoints,
@@ -52,6 +53,8 @@ export interface DispatcherOptions {
 }
 
 const DEFAULT_POLL_MS = 1_000;
+/** After a local commit, how long to wait for more before delivering (one request, one write for all). */
+const WAKE_DELAY_MS = 20;
 const PRUNE_EVERY_MS = 10 * 60_000;
 const CLOUDEVENTS_TYPE_PREFIX = "io.berth.registry.";
 
@@ -196,6 +199,7 @@ class EndpointWorker {
   private timer: NodeJS.Timeout | null = null;
   private busy: Promise<void> | null = null;
   private again = false;
+  private dueAt = 0;
   stopped = false;
   private readonly filter: EndpointFilter;
   private readonly batch: number;
@@ -215,18 +219,21 @@ class EndpointWorker {
     return this.e.name;
   }
 
+  /** Events were committed in this process: look soon, gathering the commits of the next few ms into one batch. */
   wake(): void {
     if (this.stopped) return;
     if (this.busy) {
       this.again = true;
       return;
     }
-    this.schedule(0);
+    if (this.timer && this.dueAt <= Date.now() + WAKE_DELAY_MS) return;
+    this.schedule(WAKE_DELAY_MS);
   }
 
   private schedule(delay: number): void {
     if (this.stopped) return;
     if (this.timer) clearTimeout(this.timer);
+    this.dueAt = Date.now() + delay;
     this.timer = setTimeout(() => {
       this.timer = null;
       this.busy = this.tick()
@@ -244,7 +251,7 @@ class EndpointWorker {
           this.busy = null;
           const again = this.again;
           this.again = false;
-          this.schedule(again ? 0 : next);
+          this.schedule(again ? Math.min(next, WAKE_DELAY_MS) : next);
         });
     }, delay);
     this.timer.unref();
@@ -266,17 +273,23 @@ class EndpointWorker {
     const held = row.lease_holder !== null && row.lease_holder !== HOLDER && (row.lease_until ?? 0) >= now;
     if (held && !deadHolder(row.lease_holder as string)) return this.pollMs;
     // Read before writing: an idle endpoint costs no write at all.
-    const peek = await eventsAfter(this.db, row.cursor, 1);
-    if (peek.length === 0) return this.pollMs;
-    const stale = held ? row.lease_holder : null;
-    if (!(await leaseEndpoint(this.db, this.e.name, HOLDER, leaseTtl(this.e), stale))) return this.pollMs;
-    row = await endpointRow(this.db, this.e.name);
-    if (!row || row.next_attempt_at > Date.now()) return this.pollMs;
-    return this.deliverFrom(row);
+    const limit = Math.max(this.batch * 4, 200);
+    let pending = await eventsAfter(this.db, row.cursor, limit);
+    if (pending.length === 0) return this.pollMs;
+    // The lease is written only when not ours or half gone, not once per delivery.
+    const ttl = leaseTtl(this.e);
+    if (row.lease_holder !== HOLDER || (row.lease_until ?? 0) - now < ttl / 2) {
+      const stale = held ? row.lease_holder : null;
+      if (!(await leaseEndpoint(this.db, this.e.name, HOLDER, ttl, stale))) return this.pollMs;
+      const cursor = row.cursor;
+      row = await endpointRow(this.db, this.e.name);
+      if (!row || row.next_attempt_at > Date.now()) return this.pollMs;
+      if (row.cursor !== cursor) pending = await eventsAfter(this.db, row.cursor, limit);
+    }
+    return this.deliverFrom(row, pending);
   }
 
-  private async deliverFrom(row: EndpointRow): Promise<number> {
-    const pending = await eventsAfter(this.db, row.cursor, Math.max(this.batch * 4, 200));
+  private async deliverFrom(row: EndpointRow, pending: EventRow[]): Promise<number> {
     const chosen: DistributionEvent[] = [];
     let last = row.cursor;
     let first = 0;

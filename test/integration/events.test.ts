@@ -156,6 +156,33 @@ describe("notifications in registry:2's format", () => {
     await hook.waitFor(() => berth.logs.some((l) => l.includes("endpoint recovered")));
   });
 
+  it("never slows a push with a receiver that hangs, and records no pull events when told not to", async () => {
+    const hook = await receiver();
+    hook.mode = "hang";
+    const file = config({
+      events: { pull: false },
+      endpoints: [{ name: "slow", url: hook.url, timeout: "5s", backoff: "50ms", maxbackoff: "200ms" }],
+    });
+    const berth = await start({ args: ["--config", file] });
+    const client = new RegistryClient(berth.url);
+    await pushSmall(client, "slow/app", "warm");
+    await hook.waitFor(() => hook.requests.length >= 1);
+    const times: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const t0 = performance.now();
+      await pushSmall(client, "slow/app", `s${i}`);
+      times.push(performance.now() - t0);
+    }
+    // Each push (3 requests) is done long before the receiver's 5 s timeout would end.
+    expect(Math.max(...times)).toBeLessThan(2500);
+    expect((await client.fetch("/v2/slow/app/manifests/s0")).status).toBe(200);
+    hook.mode = "ok";
+    await hook.waitFor(() => hook.unique().length >= 33, 30_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(hook.unique()).toHaveLength(33);
+    expect(hook.unique().some((e) => e.action === "pull")).toBe(false);
+  });
+
   it("loses nothing to kill -9 with a backlog: every event arrives after a restart, in order, each id once", async () => {
     const hook = await receiver();
     await hook.stop();
