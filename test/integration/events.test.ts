@@ -147,6 +147,10 @@ describe("notifications in registry:2's format", () => {
     expect(status.endpoints[0]).toMatchObject({ name: "flaky", failing: true });
     expect(status.endpoints[0]?.backlog).toBe(15);
     expect(berth.logs.some((l) => l.includes("endpoint is failing"))).toBe(true);
+    const metrics = await (await client.fetch("/metrics")).text();
+    expect(metrics).toMatch(/berth_events_endpoint_failing\{endpoint="flaky"\} 1/);
+    expect(metrics).toMatch(/berth_events_backlog\{endpoint="flaky"\} 15/);
+    expect(metrics).toMatch(/berth_events_delivery_failures_total\{endpoint="flaky"\} [1-9]/);
     for (let i = 5; i < 8; i++) await pushSmall(client, "flaky/app", `t${i}`);
     hook.mode = "ok";
     await hook.start();
