@@ -132,6 +132,19 @@ function deadHolder(holder: string): boolean {
   }
 }
 
+const NETWORK_ERRORS: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "name lookup failed",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  ETIMEDOUT: "connection timed out",
+  UND_ERR_SOCKET: "connection closed",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "self-signed certificate",
+  CERT_HAS_EXPIRED: "certificate expired",
+};
+
 export interface SendResult {
   status: number | null;
   error: string | null;
@@ -182,10 +195,13 @@ export async function send(
     };
   } catch (err) {
     const error = err as Error & { cause?: { code?: string; message?: string } };
+    const code = error.cause?.code;
     const text =
       error.name === "TimeoutError" || error.name === "AbortError"
         ? `no answer within ${e.timeout} ms`
-        : (error.cause?.code ?? error.cause?.message ?? error.message);
+        : code && NETWORK_ERRORS[code]
+          ? `${NETWORK_ERRORS[code]} (${code})`
+          : (code ?? error.cause?.message ?? error.message);
     return {
       status: null,
       ok: false,

@@ -11,55 +11,15 @@ import {
 } from "../metadata/events-queries.js";
 import type { Database } from "../metadata/schema.js";
 import { RegistryError } from "./errors.js";
+import type { DeliveryView, EndpointStatus, EventsStatus } from "./event-view.js";
+
+export type { DeliveryView, EndpointStatus, EventsStatus };
 
 /**
  * What `berth events` and GET /api/v1/events show (issue 14): each configured endpoint's state,
  * backlog and recent deliveries; and redelivery, which moves an endpoint's cursor back so that the
  * dispatcher sends the kept events from there again, in order, with their original ids.
  */
-
-export interface EndpointStatus {
-  name: string;
-  /** The URL with any password in it masked; headers and secrets are never shown. */
-  url: string;
-  disabled: boolean;
-  format: string;
-  /** The last event id passed (delivered or filtered out). */
-  cursor: number;
-  /** Events after the cursor, before the endpoint's filters. */
-  backlog: number;
-  delivered: number;
-  /** Failed attempts since the last success. */
-  failures: number;
-  /** Whether the endpoint has failed `threshold` times in a row. */
-  failing: boolean;
-  failingSince: string | null;
-  lastError: string | null;
-  lastAttemptAt: string | null;
-  lastSuccessAt: string | null;
-  nextAttemptAt: string | null;
-  /** The process delivering to it (`host:pid:…`) while its lease lasts. */
-  deliveredBy: string | null;
-}
-
-export interface DeliveryView {
-  id: number;
-  endpoint: string;
-  firstEvent: number;
-  lastEvent: number;
-  events: number;
-  status: number | null;
-  ok: boolean;
-  error: string | null;
-  at: string;
-  ms: number;
-}
-
-export interface EventsStatus {
-  lastEvent: number;
-  endpoints: EndpointStatus[];
-  deliveries: DeliveryView[];
-}
 
 const iso = (ms: number | null) => (ms === null || ms === 0 ? null : new Date(ms).toISOString());
 

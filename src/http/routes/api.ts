@@ -298,7 +298,15 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
         "authentication required: the registry did not accept these credentials",
       );
     }
-    return { user, auth: authKind(), deleteEnabled: deleteEnabled(), readOnly: registry.options.readOnly };
+    return {
+      user,
+      auth: authKind(),
+      deleteEnabled: deleteEnabled(),
+      readOnly: registry.options.readOnly,
+      // [events, issue 14] the UI's Events page: for administrators (everyone without auth), when endpoints exist
+      admin: authKind() === "none" || getIdentity(request)?.admin === true,
+      notifications: ctx.config.notifications.endpoints.length,
+    };
   }
 
   async function listRepositories(request: FastifyRequest) {
