@@ -141,6 +141,16 @@ describe("notifications configuration", () => {
     ).not.toEqual([]);
   });
 
+  it("never repeats a header value in an error message", () => {
+    const text = problems({
+      env: {
+        REGISTRY_NOTIFICATIONS_ENDPOINTS: "[{name: a, url: 'http://x', headers: {X-Api-Key: {v: key-abc-123}}}]",
+      },
+    }).join("\n");
+    expect(text).toContain("headers");
+    expect(text).not.toContain("key-abc-123");
+  });
+
   it("masks every header value and the signature secret in what config check shows", () => {
     const masked = maskSecrets({
       notifications: {
