@@ -310,14 +310,14 @@ class EndpointWorker {
     let last = row.cursor;
     let first = 0;
     for (const r of pending) {
-      const event = JSON.parse(r.body) as DistributionEvent;
-      if (
-        accepts(this.filter, {
-          action: r.action,
-          repository: r.repository,
-          mediaType: event.target.mediaType,
-        })
-      ) {
+      // The columns decide most filters; the body is parsed only for what may be sent.
+      let event: DistributionEvent | null = null;
+      if (accepts(this.filter, { action: r.action, repository: r.repository })) {
+        event = JSON.parse(r.body) as DistributionEvent;
+        const mediaType = event.target.mediaType;
+        if (mediaType !== undefined && this.filter.ignoredMediaTypes.has(mediaType)) event = null;
+      }
+      if (event) {
         if (chosen.length === this.batch) break;
         chosen.push(event);
         if (first === 0) first = r.id;
