@@ -81,6 +81,8 @@ export interface Delivery {
 
 export class Receiver {
   mode: Mode = "ok";
+  /** Milliseconds to wait before answering (a slow receiver). */
+  delayMs = 0;
   /** Every request, answered or not. */
   readonly requests: Delivery[] = [];
   /** Events of the requests answered 2xx, in arrival order (duplicates included). */
@@ -105,13 +107,17 @@ export class Receiver {
           return; // never answers
         }
         const status = mode === "ok" ? 200 : 500;
-        this.requests.push({ headers: req.headers, body, status });
-        if (status === 200) {
-          const type = String(req.headers["content-type"]);
-          if (type.startsWith("application/vnd.docker.distribution.events.v1+json"))
-            this.events.push(...parseEnvelope(body));
-        }
-        res.writeHead(status).end();
+        const answer = () => {
+          this.requests.push({ headers: req.headers, body, status });
+          if (status === 200) {
+            const type = String(req.headers["content-type"]);
+            if (type.startsWith("application/vnd.docker.distribution.events.v1+json"))
+              this.events.push(...parseEnvelope(body));
+          }
+          res.writeHead(status).end();
+        };
+        if (this.delayMs > 0) setTimeout(answer, this.delayMs);
+        else answer();
       });
     });
     server.on("connection", (s) => {
@@ -136,7 +142,11 @@ export class Receiver {
   /** The events with duplicates (same id) dropped, as a receiver would. */
   unique(): Registry2Event[] {
     const seen = new Set<string>();
-    return this.events.filter((e) => (seen.has(e.id) ? false : (seen.add(e.id), true)));
+    return this.events.filter((e) => {
+      if (seen.has(e.id)) return false;
+      seen.add(e.id);
+      return true;
+    });
   }
 
   async waitFor(predicate: () => boolean, timeoutMs = 30_000): Promise<void> {

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { blobOf, OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
@@ -190,7 +190,7 @@ describe("notifications in registry:2's format", () => {
   it("loses nothing to kill -9 with a backlog: every event arrives after a restart, in order, each id once", async () => {
     const hook = await receiver();
     await hook.stop();
-    const file = config({ endpoints: [{ name: "audit", url: hook.url, ...FAST }] });
+    const file = config({ endpoints: [{ name: "audit", url: hook.url, batchsize: 4, ...FAST }] });
     const dataDir = tempDir();
     let berth = await startBerth({ args: ["--config", file], dataDir, workers: 2 });
     const client = new RegistryClient(berth.url);
@@ -206,7 +206,14 @@ describe("notifications in registry:2's format", () => {
       if (i === 13) await hook.stop();
     }
     await berth.kill();
+    // Back up, but slow: kill -9 again while the backlog is being delivered, then restart once more.
+    hook.delayMs = 40;
     await hook.start();
+    berth = await startBerth({ args: ["--config", file], dataDir, workers: 2 });
+    await hook.waitFor(() => hook.events.length >= 20, 60_000);
+    await berth.kill();
+    expect(hook.unique().length).toBeLessThan(60);
+    hook.delayMs = 0;
     berth = await start({ args: ["--config", file], dataDir, workers: 2 });
     await hook.waitFor(() => hook.unique().length >= 60, 60_000);
     const unique = hook.unique();
@@ -220,6 +227,8 @@ describe("notifications in registry:2's format", () => {
         OCI_MANIFEST,
       ]);
     }
+    await berth.cleanup();
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   it("turns 1,000 pushes from 8 clients into 1,000 push events, each delivered by one of two processes", async () => {
