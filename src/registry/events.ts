@@ -103,7 +103,10 @@ export function enabledEndpoints(config: Config): EndpointConfig[] {
 }
 
 const PULL_FLUSH_MS = 1_000;
-const PULL_BATCH_MAX = 5_000;
+/** A batch this large is written at once rather than at the next second. */
+const PULL_FLUSH_AT = 1_000;
+/** Pull events waiting in memory while the database does not take them; beyond this they are dropped. */
+const PULL_PENDING_MAX = 100_000;
 
 /**
  * Records events. `record` runs inside the caller's transaction: one small INSERT, or nothing at
@@ -224,8 +227,12 @@ export class EventRecorder {
   /** A pull (manifest or blob GET): recorded within a second, in a batch, never on the request's path. */
   notePull(request: RequestInfo | undefined, target: EventTarget): void {
     if (!this.active || !this.options.pull || !this.wanted("pull", target)) return;
-    if (this.pulls.length >= PULL_BATCH_MAX) return;
+    if (this.pulls.length >= PULL_PENDING_MAX) return;
     this.pulls.push(this.row(this.build("pull", target, request)));
+    if (this.pulls.length === PULL_FLUSH_AT) {
+      void this.flush();
+      return;
+    }
     if (this.pullTimer) return;
     this.pullTimer = setTimeout(() => {
       this.pullTimer = null;
@@ -240,10 +247,11 @@ export class EventRecorder {
     const batch = this.pulls;
     this.pulls = [];
     try {
-      await insertEvents(this.db, batch);
+      // In slices: SQLite takes at most 32,766 parameters per statement.
+      for (let i = 0; i < batch.length; i += 2_000) await insertEvents(this.db, batch.slice(i, i + 2_000));
       this.notify();
     } catch {
-      // A pull event is not a change: losing a batch to a database error is logged by nobody and harms nothing.
+      // A pull event is not a change: a batch the database refused is dropped rather than retried forever.
     }
   }
 

@@ -14,6 +14,7 @@ import {
   recordOutcome,
   rewindEndpoint,
 } from "../../src/metadata/events-queries.js";
+import { EventRecorder } from "../../src/registry/events.js";
 
 let dir: string;
 let m: MetadataDb;
@@ -98,5 +99,51 @@ describe("the outbox", () => {
     // An endpoint no longer configured holds nothing back.
     await pruneEvents(m.db, ["a"], Date.now() - 60_000);
     expect((await eventsAfter(m.db, 0, 10_000)).map((e) => e.id)).toEqual([4501]);
+  });
+
+  it("writes pull events in batches, never losing one to a burst, and only what some endpoint wants", async () => {
+    const endpoint = {
+      name: "a",
+      url: "http://h/x",
+      disabled: false,
+      timeout: 1000,
+      threshold: 10,
+      backoff: 1000,
+      maxbackoff: 300_000,
+      format: "distribution" as const,
+      repositories: ["team/*"],
+    };
+    const recorder = new EventRecorder(m.db, [endpoint], {
+      includeReferences: false,
+      pull: true,
+      listenPort: "5000",
+    });
+    const info = {
+      id: "r1",
+      addr: "127.0.0.1:1",
+      host: "h",
+      method: "GET",
+      useragent: "ua",
+      baseUrl: "http://h",
+    };
+    for (let i = 0; i < 2500; i++)
+      recorder.notePull(info, { repository: "team/app", digest: `sha256:${"a".repeat(64)}` });
+    recorder.notePull(info, { repository: "other/app", digest: `sha256:${"b".repeat(64)}` });
+    // The 1,000th pull starts a write at once; the rest wait for the timer or a flush (shutdown).
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await eventsAfter(m.db, 0, 10_000)).length).toBeGreaterThanOrEqual(1000);
+    await recorder.flush();
+    const rows = await eventsAfter(m.db, 0, 10_000);
+    expect(rows).toHaveLength(2500);
+    expect(new Set(rows.map((r) => r.event_id)).size).toBe(2500);
+    expect(rows.every((r) => r.action === "pull" && r.repository === "team/app")).toBe(true);
+    const off = new EventRecorder(m.db, [endpoint], {
+      includeReferences: false,
+      pull: false,
+      listenPort: "5000",
+    });
+    off.notePull(info, { repository: "team/app" });
+    await off.flush();
+    expect(await eventsAfter(m.db, 0, 10_000)).toHaveLength(2500);
   });
 });
