@@ -123,7 +123,10 @@ function deadHolder(holder: string): boolean {
   if (parts.length < 3) return false;
   const pid = Number(parts[parts.length - 2]);
   const host = parts.slice(0, -2).join(":");
-  if (host !== os.hostname() || !Number.isSafeInteger(pid) || pid === process.pid) return false;
+  if (host !== os.hostname() || !Number.isSafeInteger(pid)) return false;
+  // Our own pid under another name: an earlier process with this pid (a restarted container), gone.
+  // (Were it wrong, two processes would send for a while: duplicates, never a loss.)
+  if (pid === process.pid) return holder !== HOLDER;
   try {
     process.kill(pid, 0);
     return false;
