@@ -144,7 +144,8 @@ describe("notifications configuration", () => {
   it("never repeats a header value in an error message", () => {
     const text = problems({
       env: {
-        REGISTRY_NOTIFICATIONS_ENDPOINTS: "[{name: a, url: 'http://x', headers: {X-Api-Key: {v: key-abc-123}}}]",
+        REGISTRY_NOTIFICATIONS_ENDPOINTS:
+          "[{name: a, url: 'http://x', headers: {X-Api-Key: {v: key-abc-123}}}]",
       },
     }).join("\n");
     expect(text).toContain("headers");
