@@ -1,5 +1,7 @@
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
 import os from "node:os";
 import type { Kysely } from "kysely";
 import client from "prom-client";
@@ -143,7 +145,7 @@ const NETWORK_ERRORS: Record<string, string> = {
   EHOSTUNREACH: "host unreachable",
   ENETUNREACH: "network unreachable",
   ETIMEDOUT: "connection timed out",
-  UND_ERR_SOCKET: "connection closed",
+  EPIPE: "connection closed",
   DEPTH_ZERO_SELF_SIGNED_CERT: "self-signed certificate",
   CERT_HAS_EXPIRED: "certificate expired",
 };
@@ -155,6 +157,56 @@ export interface SendResult {
   ms: number;
 }
 
+/** Keep-alive connections to the receivers, a few per endpoint (one request at a time per endpoint). */
+const AGENTS = {
+  http: new http.Agent({ keepAlive: true, maxSockets: 4 }),
+  https: new https.Agent({ keepAlive: true, maxSockets: 4 }),
+};
+
+class DeliveryTimeout extends Error {}
+
+/**
+ * POSTs `body` and resolves with the status once the answer has been read. node:http rather than
+ * fetch: fetch refuses the "bad ports" of browsers (6000, 6666, 10080, ...), which an operator's
+ * receiver may well use. Redirects are not followed (3xx counts as delivered, as in registry:2).
+ */
+function post(
+  url: URL,
+  headers: Record<string, string | string[]>,
+  body: Buffer,
+  timeoutMs: number,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const tls = url.protocol === "https:";
+    const req = (tls ? https : http).request(url, {
+      method: "POST",
+      headers: { ...headers, "content-length": String(body.length) },
+      agent: tls ? AGENTS.https : AGENTS.http,
+    });
+    const timer = setTimeout(() => req.destroy(new DeliveryTimeout()), timeoutMs);
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.on("response", (res) => {
+      res.on("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      res.on("end", () => {
+        clearTimeout(timer);
+        resolve(res.statusCode ?? 0);
+      });
+      res.on("close", () => {
+        clearTimeout(timer);
+        if (!res.complete) reject(Object.assign(new Error("connection closed"), { code: "ECONNRESET" }));
+      });
+      res.resume();
+    });
+    req.end(body);
+  });
+}
+
 /** One POST to the endpoint. Never throws; the error text holds no header, secret or URL password. */
 export async function send(
   e: EndpointConfig,
@@ -163,48 +215,46 @@ export async function send(
 ): Promise<SendResult> {
   const started = performance.now();
   const { contentType, body } = formatBody(e.format, events);
-  const headers = new Headers();
+  const headers: Record<string, string | string[]> = {};
+  const lower = new Set<string>();
   for (const [name, values] of Object.entries(e.headers ?? {})) {
-    for (const value of values) headers.append(name, value);
+    headers[name] = values;
+    lower.add(name.toLowerCase());
   }
-  headers.set("content-type", contentType);
+  const set = (name: string, value: string) => {
+    for (const key of Object.keys(headers)) if (key.toLowerCase() === name) delete headers[key];
+    headers[name] = value;
+  };
+  set("content-type", contentType);
   // user:password in the URL means HTTP basic authentication (as Go's client does for registry:2).
   const url = new URL(e.url);
   if (url.username || url.password) {
-    if (!headers.has("authorization")) {
+    if (!lower.has("authorization")) {
       const credentials = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
-      headers.set("authorization", `Basic ${Buffer.from(credentials).toString("base64")}`);
+      set("authorization", `Basic ${Buffer.from(credentials).toString("base64")}`);
     }
     url.username = "";
     url.password = "";
   }
-  if (!headers.has("user-agent")) headers.set("user-agent", "berth-notifications");
-  if (secret && e.signature) headers.set(e.signature.header, signature(secret, body));
+  if (!lower.has("user-agent")) set("user-agent", "berth-notifications");
+  if (secret && e.signature) set(e.signature.header.toLowerCase(), signature(secret, body));
   try {
-    const res = await fetch(url, {
-      method: "POST",
-      body,
-      headers,
-      redirect: "manual",
-      signal: AbortSignal.timeout(e.timeout),
-    });
-    await res.arrayBuffer().catch(() => undefined);
-    const ok = res.status >= 200 && res.status < 400;
+    const status = await post(url, headers, Buffer.from(body, "utf8"), e.timeout);
+    const ok = status >= 200 && status < 400;
     return {
-      status: res.status,
+      status,
       ok,
-      error: ok ? null : `receiver answered ${res.status}`,
+      error: ok ? null : `receiver answered ${status}`,
       ms: performance.now() - started,
     };
   } catch (err) {
-    const error = err as Error & { cause?: { code?: string; message?: string } };
-    const code = error.cause?.code;
+    const code = (err as NodeJS.ErrnoException).code;
     const text =
-      error.name === "TimeoutError" || error.name === "AbortError"
+      err instanceof DeliveryTimeout
         ? `no answer within ${e.timeout} ms`
         : code && NETWORK_ERRORS[code]
           ? `${NETWORK_ERRORS[code]} (${code})`
-          : (code ?? error.cause?.message ?? error.message);
+          : (code ?? (err as Error).message);
     return {
       status: null,
       ok: false,

@@ -124,7 +124,13 @@ export class Receiver {
       this.sockets.add(s);
       s.on("close", () => this.sockets.delete(s));
     });
-    await new Promise<void>((resolve) => server.listen(port || this.port, "127.0.0.1", resolve));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port || this.port, "127.0.0.1", () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
     this.port = (server.address() as net.AddressInfo).port;
     this.server = server;
     return this;

@@ -317,6 +317,27 @@ describe("notifications in registry:2's format", () => {
   });
 });
 
+describe("receivers on any port", () => {
+  it("delivers to a receiver on a port that browsers' fetch refuses (6000, 6666, 10080, ...)", async () => {
+    let hook: Receiver | null = null;
+    for (const port of [6666, 6667, 6668, 6000, 10080, 6665, 6669]) {
+      try {
+        hook = await new Receiver().start(port);
+        break;
+      } catch {
+        // taken: try the next
+      }
+    }
+    if (!hook) throw new Error("no bad port was free to listen on");
+    receivers.push(hook);
+    const file = config({ endpoints: [{ name: "irc", url: hook.url, ...FAST }] });
+    const berth = await start({ args: ["--config", file] });
+    await pushSmall(new RegistryClient(berth.url), "ports/app", "v1");
+    await hook.waitFor(() => hook.events.length >= 3);
+    expect(hook.events[2]?.target.tag).toBe("v1");
+  });
+});
+
 describe("berth events and /api/v1/events", () => {
   it("shows endpoints to admins only, and redelivers kept events with their original ids", async () => {
     const hook = await receiver();
