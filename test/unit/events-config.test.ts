@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -84,6 +84,19 @@ describe("notifications configuration", () => {
     });
     expect(config.notifications.events.pull).toBe(true);
     expect(config.notifications.events.keep).toBe(24 * 3_600_000);
+  });
+
+  it("takes the example of docs/events.md as it is", () => {
+    const doc = readFileSync(path.join(import.meta.dirname, "../../docs/events.md"), "utf8");
+    const example = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+    expect(example).toBeDefined();
+    const { config, warnings } = load({ file: file(example as string) });
+    expect(warnings).toEqual([]);
+    expect(config.notifications.endpoints.map((e) => [e.name, e.format])).toEqual([
+      ["ci", "distribution"],
+      ["audit", "distribution"],
+      ["knative", "cloudevents"],
+    ]);
   });
 
   it("reads REGISTRY_NOTIFICATIONS_* variables: the endpoint list as YAML or JSON, and the event switches", () => {
