@@ -57,6 +57,12 @@ export interface DispatcherOptions {
 const DEFAULT_POLL_MS = 1_000;
 /** After a local commit, how long to wait for more before delivering (one request, one write for all). */
 const WAKE_DELAY_MS = 20;
+/**
+ * While commits keep coming, deliveries they trigger are at least this far apart: each delivery is
+ * a database write (and an fsync) beside the pushes, so a stream of pushes gets batched deliveries
+ * rather than one per push. A backlog is still drained back to back.
+ */
+const WAKE_INTERVAL_MS = 250;
 const PRUNE_EVERY_MS = 10 * 60_000;
 const CLOUDEVENTS_TYPE_PREFIX = "io.berth.registry.";
 
@@ -269,6 +275,8 @@ class EndpointWorker {
   private busy: Promise<void> | null = null;
   private again = false;
   private dueAt = 0;
+  /** When the last step that found events started (for WAKE_INTERVAL_MS). */
+  private lastRunAt = 0;
   stopped = false;
   private readonly filter: EndpointFilter;
   private readonly batch: number;
@@ -295,8 +303,13 @@ class EndpointWorker {
       this.again = true;
       return;
     }
-    if (this.timer && this.dueAt <= Date.now() + WAKE_DELAY_MS) return;
-    this.schedule(WAKE_DELAY_MS);
+    const delay = this.wakeDelay();
+    if (this.timer && this.dueAt <= Date.now() + delay) return;
+    this.schedule(delay);
+  }
+
+  private wakeDelay(): number {
+    return Math.max(WAKE_DELAY_MS, this.lastRunAt + WAKE_INTERVAL_MS - Date.now());
   }
 
   private schedule(delay: number): void {
@@ -320,7 +333,7 @@ class EndpointWorker {
           this.busy = null;
           const again = this.again;
           this.again = false;
-          this.schedule(again ? Math.min(next, WAKE_DELAY_MS) : next);
+          this.schedule(again ? Math.min(next, this.wakeDelay()) : next);
         });
     }, delay);
     this.timer.unref();
@@ -359,6 +372,7 @@ class EndpointWorker {
   }
 
   private async deliverFrom(row: EndpointRow, pending: EventRow[]): Promise<number> {
+    this.lastRunAt = Date.now();
     const chosen: DistributionEvent[] = [];
     let last = row.cursor;
     let first = 0;
