@@ -33,7 +33,7 @@ export class Context {
    * A server that cannot start (or has an entry in `errors`) is reported as { key, error } so the
    * other one can still be measured.
    */
-  async startPair(name, { dataDirs = {}, errors = {}, htpasswd } = {}) {
+  async startPair(name, { dataDirs = {}, errors = {}, htpasswd, extraConfig = [] } = {}) {
     const pair = {};
     for (const key of SERVER_KEYS) {
       if (errors[key]) {
@@ -51,6 +51,7 @@ export class Context {
           workDir,
           extraArgs: key === "berth" ? this.opts.berthArgs : [],
           htpasswd,
+          extraConfig,
         });
       } catch (err) {
         log(`could not start ${key}: ${errorMessage(err)}`);

@@ -10,6 +10,7 @@ import { formatNumber } from "./util.mjs";
  *   target: { kind: "ratio", min } — Berth/Distribution must be ≥ min (higher-is-better metrics)
  *           { kind: "ratio", max } — Berth/Distribution must be ≤ max (lower-is-better metrics)
  *           { kind: "berth", max } — Berth's own value must be < max
+ *           { kind: "berth", min } — Berth's own value must be ≥ min
  *           null — reported only
  */
 export function makeRow({
@@ -39,7 +40,7 @@ export function makeRow({
   if (target?.kind === "ratio" && ratio !== null) {
     met = target.min !== undefined ? ratio >= target.min : ratio <= target.max;
   } else if (target?.kind === "berth" && b !== null) {
-    met = b < target.max;
+    met = target.min !== undefined ? b >= target.min : b < target.max;
   }
   if (target && servers.berth.error) met = false;
   return { id, label, unit, higherIsBetter, aggregate, servers, ratio, target, met, notes };
@@ -64,6 +65,7 @@ export function cpuNote(result, bytes) {
 export function targetText(target, unit) {
   if (!target) return "—";
   if (target.kind === "ratio") return target.min !== undefined ? `≥ ${target.min}x` : `≤ ${target.max}x`;
+  if (target.min !== undefined) return `Berth ≥ ${target.min} ${unit}`;
   return `Berth < ${target.max} ${unit}`;
 }
 

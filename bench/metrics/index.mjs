@@ -4,6 +4,7 @@
 import blobHead from "./blob-head.mjs";
 import blobHeadAuth from "./blob-head-auth.mjs";
 import catalog from "./catalog.mjs";
+import events from "./events.mjs";
 import gc from "./gc.mjs";
 import manifestGet from "./manifest-get.mjs";
 import pull from "./pull.mjs";
@@ -23,4 +24,5 @@ export const METRICS = [
   catalog,
   rss,
   gc,
+  events,
 ];

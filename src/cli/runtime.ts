@@ -1,6 +1,7 @@
 import { type Config, dataDirOf } from "../config/schema.js";
 import { type MetadataDb, openSqlite } from "../metadata/db.js";
 import { MetadataStore } from "../metadata/store.js";
+import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 
@@ -25,6 +26,7 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
     readOnly: config.storage.maintenance.readonly.enabled,
     maxManifestBytes: config.http.maxmanifestbytes,
     linkRefreshMs: config.gc.graceperiod / 2,
+    events: EventRecorder.fromConfig(metadata.db, config), // [events, issue 14]
   });
   return {
     dataDir,

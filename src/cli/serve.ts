@@ -192,6 +192,13 @@ async function runWorker(
     managedTls?.serverOptions ?? fileTls ?? {},
   );
   managedTls?.registerRoutes(app); // [tls, issue 15] /ca.crt
+  // [events, issue 14] before listening, so that a new endpoint's cursor starts before the first request
+  const stopEvents = await (await import("../registry/event-dispatch.js")).startEventDispatcher(
+    runtime.metadata.db,
+    runtime.registry.events,
+    config,
+    log,
+  );
   const { host, port } = parseAddr(config.http.addr);
   await app.listen({ host, port });
   const stopManagedTls = managedTls ? await managedTls.start(app) : async () => {}; // [tls, issue 15]
@@ -219,6 +226,7 @@ async function runWorker(
       await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
       await app.close();
       await runtime.registry.flushPulls();
+      await stopEvents(); // [events, issue 14] pull events written, deliveries in flight finished, leases freed
       await runtime.close();
     } finally {
       if (single) log.info("stopped");

@@ -67,7 +67,6 @@ export const DISTRIBUTION_ONLY: Record<string, CompatEntry> = {
  * A warning names each one that is set, by the file, the environment or a flag.
  */
 export const NOT_IMPLEMENTED: Record<string, string> = {
-  notifications: "webhook notifications are not implemented yet; no events will be sent",
   proxy:
     "pull-through caching is not implemented yet; Berth will serve as an ordinary registry and will not fetch from proxy.remoteurl",
   health:

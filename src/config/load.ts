@@ -457,7 +457,9 @@ function describeIssue(state: State, tree: Tree, issue: Issue): string {
   let message = issue.message.replace(/^Invalid (input|option): /, "");
   if (issue.code === "invalid_type" && issue.expected) message = `expected ${article(issue.expected)}`;
   const last = path[path.length - 1];
-  const shown = typeof last === "string" && isSecretKey(last) ? MASK : show(value);
+  // A webhook's header values are credentials whatever the header is called (issue 14).
+  const webhookHeader = path[0] === "notifications" && path.includes("headers");
+  const shown = webhookHeader || (typeof last === "string" && isSecretKey(last)) ? MASK : show(value);
   if (issue.code === "custom" || /\bgot\b/.test(message)) return `${where}: ${message}`;
   return `${where}: ${message}, got ${shown}`;
 }

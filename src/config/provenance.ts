@@ -122,13 +122,22 @@ export function maskSecrets(value: unknown, key = ""): unknown {
   if (Array.isArray(value)) return value.map((v) => maskSecrets(v, key));
   if (isPlainObject(value)) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = maskSecrets(v, k);
+    for (const [k, v] of Object.entries(value)) {
+      // A webhook's headers carry credentials under any name (X-Api-Key, ...): every value is masked.
+      out[k] = key === "endpoints" && k === "headers" ? maskAll(v) : maskSecrets(v, k);
+    }
     return out;
   }
   if (value === undefined || value === null || value === "") return value;
   if (key && isSecretKey(key) && (typeof value === "string" || typeof value === "number")) return MASK;
   if (typeof value === "string") return maskUrlPassword(value);
   return value;
+}
+
+function maskAll(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(maskAll);
+  if (isPlainObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskAll(v)]));
+  return value === undefined || value === null ? value : MASK;
 }
 
 /** `postgres://user:secret@host/db` → `postgres://user:********@host/db`. */

@@ -5,6 +5,7 @@ import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
 import { errorBody, handleClientError, sendError } from "./errors.js";
 import { registerApiRoutes } from "./routes/api.js";
+import { registerEventRoutes } from "./routes/events.js"; // [events, issue 14]
 import { registerOpsRoutes } from "./routes/ops.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { registerUiRoutes } from "./routes/ui.js";
@@ -77,6 +78,7 @@ export async function buildApp(
   await registerTokenRoutes(app, ctx);
   await registerV2Routes(app, ctx);
   await registerApiRoutes(app, ctx);
+  await registerEventRoutes(app, ctx); // [events, issue 14]
   await registerUiRoutes(app, ctx);
   return app;
 }

@@ -133,6 +133,53 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    "0004_events": {
+      // Issue 14: the notification outbox, one cursor per webhook endpoint, and a log of deliveries.
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable("events")
+          .addColumn("id", t.id as "integer", (c) => c.primaryKey().autoIncrement())
+          .addColumn("event_id", "text", (c) => c.notNull())
+          .addColumn("created_at", t.big as "integer", (c) => c.notNull())
+          .addColumn("action", "text", (c) => c.notNull())
+          .addColumn("repository", "text", (c) => c.notNull())
+          .addColumn("body", "text", (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("events_created").on("events").column("created_at").execute();
+        await db.schema
+          .createTable("event_endpoints")
+          .addColumn("name", "text", (c) => c.primaryKey())
+          .addColumn("cursor", t.big as "integer", (c) => c.notNull())
+          .addColumn("failures", "integer", (c) => c.notNull().defaultTo(0))
+          .addColumn("next_attempt_at", t.big as "integer", (c) => c.notNull().defaultTo(0))
+          .addColumn("failing_since", t.big as "integer")
+          .addColumn("last_error", "text")
+          .addColumn("last_attempt_at", t.big as "integer")
+          .addColumn("last_success_at", t.big as "integer")
+          .addColumn("delivered", t.big as "integer", (c) => c.notNull().defaultTo(0))
+          .addColumn("lease_holder", "text")
+          .addColumn("lease_until", t.big as "integer")
+          .addColumn("created_at", t.big as "integer", (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable("event_deliveries")
+          .addColumn("id", t.id as "integer", (c) => c.primaryKey().autoIncrement())
+          .addColumn("endpoint", "text", (c) => c.notNull())
+          .addColumn("first_event", t.big as "integer", (c) => c.notNull())
+          .addColumn("last_event", t.big as "integer", (c) => c.notNull())
+          .addColumn("events", "integer", (c) => c.notNull())
+          .addColumn("status", "integer")
+          .addColumn("error", "text")
+          .addColumn("attempted_at", t.big as "integer", (c) => c.notNull())
+          .addColumn("duration_ms", "integer", (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createIndex("event_deliveries_endpoint")
+          .on("event_deliveries")
+          .columns(["endpoint", "id"])
+          .execute();
+      },
+    },
   };
 }
 

@@ -95,6 +95,51 @@ export interface ReleasedManifestsTable {
   released_at: number;
 }
 
+/** The notification outbox (issue 14): one row per event, written in the transaction of its change. */
+export interface EventsTable {
+  /** Commit order (SQLite has one writer); each endpoint's cursor is an id here. */
+  id: Generated<number>;
+  /** The event's stable id, sent to receivers (for de-duplication). */
+  event_id: string;
+  created_at: number;
+  action: string;
+  repository: string;
+  /** The event as sent in Distribution's envelope, JSON. */
+  body: string;
+}
+
+/** One row per configured webhook endpoint: how far it got, its health, and which process delivers to it. */
+export interface EventEndpointsTable {
+  name: string;
+  /** The last event id delivered (or skipped by the endpoint's filters). */
+  cursor: number;
+  /** Failed attempts since the last success. */
+  failures: number;
+  next_attempt_at: number;
+  failing_since: number | null;
+  last_error: string | null;
+  last_attempt_at: number | null;
+  last_success_at: number | null;
+  delivered: number;
+  lease_holder: string | null;
+  lease_until: number | null;
+  created_at: number;
+}
+
+/** One row per delivery attempt (a batch of events to one endpoint). */
+export interface EventDeliveriesTable {
+  id: Generated<number>;
+  endpoint: string;
+  first_event: number;
+  last_event: number;
+  events: number;
+  /** HTTP status, or null when no answer came (timeout, refused). */
+  status: number | null;
+  error: string | null;
+  attempted_at: number;
+  duration_ms: number;
+}
+
 export interface Database {
   repositories: RepositoriesTable;
   blobs: BlobsTable;
@@ -106,4 +151,7 @@ export interface Database {
   uploads: UploadsTable;
   locks: LocksTable;
   released_manifests: ReleasedManifestsTable;
+  events: EventsTable;
+  event_endpoints: EventEndpointsTable;
+  event_deliveries: EventDeliveriesTable;
 }

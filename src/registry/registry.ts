@@ -3,6 +3,7 @@ import type { Readable } from "node:stream";
 import type { ManifestRow, MetadataStore, ReferrerRow } from "../metadata/store.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { RegistryError } from "./errors.js";
+import { BLOB_MEDIA_TYPE, EventRecorder, type RequestInfo } from "./events.js"; // [events, issue 14]
 import { type ParsedManifest, parseManifest, requiredBlobs } from "./manifests.js";
 import { OCI_INDEX } from "./media-types.js";
 import {
@@ -26,6 +27,8 @@ export interface RegistryOptions {
    * garbage collector may take an unreferenced blob. Half the collector's grace period.
    */
   linkRefreshMs: number;
+  /** Notifications (issue 14): records events in the transactions below; none when absent. */
+  events?: EventRecorder;
 }
 
 export interface ByteRange {
@@ -86,6 +89,7 @@ const PULL_FLUSH_MS = 1_000;
  */
 export class Registry {
   readonly hashes: UploadHashes;
+  readonly events: EventRecorder; // [events, issue 14]
   private readonly pulls = new Map<string, number>();
   private pullTimer: NodeJS.Timeout | null = null;
 
@@ -95,6 +99,7 @@ export class Registry {
     readonly options: RegistryOptions,
   ) {
     this.hashes = new UploadHashes(store);
+    this.events = options.events ?? EventRecorder.disabled(); // [events, issue 14]
   }
 
   private assertWritable(): void {
@@ -158,14 +163,16 @@ export class Registry {
     }
   }
 
-  async deleteBlob(name: string, digest: string): Promise<void> {
+  async deleteBlob(name: string, digest: string, request?: RequestInfo): Promise<void> {
     assertName(name);
     assertDigest(digest);
     this.assertDeletable();
     const repositoryId = await this.repositoryIdOrUnknown(name);
     const removed = await this.meta.transaction(async (trx) => {
       await this.meta.touchRepository(trx, name);
-      return this.meta.unlinkBlob(trx, repositoryId, digest);
+      const unlinked = await this.meta.unlinkBlob(trx, repositoryId, digest);
+      if (unlinked) await this.events.record(trx, request, "delete", { repository: name, digest }); // [events]
+      return unlinked;
     });
     if (!removed) throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
   }
@@ -179,6 +186,7 @@ export class Registry {
     digest: string,
     from: string | undefined,
     canRead: (repo: string) => boolean,
+    request?: RequestInfo,
   ): Promise<boolean> {
     assertName(name);
     this.assertWritable();
@@ -196,8 +204,17 @@ export class Registry {
       const repositoryId = await this.meta.touchRepository(trx, name);
       const sourceId = await this.meta.repositoryId(sourceName, trx);
       if (sourceId === null || !(await this.meta.isLinked(trx, sourceId, digest))) return false;
-      if (!(await this.meta.blob(digest, trx))) return false;
+      const blob = await this.meta.blob(digest, trx);
+      if (!blob) return false;
       await this.meta.linkBlob(trx, repositoryId, digest);
+      // [events, issue 14]
+      await this.events.record(trx, request, "mount", {
+        repository: name,
+        digest,
+        mediaType: BLOB_MEDIA_TYPE,
+        size: blob.size,
+        fromRepository: sourceName,
+      });
       return true;
     });
   }
@@ -270,6 +287,7 @@ export class Registry {
     body: AsyncIterable<Buffer> | null,
     range?: ByteRange,
     contentLength?: number,
+    request?: RequestInfo,
   ): Promise<{ digest: string; size: number }> {
     assertName(name);
     this.assertWritable();
@@ -285,7 +303,7 @@ export class Registry {
             actual: before.digest,
           });
         }
-        await this.commitInPlace(name, id, parsed.digest, before.size);
+        await this.commitInPlace(name, id, parsed.digest, before.size, request);
         return { state: before, result: { digest: parsed.digest, size: before.size } };
       }
       const state = body ? await this.writeChunk(id, before, body, range, contentLength) : before;
@@ -299,7 +317,7 @@ export class Registry {
       }
       // The row already names these bytes when the last PATCH brought them all (the usual bodiless PUT).
       const recorded = !body && before.digest === parsed.digest && before.size === state.size;
-      await this.commit(name, id, parsed.digest, state.size, { holder, recorded });
+      await this.commit(name, id, parsed.digest, state.size, { holder, recorded }, request);
       return { state, result: { digest: parsed.digest, size: state.size } };
     });
   }
@@ -310,6 +328,7 @@ export class Registry {
     digest: string,
     body: AsyncIterable<Buffer>,
     contentLength?: number,
+    request?: RequestInfo,
   ): Promise<{ digest: string; size: number }> {
     assertName(name);
     this.assertWritable();
@@ -335,7 +354,7 @@ export class Registry {
           actual,
         });
       }
-      await this.commit(name, id, parsed.digest, size, null);
+      await this.commit(name, id, parsed.digest, size, null, request);
       return { digest: parsed.digest, size };
     } catch (err) {
       await this.store.deleteUpload(id).catch(() => {});
@@ -478,6 +497,7 @@ export class Registry {
     digest: string,
     size: number,
     row: { holder: string; recorded: boolean } | null,
+    request?: RequestInfo,
   ): Promise<void> {
     await this.store.syncUpload(id);
     if (row && !row.recorded) await this.meta.noteUploadWrite(id, row.holder, size, digest);
@@ -487,12 +507,25 @@ export class Registry {
       await this.store.commitUpload(id, digest);
       await this.meta.linkBlob(trx, repositoryId, digest);
       if (row) await this.meta.deleteUploadRow(id, trx);
+      // [events, issue 14]
+      await this.events.record(trx, request, "push", {
+        repository: name,
+        digest,
+        mediaType: BLOB_MEDIA_TYPE,
+        size,
+      });
     });
     this.hashes.forget(id);
   }
 
   /** The second half of a commit that a crash interrupted after its rename: the bytes are in place. */
-  private async commitInPlace(name: string, id: string, digest: string, size: number): Promise<void> {
+  private async commitInPlace(
+    name: string,
+    id: string,
+    digest: string,
+    size: number,
+    request?: RequestInfo,
+  ): Promise<void> {
     const committed = await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
       // Under the write lock, so the collector cannot be removing the file at this moment.
@@ -500,6 +533,13 @@ export class Registry {
       if (stat && stat.size === size) {
         await this.meta.upsertBlob(trx, digest, size);
         await this.meta.linkBlob(trx, repositoryId, digest);
+        // [events, issue 14]
+        await this.events.record(trx, request, "push", {
+          repository: name,
+          digest,
+          mediaType: BLOB_MEDIA_TYPE,
+          size,
+        });
       }
       await this.meta.deleteUploadRow(id, trx);
       return stat !== null && stat.size === size;
@@ -516,6 +556,7 @@ export class Registry {
     content: Buffer,
     contentType: string | undefined,
     extraTags: string[] = [],
+    request?: RequestInfo,
   ): Promise<PutManifestResult> {
     assertName(name);
     const ref = parseReference(reference);
@@ -574,6 +615,20 @@ export class Registry {
         children: parsed.manifests.map((m) => m.digest),
       });
       for (const tag of tags) await this.meta.setTag(trx, repositoryId, tag, digest);
+      // [events, issue 14] one push event per tag (or one without a tag), as registry:2 sends them
+      const target = {
+        repository: name,
+        digest,
+        mediaType: parsed.mediaType,
+        size: content.length,
+        references: manifestReferences(parsed),
+      };
+      await this.events.record(
+        trx,
+        request,
+        "push",
+        ...(tags.length === 0 ? [target] : tags.map((tag) => ({ ...target, tag }))),
+      );
     });
     return { digest, subject: parsed.subject?.digest ?? null, tags };
   }
@@ -630,7 +685,7 @@ export class Registry {
   }
 
   /** DELETE by tag removes that tag only; by digest the manifest and every tag on it. */
-  async deleteManifest(name: string, reference: string): Promise<void> {
+  async deleteManifest(name: string, reference: string, request?: RequestInfo): Promise<void> {
     assertName(name);
     this.assertDeletable();
     const ref = lookupReference(reference);
@@ -639,26 +694,41 @@ export class Registry {
       throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     const removed = await this.meta.transaction(async (trx) => {
       await this.meta.touchRepository(trx, name);
-      return ref.kind === "tag"
-        ? this.meta.deleteTag(trx, repositoryId, ref.tag)
-        : this.meta.deleteManifest(trx, repositoryId, ref.digest.digest);
+      const deleted =
+        ref.kind === "tag"
+          ? await this.meta.deleteTag(trx, repositoryId, ref.tag)
+          : await this.meta.deleteManifest(trx, repositoryId, ref.digest.digest);
+      // [events, issue 14]
+      if (deleted) {
+        await this.events.record(
+          trx,
+          request,
+          "delete",
+          ref.kind === "tag"
+            ? { repository: name, tag: ref.tag }
+            : { repository: name, digest: ref.digest.digest },
+        );
+      }
+      return deleted;
     });
     if (!removed) throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
   }
 
-  async deleteTag(name: string, tag: string): Promise<void> {
+  async deleteTag(name: string, tag: string, request?: RequestInfo): Promise<void> {
     assertTag(tag);
-    await this.deleteManifest(name, tag);
+    await this.deleteManifest(name, tag, request);
   }
 
   /** Removes a repository with its tags, manifests, blob links and uploads. Blobs go at the next collection. */
-  async deleteRepository(name: string): Promise<void> {
+  async deleteRepository(name: string, request?: RequestInfo): Promise<void> {
     assertName(name);
     this.assertDeletable();
     const repositoryId = await this.repositoryIdOrUnknown(name);
     const uploads = await this.meta.transaction(async (trx) => {
       await this.meta.touchRepository(trx, name);
-      return this.meta.deleteRepository(trx, repositoryId);
+      const removed = await this.meta.deleteRepository(trx, repositoryId);
+      await this.events.record(trx, request, "delete", { repository: name }); // [events, issue 14]
+      return removed;
     });
     for (const id of uploads) {
       this.hashes.forget(id);
@@ -716,6 +786,12 @@ export class Registry {
   } {
     return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: descriptors };
   }
+}
+
+/** The descriptors a manifest points at, for an event's target.references (issue 14). */
+function manifestReferences(m: ParsedManifest): { mediaType: string; digest: string; size: number }[] {
+  const all = [...(m.config ? [m.config] : []), ...m.layers, ...m.manifests];
+  return all.map((d) => ({ mediaType: d.mediaType, digest: d.digest, size: d.size }));
 }
 
 function referrerDescriptor(row: ReferrerRow): ReferrerDescriptor {

@@ -44,8 +44,11 @@ describe("whoami and login", () => {
       auth: "htpasswd",
       deleteEnabled: true,
       readOnly: false,
+      admin: false,
+      notifications: 0,
     });
-    expect((await getJson(reader, "/api/v1/whoami")).body.user).toBe("reader");
+    expect((await getJson(reader, "/api/v1/whoami")).body).toMatchObject({ user: "reader", admin: false });
+    expect((await getJson(admin, "/api/v1/whoami")).body).toMatchObject({ user: "admin", admin: true });
     expect((await getJson(reader, "/api/v1/whoami?login=1")).body.user).toBe("reader");
   });
 

@@ -404,7 +404,14 @@ describe("usage", () => {
 describe("whoami", () => {
   it("says that auth is off and deletes are allowed", async () => {
     const { body } = await getJson(c, "/api/v1/whoami");
-    expect(body).toEqual({ user: null, auth: "none", deleteEnabled: true, readOnly: false });
+    expect(body).toEqual({
+      user: null,
+      auth: "none",
+      deleteEnabled: true,
+      readOnly: false,
+      admin: true,
+      notifications: 0,
+    });
   });
 });
 
@@ -416,6 +423,7 @@ describe("the web UI on the same port", () => {
       "/r/team/web:1.4.2",
       `/r/team/web@${indexDigest}`,
       "/storage",
+      "/events",
       "/login",
     ]) {
       const res = await fetch(`${c.base}${path}`);

@@ -207,6 +207,7 @@ describe("UI routes", () => {
       reference: digest,
     });
     expect(parseRoute("/storage")).toEqual({ page: "storage" });
+    expect(parseRoute("/events")).toEqual({ page: "events" });
     expect(parseRoute("/login")).toEqual({ page: "login" });
     expect(parseRoute("/nope")).toEqual({ page: "not-found", path: "/nope" });
     expect(parseRoute("/%E0%A4%A")).toEqual({ page: "not-found", path: "/%E0%A4%A" });

@@ -5,9 +5,10 @@
  * in sessionStorage (this tab, until it closes or the user logs out), never in localStorage.
  */
 import type { ImageConfigSummary } from "../../src/http/api-types.ts";
+import type { EventsStatus } from "../../src/registry/event-view.ts";
 import type { Platform } from "./lib/format.ts";
 
-export type { Platform };
+export type { EventsStatus, Platform };
 
 export interface WhoAmI {
   /** null for an anonymous caller. */
@@ -16,6 +17,10 @@ export interface WhoAmI {
   /** Whether the registry allows deletes at all (storage.delete.enabled, not read-only). */
   deleteEnabled: boolean;
   readOnly: boolean;
+  /** An administrator (everyone when authentication is off). */
+  admin: boolean;
+  /** Configured notification endpoints. */
+  notifications: number;
 }
 
 export interface Permissions {
@@ -270,4 +275,7 @@ export const api = {
 
   usage: (q: { page?: number; limit?: number; sort?: string; q?: string }) =>
     request<Usage>("GET", "/usage", { query: q }),
+
+  events: (q: { limit?: number; failures?: string } = {}) =>
+    request<EventsStatus>("GET", "/events", { query: q }),
 };

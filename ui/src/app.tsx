@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useState } from "preact/hooks";
 import { ApiError, api, forgetCredentials, type WhoAmI } from "./api.ts";
 import { parseRoute } from "./lib/routes.ts";
+import { EventsPage } from "./pages/events.tsx";
 import { ImagePage } from "./pages/image.tsx";
 import { LoginPage } from "./pages/login.tsx";
 import { RepositoriesPage } from "./pages/repositories.tsx";
@@ -29,6 +30,11 @@ function Header({ me, onLogout, path }: { me: WhoAmI | null; onLogout: () => voi
           <Link href="/storage" aria-current={path === "/storage" ? "page" : undefined}>
             Storage
           </Link>
+          {me?.admin && me.notifications > 0 ? (
+            <Link href="/events" aria-current={path === "/events" ? "page" : undefined}>
+              Events
+            </Link>
+          ) : null}
         </nav>
         <div class="topbar-actions">
           <ThemeToggle />
@@ -119,6 +125,9 @@ export function App() {
       break;
     case "storage":
       page = <StoragePage />;
+      break;
+    case "events":
+      page = <EventsPage />;
       break;
     case "login":
       page = <LoginPage />;

@@ -3,22 +3,30 @@ import { duration } from "./core.js";
 
 // Owned by the drop-in/operations work (issue 4): notifications, proxy, health, redis, metrics.
 //
-// notifications, proxy and health have Distribution's shapes so that a registry:2 config.yml is
-// checked as registry:2 would check it; Berth does not act on them yet, and src/config/compat.ts
-// makes start-up warn about each one that is set. redis is accepted in any shape (it changed
+// notifications (issue 14: src/registry/events.ts acts on them), proxy and health have Distribution's
+// shapes so that a registry:2 config.yml is checked as registry:2 would check it; Berth does not act
+// on proxy and health yet, and src/config/compat.ts makes start-up warn about each one that is set. redis is accepted in any shape (it changed
 // between Distribution 2 and 3) and never used: Berth's shared state lives in its database.
 
 const headerMap = z.record(z.string(), z.array(z.string()));
 const count = z.number().int().nonnegative();
 
+const eventAction = z.enum(["push", "pull", "mount", "delete"]);
+
+/**
+ * One webhook receiver. Distribution's keys (name … ignore), then Berth's own (format … actions).
+ * Defaults as registry:2: timeout 1s, threshold 10, backoff 1s.
+ */
 const endpoint = z.object({
-  name: z.string(),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, { message: "expected a name of letters, digits, . _ -" }),
   disabled: z.boolean().default(false),
-  url: z.string(),
+  url: z.string().regex(/^https?:\/\/[^\s]+$/i, { message: "expected an http:// or https:// URL" }),
   headers: headerMap.optional(),
-  timeout: duration.optional(),
-  threshold: count.optional(),
-  backoff: duration.optional(),
+  timeout: duration.default(1000),
+  threshold: count.default(10),
+  backoff: duration.default(1000),
   ignoredmediatypes: z.array(z.string()).optional(),
   ignore: z
     .object({
@@ -26,14 +34,49 @@ const endpoint = z.object({
       actions: z.array(z.string()).optional(),
     })
     .optional(),
+  // Berth's own from here.
+  format: z.enum(["distribution", "cloudevents"]).default("distribution"),
+  batchsize: z.number().int().min(1).max(1000).optional(),
+  maxbackoff: duration.default(300_000),
+  signature: z
+    .object({
+      secret: z.string().min(1).optional(),
+      secretfile: z.string().min(1).optional(),
+      header: z.string().default("Berth-Signature"),
+    })
+    .refine((s) => (s.secret === undefined) !== (s.secretfile === undefined), {
+      message: "set exactly one of secret and secretfile",
+    })
+    .optional(),
+  repositories: z.array(z.string()).optional(),
+  actions: z.array(eventAction).optional(),
 });
 
 export const notificationsSection = z
   .object({
-    events: z.object({ includereferences: z.boolean().optional() }).optional(),
-    endpoints: z.array(endpoint).optional(),
+    events: z
+      .object({
+        includereferences: z.boolean().default(false),
+        pull: z.boolean().default(true),
+        keep: duration.default(24 * 3_600_000),
+      })
+      .prefault({}),
+    endpoints: z.array(endpoint).default([]),
   })
-  .optional();
+  .superRefine((n, ctx) => {
+    const seen = new Set<string>();
+    n.endpoints.forEach((e, i) => {
+      if (seen.has(e.name)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["endpoints", i, "name"],
+          message: `duplicate endpoint name "${e.name}"`,
+        });
+      }
+      seen.add(e.name);
+    });
+  })
+  .prefault({});
 
 export const proxySection = z
   .object({

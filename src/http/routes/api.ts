@@ -23,6 +23,7 @@ import { repositoryUsage, usageOfRepository, usageSummary } from "../../registry
 import { canPull, getIdentity, pullsEverything, requireAccess } from "../access.js";
 import type { ImageConfigSummary } from "../api-types.js";
 import type { AppContext } from "../context.js";
+import { requestInfo } from "../event-info.js";
 
 /**
  * Berth's own JSON API under /api/v1, for the web UI (documented in docs/api.md): the sizes, dates,
@@ -297,7 +298,15 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
         "authentication required: the registry did not accept these credentials",
       );
     }
-    return { user, auth: authKind(), deleteEnabled: deleteEnabled(), readOnly: registry.options.readOnly };
+    return {
+      user,
+      auth: authKind(),
+      deleteEnabled: deleteEnabled(),
+      readOnly: registry.options.readOnly,
+      // [events, issue 14] the UI's Events page: for administrators (everyone without auth), when endpoints exist
+      admin: authKind() === "none" || getIdentity(request)?.admin === true,
+      notifications: ctx.config.notifications.endpoints.length,
+    };
   }
 
   async function listRepositories(request: FastifyRequest) {
@@ -637,10 +646,14 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
       await requireAccess(request, [{ type: "repository", name: r.name, actions: ["delete"] }]);
       switch (r.kind) {
         case "repository":
-          await registry.deleteRepository(r.name);
+          await registry.deleteRepository(r.name, requestInfo(request, ctx.config, registry.events));
           break;
         case "tag":
-          await registry.deleteTag(r.name, assertTag(r.arg ?? ""));
+          await registry.deleteTag(
+            r.name,
+            assertTag(r.arg ?? ""),
+            requestInfo(request, ctx.config, registry.events),
+          );
           break;
         case "manifest": {
           const digest = r.arg ?? "";
@@ -651,7 +664,7 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
               { reference: digest },
             );
           }
-          await registry.deleteManifest(r.name, digest);
+          await registry.deleteManifest(r.name, digest, requestInfo(request, ctx.config, registry.events));
           break;
         }
         default:

@@ -12,14 +12,14 @@ import type { AppContext } from "../context.js";
  * Only these paths belong to the UI, so nothing of the registry is ever shadowed
  * (/v2/, /auth/, /api/, /healthz, /readyz, /metrics stay with their owners):
  *   /                       index.html
- *   /r/..., /storage, /login  index.html too (client-side routes: the app reads the path)
+ *   /r/..., /storage, /events, /login  index.html too (client-side routes: the app reads the path)
  *   /assets/<hashed file>   scripts, styles, fonts: cached for a year (the name changes with the content)
  *   /<file in ui/dist root>  favicon and friends, cached for an hour
  * The files are read once at start-up and kept in memory with gzip and brotli variants.
  */
 
 /** Client-side routes; keep in step with ui/src/lib/routes.ts. */
-const SPA_ROUTES = ["/", "/r/*", "/storage", "/login"];
+const SPA_ROUTES = ["/", "/r/*", "/storage", "/events", "/login"];
 
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",

@@ -7,6 +7,7 @@
  *   /r/<name>:<tag>        an image by tag
  *   /r/<name>@<digest>     an image (or index) by digest
  *   /storage               storage usage
+ *   /events                notification endpoints (administrators)
  *   /login                 log in
  */
 export type Route =
@@ -14,11 +15,12 @@ export type Route =
   | { page: "repository"; name: string }
   | { page: "image"; name: string; reference: string }
   | { page: "storage" }
+  | { page: "events" }
   | { page: "login" }
   | { page: "not-found"; path: string };
 
 /** The path prefixes the server answers with the UI's index.html (kept in step with src/http/routes/ui.ts). */
-export const UI_PREFIXES = ["/r/", "/storage", "/login"] as const;
+export const UI_PREFIXES = ["/r/", "/storage", "/events", "/login"] as const;
 
 export function parseRoute(pathname: string): Route {
   let path: string;
@@ -29,6 +31,7 @@ export function parseRoute(pathname: string): Route {
   }
   if (path === "/" || path === "") return { page: "repositories" };
   if (path === "/storage" || path === "/storage/") return { page: "storage" };
+  if (path === "/events" || path === "/events/") return { page: "events" };
   if (path === "/login" || path === "/login/") return { page: "login" };
   if (path.startsWith("/r/")) {
     const rest = path.slice(3).replace(/\/+$/, "");

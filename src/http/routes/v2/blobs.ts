@@ -1,5 +1,7 @@
 import { RegistryError } from "../../../registry/errors.js";
+import { BLOB_MEDIA_TYPE } from "../../../registry/events.js";
 import { requireAccess } from "../../access.js";
+import { requestInfo } from "../../event-info.js";
 import type { V2Request } from "./common.js";
 
 /** "bytes=a-b", "bytes=a-" or "bytes=-n" against a blob of `size` bytes. */
@@ -51,11 +53,18 @@ export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Pr
   }
   if (head) return reply.send();
   const { stream } = await ctx.registry.openBlob(name, ref, range);
+  // [events, issue 14] registry:2 sends a pull event for a blob GET (a ranged one too)
+  ctx.registry.events.notePull(requestInfo(request, ctx.config, ctx.registry.events), {
+    repository: name,
+    digest: ref,
+    mediaType: BLOB_MEDIA_TYPE,
+    size,
+  });
   return reply.send(stream);
 }
 
 export async function deleteBlob({ request, reply, ctx, name, ref }: V2Request): Promise<unknown> {
   await requireAccess(request, [{ type: "repository", name, actions: ["delete"] }]);
-  await ctx.registry.deleteBlob(name, ref);
+  await ctx.registry.deleteBlob(name, ref, requestInfo(request, ctx.config, ctx.registry.events));
   return reply.code(202).header("Content-Length", 0).send();
 }

@@ -3,6 +3,7 @@ import type { ManifestRow } from "../../../metadata/store.js";
 import { RegistryError } from "../../../registry/errors.js";
 import { DOCKER_MANIFEST_LIST, INDEX_TYPES, OCI_INDEX } from "../../../registry/media-types.js";
 import { requireAccess } from "../../access.js";
+import { requestInfo } from "../../event-info.js";
 import { locationFor } from "../../urls.js";
 import { queryValues, readBody, type V2Request } from "./common.js";
 
@@ -64,7 +65,16 @@ export async function getManifest(r: V2Request): Promise<unknown> {
     .header("ETag", `"${row.digest}"`)
     .header("Content-Length", row.size);
   if (request.headers["if-none-match"] === `"${row.digest}"`) return reply.code(304).send();
-  return head ? reply.send() : reply.send(row.content);
+  if (head) return reply.send();
+  // [events, issue 14] a pull event per manifest GET, as registry:2 sends it (batched, off the request's path)
+  ctx.registry.events.notePull(requestInfo(request, ctx.config, ctx.registry.events), {
+    repository: name,
+    digest: row.digest,
+    mediaType: row.media_type,
+    size: row.size,
+    ...(ref.includes(":") ? {} : { tag: ref }),
+  });
+  return reply.send(row.content);
 }
 
 export async function putManifest(r: V2Request): Promise<unknown> {
@@ -78,6 +88,7 @@ export async function putManifest(r: V2Request): Promise<unknown> {
     content,
     request.headers["content-type"],
     queryValues(request, "tag"),
+    requestInfo(request, ctx.config, ctx.registry.events),
   );
   reply
     .code(201)
@@ -92,7 +103,11 @@ export async function putManifest(r: V2Request): Promise<unknown> {
 
 export async function deleteManifest(r: V2Request): Promise<unknown> {
   await requireAccess(r.request, [{ type: "repository", name: r.name, actions: ["delete"] }]);
-  await r.ctx.registry.deleteManifest(r.name, r.ref);
+  await r.ctx.registry.deleteManifest(
+    r.name,
+    r.ref,
+    requestInfo(r.request, r.ctx.config, r.ctx.registry.events),
+  );
   return r.reply.code(202).header("Content-Length", 0).send();
 }
 

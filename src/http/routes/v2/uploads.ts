@@ -1,6 +1,7 @@
 import { RegistryError } from "../../../registry/errors.js";
 import { uploadRange } from "../../../registry/registry.js";
 import { canPull, requireAccess } from "../../access.js";
+import { requestInfo } from "../../event-info.js";
 import { locationFor } from "../../urls.js";
 import {
   contentLength,
@@ -47,8 +48,12 @@ export async function startUpload(r: V2Request): Promise<unknown> {
   const mount = queryValue(request, "mount");
   if (mount !== undefined) {
     const from = queryValue(request, "from");
-    const mounted = await ctx.registry.mountBlob(name, mount, from || undefined, (repo) =>
-      canPull(request, repo),
+    const mounted = await ctx.registry.mountBlob(
+      name,
+      mount,
+      from || undefined,
+      (repo) => canPull(request, repo),
+      requestInfo(request, ctx.config, ctx.registry.events),
     );
     if (mounted) return created(r, mount);
   }
@@ -59,6 +64,7 @@ export async function startUpload(r: V2Request): Promise<unknown> {
       digest,
       requestBody(request),
       contentLength(request),
+      requestInfo(request, ctx.config, ctx.registry.events),
     );
     return created(r, done.digest);
   }
@@ -98,6 +104,7 @@ export async function putUpload(r: V2Request): Promise<unknown> {
     body,
     body ? chunkRange(r) : undefined,
     contentLength(r.request),
+    requestInfo(r.request, r.ctx.config, r.ctx.registry.events),
   );
   return created(r, done.digest);
 }
