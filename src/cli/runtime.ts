@@ -1,6 +1,7 @@
 import { type Config, dataDirOf } from "../config/schema.js";
-import { type MetadataDb, openSqlite } from "../metadata/db.js";
+import { type MetadataDb, openMetadata } from "../metadata/db.js";
 import { MetadataStore } from "../metadata/store.js";
+import { databaseTarget } from "../metadata/target.js";
 import { Registry } from "../registry/registry.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 
@@ -18,7 +19,7 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
   const dataDir = dataDirOf(config);
   const storage = new FilesystemBlobStore(dataDir);
   await storage.init();
-  const metadata = await openSqlite(dataDir, { migrate: options.migrate });
+  const metadata = await openMetadata(databaseTarget(config.database), dataDir, { migrate: options.migrate });
   const meta = new MetadataStore(metadata);
   const registry = new Registry(meta, storage, {
     deleteEnabled: config.storage.delete.enabled,

@@ -1,14 +1,21 @@
-import { type PostgresServer, startPostgres } from "./postgres.js";
+import type { TestProject } from "vitest/node";
+import { startPostgres } from "./postgres.js";
+
+declare module "vitest" {
+  interface ProvidedContext {
+    /** Base URL (maintenance database) of the run's PostgreSQL server; "" when there is none. */
+    berthPostgresUrl: string;
+  }
+}
 
 /**
- * Vitest global setup: with BERTH_TEST_DB=postgres, one PostgreSQL server for the whole run. Its
- * base URL goes to the test processes in BERTH_TEST_PG_URL; each `berth serve` that a test starts
- * gets a database of its own on it (test/helpers/server.ts).
+ * Vitest global setup of the `postgres` project (vitest.config.ts): one PostgreSQL server for the
+ * whole run. Each `berth serve` a test starts gets a fresh database on it (test/helpers/server.ts);
+ * the contract suite creates its own databases there too. Stopped and removed at the end.
  */
-export default async function setup(): Promise<(() => Promise<void>) | undefined> {
-  if (process.env.BERTH_TEST_DB !== "postgres" || process.env.BERTH_TEST_PG_URL) return undefined;
-  const server: PostgresServer = await startPostgres();
-  process.env.BERTH_TEST_PG_URL = server.url("postgres");
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const server = await startPostgres();
+  project.provide("berthPostgresUrl", server.url("postgres"));
   return async () => {
     await server.stop();
   };

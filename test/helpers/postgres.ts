@@ -4,6 +4,7 @@ import { chownSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import { inject } from "vitest";
 import { freePort } from "./server.js";
 
 /**
@@ -178,9 +179,14 @@ export function databaseNameFor(dataDir: string): string {
   return `berth_${createHash("sha256").update(path.resolve(dataDir)).digest("hex").slice(0, 20)}`;
 }
 
-/** The base URL of the suite-wide server started by test/helpers/postgres-global.ts, if any. */
+/** The base URL of the run's server started by test/helpers/postgres-global.ts, if any. */
 export function sharedPostgresUrl(): string | undefined {
-  return process.env.BERTH_TEST_PG_URL || undefined;
+  if (process.env.BERTH_TEST_PG_URL) return process.env.BERTH_TEST_PG_URL;
+  try {
+    return inject("berthPostgresUrl") || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Creates `database` on the server at `baseUrl` unless it exists; returns its URL. */
