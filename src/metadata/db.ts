@@ -49,7 +49,7 @@ export async function openSqlite(dataDir: string, options: OpenOptions = {}): Pr
   sqlite.pragma("cache_size = -32000");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
   try {
-    await migrate(db as Kysely<unknown>, "sqlite", { apply: options.migrate !== false });
+    await migrate(db as Kysely<unknown>, "sqlite", { apply: options.migrate !== false, sqlite });
   } catch (err) {
     await db.destroy();
     throw err;

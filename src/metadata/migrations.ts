@@ -1,3 +1,4 @@
+import type SQLite from "better-sqlite3";
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 import type pg from "pg";
 
@@ -168,16 +169,21 @@ const MIGRATION_LOCK = 0x6265727468; // "berth"
  * Brings the schema up to date (or, with `apply: false`, only checks it), refusing a database that
  * a newer Berth has migrated. On PostgreSQL the whole check-and-migrate runs under a session advisory
  * lock held on a connection of its own, so that ten processes starting at the same moment migrate
- * once: the others wait, then find nothing to do. On SQLite the migrator's transaction serializes them.
+ * once: the others wait, then find nothing to do. On SQLite (`sqlite`: the connection `db` runs on)
+ * it runs inside one BEGIN IMMEDIATE transaction: the write lock serializes processes the same way,
+ * and a crash mid-migration leaves the schema as it was.
  */
 export async function migrate(
   db: Kysely<unknown>,
   dialect: Dialect,
-  options: { apply?: boolean; pool?: pg.Pool } = {},
+  options: { apply?: boolean; pool?: pg.Pool; sqlite?: SQLite.Database } = {},
 ): Promise<void> {
   const lockClient = dialect === "postgres" && options.pool ? await options.pool.connect() : null;
+  const sqliteTx = dialect === "sqlite" && options.sqlite && options.apply !== false ? options.sqlite : null;
+  let committed = false;
   try {
     if (lockClient) await lockClient.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
+    sqliteTx?.exec("begin immediate");
     const known = new Set(knownMigrations());
     const unknown = (await appliedMigrations(db)).filter((name) => !known.has(name));
     if (unknown.length > 0) throw new SchemaTooNewError(unknown);
@@ -188,7 +194,10 @@ export async function migrate(
       const failed = results?.find((r) => r.status === "Error");
       throw new Error(`database migration ${failed?.migrationName ?? ""} failed: ${String(error)}`);
     }
+    sqliteTx?.exec("commit");
+    committed = true;
   } finally {
+    if (sqliteTx && !committed && sqliteTx.inTransaction) sqliteTx.exec("rollback");
     if (lockClient) {
       await lockClient.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => {});
       lockClient.release();
