@@ -30,6 +30,9 @@ export interface PostgresServer {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[], database?: string): Promise<T[]>;
   /** Restarts the server (fast shutdown, then start on the same port): drops every connection. */
   restart(): Promise<void>;
+  /** Fast shutdown, keeping the data (an outage); startServer brings it back on the same port. */
+  stopServer(): Promise<void>;
+  startServer(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -166,6 +169,8 @@ export async function startPostgres(): Promise<PostgresServer> {
       await shutdown();
       await launch();
     },
+    stopServer: shutdown,
+    startServer: launch,
     async stop() {
       process.removeListener("exit", onExit);
       await shutdown();
