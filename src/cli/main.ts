@@ -20,6 +20,7 @@ registerServeCommand(program);
 registerConfigCommand(program); // [ops wiring, issue 4]
 registerUserCommand(program); // [auth wiring, issue 3]
 (await import("./maintenance.js")).registerMaintenanceCommands(program); // [gc wiring, issue 6]
+(await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`berth: ${err instanceof Error ? err.message : String(err)}\n`);
