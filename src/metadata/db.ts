@@ -6,6 +6,7 @@ import { type CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from "kyse
 import pg from "pg";
 import { type Dialect, migrate } from "./migrations.js";
 import type { Database } from "./schema.js";
+import { sqlitePath } from "./target.js";
 
 export interface MetadataDb {
   db: Kysely<Database>;
@@ -32,10 +33,7 @@ export function openMetadata(target: DatabaseTarget, dataDir: string, options: O
   return target.kind === "postgres" ? openPostgres(target.pool, options) : openSqlite(dataDir, options);
 }
 
-/** Where the embedded SQLite database lives inside the data directory. */
-export function sqlitePath(dataDir: string): string {
-  return path.join(dataDir, "berth", "berth.db");
-}
+export { sqlitePath };
 
 /** Opens (and migrates, unless told not to) the embedded SQLite database in WAL mode. */
 export async function openSqlite(dataDir: string, options: OpenOptions = {}): Promise<MetadataDb> {

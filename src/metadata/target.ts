@@ -1,8 +1,14 @@
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import type { ConnectionOptions } from "node:tls";
 import type pg from "pg";
 import { type DatabaseConfig, usesPostgres } from "../config/sections/database.js";
 import type { DatabaseTarget } from "./db.js";
+
+/** Where the embedded SQLite database lives inside the data directory. */
+export function sqlitePath(dataDir: string): string {
+  return path.join(dataDir, "berth", "berth.db");
+}
 
 /**
  * Turns the `database` section into connection settings: SQLite when it names no PostgreSQL server,
@@ -56,8 +62,8 @@ function sslOptions(database: DatabaseConfig): false | ConnectionOptions | undef
 }
 
 /** A one-line description without secrets, for logs: `postgresql host:port/db` or `sqlite file`. */
-export function describeTarget(target: DatabaseTarget, sqliteFile: string): string {
-  if (target.kind === "sqlite") return `sqlite ${sqliteFile}`;
+export function describeTarget(target: DatabaseTarget, dataDir: string): string {
+  if (target.kind === "sqlite") return `sqlite ${sqlitePath(dataDir)}`;
   const p = target.pool;
   let host = p.host;
   let port = p.port;

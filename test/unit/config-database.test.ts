@@ -27,7 +27,7 @@ describe("database configuration", () => {
     if (target.kind !== "postgres") return;
     expect(target.pool.connectionString).toBe("postgres://u:pw@db.example:6543/reg");
     expect(target.pool.max).toBe(10);
-    expect(describeTarget(target, "")).toBe("postgresql db.example:6543/reg");
+    expect(describeTarget(target, "/data")).toBe("postgresql db.example:6543/reg");
   });
 
   it("takes GitLab's keys and REGISTRY_DATABASE_* variables", () => {
