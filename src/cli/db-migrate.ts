@@ -80,10 +80,8 @@ export async function migrateToPostgres(
             after = Number(batch[batch.length - 1]!._rowid);
             const values = batch.map(({ _rowid, ...row }) => row);
             // biome-ignore lint/suspicious/noExplicitAny: rows of any of the tables
-            await trx
-              .insertInto(table)
-              .values(values as any)
-              .execute();
+            const inserted: any = values;
+            await trx.insertInto(table).values(inserted).execute();
             copied += values.length;
           }
           const expected = (source.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n;

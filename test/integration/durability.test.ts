@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { openTestDb, type TestDb } from "../helpers/metadata-db.js";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 

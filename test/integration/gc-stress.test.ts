@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { openTestDb, type TestDb } from "../helpers/metadata-db.js";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import {
   type Blob,

@@ -6,7 +6,7 @@
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { openTestDb, type TestDb } from "../helpers/metadata-db.js";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import {
   berth,
