@@ -94,9 +94,14 @@ const types = {
  */
 export async function openPostgres(config: pg.PoolConfig, options: OpenOptions = {}): Promise<MetadataDb> {
   const pool = new pg.Pool({ ...config, max: Math.max(2, config.max ?? 10), types });
-  // An idle connection that the server closes emits 'error' on the pool; without a listener that
-  // would end the process. The pool has already discarded it.
+  // A connection that the server closes (a restart, a failover, pg_terminate_backend) emits 'error':
+  // on the pool when it is idle (the pool has already discarded it), on the client itself when it is
+  // in use. Without listeners that would end the process; the query in flight fails on its own
+  // (and its request answers 503), and the pool does not reuse the broken client.
   pool.on("error", () => {});
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   try {
     await migrate(db as Kysely<unknown>, "postgres", { apply: options.migrate !== false, pool });

@@ -4,19 +4,22 @@
  * once PostgreSQL is back the pool reconnects without a restart of Berth. Runs in the `postgres`
  * project only (it needs a server of its own to stop and start).
  */
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { blobOf, errorCode, RegistryClient, randomBlob } from "../helpers/registry.js";
 import { type Berth, startBerth, TEST_DB } from "../helpers/server.js";
 
 describe.skipIf(TEST_DB !== "postgres")("PostgreSQL outage", () => {
-  let pg: PostgresServer;
+  let pgServer: PostgresServer;
+  let pgUrl: string;
   let berth: Berth;
   let client: RegistryClient;
 
   beforeAll(async () => {
-    pg = await startPostgres();
-    const url = await pg.createDatabase("outage");
+    pgServer = await startPostgres();
+    const url = await pgServer.createDatabase("outage");
+    pgUrl = url;
     berth = await startBerth({
       env: { REGISTRY_DATABASE_URL: url, REGISTRY_DATABASE_CONNECTTIMEOUT: "2s" },
     });
@@ -24,12 +27,12 @@ describe.skipIf(TEST_DB !== "postgres")("PostgreSQL outage", () => {
   });
   afterAll(async () => {
     await berth?.cleanup();
-    await pg?.stop();
+    await pgServer?.stop();
   });
 
   it("answers 503 with Retry-After while the database is down, and recovers when it is back", async () => {
     const before = await client.pushImage("outage/app", "v1");
-    await pg.stopServer();
+    await pgServer.stopServer();
     try {
       const attempts: [string, Response][] = [
         ["tags", await client.fetch("/v2/outage/app/tags/list")],
@@ -46,7 +49,7 @@ describe.skipIf(TEST_DB !== "postgres")("PostgreSQL outage", () => {
       const ready = await fetch(`${berth.url}/readyz`);
       expect(ready.status).toBe(503);
     } finally {
-      await pg.startServer();
+      await pgServer.startServer();
     }
     // The pool reconnects on its own: the old image reads, a new one pushes, nothing was half-written.
     const tags = await client.fetch("/v2/outage/app/tags/list");
@@ -58,9 +61,41 @@ describe.skipIf(TEST_DB !== "postgres")("PostgreSQL outage", () => {
     expect((await fetch(`${berth.url}/readyz`)).status).toBe(200);
   });
 
+  it("a request in flight when its connection is killed answers 503 and leaves nothing half-written", async () => {
+    const image = await client.pushImage("outage/inflight", "v1");
+    // Hold the repository's row so that the next PUT waits inside its transaction...
+    const blocker = new pg.Client({ connectionString: pgUrl });
+    blocker.on("error", () => {});
+    await blocker.connect();
+    await blocker.query("begin");
+    await blocker.query("select id from repositories where name = 'outage/inflight' for update");
+    const put = client.putManifest("outage/inflight", "v2", image.manifest);
+    for (let i = 0; i < 250; i++) {
+      const waiting = await blocker.query(
+        "select count(*)::int as n from pg_stat_activity where application_name = 'berth' and wait_event_type = 'Lock'",
+      );
+      if (waiting.rows[0].n > 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // ...then cut Berth's connections, as a database failover would.
+    await blocker.query(
+      "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'berth'",
+    );
+    const res = await put;
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(await errorCode(res)).toBe("UNAVAILABLE");
+    await blocker.query("rollback");
+    await blocker.end();
+    // The tag was not set, and the next request works on a fresh connection.
+    const tags = await client.fetch("/v2/outage/inflight/tags/list");
+    expect(tags.status).toBe(200);
+    expect(((await tags.json()) as { tags: string[] }).tags).toEqual(["v1"]);
+  });
+
   it("a restart of PostgreSQL between requests costs no request once it is up", async () => {
     await client.pushImage("outage/restart", "v1");
-    await pg.restart();
+    await pgServer.restart();
     // Every pooled connection died with the old server; the pool drops them and opens new ones.
     for (let i = 0; i < 5; i++) {
       const res = await client.fetch("/v2/outage/restart/tags/list");
