@@ -12,10 +12,10 @@ export const configSchema = z.object({
   version: z.union([z.string(), z.number()]).transform(String).default("0.1"),
   log: logSection,
   storage: storageSection,
-  database: databaseSection,
   http: httpSection,
   auth: authSection,
   ui: uiSection,
+  database: databaseSection,
   ...opsSections,
   ...gcSections,
 });
