@@ -4,6 +4,7 @@ import path from "node:path";
 import SQLite from "better-sqlite3";
 import { type CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from "kysely";
 import pg from "pg";
+import { markConnectionError } from "./dialect.js";
 import { type Dialect, migrate } from "./migrations.js";
 import type { Database } from "./schema.js";
 import { sqlitePath } from "./target.js";
@@ -100,7 +101,7 @@ export async function openPostgres(config: pg.PoolConfig, options: OpenOptions =
   // (and its request answers 503), and the pool does not reuse the broken client.
   pool.on("error", () => {});
   pool.on("connect", (client) => {
-    client.on("error", () => {});
+    client.on("error", markConnectionError);
   });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   try {

@@ -21,6 +21,14 @@ export async function lockDigests(q: Q, digests: Iterable<string>): Promise<void
   }
 }
 
+/** Errors that a database connection raised (a socket reset looks like a client's otherwise). */
+const connectionErrors = new WeakSet<object>();
+
+/** Marks `err` as raised by a database connection (src/metadata/db.ts, on every pooled client). */
+export function markConnectionError(err: unknown): void {
+  if (err && typeof err === "object") connectionErrors.add(err);
+}
+
 /**
  * When `err` says the metadata database cannot answer right now (PostgreSQL down or restarting, a
  * connection cut, the pool exhausted, a serialization failure or deadlock worth retrying), a short
@@ -31,6 +39,8 @@ export function databaseUnavailable(err: unknown): { message: string; retryAfter
   const e = err as { code?: unknown; message?: unknown; syscall?: unknown };
   const code = typeof e.code === "string" ? e.code : "";
   const message = typeof e.message === "string" ? e.message : "";
+  if (connectionErrors.has(err))
+    return { message: "the metadata database is unavailable (restarting or unreachable)", retryAfter: 5 };
   if (code === "40001" || code === "40P01")
     return { message: "the metadata database aborted a conflicting transaction; retry", retryAfter: 1 };
   // SQLSTATE classes 08 (connection exception) and 57P0x (server shutting down or starting), 53300.
