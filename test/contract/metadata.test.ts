@@ -9,6 +9,7 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { rmSync } from "node:fs";
+import path from "node:path";
 import { CompiledQuery, sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type MetadataDb, openPostgres, openSqlite } from "../../src/metadata/db.js";
@@ -29,7 +30,7 @@ import {
   sharedPostgresUrl,
   startPostgres,
 } from "../helpers/postgres.js";
-import { CLI, tempDir } from "../helpers/server.js";
+import { ROOT, tempDir } from "../helpers/server.js";
 
 type Kind = "sqlite" | "postgres";
 
@@ -81,13 +82,13 @@ function manifest(seed: string, blobs: string[], extra: Partial<NewManifest> = {
   };
 }
 
-/** Runs `berth <args>` from dist/ (built by `npm run build`). */
-function runCli(
+/** Runs node with `args` (the scripts import dist/, built by `npm run build`). */
+function runNode(
   args: string[],
   env: Record<string, string>,
 ): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, args, {
       env: { ...process.env, ...env },
       stdio: ["ignore", "ignore", "pipe"],
     });
@@ -323,26 +324,29 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
   });
 
   it("migrates once when ten processes open a fresh database at the same moment", async () => {
-    // Ten `berth usage` processes (each opens, and so migrates, the database) started together.
+    // Ten node processes load dist/metadata/db.js, then all open (and so migrate) the same fresh
+    // database at one agreed instant.
     const dir = tempDir("berth-contract-migrate-");
-    const env: Record<string, string> =
+    const url =
       kind === "postgres"
-        ? {
-            REGISTRY_DATABASE_URL: await ensureDatabase(
-              pgBase,
-              `contract_migrate_${process.pid}_${Date.now().toString(36)}`,
-            ),
-          }
-        : {};
+        ? await ensureDatabase(pgBase, `contract_migrate_${process.pid}_${Date.now().toString(36)}`)
+        : "";
+    const script = `
+      const m = await import(${JSON.stringify(path.join(ROOT, "dist/metadata/db.js"))});
+      const at = Number(process.env.AT);
+      while (Date.now() < at) await new Promise((r) => setTimeout(r, 1));
+      const db = process.env.URL ? await m.openPostgres({ connectionString: process.env.URL }) : await m.openSqlite(process.env.DIR);
+      await db.close();`;
     try {
+      const at = String(Date.now() + 3000);
       const runs = await Promise.all(
-        Array.from({ length: 10 }, () => runCli(["usage", "--data-dir", dir, "--json"], env)),
+        Array.from({ length: 10 }, () =>
+          runNode(["--input-type=module", "-e", script], { AT: at, URL: url, DIR: dir }),
+        ),
       );
       for (const r of runs) expect(r.code, r.stderr).toBe(0);
       const opened =
-        kind === "postgres"
-          ? await openPostgres({ connectionString: env.REGISTRY_DATABASE_URL })
-          : await openSqlite(dir);
+        kind === "postgres" ? await openPostgres({ connectionString: url }) : await openSqlite(dir);
       const rows = await opened.db.executeQuery<{ name: string }>(
         CompiledQuery.raw("select name from kysely_migration order by name"),
       );
