@@ -105,10 +105,18 @@ export class MetadataStore {
 
   /**
    * Creates the repository when missing and bumps its update time; takes the write lock (SQLite)
-   * or the repository row's lock (PostgreSQL). One upsert, so two processes creating the same
-   * repository at once both succeed.
+   * or the repository row's lock (PostgreSQL). An UPDATE first: on PostgreSQL every INSERT attempt
+   * draws a value from the id sequence, even one that ends in ON CONFLICT, and this runs on every
+   * push. Only a new repository gets to the upsert, which lets two processes create it at once.
    */
   async touchRepository(trx: Tx, name: string, now = Date.now()): Promise<number> {
+    const updated = await trx
+      .updateTable("repositories")
+      .set({ updated_at: now })
+      .where("name", "=", name)
+      .returning("id")
+      .executeTakeFirst();
+    if (updated) return updated.id;
     const row = await trx
       .insertInto("repositories")
       .values({ name, created_at: now, updated_at: now })

@@ -141,8 +141,12 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
 
   it("creates repositories once and lists those with manifests in byte order", async () => {
     const id1 = await store.transaction((trx) => store.touchRepository(trx, "list/b"));
+    for (let i = 0; i < 5; i++) await store.transaction((trx) => store.touchRepository(trx, "list/b"));
     const id2 = await store.transaction((trx) => store.touchRepository(trx, "list/b"));
     expect(id2).toBe(id1);
+    // Touching an existing repository (every push does) uses up no ids.
+    const next = await store.transaction((trx) => store.touchRepository(trx, "list/next"));
+    expect(next).toBe(id1 + 1);
     expect(typeof id1).toBe("number");
     expect(await store.repositoryId("list/b")).toBe(id1);
     expect(await store.repositoryId("list/missing")).toBeNull();
