@@ -1,6 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chownSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
@@ -51,7 +51,16 @@ function command(binary: string, args: string[]): [string, string[]] {
 
 let counter = 0;
 
-export async function startPostgres(): Promise<PostgresServer> {
+export interface PostgresOptions {
+  /** Extra server settings (`-c name=value`), e.g. ssl. */
+  settings?: Record<string, string>;
+  /** Files written into the cluster's folder before start, owned by the server's user, mode 0600. */
+  files?: Record<string, string>;
+  /** Replaces pg_hba.conf. */
+  hba?: string;
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresServer> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "berth-pg-"));
   const owner = asPostgresUser();
   if (owner) chownSync(dir, owner.uid, owner.gid);
@@ -67,6 +76,13 @@ export async function startPostgres(): Promise<PostgresServer> {
     "--no-sync",
   ]);
   execFileSync(initCmd, initArgs, { stdio: "pipe" });
+  const extra: Record<string, string> = { ...options.files };
+  if (options.hba !== undefined) extra["pg_hba.conf"] = options.hba;
+  for (const [name, content] of Object.entries(extra)) {
+    const file = path.join(data, name);
+    writeFileSync(file, content, { mode: 0o600 });
+    if (owner) chownSync(file, owner.uid, owner.gid);
+  }
   const port = await freePort();
   let child: ChildProcess | null = null;
   let exited: Promise<void> = Promise.resolve();
@@ -92,6 +108,7 @@ export async function startPostgres(): Promise<PostgresServer> {
       "max_connections=400",
       "-c",
       "shared_buffers=64MB",
+      ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
     ]);
     const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     child = proc;

@@ -4,11 +4,14 @@
  * once PostgreSQL is back the pool reconnects without a restart of Berth. Runs in the `postgres`
  * project only (it needs a server of its own to stop and start).
  */
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type PostgresServer, startPostgres } from "../helpers/postgres.js";
 import { blobOf, errorCode, RegistryClient, randomBlob } from "../helpers/registry.js";
-import { type Berth, startBerth, TEST_DB } from "../helpers/server.js";
+import { type Berth, startBerth, TEST_DB, tempDir } from "../helpers/server.js";
+import { makePki } from "./auth-fixtures.js";
 
 describe.skipIf(TEST_DB !== "postgres")("PostgreSQL outage", () => {
   let pgServer: PostgresServer;
@@ -109,5 +112,61 @@ describe.skipIf(TEST_DB !== "postgres")("PostgreSQL outage", () => {
     await client.pushBlob("outage/restart", blob);
     const head = await client.fetch(`/v2/outage/restart/blobs/${blob.digest}`, { method: "HEAD" });
     expect(head.status).toBe(200);
+  });
+
+  it("connects over TLS with sslmode verify-full, sslrootcert and a client certificate (sslcert, sslkey)", async () => {
+    const pki = makePki();
+    const read = (file: string) => readFileSync(file, "utf8");
+    const tls = await startPostgres({
+      files: {
+        "server.crt": read(pki.serverChain),
+        "server.key": read(pki.serverKey),
+        "ca.crt": read(pki.clientCaCert),
+      },
+      settings: { ssl: "on", ssl_cert_file: "server.crt", ssl_key_file: "server.key", ssl_ca_file: "ca.crt" },
+      // The helper's own connections come without TLS; Berth's must bring a client certificate.
+      hba: "local all all trust\nhostnossl all all 127.0.0.1/32 trust\nhostssl all all 127.0.0.1/32 trust clientcert=verify-ca\n",
+    });
+    const dir = tempDir("berth-pg-tls-");
+    try {
+      await tls.createDatabase("tls");
+      const config = (rootcert: string, withClientCert: boolean) => {
+        const file = path.join(dir, `config-${Math.random().toString(36).slice(2)}.yml`);
+        const lines = [
+          "database:",
+          "  enabled: true",
+          "  host: 127.0.0.1",
+          `  port: ${tls.port}`,
+          "  user: berth",
+          "  dbname: tls",
+          "  sslmode: verify-full",
+          `  sslrootcert: ${rootcert}`,
+          ...(withClientCert ? [`  sslcert: ${pki.clientCert}`, `  sslkey: ${pki.clientKey}`] : []),
+        ];
+        writeFileSync(file, `${lines.join("\n")}\n`);
+        return ["--config", file];
+      };
+      // REGISTRY_DATABASE_URL="" unsets the URL this project's helper would give.
+      const env = { REGISTRY_DATABASE_URL: "" };
+      const berthTls = await startBerth({ args: config(pki.caCert, true), env });
+      try {
+        await new RegistryClient(berthTls.url).pushImage("tls/app", "v1");
+        const rows = await tls.query<{ n: number }>(
+          "select count(*)::int as n from pg_stat_ssl s join pg_stat_activity a using (pid) where a.application_name = 'berth' and s.ssl and s.client_dn is not null",
+          [],
+          "tls",
+        );
+        expect(rows[0]?.n).toBeGreaterThan(0);
+      } finally {
+        await berthTls.cleanup();
+      }
+      // A server certificate from a CA other than sslrootcert, or no client certificate: no start.
+      await expect(startBerth({ args: config(pki.clientCaCert, true), env })).rejects.toThrow(/certificate/i);
+      await expect(startBerth({ args: config(pki.caCert, false), env })).rejects.toThrow(/certificate/i);
+    } finally {
+      await tls.stop();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(pki.dir, { recursive: true, force: true });
+    }
   });
 });
