@@ -150,6 +150,23 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   };
 
   await launch();
+  // A watchdog outside this process: should the test process die without stopping the server
+  // (a killed worker, a crash), it stops the server and removes its folder within a few seconds.
+  const watchdog = spawn(
+    "sh",
+    [
+      "-c",
+      'while kill -0 "$WATCH" 2>/dev/null; do sleep 2; done; ' +
+        'pid=$(head -n1 "$DATA/postmaster.pid" 2>/dev/null) && kill -INT "$pid" 2>/dev/null; ' +
+        'sleep 5; rm -rf "$DIR"',
+    ],
+    {
+      env: { ...process.env, WATCH: String(process.pid), DATA: data, DIR: dir },
+      detached: true,
+      stdio: "ignore",
+    },
+  );
+  watchdog.unref();
   const onExit = () => {
     try {
       const pid = Number(readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
@@ -190,6 +207,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
     startServer: launch,
     async stop() {
       process.removeListener("exit", onExit);
+      watchdog.kill("SIGKILL");
       await shutdown();
       rmSync(dir, { recursive: true, force: true });
     },
