@@ -1,13 +1,28 @@
 import { defineConfig } from "vitest/config";
 
+// Two projects: `sqlite` runs every test file on the default embedded database; `postgres` runs the
+// integration files again with BERTH_TEST_DB=postgres, each `berth serve` on a database of its own
+// on a throwaway PostgreSQL server (test/helpers/postgres-global.ts). One file on one database:
+// `npx vitest run --project sqlite test/integration/v2-blobs.test.ts`.
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     testTimeout: 120_000,
     hookTimeout: 300_000,
     pool: "forks",
     // Suites each start their own servers and clients; running two files at once is plenty on 2 cores.
     maxWorkers: 2,
     reporters: ["default"],
+    projects: [
+      { extends: true, test: { name: "sqlite", include: ["test/**/*.test.ts"] } },
+      {
+        extends: true,
+        test: {
+          name: "postgres",
+          include: ["test/integration/**/*.test.ts"],
+          env: { BERTH_TEST_DB: "postgres" },
+          globalSetup: ["test/helpers/postgres-global.ts"],
+        },
+      },
+    ],
   },
 });

@@ -22,6 +22,7 @@ registerUserCommand(program); // [auth wiring, issue 3]
 (await import("./maintenance.js")).registerMaintenanceCommands(program); // [gc wiring, issue 6]
 (await import("./tls.js")).registerTlsCommand(program); // [tls, issue 15] berth tls init|trust
 (await import("./events.js")).registerEventsCommand(program); // [events, issue 14]
+(await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`berth: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -1,7 +1,8 @@
 import { type Config, dataDirOf } from "../config/schema.js";
-import { type MetadataDb, openSqlite } from "../metadata/db.js";
+import { type MetadataDb, openMetadata } from "../metadata/db.js";
 import { MetadataStore } from "../metadata/store.js";
 import { EventRecorder } from "../registry/events.js";
+import { databaseTarget } from "../metadata/target.js";
 import { Registry } from "../registry/registry.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 
@@ -19,7 +20,7 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
   const dataDir = dataDirOf(config);
   const storage = new FilesystemBlobStore(dataDir);
   await storage.init();
-  const metadata = await openSqlite(dataDir, { migrate: options.migrate });
+  const metadata = await openMetadata(databaseTarget(config.database), dataDir, { migrate: options.migrate });
   const meta = new MetadataStore(metadata);
   const registry = new Registry(meta, storage, {
     deleteEnabled: config.storage.delete.enabled,

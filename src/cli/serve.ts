@@ -5,6 +5,7 @@ import pino, { type Logger } from "pino";
 import { loadConfig } from "../config/load.js";
 import { type Config, type ConfigInput, dataDirOf } from "../config/schema.js";
 import { ACME_FLAG_NAMES, type AcmeFlags, acmeFlagsToConfig, addAcmeOptions } from "./tls-flags.js";
+import { databaseTarget, describeTarget } from "../metadata/target.js";
 
 export interface ServeFlags extends AcmeFlags {
   addr?: string;
@@ -132,7 +133,7 @@ async function runPrimary(config: Config, log: Logger, dataDir: string, workers:
     announced = true;
     for (let i = 1; i < workers; i++) fork();
     log.info(
-      { addr: config.http.addr, port: address.port, dataDir, workers },
+      { addr: config.http.addr, port: address.port, dataDir, workers, metadata: metadataOf(config, dataDir) },
       `berth listening on ${config.http.addr}, data in ${dataDir}`,
     );
   });
@@ -206,7 +207,13 @@ async function runWorker(
   const stopJobs = (await import("../registry/jobs.js")).startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
   if (single) {
     log.info(
-      { addr: config.http.addr, port, dataDir: single.dataDir, workers: 1 },
+      {
+        addr: config.http.addr,
+        port,
+        dataDir: single.dataDir,
+        workers: 1,
+        metadata: metadataOf(config, single.dataDir),
+      },
       `berth listening on ${config.http.addr}, data in ${single.dataDir}`,
     );
   }
@@ -235,4 +242,9 @@ async function runWorker(
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/** Where the metadata lives, for the start-up log line (no password). */
+function metadataOf(config: Config, dataDir: string): string {
+  return describeTarget(databaseTarget(config.database), dataDir);
 }

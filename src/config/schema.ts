@@ -2,6 +2,7 @@ import path from "node:path";
 import { z } from "zod";
 import { authSection } from "./sections/auth.js";
 import { httpSection, logSection, storageSection } from "./sections/core.js";
+import { databaseSection } from "./sections/database.js";
 import { gcSections } from "./sections/gc.js";
 import { opsSections } from "./sections/ops.js";
 import { uiSection } from "./sections/ui.js";
@@ -14,6 +15,7 @@ export const configSchema = z.object({
   http: httpSection,
   auth: authSection,
   ui: uiSection,
+  database: databaseSection,
   ...opsSections,
   ...gcSections,
 });

@@ -1,6 +1,7 @@
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
+import { databaseUnavailable } from "../metadata/dialect.js";
 import { type ErrorCode, isRegistryError, RegistryError } from "../registry/errors.js";
 
 const STATUS: Record<ErrorCode, number> = {
@@ -53,6 +54,13 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
 }
 
 function fromFrameworkError(err: FastifyError): RegistryError {
+  // Before the errno checks below: a database socket reset is not a client that went away.
+  const database = databaseUnavailable(err);
+  if (database) {
+    return new RegistryError("UNAVAILABLE", database.message, undefined, {
+      "retry-after": String(database.retryAfter),
+    });
+  }
   const status = err?.statusCode;
   const errno = (err as NodeJS.ErrnoException)?.code;
   if (errno === "ECONNRESET" || errno === "ERR_STREAM_PREMATURE_CLOSE" || err?.message === "aborted") {

@@ -1,9 +1,13 @@
+import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import SQLite from "better-sqlite3";
-import { type CompiledQuery, Kysely, SqliteDialect } from "kysely";
+import { type CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from "kysely";
+import pg from "pg";
+import { markConnectionError } from "./dialect.js";
 import { type Dialect, migrate } from "./migrations.js";
 import type { Database } from "./schema.js";
+import { sqlitePath } from "./target.js";
 
 export interface MetadataDb {
   db: Kysely<Database>;
@@ -17,13 +21,23 @@ export interface MetadataDb {
   close(): Promise<void>;
 }
 
-/** Where the embedded SQLite database lives inside the data directory. */
-export function sqlitePath(dataDir: string): string {
-  return path.join(dataDir, "berth", "berth.db");
+/** Where the metadata lives: the embedded SQLite file (the default) or a PostgreSQL server. */
+export type DatabaseTarget = { kind: "sqlite" } | { kind: "postgres"; pool: pg.PoolConfig };
+
+export interface OpenOptions {
+  /** Bring the schema up to date (default); false only checks that it is not newer than this code. */
+  migrate?: boolean;
 }
 
+/** Opens the metadata database named by `target` (SQLite inside `dataDir`, or PostgreSQL). */
+export function openMetadata(target: DatabaseTarget, dataDir: string, options: OpenOptions = {}) {
+  return target.kind === "postgres" ? openPostgres(target.pool, options) : openSqlite(dataDir, options);
+}
+
+export { sqlitePath };
+
 /** Opens (and migrates, unless told not to) the embedded SQLite database in WAL mode. */
-export async function openSqlite(dataDir: string, options: { migrate?: boolean } = {}): Promise<MetadataDb> {
+export async function openSqlite(dataDir: string, options: OpenOptions = {}): Promise<MetadataDb> {
   const file = sqlitePath(dataDir);
   mkdirSync(path.dirname(file), { recursive: true });
   const sqlite = new SQLite(file, { timeout: 15_000 });
@@ -33,7 +47,12 @@ export async function openSqlite(dataDir: string, options: { migrate?: boolean }
   sqlite.pragma("foreign_keys = OFF");
   sqlite.pragma("cache_size = -32000");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-  if (options.migrate !== false) await migrate(db as Kysely<unknown>, "sqlite");
+  try {
+    await migrate(db as Kysely<unknown>, "sqlite", { apply: options.migrate !== false, sqlite });
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
   const reader = new SQLite(file, { timeout: 15_000, readonly: true });
   const statements = new Map<string, SQLite.Statement>();
   return {
@@ -49,6 +68,62 @@ export async function openSqlite(dataDir: string, options: { migrate?: boolean }
     },
     async close() {
       reader.close();
+      await db.destroy();
+    },
+  };
+}
+
+const INT8 = 20;
+const NUMERIC = 1700;
+
+/**
+ * Type parsers for this pool only: bigint (sizes, times, counts) and numeric (sums) come back as
+ * numbers, as they do from SQLite; every value Berth stores is far below 2^53.
+ */
+const types = {
+  getTypeParser(oid: number, format?: "text" | "binary") {
+    if (oid === INT8 || oid === NUMERIC) return (value: string) => Number(value);
+    // biome-ignore lint/suspicious/noExplicitAny: pg's overloads do not accept the union
+    return pg.types.getTypeParser(oid, format as any);
+  },
+} as pg.CustomTypesConfig;
+
+/**
+ * Opens a pool on a PostgreSQL database and migrates it under an advisory lock, so that any number of
+ * processes starting at once migrate it exactly once. Connections that break (a database restart, a
+ * network cut) are dropped from the pool; the next query opens a new one.
+ */
+export async function openPostgres(config: pg.PoolConfig, options: OpenOptions = {}): Promise<MetadataDb> {
+  const pool = new pg.Pool({ ...config, max: Math.max(2, config.max ?? 10), types });
+  // A connection that the server closes (a restart, a failover, pg_terminate_backend) emits 'error':
+  // on the pool when it is idle (the pool has already discarded it), on the client itself when it is
+  // in use. Without listeners that would end the process; the query in flight fails on its own
+  // (and its request answers 503), and the pool does not reuse the broken client.
+  pool.on("error", () => {});
+  pool.on("connect", (client) => {
+    client.on("error", markConnectionError);
+  });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  try {
+    await migrate(db as Kysely<unknown>, "postgres", { apply: options.migrate !== false, pool });
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  const names = new Map<string, string>();
+  return {
+    db,
+    dialect: "postgres",
+    async read<T>(query: CompiledQuery, parameters: readonly unknown[]) {
+      let name = names.get(query.sql);
+      if (!name) {
+        name = `berth_${createHash("sha1").update(query.sql).digest("hex").slice(0, 16)}`;
+        names.set(query.sql, name);
+      }
+      const result = await pool.query({ name, text: query.sql, values: parameters as unknown[] });
+      return result.rows[0] as T | undefined;
+    },
+    async close() {
       await db.destroy();
     },
   };

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { type Kysely, sql, type Transaction } from "kysely";
+import { isPostgres, lockDigests } from "./dialect.js";
 import type { Database } from "./schema.js";
 
 /**
@@ -142,7 +143,7 @@ export interface BlobPageRow {
  * blob: they are the leftovers of a deleted manifest or of an upload whose manifest never came.
  */
 function unreferencedBlob(cutoff: number) {
-  return sql<number>`(
+  return sql<boolean>`(
     b.created_at < ${cutoff}
     and not exists (select 1 from manifest_blobs mb where mb.blob_digest = b.digest)
     and not exists (select 1 from manifests m where m.digest = b.digest)
@@ -169,18 +170,35 @@ export async function blobPage(db: Q, after: string, limit: number, cutoff: numb
   return rows.map((r) => ({ digest: r.digest, size: n(r.size), garbage: n(r.garbage) === 1 }));
 }
 
-/** Of `digests`, those that are still garbage (run inside the deleting transaction). */
+/**
+ * Of `digests`, those that are still garbage (run inside the deleting transaction).
+ *
+ * On PostgreSQL the blob rows are locked FOR UPDATE first, in digest order, and checked by a second
+ * statement: under READ COMMITTED that statement sees every transaction that committed while we
+ * waited for the locks. A manifest PUT share-locks the rows of the blobs it references
+ * (MetadataStore.lockLinkedBlobs), so it either commits before the check (the blob is kept) or waits
+ * for our commit and then finds the blob gone (the PUT is refused).
+ */
 export async function stillGarbageBlobs(
   trx: Q,
   digests: string[],
   cutoff: number,
 ): Promise<Map<string, number>> {
   if (digests.length === 0) return new Map();
+  if (isPostgres(trx)) {
+    await trx
+      .selectFrom("blobs")
+      .select("digest")
+      .where("digest", "in", [...digests].sort())
+      .orderBy("digest")
+      .forUpdate()
+      .execute();
+  }
   const rows = await trx
     .selectFrom("blobs as b")
     .select(["b.digest", "b.size"])
     .where("b.digest", "in", digests)
-    .where(unreferencedBlob(cutoff), "=", 1)
+    .where(unreferencedBlob(cutoff))
     .execute();
   return new Map(rows.map((r) => [r.digest, n(r.size)]));
 }
@@ -192,14 +210,16 @@ export async function deleteBlobRows(trx: Q, digests: string[]): Promise<void> {
   await trx.deleteFrom("blobs").where("digest", "in", digests).execute();
 }
 
-/** Which of `digests` have a `blobs` row. */
 /**
  * Which of `digests` are not orphan files: those with a blob row, and those an upload row names as its
  * bytes (a commit that stopped after moving the bytes into place and before its transaction; the upload's
- * final PUT finishes it, so the file must stay until that upload is completed or purged).
+ * final PUT finishes it, so the file must stay until that upload is completed or purged). Inside a
+ * transaction on PostgreSQL, first takes the digests' advisory locks (as recording a blob does), so that an
+ * orphan file judged here cannot be a blob whose row another transaction is inserting.
  */
 export async function existingBlobs(q: Q, digests: string[]): Promise<Set<string>> {
   if (digests.length === 0) return new Set();
+  if (q.isTransaction) await lockDigests(q, digests);
   const rows = await q.selectFrom("blobs").select("digest").where("digest", "in", digests).execute();
   const uploads = await q.selectFrom("uploads").select("digest").where("digest", "in", digests).execute();
   return new Set([...rows.map((r) => r.digest), ...uploads.flatMap((u) => (u.digest ? [u.digest] : []))]);
@@ -277,7 +297,7 @@ export interface LinkPageRow extends LinkKey {
  * use the blob (HEAD answers 404), though other repositories may still hold it.
  */
 function staleLink(cutoff: number) {
-  return sql<number>`(
+  return sql<boolean>`(
     rb.created_at < ${cutoff}
     and not exists (select 1 from manifest_blobs mb where mb.blob_digest = rb.digest and mb.repository_id = rb.repository_id)
     and not exists (select 1 from manifests m where m.repository_id = rb.repository_id and m.digest = rb.digest)
@@ -309,11 +329,23 @@ export async function deleteStaleLinks(trx: Q, keys: LinkKey[], cutoff: number):
   const byRepo = new Map<number, string[]>();
   for (const k of keys) byRepo.set(k.repositoryId, [...(byRepo.get(k.repositoryId) ?? []), k.digest]);
   for (const [repositoryId, digests] of byRepo) {
+    // PostgreSQL: lock the links first (a manifest PUT share-locks the links it relies on), then
+    // decide in a statement that sees what committed meanwhile.
+    if (isPostgres(trx)) {
+      await trx
+        .selectFrom("repository_blobs")
+        .select("digest")
+        .where("repository_id", "=", repositoryId)
+        .where("digest", "in", [...digests].sort())
+        .orderBy("digest")
+        .forUpdate()
+        .execute();
+    }
     const result = await trx
       .deleteFrom("repository_blobs as rb")
       .where("rb.repository_id", "=", repositoryId)
       .where("rb.digest", "in", digests)
-      .where(staleLink(cutoff), "=", 1)
+      .where(staleLink(cutoff))
       .executeTakeFirst();
     removed += n(result.numDeletedRows);
   }
@@ -427,12 +459,27 @@ export interface RepositoryGraph {
   children: Map<string, string[]>;
 }
 
-/** Every manifest of a repository with its tags, subject, index edges and freshness. Without contents. */
+/**
+ * Every manifest of a repository with its tags, subject, index edges and freshness. Without contents.
+ * With `only`, inside a transaction on PostgreSQL (the collector about to delete those manifests),
+ * their rows are locked FOR UPDATE first: a PUT that tags one of them or lists it in an index holds
+ * a share lock on it (MetadataStore.insertManifest, lockManifests), so what is read next includes it.
+ */
 export async function repositoryGraph(
   db: Q,
   repositoryId: number,
   only?: string[],
 ): Promise<RepositoryGraph> {
+  if (only && only.length > 0 && db.isTransaction && isPostgres(db)) {
+    await db
+      .selectFrom("manifests")
+      .select("digest")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "in", [...only].sort())
+      .orderBy("digest")
+      .forUpdate()
+      .execute();
+  }
   let mq = db
     .selectFrom("manifests as m")
     .leftJoin("repository_blobs as rb", (join) =>

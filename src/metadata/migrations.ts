@@ -1,4 +1,6 @@
+import type SQLite from "better-sqlite3";
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from "kysely";
+import type pg from "pg";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -8,6 +10,8 @@ function types(dialect: Dialect) {
     bytes: dialect === "postgres" ? "bytea" : "blob",
     big: dialect === "postgres" ? "bigint" : "integer",
     id: dialect === "postgres" ? "serial" : "integer",
+    // PostgreSQL's serial is its own auto-increment; AUTOINCREMENT is SQLite's spelling.
+    autoId: dialect === "postgres" ? undefined : true,
     // Byte order for names and tags, so that pagination is lexical in both databases.
     text: dialect === "postgres" ? sql`text collate "C"` : sql`text`,
   } as const;
@@ -20,21 +24,23 @@ function migrations(dialect: Dialect): Record<string, Migration> {
       async up(db: Kysely<unknown>) {
         await db.schema
           .createTable("repositories")
-          .addColumn("id", t.id as "integer", (c) => c.primaryKey().autoIncrement())
+          .addColumn("id", t.id as "integer", (c) =>
+            t.autoId ? c.primaryKey().autoIncrement() : c.primaryKey(),
+          )
           .addColumn("name", t.text, (c) => c.notNull().unique())
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
           .addColumn("updated_at", t.big as "integer", (c) => c.notNull())
           .execute();
         await db.schema
           .createTable("blobs")
-          .addColumn("digest", "text", (c) => c.primaryKey())
+          .addColumn("digest", t.text, (c) => c.primaryKey())
           .addColumn("size", t.big as "integer", (c) => c.notNull())
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
           .execute();
         await db.schema
           .createTable("repository_blobs")
           .addColumn("repository_id", "integer", (c) => c.notNull())
-          .addColumn("digest", "text", (c) => c.notNull())
+          .addColumn("digest", t.text, (c) => c.notNull())
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
           .addPrimaryKeyConstraint("repository_blobs_pk", ["repository_id", "digest"])
           .execute();
@@ -46,7 +52,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema
           .createTable("manifests")
           .addColumn("repository_id", "integer", (c) => c.notNull())
-          .addColumn("digest", "text", (c) => c.notNull())
+          .addColumn("digest", t.text, (c) => c.notNull())
           .addColumn("media_type", "text", (c) => c.notNull())
           .addColumn("size", t.big as "integer", (c) => c.notNull())
           .addColumn("content", t.bytes as "blob", (c) => c.notNull())
@@ -67,8 +73,8 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema
           .createTable("manifest_blobs")
           .addColumn("repository_id", "integer", (c) => c.notNull())
-          .addColumn("manifest_digest", "text", (c) => c.notNull())
-          .addColumn("blob_digest", "text", (c) => c.notNull())
+          .addColumn("manifest_digest", t.text, (c) => c.notNull())
+          .addColumn("blob_digest", t.text, (c) => c.notNull())
           .addPrimaryKeyConstraint("manifest_blobs_pk", ["repository_id", "manifest_digest", "blob_digest"])
           .execute();
         await db.schema
@@ -79,8 +85,8 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema
           .createTable("manifest_children")
           .addColumn("repository_id", "integer", (c) => c.notNull())
-          .addColumn("parent_digest", "text", (c) => c.notNull())
-          .addColumn("child_digest", "text", (c) => c.notNull())
+          .addColumn("parent_digest", t.text, (c) => c.notNull())
+          .addColumn("child_digest", t.text, (c) => c.notNull())
           .addPrimaryKeyConstraint("manifest_children_pk", ["repository_id", "parent_digest", "child_digest"])
           .execute();
         await db.schema
@@ -92,7 +98,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .createTable("tags")
           .addColumn("repository_id", "integer", (c) => c.notNull())
           .addColumn("name", t.text, (c) => c.notNull())
-          .addColumn("digest", "text", (c) => c.notNull())
+          .addColumn("digest", t.text, (c) => c.notNull())
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
           .addColumn("updated_at", t.big as "integer", (c) => c.notNull())
           .addPrimaryKeyConstraint("tags_pk", ["repository_id", "name"])
@@ -100,7 +106,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex("tags_digest").on("tags").columns(["repository_id", "digest"]).execute();
         await db.schema
           .createTable("uploads")
-          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("id", t.text, (c) => c.primaryKey())
           .addColumn("repository_id", "integer", (c) => c.notNull())
           .addColumn("size", t.big as "integer", (c) => c.notNull())
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
@@ -119,7 +125,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
     },
     "0002_upload_digest": {
       async up(db: Kysely<unknown>) {
-        await db.schema.alterTable("uploads").addColumn("digest", "text").execute();
+        await db.schema.alterTable("uploads").addColumn("digest", t.text).execute();
       },
     },
     "0003_released_manifests": {
@@ -190,12 +196,69 @@ class InlineProvider implements MigrationProvider {
   }
 }
 
-/** Brings the schema up to date; safe to call from several processes (the loser waits on the lock). */
-export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  const migrator = new Migrator({ db, provider: new InlineProvider(dialect) });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) {
-    const failed = results?.find((r) => r.status === "Error");
-    throw new Error(`database migration ${failed?.migrationName ?? ""} failed: ${String(error)}`);
+/** The names of this code's migrations, in order. */
+export function knownMigrations(): string[] {
+  return Object.keys(migrations("sqlite")).sort();
+}
+
+/** Thrown when the database was migrated by a newer Berth than this one. */
+export class SchemaTooNewError extends Error {
+  constructor(unknown: string[]) {
+    super(
+      `the metadata database has a newer schema than this Berth understands (migrations ${unknown.join(", ")}); ` +
+        "run the Berth version that migrated it, or a newer one",
+    );
+    this.name = "SchemaTooNewError";
+  }
+}
+
+/** Migrations recorded in the database (none for a fresh one). */
+export async function appliedMigrations(db: Kysely<unknown>): Promise<string[]> {
+  const tables = await db.introspection.getTables({ withInternalKyselyTables: true });
+  if (!tables.some((t) => t.name === "kysely_migration")) return [];
+  const rows = await sql<{ name: string }>`select name from kysely_migration order by name`.execute(db);
+  return rows.rows.map((r) => r.name);
+}
+
+/** An arbitrary, fixed key for Berth's migration advisory lock (PostgreSQL). */
+const MIGRATION_LOCK = 0x6265727468; // "berth"
+
+/**
+ * Brings the schema up to date (or, with `apply: false`, only checks it), refusing a database that
+ * a newer Berth has migrated. On PostgreSQL the whole check-and-migrate runs under a session advisory
+ * lock held on a connection of its own, so that ten processes starting at the same moment migrate
+ * once: the others wait, then find nothing to do. On SQLite (`sqlite`: the connection `db` runs on)
+ * it runs inside one BEGIN IMMEDIATE transaction: the write lock serializes processes the same way,
+ * and a crash mid-migration leaves the schema as it was.
+ */
+export async function migrate(
+  db: Kysely<unknown>,
+  dialect: Dialect,
+  options: { apply?: boolean; pool?: pg.Pool; sqlite?: SQLite.Database } = {},
+): Promise<void> {
+  const lockClient = dialect === "postgres" && options.pool ? await options.pool.connect() : null;
+  const sqliteTx = dialect === "sqlite" && options.sqlite && options.apply !== false ? options.sqlite : null;
+  let committed = false;
+  try {
+    if (lockClient) await lockClient.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
+    sqliteTx?.exec("begin immediate");
+    const known = new Set(knownMigrations());
+    const unknown = (await appliedMigrations(db)).filter((name) => !known.has(name));
+    if (unknown.length > 0) throw new SchemaTooNewError(unknown);
+    if (options.apply === false) return;
+    const migrator = new Migrator({ db, provider: new InlineProvider(dialect) });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error) {
+      const failed = results?.find((r) => r.status === "Error");
+      throw new Error(`database migration ${failed?.migrationName ?? ""} failed: ${String(error)}`);
+    }
+    sqliteTx?.exec("commit");
+    committed = true;
+  } finally {
+    if (sqliteTx && !committed && sqliteTx.inTransaction) sqliteTx.exec("rollback");
+    if (lockClient) {
+      await lockClient.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => {});
+      lockClient.release();
+    }
   }
 }

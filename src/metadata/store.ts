@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { type CompiledQuery, type Kysely, sql, type Transaction } from "kysely";
 import type { MetadataDb } from "./db.js";
+import { lockDigests } from "./dialect.js";
 import type { Database } from "./schema.js";
 
 export type Tx = Transaction<Database>;
@@ -112,7 +113,12 @@ export class MetadataStore {
     return row?.id ?? null;
   }
 
-  /** Creates the repository when missing and bumps its update time; takes the write lock. */
+  /**
+   * Creates the repository when missing and bumps its update time; takes the write lock (SQLite)
+   * or the repository row's lock (PostgreSQL). An UPDATE first: on PostgreSQL every INSERT attempt
+   * draws a value from the id sequence, even one that ends in ON CONFLICT, and this runs on every
+   * push. Only a new repository gets to the upsert, which lets two processes create it at once.
+   */
   async touchRepository(trx: Tx, name: string, now = Date.now()): Promise<number> {
     const updated = await trx
       .updateTable("repositories")
@@ -121,12 +127,13 @@ export class MetadataStore {
       .returning("id")
       .executeTakeFirst();
     if (updated) return updated.id;
-    const inserted = await trx
+    const row = await trx
       .insertInto("repositories")
       .values({ name, created_at: now, updated_at: now })
+      .onConflict((oc) => oc.column("name").doUpdateSet({ updated_at: now }))
       .returning("id")
       .executeTakeFirstOrThrow();
-    return inserted.id;
+    return row.id;
   }
 
   /** Repositories that hold at least one manifest, in byte order, after `last`. */
@@ -185,13 +192,65 @@ export class MetadataStore {
     return rows.map((r) => r.name);
   }
 
+  /**
+   * A stored blob's size, or null. Inside a transaction on PostgreSQL the row is share-locked until
+   * the commit, so that the collector cannot delete the blob that this transaction goes on to use.
+   */
   async blob(digest: string, q: Q = this.db): Promise<{ size: number } | null> {
-    const row = await q.selectFrom("blobs").select("size").where("digest", "=", digest).executeTakeFirst();
+    let query = q.selectFrom("blobs").select("size").where("digest", "=", digest);
+    if (q !== this.db && this.metadata.dialect === "postgres") query = query.forShare();
+    const row = await query.executeTakeFirst();
     return row ? { size: Number(row.size) } : null;
+  }
+
+  /**
+   * PostgreSQL only (SQLite's write lock already serializes): share-locks the repository's links to
+   * `digests` and their blob rows, in digest order, before a manifest that references them is
+   * checked and stored. The collector takes the same rows FOR UPDATE before it re-checks and deletes,
+   * so either it waits for this transaction (and then sees the manifest), or this one waits for it
+   * (and then finds the blob gone, and refuses the manifest).
+   */
+  async lockLinkedBlobs(trx: Tx, repositoryId: number, digests: string[]): Promise<void> {
+    if (this.metadata.dialect !== "postgres" || digests.length === 0) return;
+    const sorted = [...new Set(digests)].sort();
+    // Blob rows first, then links: the collector deletes in that order too (no lock cycle).
+    for (let i = 0; i < sorted.length; i += 500) {
+      const part = sorted.slice(i, i + 500);
+      await trx
+        .selectFrom("blobs")
+        .select("digest")
+        .where("digest", "in", part)
+        .orderBy("digest")
+        .forShare()
+        .execute();
+      await trx
+        .selectFrom("repository_blobs")
+        .select("digest")
+        .where("repository_id", "=", repositoryId)
+        .where("digest", "in", part)
+        .orderBy("digest")
+        .forShare()
+        .execute();
+    }
+  }
+
+  /** PostgreSQL only: share-locks manifests (an index's children) of a repository, as above. */
+  async lockManifests(trx: Tx, repositoryId: number, digests: string[]): Promise<void> {
+    if (this.metadata.dialect !== "postgres" || digests.length === 0) return;
+    await trx
+      .selectFrom("manifests")
+      .select("digest")
+      .where("repository_id", "=", repositoryId)
+      .where("digest", "in", [...new Set(digests)].sort())
+      .orderBy("digest")
+      .forShare()
+      .execute();
   }
 
   /** Records a stored blob (or refreshes it) inside a transaction that holds the write lock. */
   async upsertBlob(trx: Tx, digest: string, size: number, now = Date.now()): Promise<void> {
+    // On PostgreSQL, ordered against the collector's orphan-file sweep of the same digest.
+    await lockDigests(trx, [digest]);
     await trx
       .insertInto("blobs")
       .values({ digest, size, created_at: now })
@@ -364,13 +423,16 @@ export class MetadataStore {
     return row !== undefined;
   }
 
-  /** Inserts (or keeps) a manifest with its references; the caller holds the write lock. */
+  /**
+   * Inserts (or keeps) a manifest with its references; the caller holds the write lock (SQLite).
+   * On PostgreSQL a manifest that exists is share-locked instead, so that the collector cannot
+   * delete it under a tag this transaction is about to set; one deleted meanwhile is inserted again.
+   */
   async insertManifest(trx: Tx, repositoryId: number, m: NewManifest, now = Date.now()): Promise<void> {
-    const exists = await this.hasManifest(trx, repositoryId, m.digest);
     // Pushed again: whoever pushed it wants it, whatever index it once belonged to.
-    if (exists) await this.unrelease(trx, repositoryId, m.digest);
-    if (!exists) {
-      await trx
+    await this.unrelease(trx, repositoryId, m.digest);
+    for (let attempt = 0; ; attempt++) {
+      const inserted = await trx
         .insertInto("manifests")
         .values({
           repository_id: repositoryId,
@@ -385,31 +447,44 @@ export class MetadataStore {
           created_at: now,
           last_pulled_at: null,
         })
+        .onConflict((oc) => oc.columns(["repository_id", "digest"]).doNothing())
+        .returning("digest")
+        .executeTakeFirst();
+      if (inserted) break;
+      if (this.metadata.dialect !== "postgres") return;
+      const kept = await trx
+        .selectFrom("manifests")
+        .select("digest")
+        .where("repository_id", "=", repositoryId)
+        .where("digest", "=", m.digest)
+        .forShare()
+        .executeTakeFirst();
+      if (kept) return;
+      if (attempt >= 3) throw new Error(`manifest ${m.digest} keeps disappearing while being stored`);
+    }
+    const blobs = [...new Set(m.blobs)];
+    for (let i = 0; i < blobs.length; i += 200) {
+      await trx
+        .insertInto("manifest_blobs")
+        .values(
+          blobs
+            .slice(i, i + 200)
+            .map((b) => ({ repository_id: repositoryId, manifest_digest: m.digest, blob_digest: b })),
+        )
+        .onConflict((oc) => oc.doNothing())
         .execute();
-      const blobs = [...new Set(m.blobs)];
-      for (let i = 0; i < blobs.length; i += 200) {
-        await trx
-          .insertInto("manifest_blobs")
-          .values(
-            blobs
-              .slice(i, i + 200)
-              .map((b) => ({ repository_id: repositoryId, manifest_digest: m.digest, blob_digest: b })),
-          )
-          .onConflict((oc) => oc.doNothing())
-          .execute();
-      }
-      const children = [...new Set(m.children)];
-      for (let i = 0; i < children.length; i += 200) {
-        await trx
-          .insertInto("manifest_children")
-          .values(
-            children
-              .slice(i, i + 200)
-              .map((c) => ({ repository_id: repositoryId, parent_digest: m.digest, child_digest: c })),
-          )
-          .onConflict((oc) => oc.doNothing())
-          .execute();
-      }
+    }
+    const children = [...new Set(m.children)];
+    for (let i = 0; i < children.length; i += 200) {
+      await trx
+        .insertInto("manifest_children")
+        .values(
+          children
+            .slice(i, i + 200)
+            .map((c) => ({ repository_id: repositoryId, parent_digest: m.digest, child_digest: c })),
+        )
+        .onConflict((oc) => oc.doNothing())
+        .execute();
     }
   }
 

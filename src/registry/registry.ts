@@ -582,6 +582,12 @@ export class Registry {
     }
     await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
+      await this.meta.lockLinkedBlobs(trx, repositoryId, requiredBlobs(parsed));
+      await this.meta.lockManifests(
+        trx,
+        repositoryId,
+        parsed.manifests.map((m) => m.digest),
+      );
       for (const blob of requiredBlobs(parsed)) {
         if (!(await this.meta.isLinked(trx, repositoryId, blob))) {
           throw new RegistryError(

@@ -4,6 +4,13 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  databaseNameFor,
+  ensureDatabase,
+  type PostgresServer,
+  sharedPostgresUrl,
+  startPostgres,
+} from "./postgres.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const CLI = path.join(ROOT, "dist/cli/main.js");
@@ -22,6 +29,31 @@ export async function freePort(): Promise<number> {
 
 export function tempDir(prefix = "berth-test-"): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Which metadata database the integration tests give Berth: BERTH_TEST_DB=postgres, or SQLite. */
+export const TEST_DB: "sqlite" | "postgres" =
+  process.env.BERTH_TEST_DB === "postgres" ? "postgres" : "sqlite";
+
+let ownPostgres: Promise<PostgresServer> | null = null;
+
+/** The suite's PostgreSQL server (test/helpers/postgres-global.ts), or one of this file's own. */
+async function postgresBase(): Promise<string> {
+  const shared = sharedPostgresUrl();
+  if (shared) return shared;
+  ownPostgres ??= startPostgres();
+  return (await ownPostgres).url("postgres");
+}
+
+/**
+ * The environment that gives a berth process working on `dataDir` its metadata database: nothing on
+ * SQLite (the file lives in the data directory); on PostgreSQL, REGISTRY_DATABASE_URL naming a
+ * database of that directory's own, so that a restart on the same directory finds its data again.
+ */
+export async function databaseEnv(dataDir: string): Promise<Record<string, string>> {
+  if (TEST_DB !== "postgres") return {};
+  const url = await ensureDatabase(await postgresBase(), databaseNameFor(dataDir));
+  return { REGISTRY_DATABASE_URL: url };
 }
 
 export interface StartOptions {
@@ -75,7 +107,7 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
   const [command, ...prefix] = options.netns ? [...options.netns.exec, process.execPath] : [process.execPath];
   const child = spawn(command as string, [...prefix, ...args], {
     cwd: dataDir,
-    env: { ...process.env, ...options.env },
+    env: { ...process.env, ...(await databaseEnv(dataDir)), ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });

@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
 import { rmSync } from "node:fs";
-import SQLite from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openSqlite, sqlitePath } from "../../src/metadata/db.js";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import { type Client, getJson } from "./api-push.js";
 
@@ -25,70 +24,85 @@ let dataDir: string;
 
 beforeAll(async () => {
   dataDir = tempDir("berth-api-scale-");
-  const meta = await openSqlite(dataDir);
-  await meta.close();
-  const db = new SQLite(sqlitePath(dataDir));
+  // Seeded through Kysely in batches, so that SQLite and PostgreSQL (BERTH_TEST_DB) share the code.
+  const { meta } = await openTestDb(dataDir);
   const t0 = Date.UTC(2024, 0, 1);
   const base = digestOf("base");
-  const insert = db.transaction(() => {
-    const repo = db.prepare("insert into repositories (name, created_at, updated_at) values (?, ?, ?)");
-    const blob = db.prepare("insert or ignore into blobs (digest, size, created_at) values (?, ?, ?)");
-    const link = db.prepare(
-      "insert into repository_blobs (repository_id, digest, created_at) values (?, ?, ?)",
-    );
-    const manifest = db.prepare(
-      `insert into manifests (repository_id, digest, media_type, size, content, artifact_type, subject, annotations,
-        config_digest, created_at, last_pulled_at) values (?, ?, ?, ?, ?, ?, null, null, ?, ?, null)`,
-    );
-    const mblob = db.prepare(
-      "insert into manifest_blobs (repository_id, manifest_digest, blob_digest) values (?, ?, ?)",
-    );
-    const tag = db.prepare(
-      "insert into tags (repository_id, name, digest, created_at, updated_at) values (?, ?, ?, ?, ?)",
-    );
-    blob.run(base, 5_000_000, t0);
-    for (let n = 0; n < NAMESPACES; n++) {
-      for (let r = 0; r < PER_NAMESPACE; r++) {
-        const i = n * PER_NAMESPACE + r;
-        const name = `ns${String(n).padStart(3, "0")}/repo${String(r).padStart(3, "0")}`;
-        const when = t0 + ((i * 7919) % TOTAL) * 60_000;
-        const id = Number(repo.run(name, when, when).lastInsertRowid);
-        const config = digestOf(`config-${i}`);
-        const layer = digestOf(`layer-${i}`);
-        const content = Buffer.from(
-          JSON.stringify({
-            schemaVersion: 2,
-            mediaType: "application/vnd.oci.image.manifest.v1+json",
-            config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config, size: 500 },
-            layers: [
-              { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: base, size: 5_000_000 },
-              { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: layer, size: 1000 + i },
-            ],
-          }),
-        );
-        const md = digestOf(content.toString());
-        blob.run(config, 500, when);
-        blob.run(layer, 1000 + i, when);
-        blob.run(md, content.length, when);
-        for (const d of [base, config, layer, md]) link.run(id, d, when);
-        manifest.run(
-          id,
-          md,
-          "application/vnd.oci.image.manifest.v1+json",
-          content.length,
-          content,
-          "application/vnd.oci.image.config.v1+json",
-          config,
-          when,
-        );
-        for (const d of [config, base, layer]) mblob.run(id, md, d);
-        tag.run(id, "latest", md, when, when);
-        tag.run(id, `v${i}`, md, when, when);
+  const blobs = new Map<string, { digest: string; size: number; created_at: number }>();
+  blobs.set(base, { digest: base, size: 5_000_000, created_at: t0 });
+  const repos: { name: string; created_at: number; updated_at: number }[] = [];
+  const perRepo: { config: string; layer: string; md: string; content: Buffer; when: number }[] = [];
+  for (let n = 0; n < NAMESPACES; n++) {
+    for (let r = 0; r < PER_NAMESPACE; r++) {
+      const i = n * PER_NAMESPACE + r;
+      const name = `ns${String(n).padStart(3, "0")}/repo${String(r).padStart(3, "0")}`;
+      const when = t0 + ((i * 7919) % TOTAL) * 60_000;
+      repos.push({ name, created_at: when, updated_at: when });
+      const config = digestOf(`config-${i}`);
+      const layer = digestOf(`layer-${i}`);
+      const content = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: "application/vnd.oci.image.manifest.v1+json",
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config, size: 500 },
+          layers: [
+            { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: base, size: 5_000_000 },
+            { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: layer, size: 1000 + i },
+          ],
+        }),
+      );
+      const md = digestOf(content.toString());
+      for (const [digest, size] of [
+        [config, 500],
+        [layer, 1000 + i],
+        [md, content.length],
+      ] as const) {
+        if (!blobs.has(digest)) blobs.set(digest, { digest, size, created_at: when });
       }
+      perRepo.push({ config, layer, md, content, when });
     }
+  }
+  const chunks = <T>(items: T[], size = 500): T[][] =>
+    Array.from({ length: Math.ceil(items.length / size) }, (_, k) => items.slice(k * size, (k + 1) * size));
+  await meta.db.transaction().execute(async (trx) => {
+    const ids: number[] = [];
+    for (const part of chunks(repos)) {
+      const rows = await trx.insertInto("repositories").values(part).returning("id").execute();
+      ids.push(...rows.map((row) => Number(row.id)));
+    }
+    for (const part of chunks([...blobs.values()])) await trx.insertInto("blobs").values(part).execute();
+    const links = [];
+    const manifests = [];
+    const mblobs = [];
+    const tags = [];
+    for (const [k, p] of perRepo.entries()) {
+      const id = ids[k]!;
+      for (const d of [base, p.config, p.layer, p.md])
+        links.push({ repository_id: id, digest: d, created_at: p.when });
+      manifests.push({
+        repository_id: id,
+        digest: p.md,
+        media_type: "application/vnd.oci.image.manifest.v1+json",
+        size: p.content.length,
+        content: p.content,
+        artifact_type: "application/vnd.oci.image.config.v1+json",
+        subject: null,
+        annotations: null,
+        config_digest: p.config,
+        created_at: p.when,
+        last_pulled_at: null,
+      });
+      for (const d of [p.config, base, p.layer])
+        mblobs.push({ repository_id: id, manifest_digest: p.md, blob_digest: d });
+      tags.push({ repository_id: id, name: "latest", digest: p.md, created_at: p.when, updated_at: p.when });
+      tags.push({ repository_id: id, name: `v${k}`, digest: p.md, created_at: p.when, updated_at: p.when });
+    }
+    for (const part of chunks(links)) await trx.insertInto("repository_blobs").values(part).execute();
+    for (const part of chunks(manifests, 200)) await trx.insertInto("manifests").values(part).execute();
+    for (const part of chunks(mblobs)) await trx.insertInto("manifest_blobs").values(part).execute();
+    for (const part of chunks(tags)) await trx.insertInto("tags").values(part).execute();
   });
-  insert();
-  db.close();
+  await meta.close();
   berth = await startBerth({ dataDir });
   c = { base: berth.url };
 }, 300_000);

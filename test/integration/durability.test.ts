@@ -2,8 +2,8 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
-import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 
@@ -97,9 +97,12 @@ describe("restarts and crashes", () => {
     });
     await first.kill();
     // What was acknowledged is recorded with its digest, so a PUT on any process need not re-read it.
-    const db = new Database(path.join(dataDir, "berth", "berth.db"), { readonly: true });
-    const row = db.prepare("select size, digest from uploads where id = ?").get(id) as { size: number; digest: string };
-    db.close();
+    const db = await openTestDb(dataDir);
+    const row = await db.get<{ size: number; digest: string }>(
+      "select size, digest from uploads where id = ?",
+      id,
+    );
+    await db.close();
     expect(row).toEqual({ size: 100_000, digest: sha256(blob.data.subarray(0, 100_000)) });
 
     const second = await start({ dataDir });

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { CLI } from "../helpers/server.js";
+import { CLI, databaseEnv } from "../helpers/server.js";
 
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
@@ -215,14 +215,16 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `berth <args>` from dist/ and collects its output. */
-export function berth(
+/** Runs `berth <args>` from dist/ and collects its output (on the test database of its --data-dir). */
+export async function berth(
   args: string[],
   options: { env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<CliResult> {
+  const dataDirAt = args.indexOf("--data-dir");
+  const dbEnv = dataDirAt >= 0 && args[dataDirAt + 1] ? await databaseEnv(args[dataDirAt + 1]!) : {};
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, ...options.env },
+      env: { ...process.env, ...dbEnv, ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";

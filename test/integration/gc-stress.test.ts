@@ -16,8 +16,8 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import {
   type Blob,
@@ -296,10 +296,7 @@ test(
     }
 
     // 2. No blob that a manifest references is missing: rows and files.
-    const db = new Database(path.join(server.dataDir, "berth", "berth.db"), {
-      readonly: true,
-      fileMustExist: true,
-    });
+    const db = await openTestDb(server.dataDir);
     const blobPath = (digest: string) => {
       const hex = digest.slice(7);
       return path.join(
@@ -316,12 +313,10 @@ test(
     };
     let referenced = 0;
     try {
-      const refs = db
-        .prepare(
-          `select mb.blob_digest as digest, b.size as size from manifest_blobs mb left join blobs b on b.digest = mb.blob_digest
+      const refs = await db.all<{ digest: string; size: number | null }>(
+        `select mb.blob_digest as digest, b.size as size from manifest_blobs mb left join blobs b on b.digest = mb.blob_digest
            union select m.digest, b.size from manifests m left join blobs b on b.digest = m.digest`,
-        )
-        .all() as { digest: string; size: number | null }[];
+      );
       for (const r of refs) {
         expect(r.size, `blob row of ${r.digest}`).not.toBeNull();
         expect(existsSync(blobPath(r.digest)), `file of ${r.digest}`).toBe(true);
@@ -329,20 +324,18 @@ test(
         referenced++;
       }
       // 3. And garbage is gone: no row nobody uses, no file without a row.
-      const rows = (db.prepare("select count(*) as n from blobs").get() as { n: number }).n;
+      const rows = (await db.get<{ n: number }>("select count(*) as n from blobs"))!.n;
       let files = 0;
       const root = path.join(server.dataDir, "docker", "registry", "v2", "blobs", "sha256");
       for (const fan of readdirSync(root)) files += readdirSync(path.join(root, fan)).length;
       expect(files).toBe(rows);
-      const unused = db
-        .prepare(
-          `select count(*) as n from blobs b where not exists (select 1 from manifest_blobs mb where mb.blob_digest = b.digest)
+      const unused = (await db.get<{ n: number }>(
+        `select count(*) as n from blobs b where not exists (select 1 from manifest_blobs mb where mb.blob_digest = b.digest)
            and not exists (select 1 from manifests m where m.digest = b.digest)`,
-        )
-        .get() as { n: number };
+      ))!;
       expect(unused.n).toBe(0);
     } finally {
-      db.close();
+      await db.close();
     }
 
     // 4. No request failed, no job failed, no 5xx; and the collectors did work while clients ran.

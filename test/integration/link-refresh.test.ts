@@ -1,6 +1,5 @@
-import path from "node:path";
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openTestDb, type TestDb } from "../helpers/metadata-db.js";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
 import { type Berth, startBerth } from "../helpers/server.js";
 
@@ -8,58 +7,61 @@ import { type Berth, startBerth } from "../helpers/server.js";
 // asking for a blob whose link is old renews the link, so the collector leaves it alone.
 let berth: Berth;
 let client: RegistryClient;
-let db: Database.Database;
+let db: TestDb;
 
 beforeAll(async () => {
   berth = await startBerth();
   client = new RegistryClient(berth.url);
-  db = new Database(path.join(berth.dataDir, "berth", "berth.db"), { timeout: 10_000 });
+  db = await openTestDb(berth.dataDir);
 });
 afterAll(async () => {
-  db?.close();
+  await db?.close();
   await berth?.cleanup();
 });
 
-function linkedAt(repo: string, digest: string): number | undefined {
-  const row = db
-    .prepare(
-      "select rb.created_at as t from repository_blobs rb join repositories r on r.id = rb.repository_id where r.name = ? and rb.digest = ?",
-    )
-    .get(repo, digest) as { t: number } | undefined;
+async function linkedAt(repo: string, digest: string): Promise<number | undefined> {
+  const row = await db.get<{ t: number }>(
+    "select rb.created_at as t from repository_blobs rb join repositories r on r.id = rb.repository_id where r.name = ? and rb.digest = ?",
+    repo,
+    digest,
+  );
   return row?.t;
 }
 
-function age(repo: string, digest: string, to: number): void {
-  db.prepare(
+async function age(repo: string, digest: string, to: number): Promise<void> {
+  await db.run(
     "update repository_blobs set created_at = ? where digest = ? and repository_id = (select id from repositories where name = ?)",
-  ).run(to, digest, repo);
+    to,
+    digest,
+    repo,
+  );
 }
 
 describe("blob links", () => {
   it("renews an old link when the blob is asked for, and leaves a fresh one alone", async () => {
     const blob = randomBlob(100);
     await client.pushBlob("refresh/app", blob);
-    const fresh = linkedAt("refresh/app", blob.digest)!;
+    const fresh = (await linkedAt("refresh/app", blob.digest))!;
     await client.fetch(`/v2/refresh/app/blobs/${blob.digest}`, { method: "HEAD" });
-    expect(linkedAt("refresh/app", blob.digest)).toBe(fresh);
+    expect(await linkedAt("refresh/app", blob.digest)).toBe(fresh);
 
-    age("refresh/app", blob.digest, 1000);
+    await age("refresh/app", blob.digest, 1000);
     const before = Date.now();
     const head = await client.fetch(`/v2/refresh/app/blobs/${blob.digest}`, { method: "HEAD" });
     expect(head.status).toBe(200);
-    expect(linkedAt("refresh/app", blob.digest)).toBeGreaterThanOrEqual(before);
+    expect(await linkedAt("refresh/app", blob.digest)).toBeGreaterThanOrEqual(before);
 
-    age("refresh/app", blob.digest, 1000);
+    await age("refresh/app", blob.digest, 1000);
     const get = await client.fetch(`/v2/refresh/app/blobs/${blob.digest}`);
     expect(get.status).toBe(200);
     await get.arrayBuffer();
-    expect(linkedAt("refresh/app", blob.digest)).toBeGreaterThanOrEqual(before);
+    expect(await linkedAt("refresh/app", blob.digest)).toBeGreaterThanOrEqual(before);
   });
 
   it("answers 404 when the link went between the lookup and the renewal", async () => {
     const blob = randomBlob(100);
     await client.pushBlob("refresh/gone", blob);
-    db.prepare("delete from repository_blobs where digest = ?").run(blob.digest);
+    await db.run("delete from repository_blobs where digest = ?", blob.digest);
     const head = await client.fetch(`/v2/refresh/gone/blobs/${blob.digest}`, { method: "HEAD" });
     expect(head.status).toBe(404);
   });

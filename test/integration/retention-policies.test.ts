@@ -5,8 +5,8 @@
  */
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import {
   berth,
@@ -142,13 +142,15 @@ beforeAll(async () => {
   await tag("combo/app", "dev-4", "combo-dev-4");
   await pullImage(server.url, "keep/pulled", "p2");
   // Pull times are written in batches, about a second after the pull: wait until this one is recorded.
-  const db = new Database(path.join(server.dataDir, "berth", "berth.db"), { readonly: true });
-  const pulledAt = db.prepare(
-    "select m.last_pulled_at as t from tags g join repositories r on r.id = g.repository_id join manifests m on m.repository_id = g.repository_id and m.digest = g.digest where r.name = ? and g.name = ?",
-  );
-  for (let i = 0; i < 50 && !(pulledAt.get("keep/pulled", "p2") as { t: number | null } | undefined)?.t; i++)
-    await sleep(100);
-  db.close();
+  const db = await openTestDb(server.dataDir);
+  const pulledAt = () =>
+    db.get<{ t: number | null }>(
+      "select m.last_pulled_at as t from tags g join repositories r on r.id = g.repository_id join manifests m on m.repository_id = g.repository_id and m.digest = g.digest where r.name = ? and g.name = ?",
+      "keep/pulled",
+      "p2",
+    );
+  for (let i = 0; i < 50 && !(await pulledAt())?.t; i++) await sleep(100);
+  await db.close();
 });
 
 afterAll(async () => {

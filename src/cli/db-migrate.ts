@@ -1,0 +1,127 @@
+import { existsSync } from "node:fs";
+import SQLite from "better-sqlite3";
+import { sql } from "kysely";
+import { loadConfig } from "../config/load.js";
+import { maskUrlPassword } from "../config/provenance.js";
+import type { ConfigInput } from "../config/schema.js";
+import { dataDirOf } from "../config/schema.js";
+import { openPostgres, openSqlite, sqlitePath } from "../metadata/db.js";
+import type { Database } from "../metadata/schema.js";
+
+/** Every table, parents first; each is copied whole, in rowid order. */
+const TABLES: (keyof Database)[] = [
+  "repositories",
+  "blobs",
+  "repository_blobs",
+  "manifests",
+  "manifest_blobs",
+  "manifest_children",
+  "tags",
+  "uploads",
+  "locks",
+];
+
+const PAGE = 1000;
+
+export interface MigrateResult {
+  source: string;
+  target: string;
+  rows: Record<string, number>;
+}
+
+/**
+ * Copies the SQLite metadata of a data directory into an empty PostgreSQL database: the target's
+ * schema is created by the usual migrations, then every row goes over in one PostgreSQL transaction,
+ * read from one SQLite read transaction (a consistent snapshot); the repositories id sequence is
+ * moved past the copied ids; the row counts of both sides must match before the commit.
+ */
+export async function migrateToPostgres(
+  url: string,
+  flags: { config?: string; dataDir?: string; json?: boolean },
+): Promise<MigrateResult> {
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new Error(`not a PostgreSQL URL: ${maskUrlPassword(url)}`);
+  const input: Record<string, unknown> = {};
+  if (flags.dataDir) input.storage = { filesystem: { rootdirectory: flags.dataDir } };
+  const { config } = loadConfig({
+    file: flags.config,
+    flags: input as ConfigInput,
+    flagNames: { "storage.filesystem.rootdirectory": "--data-dir" },
+  });
+  const dataDir = dataDirOf(config);
+  const file = sqlitePath(dataDir);
+  if (!existsSync(file)) throw new Error(`no SQLite metadata database at ${file}`);
+  // Bring the source to this version's schema (what `berth serve` would do), then read it raw.
+  await (await openSqlite(dataDir)).close();
+  const source = new SQLite(file, { readonly: true, timeout: 15_000 });
+  const target = await openPostgres({ connectionString: url, max: 2 });
+  const rows: Record<string, number> = {};
+  try {
+    for (const table of TABLES) {
+      const count = await target.db
+        .selectFrom(table)
+        .select((eb) => eb.fn.countAll<number>().as("n"))
+        .executeTakeFirstOrThrow();
+      if (Number(count.n) > 0)
+        throw new Error(
+          `the target database is not empty (${table} has ${count.n} rows); give an empty database`,
+        );
+    }
+    source.exec("begin"); // one snapshot of every table
+    try {
+      await target.db.transaction().execute(async (trx) => {
+        for (const table of TABLES) {
+          const page = source.prepare(
+            `select rowid as _rowid, * from ${table} where rowid > ? order by rowid limit ${PAGE}`,
+          );
+          let copied = 0;
+          for (let after = 0; ; ) {
+            const batch = page.all(after) as Record<string, unknown>[];
+            if (batch.length === 0) break;
+            after = Number(batch[batch.length - 1]!._rowid);
+            const values = batch.map(({ _rowid, ...row }) => row);
+            // biome-ignore lint/suspicious/noExplicitAny: rows of any of the tables
+            const inserted: any = values;
+            await trx.insertInto(table).values(inserted).execute();
+            copied += values.length;
+          }
+          const expected = (source.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n;
+          const got = await trx
+            .selectFrom(table)
+            .select((eb) => eb.fn.countAll<number>().as("n"))
+            .executeTakeFirstOrThrow();
+          if (copied !== expected || Number(got.n) !== expected)
+            throw new Error(`${table}: ${expected} rows in SQLite, ${got.n} copied; nothing was committed`);
+          rows[table] = expected;
+        }
+        await sql`select setval(pg_get_serial_sequence('repositories', 'id'), coalesce((select max(id) from repositories), 0) + 1, false)`.execute(
+          trx,
+        );
+      });
+    } finally {
+      source.exec("commit");
+    }
+  } finally {
+    source.close();
+    await target.close();
+  }
+  const result: MigrateResult = { source: file, target: maskUrlPassword(url), rows };
+  const out = (line = "") => process.stdout.write(`${line}\n`);
+  if (flags.json) {
+    out(JSON.stringify(result, null, 2));
+    return result;
+  }
+  out(`copied ${file} into ${result.target}:`);
+  for (const [table, n] of Object.entries(rows)) out(`  ${table.padEnd(18)} ${n} rows (counts match)`);
+  out();
+  out("Now point Berth at PostgreSQL, in the configuration file:");
+  out();
+  out("  database:");
+  out(`    url: ${result.target}`);
+  out();
+  out(`or with REGISTRY_DATABASE_URL=${result.target} (put the real password back in either).`);
+  out(
+    `Blobs stay in ${dataDir}: keep storage.filesystem.rootdirectory pointing there (shared by every replica).`,
+  );
+  out(`The SQLite file is no longer used once Berth runs on PostgreSQL; keep it as a backup.`);
+  return result;
+}

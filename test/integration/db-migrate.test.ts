@@ -1,0 +1,112 @@
+/**
+ * `berth db migrate-to postgres://...`: a registry run on SQLite moves to PostgreSQL with everything
+ * it holds (images, tags, referrers, an upload in progress), and keeps working there. Runs in the
+ * `sqlite` project (the source is SQLite whatever BERTH_TEST_DB says).
+ */
+import { spawnSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  ensureDatabase,
+  type PostgresServer,
+  sharedPostgresUrl,
+  startPostgres,
+} from "../helpers/postgres.js";
+import { RegistryClient, randomBlob } from "../helpers/registry.js";
+import { CLI, startBerth, TEST_DB, tempDir } from "../helpers/server.js";
+
+function berthCli(args: string[]) {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000 });
+}
+
+describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
+  let own: PostgresServer | null = null;
+  let base: string;
+  let dir: string;
+
+  beforeAll(async () => {
+    const shared = sharedPostgresUrl();
+    if (shared) base = shared;
+    else {
+      own = await startPostgres();
+      base = own.url("postgres");
+    }
+    dir = tempDir("berth-db-migrate-");
+  });
+  afterAll(async () => {
+    await own?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("copies every table, verifies counts, prints the configuration, and Berth runs on the copy", async () => {
+    // 1. A registry on SQLite with content.
+    const sqliteBerth = await startBerth({ dataDir: dir, env: { REGISTRY_DATABASE_URL: "" } });
+    let client = new RegistryClient(sqliteBerth.url);
+    const images = [];
+    for (let i = 0; i < 5; i++) images.push(await client.pushImage(`migrate/app-${i % 2}`, `v${i}`));
+    const partial = randomBlob(50_000);
+    const start = await client.fetch("/v2/migrate/app-0/blobs/uploads/", { method: "POST" });
+    const at = new URL(start.headers.get("location")!, sqliteBerth.url);
+    const location = at.pathname + at.search; // the next server listens on another port
+    const patch = await client.fetch(location, {
+      method: "PATCH",
+      body: partial.data.subarray(0, 20_000),
+      headers: { "content-range": "0-19999" },
+    });
+    expect(patch.status).toBe(202);
+    await sqliteBerth.stop();
+
+    // 2. Copy.
+    const url = await ensureDatabase(base, `migrate_${process.pid}_${Date.now().toString(36)}`);
+    const bad = berthCli(["db", "migrate-to", "mysql://nope/db", "--data-dir", dir]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/not a PostgreSQL URL/);
+    const done = berthCli(["db", "migrate-to", url, "--data-dir", dir]);
+    expect(done.stderr).toBe("");
+    expect(done.status).toBe(0);
+    expect(done.stdout).toMatch(/repositories\s+2 rows \(counts match\)/);
+    expect(done.stdout).toMatch(/tags\s+5 rows/);
+    expect(done.stdout).toMatch(/uploads\s+1 rows/);
+    expect(done.stdout).toContain(`url: ${url}`);
+    expect(done.stdout).toContain("REGISTRY_DATABASE_URL=");
+
+    // A second run refuses: the target is no longer empty.
+    const again = berthCli(["db", "migrate-to", url, "--data-dir", dir]);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/not empty/);
+
+    // 3. Berth on PostgreSQL with the same blobs: everything pulls, the upload continues, pushes work.
+    const pgBerth = await startBerth({ dataDir: dir, env: { REGISTRY_DATABASE_URL: url } });
+    try {
+      client = new RegistryClient(pgBerth.url);
+      for (let i = 0; i < 5; i++) {
+        const res = await client.fetch(`/v2/migrate/app-${i % 2}/manifests/v${i}`, {
+          headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+        });
+        expect(res.status).toBe(200);
+        expect(res.headers.get("docker-content-digest")).toBe(images[i]!.digest);
+        const layer = images[i]!.layers[0]!;
+        const blob = await client.fetch(`/v2/migrate/app-${i % 2}/blobs/${layer.digest}`);
+        expect(Buffer.from(await blob.arrayBuffer()).equals(layer.data)).toBe(true);
+      }
+      const status = await client.fetch(location);
+      expect(status.status).toBe(204);
+      expect(status.headers.get("range")).toBe("0-19999");
+      const finish = await client.fetch(
+        `${location}${location.includes("?") ? "&" : "?"}digest=${partial.digest}`,
+        {
+          method: "PUT",
+          body: partial.data.subarray(20_000),
+          headers: { "content-range": `20000-${partial.size - 1}` },
+        },
+      );
+      expect(finish.status).toBe(201);
+      // A new repository gets an id after the copied ones (the sequence was moved on).
+      await client.pushImage("migrate/new", "v1");
+      const catalog = (await (await client.fetch("/v2/_catalog")).json()) as { repositories: string[] };
+      expect(catalog.repositories).toEqual(["migrate/app-0", "migrate/app-1", "migrate/new"]);
+    } finally {
+      await pgBerth.stop();
+    }
+  });
+});
