@@ -3,7 +3,8 @@ import { loadConfig } from "../config/load.js";
 import type { Config, ConfigInput } from "../config/schema.js";
 import { dataDirOf } from "../config/schema.js";
 import { parseDuration } from "../config/sections/core.js";
-import { openSqlite } from "../metadata/db.js";
+import { type MetadataDb, openMetadata } from "../metadata/db.js";
+import { databaseTarget } from "../metadata/target.js";
 import { type EventsStatus, eventsStatus, type RedeliverFrom, redeliver } from "../registry/event-status.js";
 
 /**
@@ -33,11 +34,8 @@ function load(flags: Flags): Config {
   }).config;
 }
 
-async function withDb<T>(
-  config: Config,
-  fn: (db: Awaited<ReturnType<typeof openSqlite>>) => Promise<T>,
-): Promise<T> {
-  const metadata = await openSqlite(dataDirOf(config));
+async function withDb<T>(config: Config, fn: (db: MetadataDb) => Promise<T>): Promise<T> {
+  const metadata = await openMetadata(databaseTarget(config.database), dataDirOf(config));
   try {
     return await fn(metadata);
   } finally {

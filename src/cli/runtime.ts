@@ -1,8 +1,8 @@
 import { type Config, dataDirOf } from "../config/schema.js";
 import { type MetadataDb, openMetadata } from "../metadata/db.js";
 import { MetadataStore } from "../metadata/store.js";
-import { EventRecorder } from "../registry/events.js";
 import { databaseTarget } from "../metadata/target.js";
+import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 

@@ -1,5 +1,9 @@
 import { type Kysely, sql, type Transaction } from "kysely";
+import { isPostgres } from "./dialect.js";
 import type { Database, EventDeliveriesTable, EventEndpointsTable } from "./schema.js";
+
+/** The advisory lock that orders outbox inserts on PostgreSQL (an arbitrary constant of Berth's own). */
+const OUTBOX_LOCK_KEY = 0x6265727468_01n;
 
 /**
  * The queries of the notification outbox (issue 14). The domain (src/registry/events.ts) decides;
@@ -29,8 +33,16 @@ export interface EventRow {
 export type EndpointRow = EventEndpointsTable;
 export type DeliveryRow = Omit<EventDeliveriesTable, "id"> & { id: number };
 
+/**
+ * Appends events to the outbox, inside the transaction of the change they describe. Endpoint cursors
+ * assume that ids become visible in increasing order. SQLite's single writer makes that so; on PostgreSQL
+ * ids are drawn at insert time and transactions may commit in another order, so the inserting transaction
+ * first takes one transaction-scoped advisory lock: writers that record events take their ids and commit
+ * one after the other (the lock is held only from the insert, the last statement of a change, to commit).
+ */
 export async function insertEvents(q: Q, events: NewEvent[]): Promise<void> {
   if (events.length === 0) return;
+  if (isPostgres(q)) await sql`select pg_advisory_xact_lock(${OUTBOX_LOCK_KEY})`.execute(q);
   await q
     .insertInto("events")
     .values(

@@ -10,6 +10,8 @@ function types(dialect: Dialect) {
     bytes: dialect === "postgres" ? "bytea" : "blob",
     big: dialect === "postgres" ? "bigint" : "integer",
     id: dialect === "postgres" ? "serial" : "integer",
+    /** A 64-bit auto-increment id, for tables that grow without end (the event outbox). */
+    bigId: dialect === "postgres" ? "bigserial" : "integer",
     // PostgreSQL's serial is its own auto-increment; AUTOINCREMENT is SQLite's spelling.
     autoId: dialect === "postgres" ? undefined : true,
     // Byte order for names and tags, so that pagination is lexical in both databases.
@@ -144,7 +146,9 @@ function migrations(dialect: Dialect): Record<string, Migration> {
       async up(db: Kysely<unknown>) {
         await db.schema
           .createTable("events")
-          .addColumn("id", t.id as "integer", (c) => c.primaryKey().autoIncrement())
+          .addColumn("id", t.bigId as "integer", (c) =>
+            t.autoId ? c.primaryKey().autoIncrement() : c.primaryKey(),
+          )
           .addColumn("event_id", "text", (c) => c.notNull())
           .addColumn("created_at", t.big as "integer", (c) => c.notNull())
           .addColumn("action", "text", (c) => c.notNull())
@@ -169,7 +173,9 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
         await db.schema
           .createTable("event_deliveries")
-          .addColumn("id", t.id as "integer", (c) => c.primaryKey().autoIncrement())
+          .addColumn("id", t.bigId as "integer", (c) =>
+            t.autoId ? c.primaryKey().autoIncrement() : c.primaryKey(),
+          )
           .addColumn("endpoint", "text", (c) => c.notNull())
           .addColumn("first_event", t.big as "integer", (c) => c.notNull())
           .addColumn("last_event", t.big as "integer", (c) => c.notNull())

@@ -248,7 +248,11 @@ export class EventRecorder {
     this.pulls = [];
     try {
       // In slices: SQLite takes at most 32,766 parameters per statement.
-      for (let i = 0; i < batch.length; i += 2_000) await insertEvents(this.db, batch.slice(i, i + 2_000));
+      for (let i = 0; i < batch.length; i += 2_000) {
+        const slice = batch.slice(i, i + 2_000);
+        // A transaction of its own: on PostgreSQL the outbox's ordering lock lasts until commit.
+        await this.db.transaction().execute((trx) => insertEvents(trx, slice));
+      }
       this.notify();
     } catch {
       // A pull event is not a change: a batch the database refused is dropped rather than retried forever.

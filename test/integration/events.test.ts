@@ -3,7 +3,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { blobOf, OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
-import { type Berth, CLI, type StartOptions, startBerth, tempDir } from "../helpers/server.js";
+import { type Berth, CLI, databaseEnv, type StartOptions, startBerth, tempDir } from "../helpers/server.js";
 import { basic, writeAuthConfig } from "./api-push.js";
 import { parseEnvelope, Receiver, type Registry2Event, verifySignature } from "./events-receiver.js";
 
@@ -397,13 +397,12 @@ describe("berth events and /api/v1/events", () => {
     expect(hook.events[3]?.id).toBe(manifestEvent.id);
 
     // The CLI: the same view, and redelivery of everything.
+    const dbEnv = await databaseEnv(berth.dataDir);
     const cli = (...args: string[]) =>
       execFileSync(
         process.execPath,
         [CLI, "events", ...args, "--config", file, "--data-dir", berth.dataDir],
-        {
-          encoding: "utf8",
-        },
+        { encoding: "utf8", env: { ...process.env, ...dbEnv } },
       );
     const shown = cli();
     expect(shown).toContain("ops");

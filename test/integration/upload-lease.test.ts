@@ -7,9 +7,8 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs/promises";
 import os from "node:os";
-import path from "node:path";
-import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 
@@ -31,10 +30,10 @@ async function stop(berth: Berth): Promise<void> {
   started.splice(started.indexOf(berth), 1);
 }
 
-function setLease(dataDir: string, id: string, holder: string, until: number): void {
-  const db = new Database(path.join(dataDir, "berth", "berth.db"));
-  db.prepare("update uploads set lease_holder = ?, lease_until = ? where id = ?").run(holder, until, id);
-  db.close();
+async function setLease(dataDir: string, id: string, holder: string, until: number): Promise<void> {
+  const db = await openTestDb(dataDir);
+  await db.run("update uploads set lease_holder = ?, lease_until = ? where id = ?", holder, until, id);
+  await db.close();
 }
 
 /** The pid of a process that has exited: on this host it looks dead. */
@@ -61,7 +60,7 @@ describe("upload leases", () => {
     await stop(berth);
 
     // A live lease of a process in another PID namespace with the same hostname.
-    setLease(dataDir, id, `${os.hostname()}:${deadPid()}`, Date.now() + 10 * 60_000);
+    await setLease(dataDir, id, `${os.hostname()}:${deadPid()}`, Date.now() + 10 * 60_000);
     ({ berth, client } = await start(dataDir));
     const second = () =>
       client.fetch(location, {
@@ -78,7 +77,7 @@ describe("upload leases", () => {
     await stop(berth);
 
     // Once its time has run out, the lease is free, whoever held it.
-    setLease(dataDir, id, `${os.hostname()}:${deadPid()}`, Date.now() - 1);
+    await setLease(dataDir, id, `${os.hostname()}:${deadPid()}`, Date.now() - 1);
     ({ berth, client } = await start(dataDir));
     const taken = await second();
     expect(taken.status).toBe(202);
@@ -93,11 +92,11 @@ describe("upload leases", () => {
     const { client } = await start(dataDir);
     const blob = randomBlob(30_000);
     await client.pushBlobChunked("lease/chunks", blob, 1000);
-    const db = new Database(path.join(dataDir, "berth", "berth.db"), { readonly: true });
-    const held = db.prepare("select count(*) as n from uploads where lease_holder is not null").get() as {
-      n: number;
-    };
-    db.close();
-    expect(held.n).toBe(0);
+    const db = await openTestDb(dataDir);
+    const held = await db.get<{ n: number | string }>(
+      "select count(*) as n from uploads where lease_holder is not null",
+    );
+    await db.close();
+    expect(Number(held?.n)).toBe(0);
   });
 });
