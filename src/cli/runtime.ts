@@ -3,6 +3,7 @@ import { type MetadataDb, openSqlite } from "../metadata/db.js";
 import { MetadataStore } from "../metadata/store.js";
 import { Registry } from "../registry/registry.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
+import { openProxy } from "./proxy-runtime.js";
 
 export interface Runtime {
   dataDir: string;
@@ -26,12 +27,16 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
     maxManifestBytes: config.http.maxmanifestbytes,
     linkRefreshMs: config.gc.graceperiod / 2,
   });
+  registry.proxy = openProxy(config, meta, storage); // [pull-through cache, issue 13]
   return {
     dataDir,
     metadata,
     meta,
     storage,
     registry,
-    close: () => metadata.close(),
+    close: () => {
+      registry.proxy?.close();
+      return metadata.close();
+    },
   };
 }

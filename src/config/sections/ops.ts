@@ -1,9 +1,10 @@
 import { z } from "zod";
 import { duration } from "./core.js";
+import { proxySection } from "./proxy.js";
 
 // Owned by the drop-in/operations work (issue 4): notifications, proxy, health, redis, metrics.
 //
-// notifications, proxy and health have Distribution's shapes so that a registry:2 config.yml is
+// proxy lives in ./proxy.ts (issue 13). notifications and health have Distribution's shapes so that a registry:2 config.yml is
 // checked as registry:2 would check it; Berth does not act on them yet, and src/config/compat.ts
 // makes start-up warn about each one that is set. redis is accepted in any shape (it changed
 // between Distribution 2 and 3) and never used: Berth's shared state lives in its database.
@@ -32,16 +33,6 @@ export const notificationsSection = z
   .object({
     events: z.object({ includereferences: z.boolean().optional() }).optional(),
     endpoints: z.array(endpoint).optional(),
-  })
-  .optional();
-
-export const proxySection = z
-  .object({
-    remoteurl: z.string(),
-    username: z.string().optional(),
-    password: z.string().optional(),
-    ttl: duration.optional(),
-    exec: z.object({ command: z.string(), lifetime: duration.optional() }).optional(),
   })
   .optional();
 
