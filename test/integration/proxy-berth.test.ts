@@ -5,61 +5,13 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
 import { type Berth, freePort, startBerth, tempDir } from "../helpers/server.js";
-import { basic, htpasswdText } from "./auth-fixtures.js";
+import { adminClient, startTokenUpstream, upstreamRequests } from "./proxy-fixtures.js";
 
 const ACCEPT = [
   "application/vnd.oci.image.manifest.v1+json",
   "application/vnd.oci.image.index.v1+json",
   "application/vnd.docker.distribution.manifest.v2+json",
 ].join(", ");
-
-/** Starts a Berth in token mode: `mirror` may pull everything, `admin` push. */
-export async function startTokenUpstream(port?: number, dataDir?: string): Promise<Berth> {
-  const dir = tempDir("berth-upstream-conf-");
-  const htpasswd = path.join(dir, "htpasswd");
-  fs.writeFileSync(htpasswd, htpasswdText({ mirror: "mirror-pw", admin: "admin-pw" }));
-  const config = path.join(dir, "config.yml");
-  fs.writeFileSync(
-    config,
-    [
-      "auth:",
-      "  htpasswd:",
-      `    path: ${htpasswd}`,
-      "  token:",
-      "    service: up-registry",
-      "    issuer: up-issuer",
-      "  throttle:",
-      "    enabled: false",
-      "  access:",
-      "    admins: { users: [admin] }",
-      '    rules: [{ repository: "*", users: [mirror], actions: [pull] }]',
-      "",
-    ].join("\n"),
-  );
-  return startBerth({ args: ["--config", config], port, dataDir, workers: 1 });
-}
-
-export async function adminClient(upstream: Berth, repo: string): Promise<RegistryClient> {
-  const res = await fetch(
-    `${upstream.url}/auth/token?service=up-registry&scope=${encodeURIComponent(`repository:${repo}:pull,push`)}`,
-    { headers: { authorization: basic("admin", "admin-pw") } },
-  );
-  const { token } = (await res.json()) as { token: string };
-  return new RegistryClient(upstream.url, { authorization: `Bearer ${token}` });
-}
-
-/** Upstream GETs of a path, from the upstream's access log. */
-export function upstreamRequests(upstream: Berth, method: string, pathPart: string): number {
-  let n = 0;
-  for (const line of upstream.logs) {
-    if (!line.includes(pathPart)) continue;
-    try {
-      const entry = JSON.parse(line) as { msg?: string; method?: string; path?: string; status?: number };
-      if (entry.msg === "request" && entry.method === method && entry.path?.includes(pathPart)) n++;
-    } catch {}
-  }
-  return n;
-}
 
 describe("pull-through cache of a token-auth Berth (proxy.remoteurl, registry:2 style)", () => {
   let upstream: Berth;
