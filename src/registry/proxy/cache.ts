@@ -500,10 +500,14 @@ export class PullThroughCache {
         }
       }
     }
+    // The last chunk is held back until the digest is verified: a client never receives a whole body
+    // of bytes that turn out wrong (its response is aborted short instead).
+    let held: Buffer | null = null;
     try {
       const size = await this.store.writeUpload(id, 0, source(), (chunk) => {
         hash.update(chunk);
-        if (out && !out.destroyed) out.write(chunk);
+        if (held && out && !out.destroyed) out.write(held);
+        held = chunk;
       });
       this.observer.fetched(upstream.label, fetched);
       const actual = `${parsed.algorithm}:${hash.digest("hex")}`;
@@ -527,7 +531,10 @@ export class PullThroughCache {
         await this.store.commitUpload(id, digest);
         await this.meta.linkBlob(trx, repositoryId, digest);
       });
-      out?.end();
+      if (out && !out.destroyed) {
+        if (held) out.write(held);
+        out.end();
+      }
     } catch (err) {
       body.destroy();
       await this.store.deleteUpload(id).catch(() => {});
