@@ -29,7 +29,7 @@ export const SERVER_LABELS = { berth: "Berth", distribution: "Distribution" };
  * explicitly so that no configuration found on the host (/etc/berth/config.yml, REGISTRY_*
  * variables) changes what is measured.
  */
-function registryConfig({ addr, dataDir, cache, htpasswd }) {
+function registryConfig({ addr, dataDir, cache, htpasswd, extraYaml = [] }) {
   return [
     "version: 0.1",
     "log:",
@@ -48,6 +48,7 @@ function registryConfig({ addr, dataDir, cache, htpasswd }) {
     "http:",
     `  addr: ${addr}`,
     ...(htpasswd ? ["auth:", "  htpasswd:", "    realm: bench", `    path: ${htpasswd}`] : []),
+    ...extraYaml,
     "",
   ].join("\n");
 }
@@ -60,6 +61,7 @@ function registryConfig({ addr, dataDir, cache, htpasswd }) {
  *   dataDir:   storage directory (created if missing)
  *   workDir:   where config and log files go
  *   extraArgs: more command-line arguments for Berth
+ *   extraYaml: more top-level lines for both servers' config.yml (e.g. a proxy section)
  */
 export async function startServer({
   key,
@@ -69,6 +71,7 @@ export async function startServer({
   extraArgs = [],
   readyTimeoutMs = 30_000,
   htpasswd,
+  extraYaml,
 }) {
   mkdirSync(dataDir, { recursive: true });
   mkdirSync(workDir, { recursive: true });
@@ -78,13 +81,13 @@ export async function startServer({
   let args;
   const configFile = path.join(workDir, `${key}-${impl}.yml`);
   if (impl === "distribution") {
-    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: true, htpasswd }));
+    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: true, htpasswd, extraYaml }));
     cmd = DISTRIBUTION_BIN;
     args = ["serve", configFile];
   } else if (impl === "berth") {
     if (!existsSync(BERTH_MAIN)) throw new Error(`${BERTH_MAIN} is missing: run "npm run build" first`);
     // Berth keeps blob descriptors in its database and warns about storage.cache: leave it out.
-    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: false, htpasswd }));
+    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: false, htpasswd, extraYaml }));
     cmd = process.execPath;
     args = [BERTH_MAIN, "serve", "--config", configFile, "--addr", addr, "--data-dir", dataDir, ...extraArgs];
   } else {

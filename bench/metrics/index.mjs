@@ -6,6 +6,7 @@ import blobHeadAuth from "./blob-head-auth.mjs";
 import catalog from "./catalog.mjs";
 import gc from "./gc.mjs";
 import manifestGet from "./manifest-get.mjs";
+import proxy from "./proxy.mjs";
 import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
@@ -23,4 +24,5 @@ export const METRICS = [
   catalog,
   rss,
   gc,
+  proxy,
 ];

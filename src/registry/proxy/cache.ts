@@ -524,6 +524,11 @@ export class PullThroughCache {
           },
         );
       }
+      // Verified: the client may have the rest now, while the bytes are made durable and visible.
+      if (out && !out.destroyed) {
+        if (held) out.write(held);
+        out.end();
+      }
       await this.store.syncUpload(id);
       await this.meta.transaction(async (trx) => {
         const repositoryId = await this.meta.touchRepository(trx, name);
@@ -531,10 +536,6 @@ export class PullThroughCache {
         await this.store.commitUpload(id, digest);
         await this.meta.linkBlob(trx, repositoryId, digest);
       });
-      if (out && !out.destroyed) {
-        if (held) out.write(held);
-        out.end();
-      }
     } catch (err) {
       body.destroy();
       await this.store.deleteUpload(id).catch(() => {});
