@@ -17,9 +17,32 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
   const lie = Buffer.from(truth);
   lie[lie.length - 1] ^= 0xff;
   let gets = 0;
+  let manifestCalls = 0;
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest, size: truth.length },
+      layers: [],
+    }),
+  );
+  const manifestDigest = `sha256:${createHash("sha256").update(manifest).digest("hex")}`;
 
   beforeAll(async () => {
     upstream = http.createServer((req, res) => {
+      if (req.url === "/v2/limited/app/manifests/latest") {
+        manifestCalls++;
+        if (manifestCalls > 1) {
+          res.writeHead(429, { "content-type": "application/json" });
+          return res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
+        }
+        res.writeHead(200, {
+          "content-type": "application/vnd.oci.image.manifest.v1+json",
+          "content-length": manifest.length,
+          "docker-content-digest": manifestDigest,
+        });
+        return res.end(req.method === "HEAD" ? undefined : manifest);
+      }
       if (req.url === `/v2/lies/blobs/${digest}`) {
         if (req.method === "GET") gets++;
         res.writeHead(200, { "content-length": lie.length, "docker-content-digest": digest });
@@ -31,7 +54,7 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
     await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
     const port = (upstream.address() as AddressInfo).port;
     const config = path.join(tempDir("berth-proxy-tamper-"), "config.yml");
-    fs.writeFileSync(config, `proxy:\n  remoteurl: http://127.0.0.1:${port}\n`);
+    fs.writeFileSync(config, `proxy:\n  remoteurl: http://127.0.0.1:${port}\n  tagttl: 0s\n`);
     mirror = await startBerth({ args: ["--config", config] });
   });
   afterAll(async () => {
@@ -50,6 +73,20 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
     }
     return { status: res.status, received, failed };
   }
+
+  it("a rate-limited upstream (429): the cached tag is served with a Warning header", async () => {
+    const accept = { accept: "application/vnd.oci.image.manifest.v1+json" };
+    const first = await fetch(`${mirror.url}/v2/limited/app/manifests/latest`, { headers: accept });
+    expect(first.status).toBe(200);
+    expect(first.headers.get("warning")).toBeNull();
+    const second = await fetch(`${mirror.url}/v2/limited/app/manifests/latest`, { headers: accept });
+    expect(second.status).toBe(200);
+    expect(second.headers.get("docker-content-digest")).toBe(manifestDigest);
+    expect(second.headers.get("warning")).toMatch(/^110 /);
+    expect(manifestCalls).toBe(2);
+    const metrics = await (await fetch(`${mirror.url}/metrics`)).text();
+    expect(metrics).toMatch(/berth_proxy_upstream_errors_total\{upstream="[^"]+",kind="ratelimited"\} 1/);
+  });
 
   it("never stores the blob, aborts the response short, and asks again next time", async () => {
     for (let attempt = 1; attempt <= 2; attempt++) {

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
 import { type Berth, CLI, startBerth, tempDir } from "../helpers/server.js";
 import { htpasswdText, makePki } from "./auth-fixtures.js";
+import { berthJson } from "./gc-helpers.js";
 import {
   adminClient,
   type Distribution,
@@ -157,6 +158,22 @@ describe("pull-through cache with several upstreams (proxy.upstreams)", () => {
     const bytes = /berth_proxy_upstream_bytes_total\{upstream="dist"\} (\d+)/.exec(text);
     const expected = distImage.layers.reduce((n, l) => n + l.size, distImage.config.size);
     expect(Number(bytes?.[1])).toBe(expected);
+  });
+
+  it("cached content is ordinary content: usage counts it, the collector frees it, the next pull fetches again", async () => {
+    const cli = ["-c", config, "--data-dir", proxy.dataDir];
+    const usage = await berthJson<{ repositories: { name: string; bytes: number }[] }>(["usage", ...cli]);
+    const cached = usage.repositories.find((r) => r.name === "dist/library/busy");
+    const layers = distImage.layers.reduce((n, l) => n + l.size, 0);
+    expect(cached?.bytes).toBeGreaterThanOrEqual(layers);
+    const del = await mirror.fetch("/api/v1/repositories/dist/library/busy", { method: "DELETE" });
+    expect(del.status).toBeLessThan(300);
+    const report = await berthJson<{ blobs: { digest: string }[] }>(["gc", ...cli, "--grace-period", "0s"]);
+    const freed = new Set(report.blobs.map((b) => b.digest));
+    for (const l of distImage.layers) expect(freed.has(l.digest)).toBe(true);
+    // The config blob is shared with tok/org/tool: kept.
+    expect(freed.has(distImage.config.digest)).toBe(false);
+    expect(await pullImage("dist/library/busy", "1.0")).toBe(distImage.digest);
   });
 
   it("never shows upstream credentials: logs, config check", async () => {
