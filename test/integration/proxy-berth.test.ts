@@ -135,6 +135,11 @@ describe("pull-through cache of a token-auth Berth (proxy.remoteurl, registry:2 
       expect(blob.status).toBe(200);
       expect(sha256(Buffer.from(await blob.arrayBuffer()))).toBe(d);
     }
+    // A blob of a cached manifest that was never pulled: its size is known, its bytes are not; the
+    // answer is the spec's error, not a 200 cut short.
+    const unpulled = await mirror.fetch(`/v2/team/app/blobs/${moved.layers[0]!.digest}`);
+    expect(unpulled.status).toBe(503);
+    expect(((await unpulled.json()) as { errors: { code: string }[] }).errors[0]?.code).toBe("UNAVAILABLE");
     // Something never cached: the upstream is unreachable, said as such.
     res = await mirror.fetch("/v2/team/other/manifests/latest", { headers: { accept: ACCEPT } });
     expect(res.status).toBe(503);

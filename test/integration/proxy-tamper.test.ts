@@ -43,6 +43,10 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
         });
         return res.end(req.method === "HEAD" ? undefined : manifest);
       }
+      if (req.url === `/v2/limited/app/blobs/${digest}`) {
+        res.writeHead(500, { "content-type": "text/plain" });
+        return res.end("broken");
+      }
       if (req.url === `/v2/lies/blobs/${digest}`) {
         if (req.method === "GET") gets++;
         res.writeHead(200, { "content-length": lie.length, "docker-content-digest": digest });
@@ -84,6 +88,12 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
     expect(second.headers.get("docker-content-digest")).toBe(manifestDigest);
     expect(second.headers.get("warning")).toMatch(/^110 /);
     expect(manifestCalls).toBe(2);
+    // The manifest told the mirror the config's size, so no HEAD went upstream for it; the upstream then
+    // fails the GET: the client gets the spec's error, not a 200 cut short.
+    const blob = await fetch(`${mirror.url}/v2/limited/app/blobs/${digest}`);
+    expect(blob.status).toBe(503);
+    expect(((await blob.json()) as { errors: { code: string }[] }).errors[0]?.code).toBe("UNAVAILABLE");
+    expect(mirror.process.exitCode).toBeNull();
     const metrics = await (await fetch(`${mirror.url}/metrics`)).text();
     expect(metrics).toMatch(/berth_proxy_upstream_errors_total\{upstream="[^"]+",kind="ratelimited"\} 1/);
   });

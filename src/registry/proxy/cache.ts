@@ -57,6 +57,14 @@ export type ProxiedManifest = ManifestRow & { warning?: string };
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const BLOB_LEASE_MS = 30_000;
 const FOLLOWER_POLL_MS = 200;
+const BODY_IDLE_MS = 60_000;
+/** Entries kept in the per-process maps (tag check times, blob sizes) before they are dropped wholesale. */
+const MAP_LIMIT = 100_000;
+
+function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
+  if (map.size >= MAP_LIMIT && !map.has(key)) map.clear();
+  map.set(key, value);
+}
 
 const noObserver: ProxyObserver = {
   hit() {},
@@ -202,7 +210,7 @@ export class PullThroughCache {
     }
     const digest = header(res.headers, "docker-content-digest");
     if (digest === cached.digest) {
-      this.checked.set(key, Date.now());
+      remember(this.checked, key, Date.now());
       this.observer.hit(upstream.label, "manifest");
       return cached;
     }
@@ -290,7 +298,7 @@ export class PullThroughCache {
     const stored = expected?.digest ?? digest;
     const parsed = parseManifest(content, header(res.headers, "content-type"));
     for (const d of [...parsed.layers, ...(parsed.config ? [parsed.config] : [])])
-      this.sizes.set(d.digest, d.size);
+      remember(this.sizes, d.digest, d.size);
     await this.meta.transaction(async (trx) => {
       const repositoryId = await this.meta.touchRepository(trx, name);
       await this.store.put(stored, content);
@@ -309,7 +317,7 @@ export class PullThroughCache {
       });
       if (tag !== null) await this.meta.setTag(trx, repositoryId, tag, stored);
     });
-    if (tag !== null) this.checked.set(`${name}:${tag}`, Date.now());
+    if (tag !== null) remember(this.checked, `${name}:${tag}`, Date.now());
     const row = await this.meta.manifestByDigest(name, stored);
     if (!row) throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     return row;
@@ -357,7 +365,7 @@ export class PullThroughCache {
         new UpstreamError(`HEAD blob answered ${res.status}`, "status", res.status),
       );
     }
-    this.sizes.set(digest, size);
+    remember(this.sizes, digest, size);
     return { digest, size };
   }
 
@@ -373,11 +381,20 @@ export class PullThroughCache {
     const resolved = this.resolve(name);
     if (!resolved) return null;
     const out = new PassThrough({ highWaterMark: 1 << 20 });
+    // Failures reach the client through the response (aborted); one nobody reads must not crash the process.
+    out.on("error", () => {});
     let flight = this.flights.get(digest);
     if (!flight && !range) {
-      flight = this.fetchOnce(resolved.upstream, name, resolved.remote, digest, out);
+      // The response starts once the upstream has answered, so that its refusal is the client's error
+      // (404, 503) rather than a 200 cut short.
+      let started: () => void = () => {};
+      const answered = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      flight = this.fetchOnce(resolved.upstream, name, resolved.remote, digest, out, started);
       this.track(digest, flight);
       flight.catch((err) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+      await Promise.race([answered, flight]);
       return out;
     }
     if (!flight) {
@@ -423,10 +440,12 @@ export class PullThroughCache {
     remote: string,
     digest: string,
     out: PassThrough | null,
+    started: () => void = () => {},
   ): Promise<void> {
     for (;;) {
       if (await this.linkIfStored(name, digest)) {
         this.observer.hit(upstream.label, "blob");
+        started();
         if (out) {
           const stream = await this.store.read(digest);
           stream.on("error", (err) => out.destroy(err));
@@ -439,13 +458,14 @@ export class PullThroughCache {
         try {
           if (await this.meta.blob(digest)) continue; // stored between the check and the lease
           this.observer.miss(upstream.label, "blob");
-          await this.download(upstream, name, remote, digest, out);
+          await this.download(upstream, name, remote, digest, out, started);
           return;
         } finally {
           await lease.release(0).catch(() => {});
         }
       }
       // Another process is fetching it: wait for the commit (or for its lease to end).
+      started();
       await new Promise((r) => setTimeout(r, FOLLOWER_POLL_MS));
     }
   }
@@ -456,6 +476,7 @@ export class PullThroughCache {
     remote: string,
     digest: string,
     out: PassThrough | null,
+    started: () => void,
   ): Promise<void> {
     const parsed = parseDigest(digest);
     if (!parsed) throw new RegistryError("DIGEST_INVALID", "invalid digest", { digest });
@@ -476,6 +497,13 @@ export class PullThroughCache {
         new UpstreamError(`GET blob answered ${res.status}`, "status", res.status),
       );
     }
+    started();
+    // A body that stops moving is given up (the next request fetches again).
+    res.body.setTimeout(Math.max(upstream.timeoutMs, BODY_IDLE_MS), () => {
+      res.body.destroy(
+        new UpstreamError(`${upstream.client.describe()} stopped sending the blob`, "timeout"),
+      );
+    });
     const id = randomUUID();
     await this.store.createUpload(id);
     const hash = createHash(parsed.algorithm);
