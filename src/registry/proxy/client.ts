@@ -77,6 +77,8 @@ export class UpstreamClient {
   private readonly agent: http.Agent;
   /** Bearer tokens by scope, until they expire. In memory: a lost token is fetched again. */
   private readonly tokens = new Map<string, { token: string; until: number }>();
+  /** Token requests under way, by scope: concurrent pulls share one. */
+  private readonly pendingTokens = new Map<string, Promise<string>>();
   /** Which scheme the upstream asked for last (so that later requests send credentials at once). */
   private scheme: "none" | "basic" | "bearer" = "none";
   private bearer: Record<string, string> | null = null;
@@ -177,8 +179,12 @@ export class UpstreamClient {
     if (this.scheme !== "bearer" || !this.bearer) return {};
     const cached = this.tokens.get(scope);
     if (cached && cached.until > Date.now()) return { authorization: `Bearer ${cached.token}` };
-    const token = await this.fetchToken(scope);
-    return { authorization: `Bearer ${token}` };
+    let pending = this.pendingTokens.get(scope);
+    if (!pending) {
+      pending = this.fetchToken(scope).finally(() => this.pendingTokens.delete(scope));
+      this.pendingTokens.set(scope, pending);
+    }
+    return { authorization: `Bearer ${await pending}` };
   }
 
   private basic(): string {
