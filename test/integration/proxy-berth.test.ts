@@ -81,9 +81,9 @@ describe("pull-through cache of a token-auth Berth (proxy.remoteurl, registry:2 
 
   it("refuses pushes, as registry:2's proxy does", async () => {
     const res = await mirror.fetch("/v2/team/app/blobs/uploads/", { method: "POST" });
-    expect(res.status).toBe(403);
+    expect(res.status).toBe(405);
     const body = (await res.json()) as { errors: { code: string; message: string }[] };
-    expect(body.errors[0]?.code).toBe("DENIED");
+    expect(body.errors[0]?.code).toBe("UNSUPPORTED");
     expect(body.errors[0]?.message).toMatch(/pull-through cache/);
   });
 

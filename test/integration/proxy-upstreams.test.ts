@@ -130,16 +130,16 @@ describe("pull-through cache with several upstreams (proxy.upstreams)", () => {
   it("takes pushes outside the prefixes and refuses them inside", async () => {
     await new RegistryClient(proxy.url).pushImage("private/app", "v1");
     const res = await mirror.fetch("/v2/dist/mine/blobs/uploads/", { method: "POST" });
-    expect(res.status).toBe(403);
+    expect(res.status).toBe(405);
     const body = (await res.json()) as { errors: { code: string; message: string }[] };
-    expect(body.errors[0]?.code).toBe("DENIED");
+    expect(body.errors[0]?.code).toBe("UNSUPPORTED");
     expect(body.errors[0]?.message).toContain("pull-through cache");
     const put = await mirror.fetch("/v2/tok/org/tool/manifests/x", {
       method: "PUT",
       body: "{}",
       headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" },
     });
-    expect(put.status).toBe(403);
+    expect(put.status).toBe(405);
   });
 
   it("marks mirrored repositories in the API", async () => {

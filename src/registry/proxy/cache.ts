@@ -146,7 +146,7 @@ export class PullThroughCache {
     const r = this.resolve(name);
     if (r && !r.upstream.allowPush) {
       throw new RegistryError(
-        "DENIED",
+        "UNSUPPORTED",
         `${name} is a pull-through cache of ${r.upstream.client.describe()}: pushes are refused (proxy allowpush is false)`,
         { name, upstream: r.upstream.label },
       );
