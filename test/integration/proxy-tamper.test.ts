@@ -1,6 +1,7 @@
-// An upstream that sends bytes which do not match the digest asked for: the mirror stores nothing,
-// aborts the client's response short of its length, and fetches again next time. The upstream is a
-// small HTTP server on loopback that answers like a registry but lies about one blob.
+// Upstreams that misbehave: one that rate-limits (429), one slower than proxy.timeout, one that fails a
+// blob GET, and one that sends bytes which do not match the digest asked for (the mirror stores nothing,
+// aborts the client's response short of its length, and fetches again next time). The upstream is a
+// small HTTP server on loopback that answers like a registry.
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
@@ -9,7 +10,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 
-describe("pull-through cache: an upstream that sends the wrong bytes", () => {
+describe("pull-through cache: an upstream that misbehaves", () => {
   let upstream: http.Server;
   let mirror: Berth;
   const truth = randomBytes(3 * 1024 * 1024);
@@ -18,6 +19,7 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
   lie[lie.length - 1] ^= 0xff;
   let gets = 0;
   let manifestCalls = 0;
+  let slowCalls = 0;
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
@@ -43,6 +45,21 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
         });
         return res.end(req.method === "HEAD" ? undefined : manifest);
       }
+      if (req.url === "/v2/slow/app/manifests/latest") {
+        slowCalls++;
+        const answer = () => {
+          res.writeHead(200, {
+            "content-type": "application/vnd.oci.image.manifest.v1+json",
+            "content-length": manifest.length,
+            "docker-content-digest": manifestDigest,
+          });
+          res.end(req.method === "HEAD" ? undefined : manifest);
+        };
+        // After the first answer, the upstream takes longer than the mirror's timeout (1 s).
+        if (slowCalls > 1) setTimeout(answer, 2_500);
+        else answer();
+        return;
+      }
       if (req.url === `/v2/limited/app/blobs/${digest}`) {
         res.writeHead(500, { "content-type": "text/plain" });
         return res.end("broken");
@@ -58,7 +75,7 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
     await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
     const port = (upstream.address() as AddressInfo).port;
     const config = path.join(tempDir("berth-proxy-tamper-"), "config.yml");
-    fs.writeFileSync(config, `proxy:\n  remoteurl: http://127.0.0.1:${port}\n  tagttl: 0s\n`);
+    fs.writeFileSync(config, `proxy:\n  remoteurl: http://127.0.0.1:${port}\n  tagttl: 0s\n  timeout: 1s\n`);
     mirror = await startBerth({ args: ["--config", config] });
   });
   afterAll(async () => {
@@ -96,6 +113,18 @@ describe("pull-through cache: an upstream that sends the wrong bytes", () => {
     expect(mirror.process.exitCode).toBeNull();
     const metrics = await (await fetch(`${mirror.url}/metrics`)).text();
     expect(metrics).toMatch(/berth_proxy_upstream_errors_total\{upstream="[^"]+",kind="ratelimited"\} 1/);
+  });
+
+  it("a slow upstream: past proxy.timeout the cached tag is served with a Warning header", async () => {
+    const accept = { accept: "application/vnd.oci.image.manifest.v1+json" };
+    expect((await fetch(`${mirror.url}/v2/slow/app/manifests/latest`, { headers: accept })).status).toBe(200);
+    const t0 = Date.now();
+    const res = await fetch(`${mirror.url}/v2/slow/app/manifests/latest`, { headers: accept });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("warning")).toMatch(/^110 /);
+    expect(Date.now() - t0).toBeLessThan(2_400);
+    const metrics = await (await fetch(`${mirror.url}/metrics`)).text();
+    expect(metrics).toMatch(/berth_proxy_upstream_errors_total\{upstream="[^"]+",kind="timeout"\} 1/);
   });
 
   it("never stores the blob, aborts the response short, and asks again next time", async () => {
