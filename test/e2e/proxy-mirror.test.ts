@@ -118,7 +118,9 @@ describe("mirror for docker (registry-mirrors) and containerd (hosts.toml, ?ns=)
     expect(images).toContain(ociImage.manifest.digest);
     // The mirror was asked with ?ns= and answered from up/org/tool.
     expect(
-      prefixMirror.logs.some((l) => l.includes(`?ns=${encodeURIComponent(upstreamHost)}`) && l.includes('"status":200')),
+      prefixMirror.logs.some(
+        (l) => l.includes(`?ns=${encodeURIComponent(upstreamHost)}`) && l.includes('"status":200'),
+      ),
     ).toBe(true);
     const tags = await fetch(`${prefixMirror.url}/v2/up/org/tool/tags/list`);
     expect(((await tags.json()) as { tags: string[] }).tags).toEqual(["v2"]);
