@@ -540,7 +540,9 @@ export class PullThroughCache {
       this.observer.fetched(upstream.label, fetched);
       const actual = `${parsed.algorithm}:${hash.digest("hex")}`;
       const declared = Number(header(res.headers, "content-length") ?? size);
-      if (actual !== digest || size !== declared) {
+      // The size the client was promised (from a manifest's descriptor or a HEAD) must be the size served.
+      const promised = this.sizes.get(digest) ?? size;
+      if (actual !== digest || size !== declared || size !== promised) {
         this.observer.error(upstream.label, "digest");
         throw new RegistryError(
           "BLOB_UNKNOWN",
