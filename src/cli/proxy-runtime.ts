@@ -52,6 +52,8 @@ export function upstreamSettings(config: Config): UpstreamSettings[] {
 
 /** The pull-through cache when the configuration has `proxy`, else null. */
 export function openProxy(config: Config, meta: MetadataStore, store: BlobStore): PullThroughCache | null {
+  // Read-only: what is cached is served like any repository, and nothing is fetched (fetching writes).
+  if (config.storage.maintenance.readonly.enabled) return null;
   const settings = upstreamSettings(config);
   return settings.length > 0 ? new PullThroughCache(settings, meta, store) : null;
 }
