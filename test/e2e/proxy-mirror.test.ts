@@ -84,7 +84,9 @@ describe("mirror for docker (registry-mirrors) and containerd (hosts.toml, ?ns=)
     expect(out).toContain(`Digest: ${dockerImage.manifest.digest}`);
     // Everything came from the mirror, which fetched each blob once.
     for (const blob of dockerImage.layers) {
-      expect(upstreamRequests(upstream, "GET", `/v2/library/berthproxy/blobs/${blob.digest}`, 200)).toBe(1);
+      expect(
+        await upstreamRequests(upstream, "GET", `/v2/library/berthproxy/blobs/${blob.digest}`, 200),
+      ).toBe(1);
     }
     const listed = await fetch(`${hubMirror.url}/v2/library/berthproxy/tags/list`);
     expect(((await listed.json()) as { tags: string[] }).tags).toEqual(["v1"]);

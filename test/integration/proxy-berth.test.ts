@@ -58,7 +58,7 @@ describe("pull-through cache of a token-auth Berth (proxy.remoteurl, registry:2 
       headers: { accept: ACCEPT },
     });
     expect(byDigest.status).toBe(200);
-    expect(upstreamRequests(upstream, "GET", `/v2/team/app/manifests/${image.digest}`)).toBe(0);
+    expect(await upstreamRequests(upstream, "GET", `/v2/team/app/manifests/${image.digest}`)).toBe(0);
     // The credentials appear nowhere in the mirror's logs.
     expect(proxy.logs.join("\n")).not.toContain("mirror-pw");
   });
@@ -72,7 +72,7 @@ describe("pull-through cache of a token-auth Berth (proxy.remoteurl, registry:2 
       }),
     );
     expect(results).toEqual(Array(20).fill(big.digest));
-    expect(upstreamRequests(upstream, "GET", `/v2/team/app/blobs/${big.digest}`)).toBe(1);
+    expect(await upstreamRequests(upstream, "GET", `/v2/team/app/blobs/${big.digest}`)).toBe(1);
     // Now cached: HEAD answers from the store.
     const head = await mirror.fetch(`/v2/team/app/blobs/${big.digest}`, { method: "HEAD" });
     expect(head.status).toBe(200);

@@ -43,8 +43,25 @@ export async function adminClient(upstream: Berth, repo: string): Promise<Regist
   return new RegistryClient(upstream.url, { authorization: `Bearer ${token}` });
 }
 
-/** Requests for a path in the upstream's access log (only those answered `status`, when given). */
-export function upstreamRequests(upstream: Berth, method: string, pathPart: string, status?: number): number {
+/**
+ * Requests for a path in the upstream's access log (only those answered `status`, when given). The
+ * log line is written after the response, so the count is taken once the log has been quiet a moment.
+ */
+export async function upstreamRequests(
+  upstream: Berth,
+  method: string,
+  pathPart: string,
+  status?: number,
+): Promise<number> {
+  let lines = -1;
+  while (lines !== upstream.logs.length) {
+    lines = upstream.logs.length;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  return countRequests(upstream, method, pathPart, status);
+}
+
+function countRequests(upstream: Berth, method: string, pathPart: string, status?: number): number {
   let n = 0;
   for (const line of upstream.logs) {
     if (!line.includes(pathPart)) continue;

@@ -106,16 +106,16 @@ describe("pull-through cache with several upstreams (proxy.upstreams)", () => {
 
   it("pulls through the token-auth Berth", async () => {
     expect(await pullImage("tok/org/tool", "latest")).toBe(tokImage.digest);
-    expect(upstreamRequests(tokenBerth, "GET", "/v2/org/tool/manifests/latest", 200)).toBe(1);
+    expect(await upstreamRequests(tokenBerth, "GET", "/v2/org/tool/manifests/latest", 200)).toBe(1);
     // The second pull is served from the cache (within the tag TTL): no new upstream GET.
     expect(await pullImage("tok/org/tool", "latest")).toBe(tokImage.digest);
-    expect(upstreamRequests(tokenBerth, "GET", "/v2/org/tool/manifests/latest", 200)).toBe(1);
-    expect(upstreamRequests(tokenBerth, "GET", `/v2/org/tool/blobs/${tokImage.layers[0]!.digest}`, 200)).toBe(
-      1,
-    );
+    expect(await upstreamRequests(tokenBerth, "GET", "/v2/org/tool/manifests/latest", 200)).toBe(1);
+    expect(
+      await upstreamRequests(tokenBerth, "GET", `/v2/org/tool/blobs/${tokImage.layers[0]!.digest}`, 200),
+    ).toBe(1);
     // The config blob is the same as the Distribution image's, already stored: linked, never fetched.
     expect(tokImage.config.digest).toBe(distImage.config.digest);
-    expect(upstreamRequests(tokenBerth, "GET", `/v2/org/tool/blobs/${tokImage.config.digest}`)).toBe(0);
+    expect(await upstreamRequests(tokenBerth, "GET", `/v2/org/tool/blobs/${tokImage.config.digest}`)).toBe(0);
   });
 
   it("maps containerd's ?ns=<upstream host> to the upstream with that host", async () => {
@@ -174,6 +174,27 @@ describe("pull-through cache with several upstreams (proxy.upstreams)", () => {
     // The config blob is shared with tok/org/tool: kept.
     expect(freed.has(distImage.config.digest)).toBe(false);
     expect(await pullImage("dist/library/busy", "1.0")).toBe(distImage.digest);
+  });
+
+  it("read-only: the cache is served, nothing is fetched", async () => {
+    await proxy.stop();
+    const readOnly = await startBerth({ dataDir: proxy.dataDir, args: ["--config", config, "--read-only"] });
+    try {
+      const before = await upstreamRequests(tokenBerth, "GET", "/v2/org/tool/manifests/latest");
+      const cached = await fetch(`${readOnly.url}/v2/tok/org/tool/manifests/latest`, {
+        headers: { accept: ACCEPT },
+      });
+      expect(cached.status).toBe(200);
+      expect(cached.headers.get("docker-content-digest")).toBe(tokImage.digest);
+      const uncached = await fetch(`${readOnly.url}/v2/tok/org/other/manifests/latest`, {
+        headers: { accept: ACCEPT },
+      });
+      expect(uncached.status).toBe(404);
+      expect(await upstreamRequests(tokenBerth, "GET", "/v2/org/tool/manifests/latest")).toBe(before);
+      expect(await upstreamRequests(tokenBerth, "GET", "/v2/org/other/")).toBe(0);
+    } finally {
+      await readOnly.stop();
+    }
   });
 
   it("never shows upstream credentials: logs, config check", async () => {
