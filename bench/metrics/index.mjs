@@ -7,6 +7,7 @@ import catalog from "./catalog.mjs";
 import events from "./events.mjs";
 import gc from "./gc.mjs";
 import manifestGet from "./manifest-get.mjs";
+import proxy from "./proxy.mjs";
 import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
@@ -25,4 +26,5 @@ export const METRICS = [
   rss,
   gc,
   events,
+  proxy,
 ];

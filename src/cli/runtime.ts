@@ -5,6 +5,7 @@ import { databaseTarget } from "../metadata/target.js";
 import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
+import { openProxy } from "./proxy-runtime.js";
 
 export interface Runtime {
   dataDir: string;
@@ -29,12 +30,16 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
     linkRefreshMs: config.gc.graceperiod / 2,
     events: EventRecorder.fromConfig(metadata.db, config), // [events, issue 14]
   });
+  registry.proxy = openProxy(config, meta, storage); // [pull-through cache, issue 13]
   return {
     dataDir,
     metadata,
     meta,
     storage,
     registry,
-    close: () => metadata.close(),
+    close: () => {
+      registry.proxy?.close();
+      return metadata.close();
+    },
   };
 }

@@ -4,8 +4,8 @@ import type { Command } from "commander";
 import pino, { type Logger } from "pino";
 import { loadConfig } from "../config/load.js";
 import { type Config, type ConfigInput, dataDirOf } from "../config/schema.js";
-import { ACME_FLAG_NAMES, type AcmeFlags, acmeFlagsToConfig, addAcmeOptions } from "./tls-flags.js";
 import { databaseTarget, describeTarget } from "../metadata/target.js";
+import { ACME_FLAG_NAMES, type AcmeFlags, acmeFlagsToConfig, addAcmeOptions } from "./tls-flags.js";
 
 export interface ServeFlags extends AcmeFlags {
   addr?: string;

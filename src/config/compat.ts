@@ -67,8 +67,10 @@ export const DISTRIBUTION_ONLY: Record<string, CompatEntry> = {
  * A warning names each one that is set, by the file, the environment or a flag.
  */
 export const NOT_IMPLEMENTED: Record<string, string> = {
-  proxy:
-    "pull-through caching is not implemented yet; Berth will serve as an ordinary registry and will not fetch from proxy.remoteurl",
+  "proxy.ttl":
+    "Berth does not expire cached content by time; retention (keeppulledwithin) and the garbage collector remove it (docs/proxy.md)",
+  "proxy.exec":
+    "credential helpers are not implemented; use proxy.username with proxy.password or proxy.passwordfile",
   health:
     "Distribution's periodic health checks are not implemented; Berth's /readyz checks storage and the database on every call",
   redis: "Berth keeps shared state in its database; redis is not used",

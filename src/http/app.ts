@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
 import { errorBody, handleClientError, sendError } from "./errors.js";
+import { wireProxy } from "./proxy.js";
 import { registerApiRoutes } from "./routes/api.js";
 import { registerEventRoutes } from "./routes/events.js"; // [events, issue 14]
 import { registerOpsRoutes } from "./routes/ops.js";
@@ -73,6 +74,7 @@ export async function buildApp(
     );
   });
 
+  wireProxy(ctx); // [pull-through cache, issue 13]
   await registerAuth(app, ctx); // [auth wiring, issue 3]
   await registerOpsRoutes(app, ctx);
   await registerTokenRoutes(app, ctx);

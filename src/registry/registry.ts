@@ -15,6 +15,7 @@ import {
   parseDigest,
   parseReference,
 } from "./names.js";
+import type { PullThroughCache } from "./proxy/cache.js";
 import { hashUpload, UploadHashes } from "./uploads.js";
 
 export interface RegistryOptions {
@@ -92,6 +93,8 @@ export class Registry {
   readonly events: EventRecorder; // [events, issue 14]
   private readonly pulls = new Map<string, number>();
   private pullTimer: NodeJS.Timeout | null = null;
+  /** The pull-through cache (issue 13), when the configuration has `proxy`: consulted for mirrored repositories. */
+  proxy: PullThroughCache | null = null;
 
   constructor(
     readonly meta: MetadataStore,
@@ -137,7 +140,11 @@ export class Registry {
     assertName(name);
     assertDigest(digest);
     const blob = await this.meta.linkedBlob(name, digest);
-    if (!blob) throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
+    if (!blob) {
+      const proxied = await this.proxy?.statBlob(name, digest);
+      if (proxied) return proxied;
+      throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
+    }
     if (!this.options.readOnly && blob.linkedAt < Date.now() - this.options.linkRefreshMs) {
       // The collector may have taken it between the read above and now: only a renewed link counts.
       if (!(await this.meta.refreshLink(name, digest))) {
@@ -153,6 +160,10 @@ export class Registry {
     range?: ByteRange,
   ): Promise<{ size: number; stream: Readable }> {
     const { size } = await this.statBlob(name, digest);
+    if (this.proxy && !(await this.meta.linkedBlob(name, digest))) {
+      const stream = await this.proxy.openBlob(name, digest, range);
+      if (stream) return { size, stream };
+    }
     try {
       return { size, stream: await this.store.read(digest, range) };
     } catch (err) {
@@ -190,6 +201,7 @@ export class Registry {
   ): Promise<boolean> {
     assertName(name);
     this.assertWritable();
+    this.proxy?.assertWritable(name);
     if (!parseDigest(digest)) return false;
     let source: string | undefined;
     if (from !== undefined) {
@@ -224,6 +236,7 @@ export class Registry {
   async startUpload(name: string): Promise<UploadState> {
     assertName(name);
     this.assertWritable();
+    this.proxy?.assertWritable(name);
     const id = randomUUID();
     await this.store.createUpload(id);
     await this.meta.createUpload(name, id);
@@ -332,6 +345,7 @@ export class Registry {
   ): Promise<{ digest: string; size: number }> {
     assertName(name);
     this.assertWritable();
+    this.proxy?.assertWritable(name);
     const parsed = assertDigest(digest);
     const id = randomUUID();
     await this.store.createUpload(id);
@@ -561,6 +575,7 @@ export class Registry {
     assertName(name);
     const ref = parseReference(reference);
     this.assertWritable();
+    this.proxy?.assertWritable(name);
     if (content.length > this.options.maxManifestBytes) {
       throw new RegistryError(
         "SIZE_INVALID",
@@ -644,11 +659,12 @@ export class Registry {
     assertName(name);
     const ref = lookupReference(reference);
     const row =
-      ref === null
+      (this.proxy ? await this.proxy.manifest(name, reference) : null) ??
+      (ref === null
         ? null
         : ref.kind === "tag"
           ? await this.meta.manifestByTag(name, ref.tag)
-          : await this.meta.manifestByDigest(name, ref.digest.digest);
+          : await this.meta.manifestByDigest(name, ref.digest.digest));
     if (!row) {
       if ((await this.meta.repositoryId(name)) === null) {
         throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });

@@ -157,11 +157,12 @@ describe("other registry:2 settings from the environment", () => {
       REGISTRY_PORT_5000_TCP_ADDR: "10.96.0.20",
       REGISTRY_SERVICE_HOST: "10.96.0.20",
       REGISTRY_PROXY_REMOTEURL: "https://registry-1.docker.io",
+      REGISTRY_PROXY_TTL: "168h",
     });
     expect((await fetch(`${s.url}/v2/`)).status).toBe(200);
     const logs = s.logs.join("\n");
     expect(logs).toContain("REGISTRY_SERVICE_HOST");
-    expect(logs).toMatch(/not implemented: proxy .*pull-through/);
+    expect(logs).toMatch(/not implemented: proxy\.ttl .*retention/);
   });
 
   it("Location headers follow X-Forwarded-* from a trusted proxy, and http.host over everything", async () => {

@@ -301,11 +301,11 @@ health:
 
   it("warns by name about Distribution settings Berth does not implement", () => {
     const f = file(
-      "validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\nproxy:\n  remoteurl: https://registry-1.docker.io\nredis:\n  addr: redis:6379\nnotifications:\n  endpoints: []\nhttp:\n  http2:\n    disabled: true\n",
+      "validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\nproxy:\n  remoteurl: https://registry-1.docker.io\n  ttl: 168h\nredis:\n  addr: redis:6379\nnotifications:\n  endpoints: []\nhttp:\n  http2:\n    disabled: true\n",
     );
     const { warnings } = load({ file: f });
     const text = warnings.join("\n");
-    for (const key of ["validation", "proxy", "redis", "http.http2"]) expect(text).toContain(key);
+    for (const key of ["validation", "proxy.ttl", "redis", "http.http2"]) expect(text).toContain(key);
     // Notifications are implemented (issue 14): no warning names them.
     expect(text).not.toContain("notifications");
   });

@@ -36,6 +36,8 @@ export interface RepositorySummary {
   manifestCount: number;
   size: number;
   lastPush: number | null;
+  /** Set when the repository is a pull-through cache: which upstream it mirrors. */
+  proxy?: { upstream: string; remoteurl: string } | null;
 }
 
 export interface Page<T> {

@@ -1,11 +1,13 @@
 import { z } from "zod";
 import { duration } from "./core.js";
+import { proxySection } from "./proxy.js";
 
 // Owned by the drop-in/operations work (issue 4): notifications, proxy, health, redis, metrics.
 //
-// notifications (issue 14: src/registry/events.ts acts on them), proxy and health have Distribution's
-// shapes so that a registry:2 config.yml is checked as registry:2 would check it; Berth does not act
-// on proxy and health yet, and src/config/compat.ts makes start-up warn about each one that is set. redis is accepted in any shape (it changed
+// proxy lives in ./proxy.ts (issue 13); notifications (issue 14: src/registry/events.ts acts on them) and
+// health have Distribution's shapes so that a registry:2 config.yml is checked as registry:2 would check it;
+// Berth does not act on health yet, and src/config/compat.ts makes start-up warn when it is set. redis is
+// accepted in any shape (it changed
 // between Distribution 2 and 3) and never used: Berth's shared state lives in its database.
 
 const headerMap = z.record(z.string(), z.array(z.string()));
@@ -77,16 +79,6 @@ export const notificationsSection = z
     });
   })
   .prefault({});
-
-export const proxySection = z
-  .object({
-    remoteurl: z.string(),
-    username: z.string().optional(),
-    password: z.string().optional(),
-    ttl: duration.optional(),
-    exec: z.object({ command: z.string(), lifetime: duration.optional() }).optional(),
-  })
-  .optional();
 
 const check = { timeout: duration.optional(), interval: duration.optional(), threshold: count.optional() };
 

@@ -359,6 +359,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
           manifestCount: s?.manifestCount ?? 0,
           size: s?.size ?? 0,
           lastPush: s?.lastPush ?? null,
+          // [pull-through cache, issue 13] the upstream a mirrored repository is a cache of, else null.
+          proxy: registry.proxy?.describe(r.name) ?? null,
         };
       }),
       total: visible.length,
@@ -389,6 +391,7 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
       unique: usage?.unique ?? 0,
       shared: usage?.shared ?? 0,
       permissions: perms,
+      proxy: registry.proxy?.describe(name) ?? null,
     };
   }
 

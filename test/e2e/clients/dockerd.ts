@@ -38,7 +38,8 @@ function ping(socket: string): Promise<boolean> {
   });
 }
 
-export async function startDockerd(): Promise<Dockerd> {
+/** `daemon`: the daemon.json settings (for example `registry-mirrors`); none by default. */
+export async function startDockerd(daemon: Record<string, unknown> = {}): Promise<Dockerd> {
   const bin = requireTool("dockerd");
   // E2E_DOCKER_CLI picks another docker CLI binary (several may be installed); PATH decides otherwise.
   const cli = requireTool(process.env.E2E_DOCKER_CLI || "docker");
@@ -50,7 +51,7 @@ export async function startDockerd(): Promise<Dockerd> {
   mkdirSync(cliConfig, { recursive: true });
   writeFileSync(path.join(cliConfig, "config.json"), "{}");
   const daemonJson = path.join(dir, "daemon.json");
-  writeFileSync(daemonJson, "{}");
+  writeFileSync(daemonJson, JSON.stringify(daemon));
   const args = [
     "--config-file",
     daemonJson,

@@ -32,6 +32,11 @@ function Row({ repo, grouped }: { repo: RepositorySummary; grouped: boolean }) {
             </>
           )}
         </Link>
+        {repo.proxy ? (
+          <span class="badge" title={`pull-through cache of ${repo.proxy.remoteurl}`}>
+            mirror of {repo.proxy.upstream}
+          </span>
+        ) : null}
       </th>
       <td class="num" data-label="Tags">
         {formatCount(repo.tagCount)}

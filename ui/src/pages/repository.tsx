@@ -99,6 +99,11 @@ export function RepositoryPage({ name }: { name: string }) {
         <h1 class="repo-title">
           {namespaceOf(name) ? <span class="ns">{namespaceOf(name)}/</span> : null}
           {baseName(name)}
+          {repo.data?.proxy ? (
+            <span class="badge" title={`pull-through cache of ${repo.data.proxy.remoteurl}`}>
+              mirror of {repo.data.proxy.upstream}
+            </span>
+          ) : null}
         </h1>
         <CopyButton text={`${host}/${name}`} label="Copy name" title="Copy the repository's full name" />
       </div>

@@ -4,9 +4,10 @@ import { isValidName } from "../../../registry/names.js";
 import { requireAccess } from "../../access.js";
 import type { AppContext } from "../../context.js";
 import { sendError } from "../../errors.js";
+import { mirroredName } from "../../proxy.js";
 import { prefixOf } from "../../urls.js";
 import { deleteBlob, getBlob } from "./blobs.js";
-import type { V2Handler } from "./common.js";
+import { queryValue, type V2Handler } from "./common.js";
 import { catalog, listReferrers, listTags } from "./listings.js";
 import { deleteManifest, getManifest, putManifest } from "./manifests.js";
 import { cancelUpload, patchUpload, putUpload, startUpload, uploadStatus } from "./uploads.js";
@@ -49,7 +50,8 @@ async function dispatch(
   for (const route of ROUTES) {
     const m = route.pattern.exec(path);
     if (!m) continue;
-    const name = m[1]!;
+    // [pull-through cache, issue 13] containerd's mirror requests name the upstream with ?ns=.
+    const name = mirroredName(ctx.registry.proxy, m[1]!, queryValue(request, "ns"));
     if (!isValidName(name)) throw new RegistryError("NAME_INVALID", "invalid repository name", { name });
     const handler = route.methods[request.method];
     if (!handler) {

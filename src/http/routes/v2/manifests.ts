@@ -57,7 +57,11 @@ export async function getManifest(r: V2Request): Promise<unknown> {
   const { request, reply, ctx, name, ref } = r;
   await requireAccess(request, [{ type: "repository", name, actions: ["pull"] }]);
   const head = request.method === "HEAD";
-  const row = await negotiate(r, await ctx.registry.getManifest(name, ref, !head));
+  const found = await ctx.registry.getManifest(name, ref, !head);
+  // [pull-through cache, issue 13] served from the cache without the upstream's word.
+  const warning = (found as { warning?: string }).warning;
+  if (warning) reply.header("Warning", warning);
+  const row = await negotiate(r, found);
   reply
     .code(200)
     .header("Content-Type", row.media_type)
