@@ -33,7 +33,7 @@ export async function openSqlite(dataDir: string, options: { migrate?: boolean }
   sqlite.pragma("foreign_keys = OFF");
   sqlite.pragma("cache_size = -32000");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-  if (options.migrate !== false) await migrate(db as Kysely<unknown>, "sqlite");
+  if (options.migrate !== false) await migrate(db as Kysely<unknown>, "sqlite", sqlite);
   const reader = new SQLite(file, { timeout: 15_000, readonly: true });
   const statements = new Map<string, SQLite.Statement>();
   return {

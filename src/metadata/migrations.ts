@@ -132,9 +132,55 @@ class InlineProvider implements MigrationProvider {
   }
 }
 
-/** Brings the schema up to date; safe to call from several processes (the loser waits on the lock). */
-export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  const migrator = new Migrator({ db, provider: new InlineProvider(dialect) });
+/**
+ * Brings the schema up to date; safe to call from several processes at once.
+ *
+ * SQLite: the common case (nothing to do) is one read, with no write lock taken. Otherwise the
+ * migration runs inside `BEGIN IMMEDIATE`, which waits for SQLite's single write lock: the first
+ * process to take it migrates and commits, the others then find every migration done. Kysely's
+ * Migrator runs on the same connection, inside that transaction, so a failure rolls it all back.
+ */
+export async function migrate(db: Kysely<unknown>, dialect: Dialect, sqlite?: SqliteHandle): Promise<void> {
+  if (dialect === "sqlite" && sqlite) {
+    const wanted = Object.keys(migrations(dialect));
+    if (applied(sqlite, wanted)) return;
+    sqlite.exec("BEGIN IMMEDIATE");
+    try {
+      if (!applied(sqlite, wanted)) await runMigrator(db, dialect, true);
+      sqlite.exec("COMMIT");
+    } catch (err) {
+      if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
+      throw err;
+    }
+    return;
+  }
+  await runMigrator(db, dialect, false);
+}
+
+/** The few calls of a better-sqlite3 connection that migrate() needs. */
+export interface SqliteHandle {
+  exec(sql: string): unknown;
+  prepare(sql: string): { pluck(): { all(): unknown[] } };
+  readonly inTransaction: boolean;
+}
+
+/** Whether every migration in `wanted` is recorded as done (false when the table does not exist yet). */
+function applied(sqlite: SqliteHandle, wanted: string[]): boolean {
+  try {
+    const done = new Set(sqlite.prepare("select name from kysely_migration").pluck().all() as string[]);
+    return wanted.every((name) => done.has(name));
+  } catch {
+    return false;
+  }
+}
+
+async function runMigrator(db: Kysely<unknown>, dialect: Dialect, inTransaction: boolean): Promise<void> {
+  const migrator = new Migrator({
+    db,
+    provider: new InlineProvider(dialect),
+    // Already inside the caller's BEGIN IMMEDIATE (SQLite): Kysely must not open another.
+    disableTransactions: inTransaction,
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === "Error");

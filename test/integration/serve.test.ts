@@ -1,7 +1,11 @@
+import { spawn } from "node:child_process";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
+import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { randomBlob } from "../helpers/registry.js";
-import { type Berth, startBerth } from "../helpers/server.js";
+import { type Berth, CLI, startBerth, tempDir } from "../helpers/server.js";
 
 const started: Berth[] = [];
 afterEach(async () => {
@@ -107,3 +111,119 @@ describe("http.prefix with token auth", () => {
     expect(((await token.json()) as { token: string }).token).toMatch(/^ey/);
   });
 });
+
+/** Runs `berth serve` with the given arguments and waits for it to exit (or fails after `ms`). */
+function runToExit(
+  args: string[],
+  ms = 20_000,
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, "serve", ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (c: Buffer) => {
+      output += c.toString();
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      output += c.toString();
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`still running after ${ms} ms (restarting workers?):\n${output.slice(-2000)}`));
+    }, ms);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+describe("start-up errors under the supervisor (several workers)", () => {
+  it("exits 1 with the message when --addr is not host:port, instead of restarting workers", async () => {
+    const dir = tempDir();
+    try {
+      const { code, output } = await runToExit(["--workers", "2", "--addr", "nonsense", "--data-dir", dir]);
+      expect(code).toBe(1);
+      expect(output).toMatch(/invalid address "nonsense"/);
+      expect(output).not.toMatch(/starting another/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("exits 1 with the message when http.addr in the file is not host:port", async () => {
+    const dir = tempDir();
+    try {
+      const file = path.join(dir, "config.yml");
+      writeFileSync(file, "version: 0.1\nhttp:\n  addr: 'localhost'\n");
+      const { code, output } = await runToExit(["--workers", "0", "-c", file, "--data-dir", dir]);
+      expect(code).toBe(1);
+      expect(output).toMatch(/http\.addr.*invalid address "localhost"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("exits 1 with the message when the port is already in use", async () => {
+    const dir = tempDir();
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const { port } = blocker.address() as net.AddressInfo;
+    try {
+      const { code, output } = await runToExit([
+        "--workers",
+        "2",
+        "--addr",
+        `127.0.0.1:${port}`,
+        "--data-dir",
+        dir,
+      ]);
+      expect(code).toBe(1);
+      expect(output).toMatch(/EADDRINUSE/);
+      expect(output).not.toMatch(/starting another/);
+    } finally {
+      blocker.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("starts every worker and restarts one that dies after it served", async () => {
+    const berth = await startBerth({ workers: 2 });
+    started.push(berth);
+    // Fastify logs "Server listening" once per worker.
+    const listening = () => berth.logs.filter((l) => l.includes("Server listening")).length;
+    await waitFor(() => listening() === 2);
+    const workers = childPids(berth.process.pid!);
+    expect(workers).toHaveLength(2);
+    process.kill(workers[0]!, "SIGKILL");
+    await waitFor(() => berth.logs.some((l) => l.includes("starting another")));
+    await waitFor(() => listening() === 3);
+    expect(childPids(berth.process.pid!)).toHaveLength(2);
+    expect((await fetch(`${berth.url}/v2/`)).status).toBe(200);
+  });
+});
+
+/** The live child processes of pid, from the parent pid in /proc/<n>/stat (field 4). */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === pid && fields[0] !== "Z") out.push(Number(entry));
+    } catch {}
+  }
+  return out;
+}
+
+async function waitFor(check: () => boolean, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
