@@ -5,12 +5,14 @@ import blobHead from "./blob-head.mjs";
 import blobHeadAuth from "./blob-head-auth.mjs";
 import catalog from "./catalog.mjs";
 import gc from "./gc.mjs";
+import idle from "./idle.mjs";
 import manifestGet from "./manifest-get.mjs";
 import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
 import skopeo from "./skopeo.mjs";
+import startup from "./startup.mjs";
 
 export const METRICS = [
   pushMonolithic,
@@ -23,4 +25,6 @@ export const METRICS = [
   catalog,
   rss,
   gc,
+  startup,
+  idle,
 ];
