@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { randomBlob } from "../helpers/registry.js";
-import { type Berth, CLI, startBerth, tempDir } from "../helpers/server.js";
+import { type Berth, CLI, freePort, startBerth, tempDir } from "../helpers/server.js";
 
 const started: Berth[] = [];
 afterEach(async () => {
@@ -227,3 +227,130 @@ async function waitFor(check: () => boolean, ms = 15_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Starts `berth serve -c <file>` (one process) and collects its output; stop() sends SIGTERM. */
+function spawnServe(args: string[]) {
+  const child = spawn(process.execPath, [CLI, "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (c: Buffer) => {
+    output += c.toString();
+  });
+  child.stderr.on("data", (c: Buffer) => {
+    output += c.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    output: () => output,
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      return exited;
+    },
+  };
+}
+
+function getOverSocket(socketPath: string, urlPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, path: urlPath, method: "GET" }, (res) => {
+      let body = "";
+      res.on("data", (c: Buffer) => {
+        body += c.toString();
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("http.net, log.formatter and http.secret", () => {
+  it("listens on the unix socket named by http.addr when http.net is unix, and replaces a stale one", async () => {
+    const dir = tempDir();
+    const socketPath = path.join(dir, "berth.sock");
+    const file = path.join(dir, "config.yml");
+    writeFileSync(file, `version: 0.1\nhttp:\n  net: unix\n  addr: ${socketPath}\n`);
+    // A socket file left by a process that is gone (killed: nothing unlinked it).
+    const owner = spawn(process.execPath, [
+      "-e",
+      `require("node:net").createServer().listen(${JSON.stringify(socketPath)}, () => console.log("up"))`,
+    ]);
+    await new Promise((resolve) => owner.stdout.once("data", resolve));
+    owner.kill("SIGKILL");
+    await new Promise((resolve) => owner.once("exit", resolve));
+    expect(existsSync(socketPath)).toBe(true);
+    for (const workers of ["1", "2"]) {
+      const berth = spawnServe(["-c", file, "--data-dir", dir, "--workers", workers]);
+      try {
+        await waitFor(() => berth.output().includes("berth listening"));
+        const res = await getOverSocket(socketPath, "/v2/");
+        expect(res).toEqual({ status: 200, body: "{}" });
+      } finally {
+        expect(await berth.stop()).toBe(0);
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("writes text lines with log.formatter text, JSON lines by default", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "config.yml");
+    const port = await freePort();
+    writeFileSync(file, `version: 0.1\nlog:\n  formatter: text\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+    const berth = spawnServe(["-c", file, "--data-dir", dir, "--workers", "2"]);
+    try {
+      await waitFor(() => berth.output().includes("berth listening"));
+      await fetch(`http://127.0.0.1:${port}/v2/`, { headers: { "x-request-id": "text-log-1" } });
+      await waitFor(() => berth.output().includes("text-log-1"));
+    } finally {
+      await berth.stop();
+    }
+    const lines = berth.output().trim().split("\n");
+    expect(lines.length).toBeGreaterThan(2);
+    for (const line of lines) {
+      expect(line.startsWith("{")).toBe(false);
+      expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (TRACE|DEBUG|INFO |WARN |ERROR|FATAL) /);
+    }
+    expect(lines.find((l) => l.includes("text-log-1"))).toMatch(
+      /INFO {2}request .*method=GET path=\/v2\/ status=200/,
+    );
+    expect(lines.find((l) => l.includes("berth listening"))).toMatch(/workers=2/);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("warns by name about log.formatter logstash and writes JSON", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "config.yml");
+    const port = await freePort();
+    writeFileSync(file, `version: 0.1\nlog:\n  formatter: logstash\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+    const berth = spawnServe(["-c", file, "--data-dir", dir, "--workers", "1"]);
+    try {
+      await waitFor(() => berth.output().includes("berth listening"));
+    } finally {
+      await berth.stop();
+    }
+    const records = parsed(berth.output().trim().split("\n"));
+    expect(records.length).toBeGreaterThan(1);
+    expect(records.find((r) => String(r.msg).includes("log.formatter: logstash"))).toMatchObject({
+      level: 40,
+    });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("says at start-up what it does with http.secret (nothing), without logging the secret", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "config.yml");
+    const port = await freePort();
+    writeFileSync(file, `version: 0.1\nhttp:\n  addr: 127.0.0.1:${port}\n  secret: s3cr3t-value\n`);
+    const berth = spawnServe(["-c", file, "--data-dir", dir, "--workers", "2"]);
+    try {
+      await waitFor(() => berth.output().includes("berth listening"));
+    } finally {
+      await berth.stop();
+    }
+    const records = parsed(berth.output().trim().split("\n"));
+    const note = records.filter((r) => String(r.msg).startsWith("http.secret"));
+    expect(note).toHaveLength(1);
+    expect(String(note[0]?.msg)).toMatch(/upload state in its database/);
+    expect(berth.output()).not.toContain("s3cr3t-value");
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
