@@ -78,6 +78,14 @@ export function blobBody(
 
 const EMPTY = Buffer.alloc(0);
 
+/** Bytes each socket carried by sendfile(2), which its bytesWritten does not count. */
+const sentBySocket = new WeakMap<object, number>();
+
+/** What `socket` has sent through sendfile(2) so far (add it to socket.bytesWritten). */
+export function sendfileBytes(socket: object): number {
+  return sentBySocket.get(socket) ?? 0;
+}
+
 /**
  * A Readable that carries no data through JavaScript: piped into an http.ServerResponse (which is
  * what Fastify does with a stream body), it flushes the response's headers and hands the file range
@@ -123,6 +131,7 @@ class SendfileBody extends Readable {
       try {
         this.transfer = this.native.start(fd, this.fileFd, this.offset, this.length, (errno, sent) => {
           this.transfer = null;
+          sentBySocket.set(socket, sendfileBytes(socket) + sent);
           if (errno !== 0) {
             const name =
               Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
