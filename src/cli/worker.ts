@@ -163,8 +163,10 @@ async function start(
       `berth listening on ${config.http.addr}, data in ${dataDir}`,
     );
   }
-  const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
-  const stopJobs = (await import("../registry/jobs.js")).startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
+  // Signals are handled from here on, before the TLS watch and the jobs start, so that a SIGTERM
+  // that arrives just after the server listens still drains.
+  let stopTlsWatch: () => void = () => {};
+  let stopJobs: () => Promise<void> = async () => {};
   let stopping = false;
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;
@@ -188,4 +190,7 @@ async function start(
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+  stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
+  const jobs = await import("../registry/jobs.js");
+  if (!stopping) stopJobs = jobs.startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
 }
