@@ -89,14 +89,37 @@ function knownWorkers(flags: ServeFlags): number | undefined {
   return Number.isInteger(n) && n >= 0 ? n : undefined;
 }
 
+type WorkerModule = typeof import("./worker.js");
+
+/**
+ * The worker's code: the one-file bundle of it that `npm run build` makes (scripts/bundle-worker.mjs)
+ * when it is there and not older than the compiled worker.js, else dist/ file by file.
+ * BERTH_BUNDLE=0 forces the latter.
+ */
+async function loadWorker(): Promise<WorkerModule> {
+  const bundle = new URL("./worker.bundle.mjs", import.meta.url);
+  if (process.env.BERTH_BUNDLE !== "0" && bundle.protocol === "file:") {
+    try {
+      const { statSync } = await import("node:fs");
+      const compiled = new URL("./worker.js", import.meta.url);
+      if (statSync(bundle).mtimeMs >= statSync(compiled).mtimeMs)
+        return (await import(bundle.href)) as WorkerModule;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "ERR_MODULE_NOT_FOUND") throw err;
+    }
+  }
+  return import("./worker.js");
+}
+
 export async function serve(flags: ServeFlags): Promise<void> {
   if (cluster.isWorker) {
-    await (await import("./worker.js")).runWorker(flags, true);
+    await (await loadWorker()).runWorker(flags, true);
     return;
   }
   if (flags.addr !== undefined && flags.addr.trim() === "") throw new Error("--addr is empty");
   if (knownWorkers(flags) === 1) {
-    await (await import("./worker.js")).runWorker(flags, false);
+    await (await loadWorker()).runWorker(flags, false);
     return;
   }
   await supervise();

@@ -2,8 +2,10 @@ import { ReadStream } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createRequire } from "node:module";
 import os from "node:os";
+import path from "node:path";
 import { Readable } from "node:stream";
 import { TLSSocket } from "node:tls";
+import { packageRoot } from "./package-root.js";
 
 /**
  * The fast path for blob GETs: the bytes go from the file to the socket with sendfile(2), in the
@@ -33,10 +35,8 @@ function loadAddon(): Addon | null {
   addon = null;
   if (process.env.BERTH_SENDFILE === "0" || process.platform !== "linux") return addon;
   try {
-    // dist/http/sendfile.js (or src/http/sendfile.ts) -> <package root>/native/sendfile/build/...
-    const loaded = createRequire(import.meta.url)(
-      "../../native/sendfile/build/Release/berth_sendfile.node",
-    ) as Partial<Addon>;
+    const file = path.join(packageRoot(), "native", "sendfile", "build", "Release", "berth_sendfile.node");
+    const loaded = createRequire(import.meta.url)(file) as Partial<Addon>;
     if (typeof loaded.start === "function" && typeof loaded.cancel === "function") addon = loaded as Addon;
   } catch {
     // Not built: stream instead.

@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { brotliCompressSync, gzipSync, constants as zlibConstants } from "node:zlib";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AppContext } from "../context.js";
+import { packageRoot } from "../package-root.js";
 
 /**
  * Serves the built web UI (ui/dist, shipped in the npm package) at `/`, on the same port as the API.
@@ -80,8 +80,7 @@ interface StaticFile {
 /** Where the built UI lives: ui/dist next to dist/ (both in the npm package), or BERTH_UI_DIR. */
 export function uiDistDir(): string {
   if (process.env.BERTH_UI_DIR) return path.resolve(process.env.BERTH_UI_DIR);
-  // dist/http/routes/ui.js (or src/http/routes/ui.ts under tsx) -> <package root>/ui/dist
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../ui/dist");
+  return path.join(packageRoot(), "ui", "dist");
 }
 
 function walk(dir: string, base = dir): string[] {
