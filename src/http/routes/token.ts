@@ -3,10 +3,10 @@ import { safeEqual } from "../../auth/credentials.js";
 import { basicChallenge, formatScope, parseScopes } from "../../auth/scope.js";
 import { type AuthService, parseBasic, passwordFingerprint } from "../../auth/service.js";
 import { TokenError } from "../../auth/token.js";
+import { prefixOf } from "../urls.js";
 import type { AccessRequest } from "../../auth/types.js";
 import { authServiceFor, clientAddress } from "../access.js";
 import type { AppContext } from "../context.js";
-import { prefixOf } from "../urls.js";
 
 type Caller =
   | { ok: true; subject: string | null; hash?: string }
