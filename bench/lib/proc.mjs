@@ -108,11 +108,15 @@ function rss(pid) {
     return m ? Number(m[1]) * 1024 : 0;
   } catch { return 0; }
 }
-let peak = 0, samples = 0, maxProcs = 0, first = 0;
+let peak = 0, samples = 0, maxProcs = 0, first = 0, peakOne = 0;
 function sample() {
   const pids = tree(workerData.pid);
   let total = 0;
-  for (const p of pids) total += rss(p);
+  for (const p of pids) {
+    const r = rss(p);
+    total += r;
+    if (r > peakOne) peakOne = r;
+  }
   if (samples === 0) first = total;
   if (total > peak) peak = total;
   if (pids.length > maxProcs) maxProcs = pids.length;
@@ -123,14 +127,14 @@ const timer = setInterval(sample, workerData.intervalMs);
 parentPort.on("message", () => {
   clearInterval(timer);
   sample();
-  parentPort.postMessage({ peak, first, samples, maxProcs });
+  parentPort.postMessage({ peak, first, samples, maxProcs, peakOne });
 });
 `;
 
 /**
  * Starts sampling the summed VmRSS of pid's process tree every intervalMs.
- * Returns { stop(): Promise<{ peak, first, samples, maxProcs }> } (bytes; `first` is the sample
- * taken when sampling started).
+ * Returns { stop(): Promise<{ peak, first, samples, maxProcs, peakOne }> } (bytes; `first` is the
+ * sample taken when sampling started; `peakOne` the highest RSS of any single process of the tree).
  */
 export function startRssSampler(pid, intervalMs = 50) {
   const worker = new Worker(SAMPLER_SOURCE, { eval: true, workerData: { pid, intervalMs } });
@@ -149,4 +153,25 @@ export function startRssSampler(pid, intervalMs = 50) {
       return out;
     },
   };
+}
+
+/** Proportional set size (shared pages divided among the processes that map them), in bytes. */
+export function pssBytes(pid) {
+  try {
+    const m = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(/^Pss:\s+(\d+) kB/m);
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds (user + system) of one process so far. */
+export function processCpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
 }

@@ -72,6 +72,7 @@ export async function startServer({
   readyTimeoutMs = 30_000,
   htpasswd,
   extraConfig = [],
+  pollMs = 100,
 }) {
   mkdirSync(dataDir, { recursive: true });
   mkdirSync(workDir, { recursive: true });
@@ -99,6 +100,7 @@ export async function startServer({
     Object.entries(process.env).filter(([name]) => !name.startsWith("REGISTRY_")),
   );
   env.NODE_ENV = "production";
+  const spawnedAt = performance.now();
   const child = spawn(cmd, args, { stdio: ["ignore", fd, fd], cwd: workDir, env });
   closeSync(fd);
   const server = {
@@ -138,6 +140,8 @@ export async function startServer({
     try {
       const res = await request(`${server.baseUrl}/v2/`, { timeoutMs: 2000 });
       if (res.status === 200 || res.status === 401) {
+        // From spawn to the first answer to GET /v2/ (to within pollMs).
+        server.readyMs = performance.now() - spawnedAt;
         server.children = processTree(server.pid).length - 1;
         log(
           `${server.label} (${impl}) ready on ${addr}, pid ${server.pid}, ${server.children} child process(es)`,
@@ -148,7 +152,7 @@ export async function startServer({
     } catch (err) {
       lastError = err.message;
     }
-    await sleep(100);
+    await sleep(pollMs);
   }
   await stopServer(server);
   throw new Error(

@@ -6,6 +6,7 @@ import blobHeadAuth from "./blob-head-auth.mjs";
 import catalog from "./catalog.mjs";
 import events from "./events.mjs";
 import gc from "./gc.mjs";
+import idle from "./idle.mjs";
 import manifestGet from "./manifest-get.mjs";
 import proxy from "./proxy.mjs";
 import pull from "./pull.mjs";
@@ -13,6 +14,7 @@ import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
 import skopeo from "./skopeo.mjs";
+import startup from "./startup.mjs";
 
 export const METRICS = [
   pushMonolithic,
@@ -27,4 +29,6 @@ export const METRICS = [
   gc,
   events,
   proxy,
+  startup,
+  idle,
 ];

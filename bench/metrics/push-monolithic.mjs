@@ -37,6 +37,7 @@ export function monolithicPushes(ctx) {
           ms: push.ms,
           cpuSeconds,
           peakRssBytes: rss.peak,
+          peakOneRssBytes: rss.peakOne,
           idleRssBytes: rss.first,
           rssSamples: rss.samples,
           processes: rss.maxProcs,

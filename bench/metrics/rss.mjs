@@ -32,6 +32,16 @@ export default {
         );
       }
     }
+    // The largest single process (a Berth worker; Distribution's only process) during the same pushes.
+    const one = {};
+    for (const key of SERVER_KEYS) {
+      const peaks = pushes[key].details.map((d) => d.peakOneRssBytes / 1e6).filter(Number.isFinite);
+      one[key] = {
+        samples: peaks,
+        value: peaks.length > 0 ? Math.max(...peaks) : null,
+        error: peaks.length === 0 ? pushes[key].error : null,
+      };
+    }
     return [
       makeRow({
         id: "rss",
@@ -42,6 +52,15 @@ export default {
         result,
         target: { kind: "berth", max: 150 },
         notes,
+      }),
+      makeRow({
+        id: "rss-worker",
+        label: `8b. Peak RSS of one process during the ${ctx.opts.blobLabel} push (Berth: a worker)`,
+        unit: "MB",
+        higherIsBetter: false,
+        aggregate: "max",
+        result: one,
+        target: { kind: "berth", max: 100 },
       }),
     ];
   },

@@ -1,7 +1,15 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import * as jose from "jose";
+import type * as Jose from "jose";
+
+/** jose is loaded at the first token signed or checked: registries without token auth never load it. */
+let joseModule: typeof Jose | undefined;
+async function loadJose(): Promise<typeof Jose> {
+  joseModule ??= await import("jose");
+  return joseModule;
+}
+
 import { mergeScopes } from "./scope.js";
 import type { AccessRequest, Action } from "./types.js";
 
@@ -203,7 +211,8 @@ export class TokenService {
   async issueAccess(subject: string | null, access: AccessRequest[]): Promise<IssuedToken> {
     const key = this.requireKey();
     const now = Math.floor(Date.now() / 1000);
-    const token = await new jose.SignJWT({ access })
+    const { SignJWT } = await loadJose();
+    const token = await new SignJWT({ access })
       .setProtectedHeader({ alg: key.alg, typ: "JWT", kid: key.kid })
       .setIssuer(this.options.issuer)
       .setSubject(subject ?? "")
@@ -224,7 +233,8 @@ export class TokenService {
   async issueRefresh(subject: string, passwordFingerprint: string): Promise<string> {
     const key = this.requireKey();
     const now = Math.floor(Date.now() / 1000);
-    return new jose.SignJWT({ token_use: "refresh", pwf: passwordFingerprint })
+    const { SignJWT } = await loadJose();
+    return new SignJWT({ token_use: "refresh", pwf: passwordFingerprint })
       .setProtectedHeader({ alg: key.alg, typ: "JWT", kid: key.kid })
       .setIssuer(this.options.issuer)
       .setSubject(subject)
@@ -265,8 +275,9 @@ export class TokenService {
     return this.signing;
   }
 
-  private async verifyJwt(token: string): Promise<jose.JWTPayload> {
-    const verifyOptions: jose.JWTVerifyOptions = {
+  private async verifyJwt(token: string): Promise<Jose.JWTPayload> {
+    const jose = await loadJose();
+    const verifyOptions: Jose.JWTVerifyOptions = {
       issuer: this.options.issuer,
       audience: this.options.service,
       clockTolerance: Math.floor(this.options.leewayMs / 1000),
@@ -296,12 +307,12 @@ export class TokenService {
       throw lastError;
     } catch (err) {
       if (err instanceof TokenError) throw err;
-      throw new TokenError(describeJoseError(err));
+      throw new TokenError(describeJoseError(err, jose));
     }
   }
 
   /** The keys that may have signed a token of an external issuer, per its header. */
-  private externalKeys(header: jose.ProtectedHeaderParameters): crypto.KeyObject[] {
+  private externalKeys(header: Jose.ProtectedHeaderParameters): crypto.KeyObject[] {
     if (Array.isArray(header.x5c) && header.x5c.length > 0) {
       let chain: crypto.X509Certificate[];
       try {
@@ -334,7 +345,7 @@ export class TokenService {
   }
 }
 
-function describeJoseError(err: unknown): string {
+function describeJoseError(err: unknown, jose: typeof Jose): string {
   if (err instanceof jose.errors.JWTExpired) return "token has expired";
   if (err instanceof jose.errors.JWTClaimValidationFailed) return `token ${err.claim} claim is not accepted`;
   if (err instanceof jose.errors.JWSSignatureVerificationFailed) return "token signature does not verify";

@@ -1,4 +1,3 @@
-import type { Command } from "commander";
 import YAML, { isMap, isScalar, isSeq, type Node, visit } from "yaml";
 import { expected, isBuiltFrom, mappingOption } from "../config/introspect.js";
 import { ConfigError, loadConfig } from "../config/load.js";
@@ -20,29 +19,6 @@ export interface ConfigCheckIo {
   env?: NodeJS.ProcessEnv;
   /** Files looked for when none is named (tests pass []). */
   defaultFiles?: string[];
-}
-
-/** `berth config check [--config FILE] [--json]`. */
-export function registerConfigCommand(program: Command): void {
-  const config = program.command("config").description("inspect Berth's configuration");
-  config
-    .command("check")
-    .description(
-      "validate the configuration (file < REGISTRY_* environment) and print the effective values, " +
-        "each with where it came from; secrets are masked. Exits 1 when the configuration is invalid.",
-    )
-    .option(
-      "-c, --config <file>",
-      "YAML configuration file (default: $REGISTRY_CONFIGURATION_PATH, else /etc/berth/config.yml when present)",
-    )
-    .option("--json", "print { file, config, sources, warnings } as JSON")
-    .option("-q, --quiet", "print only warnings and errors")
-    .action((opts: ConfigCheckOptions) => {
-      process.exitCode = runConfigCheck(opts, {
-        stdout: (t) => process.stdout.write(t),
-        stderr: (t) => process.stderr.write(t),
-      });
-    });
 }
 
 /** Runs the check; returns the exit code (0 valid, 1 invalid). */

@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { registerConfigCommand } from "./config.js"; // [ops wiring, issue 4]
-import { registerServeCommand } from "./serve.js";
+import { registerConfigCommand, registerMaintenanceCommands, registerServeCommand } from "./commands.js";
 import { registerUserCommand } from "./user.js"; // [auth wiring, issue 3]
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
@@ -19,7 +18,7 @@ const program = new Command()
 registerServeCommand(program);
 registerConfigCommand(program); // [ops wiring, issue 4]
 registerUserCommand(program); // [auth wiring, issue 3]
-(await import("./maintenance.js")).registerMaintenanceCommands(program); // [gc wiring, issue 6]
+registerMaintenanceCommands(program); // [gc wiring, issue 6]
 (await import("./tls.js")).registerTlsCommand(program); // [tls, issue 15] berth tls init|trust
 (await import("./events.js")).registerEventsCommand(program); // [events, issue 14]
 (await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]

@@ -1,4 +1,3 @@
-import type { Command } from "commander";
 import { loadConfig } from "../config/load.js";
 import type { Config, ConfigInput } from "../config/schema.js";
 import { parseDuration } from "../config/sections/core.js";
@@ -20,15 +19,9 @@ import type { Runtime } from "./runtime.js";
  * in the same bounded, lease-guarded transactions as the server's own background jobs.
  */
 
-interface CommonFlags {
+export interface CommonFlags {
   config?: string;
   dataDir?: string;
-}
-
-function commonOptions(cmd: Command): Command {
-  return cmd
-    .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
-    .option("--data-dir <dir>", "where blobs and the database live (storage.filesystem.rootdirectory)");
 }
 
 function loadFor(flags: CommonFlags): Config {
@@ -91,7 +84,7 @@ function plural(count: number, word: string): string {
 
 // ------------------------------------------------------------------------------------------------
 
-interface GcFlags extends CommonFlags {
+export interface GcFlags extends CommonFlags {
   dryRun?: boolean;
   untagged?: boolean;
   gracePeriod?: string;
@@ -138,7 +131,7 @@ function printGcReport(report: GcReport, list: boolean): void {
   for (const note of report.notes) out(`note: ${note}`);
 }
 
-async function runGc(flags: GcFlags): Promise<void> {
+export async function runGc(flags: GcFlags): Promise<void> {
   const config = loadFor(flags);
   if (!flags.dryRun && config.storage.maintenance.readonly.enabled) {
     throw new Error(
@@ -195,7 +188,7 @@ async function runGc(flags: GcFlags): Promise<void> {
 
 // ------------------------------------------------------------------------------------------------
 
-interface RetentionFlags extends CommonFlags {
+export interface RetentionFlags extends CommonFlags {
   dryRun?: boolean;
   repository?: string;
   json?: boolean;
@@ -220,7 +213,7 @@ function printRetentionReport(report: RetentionReport, policies: number): void {
   for (const note of report.notes) out(`note: ${note}`);
 }
 
-async function runRetention(flags: RetentionFlags): Promise<void> {
+export async function runRetention(flags: RetentionFlags): Promise<void> {
   const config = loadFor(flags);
   const dryRun = flags.dryRun === true;
   if (!dryRun && config.storage.maintenance.readonly.enabled) {
@@ -264,12 +257,12 @@ async function runRetention(flags: RetentionFlags): Promise<void> {
 
 // ------------------------------------------------------------------------------------------------
 
-interface UsageFlags extends CommonFlags {
+export interface UsageFlags extends CommonFlags {
   json?: boolean;
   repository?: string;
 }
 
-async function runUsage(flags: UsageFlags): Promise<void> {
+export async function runUsage(flags: UsageFlags): Promise<void> {
   const config = loadFor(flags);
   await withRuntime(config, async (runtime) => {
     const db = runtime.meta.db;
@@ -317,11 +310,11 @@ async function runUsage(flags: UsageFlags): Promise<void> {
 
 // ------------------------------------------------------------------------------------------------
 
-interface RepoRmFlags extends CommonFlags {
+export interface RepoRmFlags extends CommonFlags {
   json?: boolean;
 }
 
-async function runRepoRm(name: string, flags: RepoRmFlags): Promise<void> {
+export async function runRepoRm(name: string, flags: RepoRmFlags): Promise<void> {
   const config = loadFor(flags);
   await withRuntime(config, async (runtime) => {
     const repo = await repositoryByName(runtime.meta.db, name);
@@ -341,53 +334,4 @@ async function runRepoRm(name: string, flags: RepoRmFlags): Promise<void> {
       `${formatBytes(result.uniqueBytes)} no other repository uses will be freed by the next garbage collection (berth gc)`,
     );
   });
-}
-
-// ------------------------------------------------------------------------------------------------
-
-export function registerMaintenanceCommands(program: Command): void {
-  commonOptions(
-    program
-      .command("gc")
-      .description(
-        "collect garbage now: unreferenced blobs, orphan files, abandoned uploads (and untagged manifests when configured)",
-      )
-      .option("--dry-run", "list what would be removed and how many bytes, remove nothing")
-      .option("--untagged", "also remove untagged manifests (as gc.untagged.enabled)")
-      .option(
-        "--grace-period <duration>",
-        "keep anything newer than this (gc.graceperiod); pushes in progress need it",
-      )
-      .option("--wait <duration>", "how long to wait for a collection running elsewhere (default 10m)")
-      .option("--no-list", "print totals only, not every item")
-      .option("--json", "print the report as JSON"),
-  ).action(async (flags: GcFlags) => runGc(flags));
-
-  commonOptions(
-    program
-      .command("retention")
-      .description("apply the retention policies now (retention.policies)")
-      .option("--dry-run", "list what each policy would remove and why, remove nothing")
-      .option("--repository <name>", "only this repository")
-      .option("--json", "print the report as JSON"),
-  ).action(async (flags: RetentionFlags) => runRetention(flags));
-
-  commonOptions(
-    program
-      .command("usage")
-      .description("storage used, in total and per repository (unique and shared bytes)")
-      .option("--repository <name>", "only this repository")
-      .option("--json", "print as JSON"),
-  ).action(async (flags: UsageFlags) => runUsage(flags));
-
-  const repo = program.command("repo").description("manage repositories");
-  commonOptions(
-    repo
-      .command("rm")
-      .argument("<name>", "repository to delete")
-      .description(
-        "delete a repository: its tags, manifests, blob links and uploads (blobs go at the next gc)",
-      )
-      .option("--json", "print the result as JSON"),
-  ).action(async (name: string, flags: RepoRmFlags) => runRepoRm(name, flags));
 }

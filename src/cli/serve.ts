@@ -1,11 +1,23 @@
-import cluster from "node:cluster";
-import os from "node:os";
-import type { Command } from "commander";
-import pino, { type Logger } from "pino";
-import { loadConfig } from "../config/load.js";
-import { type Config, type ConfigInput, dataDirOf } from "../config/schema.js";
-import { databaseTarget, describeTarget } from "../metadata/target.js";
-import { ACME_FLAG_NAMES, type AcmeFlags, acmeFlagsToConfig, addAcmeOptions } from "./tls-flags.js";
+import cluster, { type Worker } from "node:cluster";
+import type { ConfigInput } from "../config/schema.js";
+import { ACME_FLAG_NAMES, type AcmeFlags, acmeFlagsToConfig } from "./tls-flags.js";
+
+export { parseAddr } from "../config/addr.js";
+
+import { type LineLogger, type LogFormat, lineLogger } from "./log-line.js";
+
+/**
+ * `berth serve`: a supervisor that forks worker processes (src/cli/worker.ts), or, with
+ * `--workers 1`, one process that serves by itself.
+ *
+ * The supervisor stays small and starts fast: it loads no configuration, HTTP, logging or database
+ * code (this module imports node:cluster and a line writer, nothing else). The first worker it forks
+ * (the lead) reads and checks the configuration and reports it; the supervisor then forks the other
+ * workers at once, while the lead is still opening the database, so that they start side by side.
+ * A worker that fails before it ever listened (an invalid configuration, a busy port, an address
+ * that is not host:port) stops the whole process with its message and exit code 1, instead of being
+ * restarted for ever; a worker that dies after it served is replaced.
+ */
 
 export interface ServeFlags extends AcmeFlags {
   addr?: string;
@@ -18,18 +30,8 @@ export interface ServeFlags extends AcmeFlags {
   logLevel?: string;
 }
 
-/** "0.0.0.0:5000", ":5000", "[::]:5000", "localhost:5000" -> host and port. */
-export function parseAddr(addr: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
-  if (!m)
-    throw new Error(`invalid address ${JSON.stringify(addr)}: expected host:port, for example 0.0.0.0:5000`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new Error(`invalid port in ${JSON.stringify(addr)}`);
-  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
-}
-
 /** Which flag set which key, for `config check` and error messages. */
-const FLAG_NAMES: Record<string, string> = {
+export const FLAG_NAMES: Record<string, string> = {
   "http.addr": "--addr",
   "storage.filesystem.rootdirectory": "--data-dir",
   "http.workers": "--workers",
@@ -40,7 +42,7 @@ const FLAG_NAMES: Record<string, string> = {
   ...ACME_FLAG_NAMES, // [tls, issue 15]
 };
 
-function flagsToConfig(flags: ServeFlags): ConfigInput {
+export function flagsToConfig(flags: ServeFlags): ConfigInput {
   const input: Record<string, Record<string, unknown>> = {};
   const set = (section: string, key: string, value: unknown) => {
     input[section] ??= {};
@@ -57,194 +59,211 @@ function flagsToConfig(flags: ServeFlags): ConfigInput {
   return input as ConfigInput;
 }
 
-export function makeLogger(config: Config): Logger {
-  return pino({
-    level: config.log.level,
-    base: { pid: process.pid, ...(config.log.fields ?? {}) },
-    redact: {
-      paths: ["req.headers.authorization", "headers.authorization", "password", "*.password"],
-      censor: "[redacted]",
-    },
-  });
+/** Messages from workers to the supervisor (over the cluster IPC channel). */
+export const WORKER_MESSAGE = {
+  config: "berth:worker:config",
+  ready: "berth:worker:ready",
+  fatal: "berth:worker:fatal",
+} as const;
+
+export interface MetricsEndpointInfo {
+  where: "main" | "own" | "off";
+  addr?: string;
+  path: string;
 }
 
-function workerCount(config: Config): number {
-  return config.http.workers > 0 ? config.http.workers : os.availableParallelism();
+export type WorkerMessage =
+  | {
+      type: typeof WORKER_MESSAGE.config;
+      workers: number;
+      addr: string;
+      dataDir: string;
+      /** Where the metadata lives (no password), for the start-up line. */
+      metadata: string;
+      drainMs: number;
+      log: { level: string; format: LogFormat; fields: Record<string, unknown> };
+      metrics: MetricsEndpointInfo;
+    }
+  | { type: typeof WORKER_MESSAGE.ready; port?: number }
+  | { type: typeof WORKER_MESSAGE.fatal; message: string };
+
+/** The worker count when flags or environment settle it without reading the file (they win over it). */
+function knownWorkers(flags: ServeFlags): number | undefined {
+  const value = flags.workers ?? process.env.REGISTRY_HTTP_WORKERS;
+  if (value === undefined || value.trim() === "") return undefined;
+  const n = Number(value);
+  return Number.isInteger(n) && n >= 0 ? n : undefined;
 }
 
-export function registerServeCommand(program: Command): void {
-  const command = program
-    .command("serve", { isDefault: true })
-    .description("run the registry (the OCI distribution API, the web UI and Berth's API on one port)")
-    .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
-    .option(
-      "--data-dir <dir>",
-      "where blobs and the database live (storage.filesystem.rootdirectory)",
-      undefined,
-    )
-    .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
-    .option("--workers <n>", "worker processes; 0 means one per core (http.workers)")
-    .option("--read-only", "refuse pushes and deletes, keep serving pulls (storage.maintenance.readonly)")
-    .option(
-      "--tls-cert <file>",
-      "PEM certificate chain; serves HTTPS with HTTP/1.1 and HTTP/2 (http.tls.certificate)",
-    )
-    .option("--tls-key <file>", "PEM private key (http.tls.key)")
-    .option("--log-level <level>", "trace, debug, info, warn or error (log.level)");
-  addAcmeOptions(command) // [tls, issue 15]
-    .action(async (flags: ServeFlags) => {
-      await serve(flags);
-    });
+type WorkerModule = typeof import("./worker.js");
+
+/**
+ * The worker's code: the one-file bundle of it that `npm run build` makes (scripts/bundle-worker.mjs)
+ * when it is there and not older than the compiled worker.js, else dist/ file by file.
+ * BERTH_BUNDLE=0 forces the latter.
+ */
+async function loadWorker(): Promise<WorkerModule> {
+  const bundle = new URL("./worker.bundle.mjs", import.meta.url);
+  if (process.env.BERTH_BUNDLE !== "0" && bundle.protocol === "file:") {
+    try {
+      const { statSync } = await import("node:fs");
+      const compiled = new URL("./worker.js", import.meta.url);
+      if (statSync(bundle).mtimeMs >= statSync(compiled).mtimeMs)
+        return (await import(bundle.href)) as WorkerModule;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "ERR_MODULE_NOT_FOUND") throw err;
+    }
+  }
+  return import("./worker.js");
 }
 
 export async function serve(flags: ServeFlags): Promise<void> {
-  const { config, warnings } = loadConfig({
-    file: flags.config,
-    flags: flagsToConfig(flags),
-    flagNames: FLAG_NAMES,
-  });
-  const log = makeLogger(config);
-  const workers = workerCount(config);
-  if (cluster.isPrimary) {
-    for (const warning of warnings) log.warn(warning);
-    const dataDir = dataDirOf(config);
-    // [auth wiring, issue 3] htpasswd/rules/token key checked (and key generated) once, before any worker.
-    (await import("../auth/preflight.js")).checkAuth(config, dataDir);
-    // [ops wiring, issue 4] before any fork: metrics.addr listener and aggregation of every worker's metrics.
-    await (await import("../http/metrics.js")).startPrimaryMetrics(config, log);
-    if (workers <= 1) {
-      await runWorker(config, log, { dataDir, workers: 1 }, true);
-      return;
-    }
-    await runPrimary(config, log, dataDir, workers);
+  if (cluster.isWorker) {
+    await (await loadWorker()).runWorker(flags, true);
     return;
   }
-  await runWorker(config, log, null, process.env.BERTH_MIGRATE === "1");
-}
-
-async function runPrimary(config: Config, log: Logger, dataDir: string, workers: number): Promise<void> {
-  // The primary only supervises: it loads no HTTP or database code, so that it stays small.
-  // The first worker migrates the database; the others start once it listens.
-  let stopping = false;
-  let announced = false;
-  const fork = (env: Record<string, string> = {}) => cluster.fork(env);
-  cluster.on("listening", (_worker, address) => {
-    if (announced) return;
-    announced = true;
-    for (let i = 1; i < workers; i++) fork();
-    log.info(
-      { addr: config.http.addr, port: address.port, dataDir, workers, metadata: metadataOf(config, dataDir) },
-      `berth listening on ${config.http.addr}, data in ${dataDir}`,
-    );
-  });
-  cluster.on("exit", (worker, code, signal) => {
-    if (stopping) return;
-    log.error({ worker: worker.process.pid, code, signal }, "worker exited; starting another");
-    setTimeout(() => fork(announced ? {} : { BERTH_MIGRATE: "1" }), 500);
-  });
-  fork({ BERTH_MIGRATE: "1" });
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, "stopping: finishing requests in flight");
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGTERM");
-    const deadline = setTimeout(() => {
-      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGKILL");
-      process.exit(1);
-    }, config.http.draintimeout + 5_000);
-    deadline.unref();
-    const check = setInterval(() => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) {
-        clearInterval(check);
-        log.info("stopped");
-        process.exit(0);
-      }
-    }, 50);
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-}
-
-async function runWorker(
-  config: Config,
-  log: Logger,
-  single: { dataDir: string; workers: number } | null,
-  migrate: boolean,
-): Promise<void> {
-  const { openRuntime } = await import("./runtime.js");
-  const { buildApp } = await import("../http/app.js");
-  const runtime = await openRuntime(config, { migrate });
-  const { tlsServerOptions, watchTls, managedTlsMode } = await import("../http/tls.js"); // [auth wiring, issue 3]
-  const fileTls = tlsServerOptions(config);
-  // [tls, issue 15] ACME or the private CA of `berth tls init`; loaded only when one is in use.
-  const tlsMode = fileTls ? undefined : managedTlsMode(config, runtime.dataDir);
-  const managedTls = tlsMode
-    ? await (await import("../http/managed-tls.js")).openManagedTls(tlsMode, config, runtime, log)
-    : undefined;
-  const app = await buildApp(
-    {
-      config,
-      dataDir: runtime.dataDir,
-      registry: runtime.registry,
-      metadata: runtime.metadata,
-      storage: runtime.storage,
-      log,
-    },
-    managedTls?.serverOptions ?? fileTls ?? {},
-  );
-  managedTls?.registerRoutes(app); // [tls, issue 15] /ca.crt
-  // [events, issue 14] before listening, so that a new endpoint's cursor starts before the first request
-  const stopEvents = await (await import("../registry/event-dispatch.js")).startEventDispatcher(
-    runtime.metadata.db,
-    runtime.registry.events,
-    config,
-    log,
-  );
-  const { host, port } = parseAddr(config.http.addr);
-  await app.listen({ host, port });
-  const stopManagedTls = managedTls ? await managedTls.start(app) : async () => {}; // [tls, issue 15]
-  const stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
-  const stopJobs = (await import("../registry/jobs.js")).startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
-  if (single) {
-    log.info(
-      {
-        addr: config.http.addr,
-        port,
-        dataDir: single.dataDir,
-        workers: 1,
-        metadata: metadataOf(config, single.dataDir),
-      },
-      `berth listening on ${config.http.addr}, data in ${single.dataDir}`,
-    );
+  if (flags.addr !== undefined && flags.addr.trim() === "") throw new Error("--addr is empty");
+  if (knownWorkers(flags) === 1) {
+    await (await loadWorker()).runWorker(flags, false);
+    return;
   }
-  let stopping = false;
-  const stop = async (signal: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
-    if (single) log.info({ signal }, "stopping: finishing requests in flight");
-    const timer = setTimeout(() => {
-      log.warn("drain timeout reached; closing remaining connections");
-      process.exit(1);
-    }, config.http.draintimeout);
-    timer.unref();
-    try {
-      stopTlsWatch();
-      await stopManagedTls(); // [tls, issue 15]
-      await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
-      await app.close();
-      await runtime.registry.flushPulls();
-      await stopEvents(); // [events, issue 14] pull events written, deliveries in flight finished, leases freed
-      await runtime.close();
-    } finally {
-      if (single) log.info("stopped");
-      process.exit(0);
-    }
-  };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
+  await supervise();
 }
 
-/** Where the metadata lives, for the start-up log line (no password). */
-function metadataOf(config: Config, dataDir: string): string {
-  return describeTarget(databaseTarget(config.database), dataDir);
+function supervise(): Promise<void> {
+  return new Promise<void>(() => {
+    const states = new Map<number, { ready: boolean; fatal?: string }>();
+    let log: LineLogger = lineLogger({ level: "info", format: "json", base: { pid: process.pid } });
+    let settings: Extract<WorkerMessage, { type: typeof WORKER_MESSAGE.config }> | undefined;
+    let started = false; // every worker listened once: from now on a dead worker is replaced
+    let announced = false;
+    let stopping = false;
+    let failedRestarts = 0;
+    let metricsPrimary: Promise<{ close(): Promise<void> }> | undefined;
+
+    // A young generation of 1 MB per semi-space instead of V8's default of up to 16: an idle worker
+    // keeps ~10 MB less resident, and blob bytes live outside the JS heap anyway. A flag of the
+    // user's own (NODE_OPTIONS or node's command line) wins.
+    const ownFlags = `${process.execArgv.join(" ")} ${process.env.NODE_OPTIONS ?? ""}`;
+    if (!/semi[-_]space/.test(ownFlags)) {
+      cluster.setupPrimary({ execArgv: [...process.execArgv, "--max-semi-space-size=1"] });
+    }
+    const fork = (env: Record<string, string> = {}): Worker => {
+      // Workers ask the supervisor for the metrics of all workers when /metrics is scraped.
+      const worker = cluster.fork({ BERTH_METRICS_PRIMARY: "1", ...env });
+      states.set(worker.id, { ready: false });
+      return worker;
+    };
+
+    const exitAll = (code: number) => {
+      const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+      for (const worker of live()) worker.process.kill("SIGTERM");
+      const deadline = Date.now() + (settings?.drainMs ?? 30_000) + 5_000;
+      const check = setInterval(() => {
+        if (live().length === 0 || Date.now() > deadline) {
+          for (const worker of live()) worker.process.kill("SIGKILL");
+          clearInterval(check);
+          process.exit(code);
+        }
+      }, 50);
+    };
+
+    const fail = (message: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`berth: ${message}\n`);
+      exitAll(1);
+    };
+
+    cluster.on("message", (worker, raw: unknown) => {
+      const message = raw as WorkerMessage | undefined;
+      const state = states.get(worker.id);
+      if (!message || typeof message !== "object" || !state) return;
+      if (message.type === WORKER_MESSAGE.fatal) {
+        state.fatal = message.message;
+      } else if (message.type === WORKER_MESSAGE.config && !settings) {
+        settings = message;
+        log = lineLogger({
+          level: message.log.level,
+          format: message.log.format,
+          base: { pid: process.pid, ...message.log.fields },
+        });
+        if (message.metrics.where !== "off") {
+          const endpoint = message.metrics;
+          metricsPrimary = import("../http/metrics-primary.js").then((m) =>
+            m.startPrimaryMetrics(endpoint, log),
+          );
+          metricsPrimary.catch((err: Error) => fail(`metrics: ${err.message}`));
+        }
+        for (let i = 1; i < message.workers; i++) fork();
+      } else if (message.type === WORKER_MESSAGE.ready) {
+        state.ready = true;
+        failedRestarts = 0;
+        if (!announced && settings) {
+          announced = true;
+          log.info(
+            {
+              addr: settings.addr,
+              port: message.port,
+              dataDir: settings.dataDir,
+              workers: settings.workers,
+              metadata: settings.metadata,
+            },
+            `berth listening on ${settings.addr}, data in ${settings.dataDir}`,
+          );
+        }
+        if (!started && settings && [...states.values()].filter((s) => s.ready).length >= settings.workers) {
+          started = true;
+        }
+      }
+    });
+
+    cluster.on("exit", (worker, code, signal) => {
+      const state = states.get(worker.id);
+      states.delete(worker.id);
+      if (stopping) return;
+      const why = state?.fatal ?? `a worker exited with ${signal ?? `code ${code}`} while starting`;
+      if (!state?.ready) {
+        if (!started) return fail(why);
+        // A replacement failed before it listened; the others still serve. Try again, more slowly.
+        failedRestarts++;
+        const delay = Math.min(60_000, 500 * 2 ** failedRestarts);
+        log.error(
+          { worker: worker.process.pid, code, signal, retryMs: delay },
+          `worker failed to start: ${why}`,
+        );
+        setTimeout(() => !stopping && fork(), delay);
+        return;
+      }
+      log.error({ worker: worker.process.pid, code, signal }, "worker exited; starting another");
+      setTimeout(() => !stopping && fork(), 500);
+    });
+
+    fork({ BERTH_LEAD: "1" });
+
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, "stopping: finishing requests in flight");
+      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGTERM");
+      const deadline = setTimeout(
+        () => {
+          for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGKILL");
+          process.exit(1);
+        },
+        (settings?.drainMs ?? 30_000) + 5_000,
+      );
+      deadline.unref();
+      const check = setInterval(() => {
+        if (Object.keys(cluster.workers ?? {}).length === 0) {
+          clearInterval(check);
+          log.info({}, "stopped");
+          process.exit(0);
+        }
+      }, 50);
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  });
 }

@@ -1,9 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
-import bcrypt from "bcryptjs";
 import type { Command } from "commander";
 import { editHtpasswd, isValidUserName, listHtpasswdUsers, writeFileAtomic } from "../auth/htpasswd.js";
-import { loadConfig } from "../config/load.js";
 
 interface FileOptions {
   htpasswd?: string;
@@ -11,8 +9,10 @@ interface FileOptions {
 }
 
 /** The htpasswd file to edit: --htpasswd, else auth.htpasswd.path of the configuration. */
-function htpasswdPath(options: FileOptions): string {
+async function htpasswdPath(options: FileOptions): Promise<string> {
   if (options.htpasswd) return path.resolve(options.htpasswd);
+  // Loaded here, not at the top: `berth --help` and `--htpasswd FILE` need no configuration schema.
+  const { loadConfig } = await import("../config/load.js");
   const { config } = loadConfig(options.config ? { file: options.config } : {});
   const file = config.auth.htpasswd?.path;
   if (!file)
@@ -111,6 +111,7 @@ async function readPassword(fromStdin: boolean): Promise<string> {
 
 /** A bcrypt hash in Apache's spelling (`$2y$`), so that `htpasswd -v` and Berth read each other's files. */
 export async function hashPassword(password: string, cost = 10): Promise<string> {
+  const { default: bcrypt } = await import("bcryptjs");
   const hash = await bcrypt.hash(password, cost);
   return hash.replace(/^\$2[ab]\$/, "$2y$");
 }
@@ -148,7 +149,7 @@ export function registerUserCommand(program: Command): void {
         const cost = Number(options.cost);
         if (!Number.isInteger(cost) || cost < 4 || cost > 31)
           throw new Error("--cost must be an integer from 4 to 31");
-        const file = htpasswdPath(options);
+        const file = await htpasswdPath(options);
         const exists = listHtpasswdUsers(readText(file)).includes(name);
         if (exists && !options.update)
           throw new Error(`user "${name}" already exists (use --update to change the password)`);
@@ -170,7 +171,7 @@ export function registerUserCommand(program: Command): void {
   fileOptions(user.command("rm <name>").alias("remove").description("remove a user")).action(
     async (name: string, options: FileOptions) => {
       try {
-        const file = htpasswdPath(options);
+        const file = await htpasswdPath(options);
         await withLock(file, () => {
           const text = readText(file);
           if (!listHtpasswdUsers(text).includes(name)) throw new Error(`no user "${name}" in ${file}`);
@@ -184,9 +185,9 @@ export function registerUserCommand(program: Command): void {
   );
 
   fileOptions(user.command("list").alias("ls").description("list the users")).action(
-    (options: FileOptions) => {
+    async (options: FileOptions) => {
       try {
-        const file = htpasswdPath(options);
+        const file = await htpasswdPath(options);
         if (!fs.existsSync(file)) throw new Error(`${file} does not exist`);
         for (const name of listHtpasswdUsers(readText(file))) process.stdout.write(`${name}\n`);
       } catch (err) {

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import net from "node:net";
 import type { z } from "zod";
+import { parseAddr } from "./addr.js";
 import {
   AUTH_METHODS,
   DISTRIBUTION_ONLY,
@@ -486,6 +487,22 @@ function truncate(text: string): string {
 
 function semanticChecks(state: State, config: Config): void {
   state.problems.push(...tlsProblems(config)); // [tls, issue 15]
+  if (config.http.net === "tcp") {
+    try {
+      parseAddr(config.http.addr);
+    } catch (err) {
+      state.problems.push(`http.addr${sourceNote(state, ["http", "addr"])}: ${(err as Error).message}`);
+    }
+  } else if (config.http.addr.trim() === "") {
+    state.problems.push(
+      `http.addr${sourceNote(state, ["http", "addr"])}: with http.net unix, expected the path of a socket`,
+    );
+  }
+  if (config.log.formatter === "logstash") {
+    state.warnings.push(
+      "log.formatter: logstash is not supported by Berth; writing JSON lines (log.formatter: json) instead",
+    );
+  }
   const host = config.http.host;
   if (host !== undefined && host !== "") {
     let ok = false;

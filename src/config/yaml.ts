@@ -1,5 +1,18 @@
-import YAML, { isMap, isPair, isScalar, isSeq, type Node } from "yaml";
+import { createRequire } from "node:module";
+import type { Node } from "yaml";
 import type { Path } from "./provenance.js";
+
+type YamlLibrary = typeof import("yaml");
+let library: YamlLibrary | undefined;
+
+/**
+ * The yaml package, loaded (synchronously, its CommonJS build) the first time there is YAML to read:
+ * a configuration made only of defaults and flags never loads it, which `berth serve` feels at start-up.
+ */
+function yaml(): YamlLibrary {
+  library ??= createRequire(import.meta.url)("yaml") as YamlLibrary;
+  return library;
+}
 
 /**
  * Original spellings of scalars that YAML resolved to something other than a string
@@ -16,7 +29,7 @@ export class YamlError extends Error {}
  * are booleans too. Returns plain data and the source text of non-string scalars.
  */
 export function parseYaml(text: string, where: string, base: Path = [], texts?: ScalarTexts): unknown {
-  const doc = YAML.parseDocument(text, { version: "1.1", prettyErrors: true, uniqueKeys: true });
+  const doc = yaml().parseDocument(text, { version: "1.1", prettyErrors: true, uniqueKeys: true });
   const error = doc.errors[0];
   if (error) {
     throw new YamlError(`${where}: invalid YAML: ${error.message.split("\n")[0]?.replace(/:$/, "")}`);
@@ -27,6 +40,7 @@ export function parseYaml(text: string, where: string, base: Path = [], texts?: 
 }
 
 function collectTexts(node: Node, path: (string | number)[], texts: ScalarTexts): void {
+  const { isMap, isPair, isScalar, isSeq } = yaml();
   if (isScalar(node)) {
     if (typeof node.value !== "string" && node.value !== null && typeof node.source === "string") {
       texts.set(textKey(path), node.source);

@@ -9,18 +9,13 @@
  *  - `metrics.addr` (or Distribution's `http.debug.addr` with `http.debug.prometheus.enabled`) is a
  *    listener in the primary itself, and then `/metrics` is not served on the main port.
  *
- * The primary calls `startPrimaryMetrics(config, log)` once, before forking workers; it loads
- * nothing but prom-client and node:http.
+ * The supervisor's side is src/http/metrics-primary.ts (it loads prom-client only when asked).
  */
 import cluster from "node:cluster";
-import http from "node:http";
-import type { Logger } from "pino";
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, register } from "prom-client";
 import type { Config } from "../config/schema.js";
 
-const AGGREGATE_ENV = "BERTH_METRICS_PRIMARY";
-const REQUEST = "berth:metrics:get";
-const RESPONSE = "berth:metrics:res";
+import { AGGREGATE_ENV, REQUEST, RESPONSE } from "./metrics-primary.js";
 
 /** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
 export function metricsEndpoint(config: Config): {
@@ -57,6 +52,9 @@ export interface MetricsSource {
   blobs(): Promise<{ count: number; bytes: number }>;
 }
 
+/** How often the event-loop delay is sampled (nodejs_eventloop_lag_* metrics). */
+const EVENT_LOOP_SAMPLE_MS = 1_000;
+
 let metrics: ProcessMetrics | undefined;
 let source: MetricsSource | undefined;
 let cache:
@@ -81,7 +79,9 @@ export function setMetricsSource(s: MetricsSource | undefined): void {
 /** This process's metrics, created once in prom-client's global registry. */
 export function processMetrics(): ProcessMetrics {
   if (metrics) return metrics;
-  collectDefaultMetrics();
+  // prom-client samples event-loop delay with a timer; at its default 10 ms resolution an idle worker
+  // woke 100 times a second (about 1% of a core). Once a second still shows a blocked loop.
+  collectDefaultMetrics({ eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   // Installs prom-client's answer to the primary's requests in a worker.
   if (cluster.isWorker) new AggregatorRegistry();
   metrics = {
@@ -187,83 +187,4 @@ function askPrimary(timeoutMs = 8_000): Promise<string> {
     process.on("message", onMessage);
     process.send?.({ type: REQUEST, id });
   });
-}
-
-export interface PrimaryMetrics {
-  /** The address metrics are served on by the primary, if any ("127.0.0.1:9090"). */
-  address?: string;
-  close(): Promise<void>;
-}
-
-/**
- * In the primary, before forking: aggregates the workers' metrics for scrapes that reach a worker,
- * and serves them on `metrics.addr` (or http.debug.addr) when one is configured. In a single-process
- * serve (no workers) call it too: it then serves that process's own metrics on the address.
- */
-export async function startPrimaryMetrics(config: Config, log?: Logger): Promise<PrimaryMetrics> {
-  const endpoint = metricsEndpoint(config);
-  if (endpoint.where === "off") return { close: async () => {} };
-  process.env[AGGREGATE_ENV] = "1";
-  const aggregator = new AggregatorRegistry();
-  const collect = async (): Promise<string> => {
-    const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
-    if (workers.length === 0) return register.metrics();
-    return aggregator.clusterMetrics();
-  };
-  const onMessage = (worker: { send(message: unknown): boolean }, message: unknown) => {
-    const m = message as { type?: string; id?: string };
-    if (m?.type !== REQUEST) return;
-    collect().then(
-      (text) => worker.send({ type: RESPONSE, id: m.id, text }),
-      (err: Error) => worker.send({ type: RESPONSE, id: m.id, error: err.message }),
-    );
-  };
-  if (cluster.isPrimary) cluster.on("message", onMessage);
-
-  let server: http.Server | undefined;
-  let address: string | undefined;
-  if (endpoint.where === "own" && endpoint.addr) {
-    const { host, port } = splitAddr(endpoint.addr);
-    server = http.createServer((req, res) => {
-      const path = (req.url ?? "/").split("?")[0];
-      if ((req.method === "GET" || req.method === "HEAD") && path === endpoint.path) {
-        collect().then(
-          (text) => {
-            res.writeHead(200, { "Content-Type": contentType, "Cache-Control": "no-store" });
-            res.end(req.method === "HEAD" ? undefined : text);
-          },
-          (err: Error) => {
-            res.writeHead(503, { "Content-Type": "text/plain; charset=utf-8" });
-            res.end(`metrics unavailable: ${err.message}\n`);
-          },
-        );
-        return;
-      }
-      res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
-      res.end(`not found; metrics are at ${endpoint.path}\n`);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server!.once("error", reject);
-      server!.listen(port, host, () => resolve());
-    });
-    const bound = server.address();
-    address =
-      typeof bound === "object" && bound
-        ? `${bound.address.includes(":") ? `[${bound.address}]` : bound.address}:${bound.port}`
-        : endpoint.addr;
-    log?.info({ addr: address, path: endpoint.path }, `metrics on http://${address}${endpoint.path}`);
-  }
-  return {
-    address,
-    async close() {
-      if (cluster.isPrimary) cluster.off("message", onMessage);
-      if (server) await new Promise<void>((resolve) => server!.close(() => resolve()));
-    },
-  };
-}
-
-function splitAddr(addr: string): { host: string | undefined; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
-  if (!m) throw new Error(`invalid metrics address ${JSON.stringify(addr)}: expected host:port`);
-  return { host: m[1] ?? (m[2] || undefined), port: Number(m[3]) };
 }

@@ -229,42 +229,85 @@ export async function appliedMigrations(db: Kysely<unknown>): Promise<string[]> 
 /** An arbitrary, fixed key for Berth's migration advisory lock (PostgreSQL). */
 const MIGRATION_LOCK = 0x6265727468; // "berth"
 
+/** The few calls of a better-sqlite3 connection that migrate() needs. */
+export interface SqliteHandle {
+  exec(sql: string): unknown;
+  prepare(sql: string): { pluck(): { all(): unknown[] } };
+  readonly inTransaction: boolean;
+}
+
 /**
- * Brings the schema up to date (or, with `apply: false`, only checks it), refusing a database that
- * a newer Berth has migrated. On PostgreSQL the whole check-and-migrate runs under a session advisory
- * lock held on a connection of its own, so that ten processes starting at the same moment migrate
- * once: the others wait, then find nothing to do. On SQLite (`sqlite`: the connection `db` runs on)
- * it runs inside one BEGIN IMMEDIATE transaction: the write lock serializes processes the same way,
- * and a crash mid-migration leaves the schema as it was.
+ * Brings the schema up to date (or, with `apply: false`, only checks it), refusing a database that a
+ * newer Berth has migrated; safe to call from several processes at once.
+ *
+ * SQLite (`sqlite`: the connection `db` runs on): the common case (nothing to do) is one read, with no
+ * write lock taken. Otherwise the migration runs inside `BEGIN IMMEDIATE`, which waits for SQLite's single
+ * write lock: the first process to take it migrates and commits, the others then find every migration
+ * done; a failure or a crash rolls it all back.
+ * PostgreSQL: the whole check-and-migrate runs under a session advisory lock held on a connection of its
+ * own, so that ten processes starting at the same moment migrate once: the others wait, then find
+ * nothing to do.
  */
 export async function migrate(
   db: Kysely<unknown>,
   dialect: Dialect,
-  options: { apply?: boolean; pool?: pg.Pool; sqlite?: SQLite.Database } = {},
+  options: { apply?: boolean; pool?: pg.Pool; sqlite?: SqliteHandle } = {},
 ): Promise<void> {
+  const known = knownMigrations();
+  if (dialect === "sqlite" && options.sqlite) {
+    const sqlite = options.sqlite;
+    if (upToDate(appliedSync(sqlite), known) || options.apply === false) return;
+    sqlite.exec("BEGIN IMMEDIATE");
+    try {
+      if (!upToDate(appliedSync(sqlite), known)) await runMigrator(db, dialect, true);
+      sqlite.exec("COMMIT");
+    } catch (err) {
+      if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
+      throw err;
+    }
+    return;
+  }
   const lockClient = dialect === "postgres" && options.pool ? await options.pool.connect() : null;
-  const sqliteTx = dialect === "sqlite" && options.sqlite && options.apply !== false ? options.sqlite : null;
-  let committed = false;
   try {
     if (lockClient) await lockClient.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
-    sqliteTx?.exec("begin immediate");
-    const known = new Set(knownMigrations());
-    const unknown = (await appliedMigrations(db)).filter((name) => !known.has(name));
-    if (unknown.length > 0) throw new SchemaTooNewError(unknown);
-    if (options.apply === false) return;
-    const migrator = new Migrator({ db, provider: new InlineProvider(dialect) });
-    const { error, results } = await migrator.migrateToLatest();
-    if (error) {
-      const failed = results?.find((r) => r.status === "Error");
-      throw new Error(`database migration ${failed?.migrationName ?? ""} failed: ${String(error)}`);
-    }
-    sqliteTx?.exec("commit");
-    committed = true;
+    if (upToDate(await appliedMigrations(db), known) || options.apply === false) return;
+    await runMigrator(db, dialect, false);
   } finally {
-    if (sqliteTx && !committed && sqliteTx.inTransaction) sqliteTx.exec("rollback");
     if (lockClient) {
       await lockClient.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => {});
       lockClient.release();
     }
+  }
+}
+
+/** True when every known migration is applied; throws SchemaTooNewError when others are too. */
+function upToDate(applied: string[], known: string[]): boolean {
+  const knownSet = new Set(known);
+  const unknown = applied.filter((name) => !knownSet.has(name));
+  if (unknown.length > 0) throw new SchemaTooNewError(unknown);
+  const done = new Set(applied);
+  return known.every((name) => done.has(name));
+}
+
+/** The migrations recorded in a SQLite database, read synchronously (none when the table does not exist yet). */
+function appliedSync(sqlite: SqliteHandle): string[] {
+  try {
+    return sqlite.prepare("select name from kysely_migration").pluck().all() as string[];
+  } catch {
+    return [];
+  }
+}
+
+async function runMigrator(db: Kysely<unknown>, dialect: Dialect, inTransaction: boolean): Promise<void> {
+  const migrator = new Migrator({
+    db,
+    provider: new InlineProvider(dialect),
+    // Already inside the caller's BEGIN IMMEDIATE (SQLite): Kysely must not open another.
+    disableTransactions: inTransaction,
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === "Error");
+    throw new Error(`database migration ${failed?.migrationName ?? ""} failed: ${String(error)}`);
   }
 }

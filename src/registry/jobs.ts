@@ -172,10 +172,16 @@ export function startBackgroundJobs(
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<void> = Promise.resolve();
   const tickMs = Math.min(30_000, Math.max(250, Math.min(...jobs.map((j) => j.intervalMs)) / 4));
+  // The scheduler sleeps until the earliest moment a job falls due (a resting lease's end, or a running
+  // one's expiry if its process dies), not on a fixed tick: an idle registry wakes rarely. It still
+  // looks at least every MAX_SLEEP_MS, in case another process moved a schedule earlier.
+  const MAX_SLEEP_MS = 10 * 60_000;
 
-  const runDue = async () => {
+  /** Runs the jobs that are due; returns when the next one falls due (ms since the epoch). */
+  const runDue = async (): Promise<number> => {
+    let nextDue = Date.now() + MAX_SLEEP_MS;
     for (const job of jobs) {
-      if (stopped) return;
+      if (stopped) return nextDue;
       const name = JOB_LOCK[job.name];
       // Read first: most ticks find the job resting and need no write at all.
       const row = await db
@@ -183,9 +189,16 @@ export function startBackgroundJobs(
         .select("expires_at")
         .where("name", "=", name)
         .executeTakeFirst();
-      if (row && Number(row.expires_at) >= Date.now()) continue;
+      if (row && Number(row.expires_at) >= Date.now()) {
+        nextDue = Math.min(nextDue, Number(row.expires_at));
+        continue;
+      }
       const lease = await Lease.acquire(db, name);
-      if (!lease) continue;
+      if (!lease) {
+        // Another process took it just now: look again after a tick.
+        nextDue = Math.min(nextDue, Date.now() + tickMs);
+        continue;
+      }
       let next = Date.now() + job.intervalMs;
       const started = Date.now();
       try {
@@ -199,14 +212,23 @@ export function startBackgroundJobs(
         // Stopped midway: free the lease at once, so another process picks the job up.
         await lease.release(stopped ? 0 : next).catch(() => {});
       }
+      nextDue = Math.min(nextDue, next);
     }
+    return nextDue;
   };
   const schedule = (delay: number) => {
     if (stopped) return;
     timer = setTimeout(() => {
+      let nextDue = Date.now() + tickMs;
       running = runDue()
+        .then((due) => {
+          nextDue = due;
+        })
         .catch((err: unknown) => log.warn({ err }, "background jobs: scheduling failed"))
-        .finally(() => schedule(tickMs * (0.75 + Math.random() * 0.5)));
+        // A little after the due time, spread so that workers do not all wake at once.
+        .finally(() =>
+          schedule(Math.max(250, nextDue - Date.now()) + Math.random() * Math.min(tickMs, 5_000)),
+        );
     }, delay);
     timer.unref();
   };

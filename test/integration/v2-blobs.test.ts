@@ -1,6 +1,10 @@
+import { existsSync, readdirSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import path_ from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { blobOf, errorCode, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
-import { type Berth, startBerth } from "../helpers/server.js";
+import { type Berth, ROOT, startBerth } from "../helpers/server.js";
 
 let berth: Berth;
 let client: RegistryClient;
@@ -266,5 +270,111 @@ describe("names and bad input", () => {
     const res = await client.fetch("/v2/a/tags/list", { method: "DELETE" });
     expect(res.status).toBe(405);
     expect(await errorCode(res)).toBe("UNSUPPORTED");
+  });
+});
+
+describe("blob reads with sendfile(2) (plain HTTP/1.1)", () => {
+  const big = randomBlob(24 * 1024 * 1024);
+  const path = `/v2/sendfile/app/blobs/${big.digest}`;
+  beforeAll(async () => {
+    await client.pushBlob("sendfile/app", big);
+  });
+
+  /** GET over a raw socket, reading slowly (pauses fill the server's socket buffer: EAGAIN, then poll). */
+  function rawGet(
+    headers: string,
+    options: { pauseEvery?: number; abortAfter?: number } = {},
+  ): Promise<{ head: string; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(berth.port, "127.0.0.1");
+      const chunks: Buffer[] = [];
+      let received = 0;
+      let paused = 0;
+      socket.on("data", (chunk: Buffer) => {
+        chunks.push(chunk);
+        received += chunk.length;
+        if (options.abortAfter !== undefined && received >= options.abortAfter) {
+          socket.destroy();
+          resolve({ head: "", body: Buffer.concat(chunks) });
+          return;
+        }
+        if (options.pauseEvery && received - paused > options.pauseEvery) {
+          paused = received;
+          socket.pause();
+          setTimeout(() => socket.resume(), 30);
+        }
+      });
+      socket.on("error", reject);
+      socket.on("end", () => {
+        const all = Buffer.concat(chunks);
+        const split = all.indexOf("\r\n\r\n");
+        resolve({ head: all.subarray(0, split).toString(), body: all.subarray(split + 4) });
+      });
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${headers}\r\n`);
+    });
+  }
+
+  function openFds(): number {
+    return readdirSync(`/proc/${berth.process.pid}/fd`).length;
+  }
+
+  it("is built (the fast path under test exists)", () => {
+    expect(existsSync(path_.join(ROOT, "native/sendfile/build/Release/berth_sendfile.node"))).toBe(true);
+  });
+
+  it("serves a whole blob to a slow reader, and the connection carries the next request", async () => {
+    const slow = await rawGet("", { pauseEvery: 2 * 1024 * 1024 });
+    expect(slow.head).toMatch(/^HTTP\/1\.1 200 /);
+    expect(slow.head.toLowerCase()).toContain(`content-length: ${big.size}`);
+    expect(slow.body.equals(big.data)).toBe(true);
+    // Keep-alive: two GETs and a HEAD on one connection; each response framed right.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    for (const method of ["GET", "HEAD", "GET"]) {
+      const { status, body, socket } = await new Promise<{ status: number; body: Buffer; socket: unknown }>(
+        (resolve, reject) => {
+          const req = http.request(`${berth.url}${path}`, { agent, method }, (res) => {
+            const parts: Buffer[] = [];
+            res.on("data", (c: Buffer) => parts.push(c));
+            res.on("end", () =>
+              resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts), socket: req.socket }),
+            );
+          });
+          req.on("error", reject);
+          req.end();
+        },
+      );
+      sockets.add(socket);
+      expect(status).toBe(200);
+      if (method === "GET") expect(sha256(body)).toBe(big.digest);
+      else expect(body.length).toBe(0);
+    }
+    expect(sockets.size).toBe(1);
+    agent.destroy();
+  });
+
+  it("serves ranges", async () => {
+    for (const [range, start, end] of [
+      ["bytes=0-0", 0, 0],
+      ["bytes=1000-2000999", 1000, 2000999],
+      [`bytes=${big.size - 10}-`, big.size - 10, big.size - 1],
+      ["bytes=-4096", big.size - 4096, big.size - 1],
+    ] as const) {
+      const res = await rawGet(`Range: ${range}\r\n`);
+      expect(res.head).toMatch(/^HTTP\/1\.1 206 /);
+      expect(res.head.toLowerCase()).toContain(`content-range: bytes ${start}-${end}/${big.size}`);
+      expect(res.body.equals(big.data.subarray(start, end + 1))).toBe(true);
+    }
+  });
+
+  it("survives clients that hang up mid-transfer, and keeps no descriptor open for them", async () => {
+    await rawGet("", { abortAfter: 1 }); // warm: the first request opens the database's files
+    await new Promise((r) => setTimeout(r, 300));
+    const before = openFds();
+    for (let i = 0; i < 10; i++) await rawGet("", { abortAfter: 64 * 1024 * (i + 1) });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(openFds()).toBeLessThanOrEqual(before + 2);
+    const res = await client.fetch(path);
+    expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(big.digest);
   });
 });

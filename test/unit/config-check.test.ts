@@ -3,7 +3,8 @@ import os from "node:os";
 import path from "node:path";
 import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
-import { formatDuration, registerConfigCommand, runConfigCheck } from "../../src/cli/config.js";
+import { registerConfigCommand } from "../../src/cli/commands.js";
+import { formatDuration, runConfigCheck } from "../../src/cli/config.js";
 import { MASK, maskSecrets, maskUrlPassword } from "../../src/config/provenance.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "berth-config-check-"));

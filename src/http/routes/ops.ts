@@ -9,6 +9,7 @@ import type { Config } from "../../config/schema.js";
 import { totalUsage } from "../../registry/usage.js";
 import type { AppContext } from "../context.js";
 import { contentType, metricsEndpoint, processMetrics, scrape, setMetricsSource } from "../metrics.js";
+import { sendfileBytes } from "../sendfile.js";
 import { prefixOf } from "../urls.js";
 
 /**
@@ -192,7 +193,7 @@ function registerMetrics(app: FastifyInstance, ctx: AppContext): void {
     if (socket) {
       const before = counted.get(socket) ?? { read: 0, written: 0 };
       const read = socket.bytesRead ?? 0;
-      const written = socket.bytesWritten ?? 0;
+      const written = (socket.bytesWritten ?? 0) + sendfileBytes(socket);
       if (read > before.read) m.bytesIn.inc({ route }, read - before.read);
       if (written > before.written) m.bytesOut.inc({ route }, written - before.written);
       counted.set(socket, { read, written });

@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { brotliCompressSync, gzipSync, constants as zlibConstants } from "node:zlib";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AppContext } from "../context.js";
+import { packageRoot } from "../package-root.js";
 
 /**
  * Serves the built web UI (ui/dist, shipped in the npm package) at `/`, on the same port as the API.
@@ -15,7 +15,8 @@ import type { AppContext } from "../context.js";
  *   /r/..., /storage, /events, /login  index.html too (client-side routes: the app reads the path)
  *   /assets/<hashed file>   scripts, styles, fonts: cached for a year (the name changes with the content)
  *   /<file in ui/dist root>  favicon and friends, cached for an hour
- * The files are read once at start-up and kept in memory with gzip and brotli variants.
+ * The files are read once at start-up and kept in memory; gzip and brotli variants are made at the
+ * first request that accepts them (not at start-up: brotli's best level takes ~100 ms) and kept.
  */
 
 /** Client-side routes; keep in step with ui/src/lib/routes.ts. */
@@ -66,8 +67,11 @@ const CONTENT_SECURITY_POLICY = [
 
 interface StaticFile {
   body: Buffer;
-  gzip: Buffer | null;
-  brotli: Buffer | null;
+  /** Whether gzip and brotli variants are worth making (text, over 512 bytes). */
+  compressible: boolean;
+  /** Made at the first request that accepts them, then kept: start-up pays for no compression. */
+  gzip?: Buffer;
+  brotli?: Buffer;
   type: string;
   etag: string;
   cacheControl: string;
@@ -76,8 +80,7 @@ interface StaticFile {
 /** Where the built UI lives: ui/dist next to dist/ (both in the npm package), or BERTH_UI_DIR. */
 export function uiDistDir(): string {
   if (process.env.BERTH_UI_DIR) return path.resolve(process.env.BERTH_UI_DIR);
-  // dist/http/routes/ui.js (or src/http/routes/ui.ts under tsx) -> <package root>/ui/dist
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../ui/dist");
+  return path.join(packageRoot(), "ui", "dist");
 }
 
 function walk(dir: string, base = dir): string[] {
@@ -97,19 +100,10 @@ export function loadUiFiles(dir: string): Map<string, StaticFile> {
   for (const rel of walk(dir)) {
     const ext = path.extname(rel).toLowerCase();
     const body = readFileSync(path.join(dir, rel));
-    const compress = COMPRESSIBLE.has(ext) && body.length > 512;
     const hashed = rel.startsWith("assets/");
     files.set(`/${rel}`, {
       body,
-      gzip: compress ? gzipSync(body, { level: 9 }) : null,
-      brotli: compress
-        ? brotliCompressSync(body, {
-            params: {
-              [zlibConstants.BROTLI_PARAM_QUALITY]: 11,
-              [zlibConstants.BROTLI_PARAM_SIZE_HINT]: body.length,
-            },
-          })
-        : null,
+      compressible: COMPRESSIBLE.has(ext) && body.length > 512,
       type: TYPES[ext] ?? "application/octet-stream",
       etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`,
       cacheControl:
@@ -144,16 +138,23 @@ function sendFile(request: FastifyRequest, reply: FastifyReply, file: StaticFile
     reply.header("x-frame-options", "DENY");
     reply.header("referrer-policy", "same-origin");
   }
-  if (file.gzip || file.brotli) reply.header("vary", "Accept-Encoding");
+  if (file.compressible) reply.header("vary", "Accept-Encoding");
   const match = request.headers["if-none-match"];
   if (match && match.split(",").some((tag) => tag.trim().replace(/^W\//, "") === file.etag)) {
     return reply.code(304).send();
   }
   let body = file.body;
-  if (file.brotli && accepts(request, "br")) {
+  if (file.compressible && accepts(request, "br")) {
+    file.brotli ??= brotliCompressSync(file.body, {
+      params: {
+        [zlibConstants.BROTLI_PARAM_QUALITY]: 11,
+        [zlibConstants.BROTLI_PARAM_SIZE_HINT]: file.body.length,
+      },
+    });
     reply.header("content-encoding", "br");
     body = file.brotli;
-  } else if (file.gzip && accepts(request, "gzip")) {
+  } else if (file.compressible && accepts(request, "gzip")) {
+    file.gzip ??= gzipSync(file.body, { level: 9 });
     reply.header("content-encoding", "gzip");
     body = file.gzip;
   }

@@ -2,6 +2,7 @@ import { RegistryError } from "../../../registry/errors.js";
 import { BLOB_MEDIA_TYPE } from "../../../registry/events.js";
 import { requireAccess } from "../../access.js";
 import { requestInfo } from "../../event-info.js";
+import { blobBody } from "../../sendfile.js";
 import type { V2Request } from "./common.js";
 
 /** "bytes=a-b", "bytes=a-" or "bytes=-n" against a blob of `size` bytes. */
@@ -60,7 +61,10 @@ export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Pr
     mediaType: BLOB_MEDIA_TYPE,
     size,
   });
-  return reply.send(stream);
+  // Plain HTTP/1.x: sendfile(2) when the native addon is built (src/http/sendfile.ts).
+  const offset = range ? range.start : 0;
+  const length = range ? range.end - range.start + 1 : size;
+  return reply.send(blobBody(request.raw, stream, offset, length));
 }
 
 export async function deleteBlob({ request, reply, ctx, name, ref }: V2Request): Promise<unknown> {

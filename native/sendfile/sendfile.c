@@ -1,0 +1,180 @@
+/*
+ * sendfile(2) from a file to a socket, driven by libuv: Berth's fast path for blob GETs over plain
+ * HTTP/1.1 (src/http/sendfile.ts). The bytes go from the page cache to the socket inside the
+ * kernel, with no copy through JavaScript buffers.
+ *
+ *   start(socketFd, fileFd, offset, length, callback(errno, sent)) -> transfer
+ *   cancel(transfer)
+ *
+ * The socket's descriptor belongs to Node's TCP handle, which libuv already watches; a second watch
+ * on the same descriptor would replace libuv's own. So the transfer works on a dup() of it (the
+ * same socket, a descriptor of its own) and polls that for writability. The file descriptor is
+ * borrowed: the caller keeps it open until the callback has run or it has cancelled.
+ * The callback runs exactly once, unless the transfer was cancelled first; then never.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+#include <uv.h>
+
+typedef struct {
+  uv_poll_t poll;
+  int out_fd;
+  int in_fd;
+  int64_t offset;
+  int64_t remaining;
+  int64_t sent;
+  int error;
+  int cancelled;
+  int closing;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+} transfer_t;
+
+static void on_close(uv_handle_t* handle) {
+  transfer_t* t = (transfer_t*)handle->data;
+  close(t->out_fd);
+  napi_env env = t->env;
+  if (!t->cancelled) {
+    napi_handle_scope scope;
+    napi_open_handle_scope(env, &scope);
+    napi_value callback, recv, argv[2], result;
+    napi_get_reference_value(env, t->callback, &callback);
+    napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
+    napi_create_int32(env, t->error, &argv[0]);
+    napi_create_int64(env, t->sent, &argv[1]);
+    napi_make_callback(env, t->context, recv, callback, 2, argv, &result);
+    napi_close_handle_scope(env, scope);
+  }
+  napi_delete_reference(env, t->callback);
+  napi_async_destroy(env, t->context);
+  free(t);
+}
+
+static void finish(transfer_t* t, int error) {
+  if (t->closing) return;
+  t->closing = 1;
+  t->error = error;
+  uv_poll_stop(&t->poll);
+  uv_close((uv_handle_t*)&t->poll, on_close);
+}
+
+/* Sends until the socket's buffer is full (EAGAIN), the range is done, or an error. */
+static void pump(transfer_t* t) {
+  while (t->remaining > 0) {
+    size_t chunk = t->remaining > (1 << 30) ? (size_t)(1 << 30) : (size_t)t->remaining;
+    off_t offset = (off_t)t->offset;
+    ssize_t n = sendfile(t->out_fd, t->in_fd, &offset, chunk);
+    if (n > 0) {
+      t->offset += n;
+      t->remaining -= n;
+      t->sent += n;
+      continue;
+    }
+    if (n == 0) return finish(t, EIO); /* the file is shorter than its range */
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return; /* wait for the poll */
+    return finish(t, errno);
+  }
+  finish(t, 0);
+}
+
+static void on_poll(uv_poll_t* handle, int status, int events) {
+  transfer_t* t = (transfer_t*)handle->data;
+  if (status < 0) return finish(t, -status);
+  (void)events;
+  pump(t);
+}
+
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "start(socketFd, fileFd, offset, length, callback)");
+    return NULL;
+  }
+  int32_t socket_fd, file_fd;
+  int64_t offset, length;
+  if (napi_get_value_int32(env, argv[0], &socket_fd) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &file_fd) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &length) != napi_ok || socket_fd < 0 || file_fd < 0 ||
+      offset < 0 || length < 0) {
+    napi_throw_type_error(env, NULL, "invalid arguments");
+    return NULL;
+  }
+  uv_loop_t* loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, NULL, "no event loop");
+    return NULL;
+  }
+  int out_fd = fcntl(socket_fd, F_DUPFD_CLOEXEC, 0);
+  if (out_fd < 0) {
+    napi_throw_error(env, NULL, "dup of the socket failed");
+    return NULL;
+  }
+  transfer_t* t = calloc(1, sizeof(transfer_t));
+  if (!t) {
+    close(out_fd);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  t->out_fd = out_fd;
+  t->in_fd = file_fd;
+  t->offset = offset;
+  t->remaining = length;
+  t->env = env;
+  napi_create_reference(env, argv[4], 1, &t->callback);
+  napi_value resource_name;
+  napi_create_string_utf8(env, "berth:sendfile", NAPI_AUTO_LENGTH, &resource_name);
+  napi_async_init(env, NULL, resource_name, &t->context);
+  if (uv_poll_init(loop, &t->poll, out_fd) != 0) {
+    close(out_fd);
+    napi_delete_reference(env, t->callback);
+    napi_async_destroy(env, t->context);
+    free(t);
+    napi_throw_error(env, NULL, "uv_poll_init failed");
+    return NULL;
+  }
+  t->poll.data = t;
+  /* Always report through the callback, from the event loop: start() itself never calls back. */
+  if (uv_poll_start(&t->poll, UV_WRITABLE | UV_DISCONNECT, on_poll) != 0) {
+    t->cancelled = 1; /* the caller hears it as an exception, not through the callback */
+    finish(t, EIO);
+    napi_throw_error(env, NULL, "uv_poll_start failed");
+    return NULL;
+  }
+  napi_value handle;
+  napi_create_external(env, t, NULL, NULL, &handle);
+  return handle;
+}
+
+static napi_value cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void* data = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return NULL;
+  transfer_t* t = (transfer_t*)data;
+  t->cancelled = 1;
+  finish(t, ECANCELED);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "start", NAPI_AUTO_LENGTH, start, NULL, &fn);
+  napi_set_named_property(env, exports, "start", fn);
+  napi_create_function(env, "cancel", NAPI_AUTO_LENGTH, cancel, NULL, &fn);
+  napi_set_named_property(env, exports, "cancel", fn);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,117 @@
+import type { Command } from "commander";
+import type { ConfigCheckOptions } from "./config.js";
+import type { GcFlags, RepoRmFlags, RetentionFlags, UsageFlags } from "./maintenance.js";
+import type { ServeFlags } from "./serve.js";
+import { addAcmeOptions } from "./tls-flags.js";
+
+/**
+ * The commands of `berth` and their options. Nothing here loads what a command needs to run: each
+ * action imports its implementation when it runs, so that `berth --help` or `berth user list` does
+ * not pay for the server, the database or the configuration schema.
+ */
+
+export function registerServeCommand(program: Command): void {
+  const command = program
+    .command("serve", { isDefault: true })
+    .description("run the registry (the OCI distribution API, the web UI and Berth's API on one port)")
+    .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
+    .option(
+      "--data-dir <dir>",
+      "where blobs and the database live (storage.filesystem.rootdirectory)",
+      undefined,
+    )
+    .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
+    .option("--workers <n>", "worker processes; 0 means one per core (http.workers)")
+    .option("--read-only", "refuse pushes and deletes, keep serving pulls (storage.maintenance.readonly)")
+    .option(
+      "--tls-cert <file>",
+      "PEM certificate chain; serves HTTPS with HTTP/1.1 and HTTP/2 (http.tls.certificate)",
+    )
+    .option("--tls-key <file>", "PEM private key (http.tls.key)")
+    .option("--log-level <level>", "trace, debug, info, warn or error (log.level)");
+  addAcmeOptions(command) // [tls, issue 15]
+    .action(async (flags: ServeFlags) => {
+      await (await import("./serve.js")).serve(flags);
+    });
+}
+
+/** `berth config check [--config FILE] [--json]`. */
+export function registerConfigCommand(program: Command): void {
+  const config = program.command("config").description("inspect Berth's configuration");
+  config
+    .command("check")
+    .description(
+      "validate the configuration (file < REGISTRY_* environment) and print the effective values, " +
+        "each with where it came from; secrets are masked. Exits 1 when the configuration is invalid.",
+    )
+    .option(
+      "-c, --config <file>",
+      "YAML configuration file (default: $REGISTRY_CONFIGURATION_PATH, else /etc/berth/config.yml when present)",
+    )
+    .option("--json", "print { file, config, sources, warnings } as JSON")
+    .option("-q, --quiet", "print only warnings and errors")
+    .action(async (opts: ConfigCheckOptions) => {
+      const { runConfigCheck } = await import("./config.js");
+      process.exitCode = runConfigCheck(opts, {
+        stdout: (t) => process.stdout.write(t),
+        stderr: (t) => process.stderr.write(t),
+      });
+    });
+}
+
+function commonOptions(cmd: Command): Command {
+  return cmd
+    .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
+    .option("--data-dir <dir>", "where blobs and the database live (storage.filesystem.rootdirectory)");
+}
+
+// ------------------------------------------------------------------------------------------------
+
+export function registerMaintenanceCommands(program: Command): void {
+  commonOptions(
+    program
+      .command("gc")
+      .description(
+        "collect garbage now: unreferenced blobs, orphan files, abandoned uploads (and untagged manifests when configured)",
+      )
+      .option("--dry-run", "list what would be removed and how many bytes, remove nothing")
+      .option("--untagged", "also remove untagged manifests (as gc.untagged.enabled)")
+      .option(
+        "--grace-period <duration>",
+        "keep anything newer than this (gc.graceperiod); pushes in progress need it",
+      )
+      .option("--wait <duration>", "how long to wait for a collection running elsewhere (default 10m)")
+      .option("--no-list", "print totals only, not every item")
+      .option("--json", "print the report as JSON"),
+  ).action(async (flags: GcFlags) => (await import("./maintenance.js")).runGc(flags));
+
+  commonOptions(
+    program
+      .command("retention")
+      .description("apply the retention policies now (retention.policies)")
+      .option("--dry-run", "list what each policy would remove and why, remove nothing")
+      .option("--repository <name>", "only this repository")
+      .option("--json", "print the report as JSON"),
+  ).action(async (flags: RetentionFlags) => (await import("./maintenance.js")).runRetention(flags));
+
+  commonOptions(
+    program
+      .command("usage")
+      .description("storage used, in total and per repository (unique and shared bytes)")
+      .option("--repository <name>", "only this repository")
+      .option("--json", "print as JSON"),
+  ).action(async (flags: UsageFlags) => (await import("./maintenance.js")).runUsage(flags));
+
+  const repo = program.command("repo").description("manage repositories");
+  commonOptions(
+    repo
+      .command("rm")
+      .argument("<name>", "repository to delete")
+      .description(
+        "delete a repository: its tags, manifests, blob links and uploads (blobs go at the next gc)",
+      )
+      .option("--json", "print the result as JSON"),
+  ).action(async (name: string, flags: RepoRmFlags) =>
+    (await import("./maintenance.js")).runRepoRm(name, flags),
+  );
+}

@@ -1,0 +1,221 @@
+import { existsSync, lstatSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import pino, { type Logger } from "pino";
+import { parseAddr } from "../config/addr.js";
+import { loadConfig } from "../config/load.js";
+import { type Config, dataDirOf } from "../config/schema.js";
+import { databaseTarget, describeTarget } from "../metadata/target.js";
+import { textLine } from "./log-line.js";
+import { FLAG_NAMES, flagsToConfig, type ServeFlags, WORKER_MESSAGE, type WorkerMessage } from "./serve.js";
+
+/**
+ * One serving process of `berth serve`: loads and checks the configuration, opens the stores, builds
+ * the HTTP app and listens. Run under the supervisor (src/cli/serve.ts) or alone with `--workers 1`.
+ *
+ * The lead worker (the first one forked, or the only process) also does what must happen once:
+ * it logs the configuration's warnings, checks the authentication set-up (and generates the token key
+ * on first start), and tells the supervisor how many workers to start. Every worker migrates the
+ * database if it must: migrations run under SQLite's write lock, so the first migrates and the others
+ * find it done (src/metadata/migrations.ts).
+ */
+
+export function makeLogger(config: Config): Logger {
+  const options = {
+    level: config.log.level,
+    base: { pid: process.pid, ...(config.log.fields ?? {}) },
+    redact: {
+      paths: ["req.headers.authorization", "headers.authorization", "password", "*.password"],
+      censor: "[redacted]",
+    },
+  };
+  if (config.log.formatter !== "text") return pino(options);
+  // pino writes one JSON line per call; text lines are made from it (pino has no text printer of its own).
+  return pino(options, {
+    write(line: string) {
+      try {
+        process.stdout.write(textLine(JSON.parse(line) as Record<string, unknown>));
+      } catch {
+        process.stdout.write(line);
+      }
+    },
+  });
+}
+
+export function workerCount(config: Config): number {
+  return config.http.workers > 0 ? config.http.workers : os.availableParallelism();
+}
+
+/** Where the metadata lives, for the start-up log line (no password). */
+function metadataOf(config: Config, dataDir: string): string {
+  return describeTarget(databaseTarget(config.database), dataDir);
+}
+
+function tell(message: WorkerMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) return resolve();
+    process.send(message, undefined, {}, () => resolve());
+  });
+}
+
+/**
+ * A unix socket left behind by a process that is gone is removed; one that answers is in use and
+ * makes the start fail, as a busy TCP port does.
+ */
+async function clearStaleSocket(file: string): Promise<void> {
+  if (!existsSync(file)) return;
+  if (!lstatSync(file).isSocket()) {
+    throw new Error(`http.addr ${file} exists and is not a socket: refusing to replace it`);
+  }
+  const alive = await new Promise<boolean>((resolve) => {
+    const socket = net.connect(file);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+  if (alive) throw new Error(`listen EADDRINUSE: ${file} is in use by another process`);
+  rmSync(file, { force: true });
+}
+
+/**
+ * Runs a worker. `supervised`: forked by the supervisor, which hears about start-up errors as a
+ * message (and stops) instead of restarting this worker for ever. Unsupervised, errors are thrown.
+ */
+export async function runWorker(flags: ServeFlags, supervised: boolean): Promise<void> {
+  const lead = !supervised || process.env.BERTH_LEAD === "1";
+  let log: Logger | undefined;
+  try {
+    const { config, warnings } = loadConfig({
+      file: flags.config,
+      flags: flagsToConfig(flags),
+      flagNames: FLAG_NAMES,
+    });
+    log = makeLogger(config);
+    await start(config, warnings, log, lead, supervised);
+  } catch (err) {
+    if (!supervised) throw err;
+    const message = err instanceof Error ? err.message : String(err);
+    await tell({ type: WORKER_MESSAGE.fatal, message });
+    process.exit(1);
+  }
+}
+
+async function start(
+  config: Config,
+  warnings: string[],
+  log: Logger,
+  lead: boolean,
+  supervised: boolean,
+): Promise<void> {
+  const dataDir = dataDirOf(config);
+  const unix = config.http.net === "unix";
+  const listenOn = unix ? { path: config.http.addr } : parseAddr(config.http.addr);
+  if (lead) {
+    for (const warning of warnings) log.warn(warning);
+    if (config.http.secret) {
+      log.info(
+        "http.secret is set but not needed: Berth keeps upload state in its database, not in signed " +
+          "client-held state, so it signs nothing with it and replicas need only share the data",
+      );
+    }
+    // [auth wiring, issue 3] htpasswd/rules/token key checked (and key generated) once, before other workers.
+    (await import("../auth/preflight.js")).checkAuth(config, dataDir);
+    if (unix) await clearStaleSocket(config.http.addr);
+    if (supervised) {
+      const { metricsEndpoint } = await import("../http/metrics.js");
+      await tell({
+        type: WORKER_MESSAGE.config,
+        workers: workerCount(config),
+        addr: config.http.addr,
+        dataDir,
+        metadata: metadataOf(config, dataDir),
+        drainMs: config.http.draintimeout,
+        log: {
+          level: config.log.level,
+          format: config.log.formatter === "text" ? "text" : "json",
+          fields: config.log.fields ?? {},
+        },
+        metrics: metricsEndpoint(config),
+      });
+    } else {
+      // [ops wiring, issue 4] a single process serves its own metrics on metrics.addr, if set.
+      const { metricsEndpoint } = await import("../http/metrics.js");
+      await (await import("../http/metrics-primary.js")).startPrimaryMetrics(metricsEndpoint(config), log);
+    }
+  }
+  const { openRuntime } = await import("./runtime.js");
+  const { buildApp } = await import("../http/app.js");
+  const runtime = await openRuntime(config);
+  const { tlsServerOptions, watchTls, managedTlsMode } = await import("../http/tls.js"); // [auth wiring, issue 3]
+  const fileTls = tlsServerOptions(config);
+  // [tls, issue 15] ACME or the private CA of `berth tls init`; loaded only when one is in use.
+  const tlsMode = fileTls ? undefined : managedTlsMode(config, runtime.dataDir);
+  const managedTls = tlsMode
+    ? await (await import("../http/managed-tls.js")).openManagedTls(tlsMode, config, runtime, log)
+    : undefined;
+  const app = await buildApp(
+    {
+      config,
+      dataDir: runtime.dataDir,
+      registry: runtime.registry,
+      metadata: runtime.metadata,
+      storage: runtime.storage,
+      log,
+    },
+    managedTls?.serverOptions ?? fileTls ?? {},
+  );
+  managedTls?.registerRoutes(app); // [tls, issue 15] /ca.crt
+  // [events, issue 14] before listening, so that a new endpoint's cursor starts before the first request
+  const stopEvents = await (await import("../registry/event-dispatch.js")).startEventDispatcher(
+    runtime.metadata.db,
+    runtime.registry.events,
+    config,
+    log,
+  );
+  await app.listen(listenOn);
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : undefined;
+  if (supervised) await tell({ type: WORKER_MESSAGE.ready, port });
+  else {
+    log.info(
+      { addr: config.http.addr, port, dataDir, workers: 1, metadata: metadataOf(config, dataDir) },
+      `berth listening on ${config.http.addr}, data in ${dataDir}`,
+    );
+  }
+  // Signals are handled from here on, before the TLS watch and the jobs start, so that a SIGTERM
+  // that arrives just after the server listens still drains.
+  let stopTlsWatch: () => void = () => {};
+  let stopManagedTls: () => Promise<void> = async () => {};
+  let stopJobs: () => Promise<void> = async () => {};
+  let stopping = false;
+  const stop = async (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    if (!supervised) log.info({ signal }, "stopping: finishing requests in flight");
+    const timer = setTimeout(() => {
+      log.warn("drain timeout reached; closing remaining connections");
+      process.exit(1);
+    }, config.http.draintimeout);
+    timer.unref();
+    try {
+      stopTlsWatch();
+      await stopManagedTls(); // [tls, issue 15]
+      await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
+      await app.close();
+      await runtime.registry.flushPulls();
+      await stopEvents(); // [events, issue 14] pull events written, deliveries in flight finished, leases freed
+      await runtime.close();
+    } finally {
+      if (!supervised) log.info("stopped");
+      process.exit(0);
+    }
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+  if (managedTls) stopManagedTls = await managedTls.start(app); // [tls, issue 15]
+  stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
+  const jobs = await import("../registry/jobs.js");
+  if (!stopping) stopJobs = jobs.startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
+}

@@ -1,0 +1,108 @@
+import cluster from "node:cluster";
+import http from "node:http";
+
+/**
+ * The supervisor's side of the metrics (see src/http/metrics.ts for a worker's): it answers workers
+ * that ask for every worker's numbers when `/metrics` is scraped on the main port, and serves them
+ * on `metrics.addr` (or http.debug.addr) when one is set. In a single-process serve it serves that
+ * process's own metrics on the address.
+ *
+ * This module loads only node:cluster and node:http; prom-client is imported at the first scrape,
+ * so that an unscraped supervisor stays small.
+ */
+
+export const AGGREGATE_ENV = "BERTH_METRICS_PRIMARY";
+export const REQUEST = "berth:metrics:get";
+export const RESPONSE = "berth:metrics:res";
+
+export interface PrimaryMetrics {
+  /** The address metrics are served on by the primary, if any ("127.0.0.1:9090"). */
+  address?: string;
+  close(): Promise<void>;
+}
+
+interface Endpoint {
+  where: "main" | "own" | "off";
+  addr?: string;
+  path: string;
+}
+
+interface InfoLogger {
+  info(fields: Record<string, unknown>, msg: string): void;
+}
+
+type PromClient = typeof import("prom-client");
+
+export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger): Promise<PrimaryMetrics> {
+  if (endpoint.where === "off") return { close: async () => {} };
+  process.env[AGGREGATE_ENV] = "1";
+  let client:
+    | Promise<{ prom: PromClient; aggregator: InstanceType<PromClient["AggregatorRegistry"]> }>
+    | undefined;
+  const load = () => {
+    client ??= import("prom-client").then((prom) => ({ prom, aggregator: new prom.AggregatorRegistry() }));
+    return client;
+  };
+  const collect = async (): Promise<{ text: string; contentType: string }> => {
+    const { prom, aggregator } = await load();
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
+    const text = workers.length === 0 ? await prom.register.metrics() : await aggregator.clusterMetrics();
+    return { text, contentType: prom.register.contentType };
+  };
+  const onMessage = (worker: { send(message: unknown): boolean }, message: unknown) => {
+    const m = message as { type?: string; id?: string };
+    if (m?.type !== REQUEST) return;
+    collect().then(
+      ({ text }) => worker.send({ type: RESPONSE, id: m.id, text }),
+      (err: Error) => worker.send({ type: RESPONSE, id: m.id, error: err.message }),
+    );
+  };
+  if (cluster.isPrimary) cluster.on("message", onMessage);
+
+  let server: http.Server | undefined;
+  let address: string | undefined;
+  if (endpoint.where === "own" && endpoint.addr) {
+    const { host, port } = splitAddr(endpoint.addr);
+    server = http.createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      if ((req.method === "GET" || req.method === "HEAD") && path === endpoint.path) {
+        collect().then(
+          ({ text, contentType }) => {
+            res.writeHead(200, { "Content-Type": contentType, "Cache-Control": "no-store" });
+            res.end(req.method === "HEAD" ? undefined : text);
+          },
+          (err: Error) => {
+            res.writeHead(503, { "Content-Type": "text/plain; charset=utf-8" });
+            res.end(`metrics unavailable: ${err.message}\n`);
+          },
+        );
+        return;
+      }
+      res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
+      res.end(`not found; metrics are at ${endpoint.path}\n`);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server!.once("error", reject);
+      server!.listen(port, host, () => resolve());
+    });
+    const bound = server.address();
+    address =
+      typeof bound === "object" && bound
+        ? `${bound.address.includes(":") ? `[${bound.address}]` : bound.address}:${bound.port}`
+        : endpoint.addr;
+    log?.info({ addr: address, path: endpoint.path }, `metrics on http://${address}${endpoint.path}`);
+  }
+  return {
+    address,
+    async close() {
+      if (cluster.isPrimary) cluster.off("message", onMessage);
+      if (server) await new Promise<void>((resolve) => server!.close(() => resolve()));
+    },
+  };
+}
+
+function splitAddr(addr: string): { host: string | undefined; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
+  if (!m) throw new Error(`invalid metrics address ${JSON.stringify(addr)}: expected host:port`);
+  return { host: m[1] ?? (m[2] || undefined), port: Number(m[3]) };
+}
