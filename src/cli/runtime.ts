@@ -2,6 +2,7 @@ import { type Config, dataDirOf } from "../config/schema.js";
 import { type MetadataDb, openSqlite } from "../metadata/db.js";
 import { MetadataStore } from "../metadata/store.js";
 import { Registry } from "../registry/registry.js";
+import { hasDistributionRepositories } from "../storage/distribution-probe.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 
 export interface Runtime {
@@ -14,7 +15,10 @@ export interface Runtime {
 }
 
 /** Opens the stores named by the configuration and the domain on top of them (for serve and the other commands). */
-export async function openRuntime(config: Config, options: { migrate?: boolean } = {}): Promise<Runtime> {
+export async function openRuntime(
+  config: Config,
+  options: { migrate?: boolean; adopt?: boolean } = {},
+): Promise<Runtime> {
   const dataDir = dataDirOf(config);
   const storage = new FilesystemBlobStore(dataDir);
   await storage.init();
@@ -26,12 +30,26 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
     maxManifestBytes: config.http.maxmanifestbytes,
     linkRefreshMs: config.gc.graceperiod / 2,
   });
+  // [adoption, issue 12] a registry:2 directory is adopted (by the migrating process) and its link files kept
+  // in step; a directory without docker/registry/v2/repositories costs one stat here.
+  const present = await hasDistributionRepositories(dataDir);
+  const distribution =
+    present || config.storage.filesystem.distributionlinks === true
+      ? await (await import("./distribution.js")).openDistribution(
+          config,
+          { dataDir, meta, storage },
+          { adopt: options.adopt ?? options.migrate === true, present },
+        )
+      : null;
   return {
     dataDir,
     metadata,
     meta,
     storage,
     registry,
-    close: () => metadata.close(),
+    close: async () => {
+      await distribution?.close();
+      await metadata.close();
+    },
   };
 }

@@ -1,4 +1,5 @@
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from "kysely";
+import { distributionLinksUp } from "./distribution-schema.js";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -120,6 +121,12 @@ function migrations(dialect: Dialect): Record<string, Migration> {
     "0002_upload_digest": {
       async up(db: Kysely<unknown>) {
         await db.schema.alterTable("uploads").addColumn("digest", "text").execute();
+      },
+    },
+    // [adoption, issue 12] registry:2 link files: adoption state and the journal of link changes.
+    "0003_distribution_links": {
+      async up(db: Kysely<unknown>) {
+        await distributionLinksUp(db, dialect);
       },
     },
   };
