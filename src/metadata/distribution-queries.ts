@@ -242,6 +242,17 @@ export class DistributionQueries {
     return row !== undefined;
   }
 
+  async hasAnyManifest(repository: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom("manifests as m")
+      .innerJoin("repositories as r", "r.id", "m.repository_id")
+      .select("m.digest")
+      .where("r.name", "=", repository)
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
   async hasRepository(repository: string): Promise<boolean> {
     return (
       (await this.db

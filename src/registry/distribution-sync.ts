@@ -81,6 +81,10 @@ export class DistributionSync {
         CONCURRENCY,
         (e) => this.apply(e),
       );
+      // registry:2 lists a repository in its catalog while it has a _manifests folder; Berth, while it has a
+      // manifest. A repository whose last manifest went loses the folder, so that both list the same.
+      const emptied = new Set(all.filter((e) => e.kind === "revision").map((e) => e.repository));
+      await forEachLimit([...emptied], CONCURRENCY, (repo) => this.applyManifestsFolder(repo));
       await this.queries.clearJournal(entries.map((e) => e.id));
       if (entries.length < PAGE) return;
     }
@@ -127,6 +131,12 @@ export class DistributionSync {
     // Made again by another process while its folders were going: write what it holds now.
     const again = await this.queries.hasRepository(name);
     if (again) await this.exportAll(name);
+  }
+
+  private async applyManifestsFolder(name: string): Promise<void> {
+    if (await this.queries.hasAnyManifest(name)) return;
+    await this.layout.removeManifests(name);
+    if (await this.queries.hasAnyManifest(name)) await this.exportAll(name);
   }
 
   /**

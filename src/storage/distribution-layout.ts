@@ -224,7 +224,7 @@ export class DistributionLayout {
   }
 
   async removeLayer(repository: string, digest: string): Promise<void> {
-    await this.removeLink(this.digestDir(repository, "layer", digest));
+    await this.removeLink(this.digestDir(repository, "layer", digest), repository);
   }
 
   async writeRevision(repository: string, digest: string): Promise<void> {
@@ -232,7 +232,7 @@ export class DistributionLayout {
   }
 
   async removeRevision(repository: string, digest: string): Promise<void> {
-    await this.removeLink(this.digestDir(repository, "revision", digest));
+    await this.removeLink(this.digestDir(repository, "revision", digest), repository);
   }
 
   /** Points a tag at `digest`, as Distribution does: the current link, and an entry in the tag's index. */
@@ -245,6 +245,11 @@ export class DistributionLayout {
 
   async removeTag(repository: string, tag: string): Promise<void> {
     await this.removeTree(this.tagDir(repository, tag));
+  }
+
+  /** Removes a repository's `_manifests` folder (it has no manifest left). */
+  async removeManifests(repository: string): Promise<void> {
+    await this.removeTree(path.join(this.repoDir(repository), "_manifests"));
   }
 
   /** Removes a repository's own folders (not those of repositories nested below it), then empty parents. */
@@ -293,15 +298,28 @@ export class DistributionLayout {
     }
   }
 
-  private async removeLink(dir: string): Promise<void> {
+  /**
+   * Removes `<dir>/link`, then the folders left empty up to (not including) the repository's folder:
+   * registry:2 lists a repository in its catalog for as long as it has a `_layers` folder.
+   */
+  private async removeLink(dir: string, repository: string): Promise<void> {
     try {
       await fs.unlink(path.join(dir, "link"));
     } catch (err) {
       if (!isNotFound(err)) throw err;
       return;
     }
-    await fs.rmdir(dir).catch(() => {});
-    await fsyncDir(path.dirname(dir)).catch(() => {});
+    const stop = this.repoDir(repository);
+    let current = dir;
+    while (current.startsWith(stop + path.sep)) {
+      try {
+        await fs.rmdir(current);
+      } catch {
+        break;
+      }
+      current = path.dirname(current);
+    }
+    await fsyncDir(current).catch(() => {});
   }
 
   /** Renames a folder out of the tree (atomic, fsync'd), then deletes it. */

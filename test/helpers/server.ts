@@ -35,6 +35,8 @@ export interface StartOptions {
   port?: number;
   /** URL scheme to wait on (https when TLS flags are passed). */
   scheme?: "http" | "https";
+  /** Name the data directory with REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY instead of --data-dir. */
+  dataDirViaEnv?: boolean;
   /** Keep stdout/stderr lines here (logs are JSON). */
   captureLogs?: boolean;
 }
@@ -64,15 +66,18 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
     "serve",
     "--addr",
     `127.0.0.1:${port}`,
-    "--data-dir",
-    dataDir,
+    ...(options.dataDirViaEnv ? [] : ["--data-dir", dataDir]),
     "--workers",
     String(options.workers ?? 1),
     ...(options.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
     cwd: dataDir,
-    env: { ...process.env, ...options.env },
+    env: {
+      ...process.env,
+      ...(options.dataDirViaEnv ? { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dataDir } : {}),
+      ...options.env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
