@@ -11,8 +11,8 @@ import {
 } from "../registry/adopt.js";
 import { DistributionSync } from "../registry/distribution-sync.js";
 import { waitForLease } from "../registry/gc.js";
-import type { BlobStore } from "../storage/blob-store.js";
 import { DistributionLayout } from "../storage/distribution-layout.js";
+import type { FilesystemBlobStore } from "../storage/filesystem.js";
 
 /**
  * Start-up for a data directory shared with registry:2 (issue 12), called by openRuntime:
@@ -39,7 +39,7 @@ export const ADOPT_LOCK = "job:adopt";
 
 export async function openDistribution(
   config: Config,
-  target: { dataDir: string; meta: MetadataStore; storage: BlobStore },
+  target: { dataDir: string; meta: MetadataStore; storage: FilesystemBlobStore },
   options: { adopt: boolean; present: boolean; log?: Log },
 ): Promise<DistributionHandle | null> {
   const wanted = config.storage.filesystem.distributionlinks;
@@ -53,7 +53,7 @@ export async function openDistribution(
   // The links there are Berth's own once it keeps them: never adopt them again.
   if (present && state.adoption !== "done" && state.links === "off") {
     if (!options.adopt) return null;
-    await adoptAtStartup(queries, target.meta, layout, target.storage, log, wanted);
+    await adoptAtStartup(queries, target.meta, layout, log, wanted);
     state = await queries.state();
   }
 
@@ -108,7 +108,6 @@ export async function adoptDirectory(
   queries: DistributionQueries,
   meta: MetadataStore,
   layout: DistributionLayout,
-  store: BlobStore,
   hooks: {
     linksWanted: boolean | undefined;
     onStart?: (resumed: boolean) => void;
@@ -125,7 +124,7 @@ export async function adoptDirectory(
     await queries.setState({ adoption: "running" });
     hooks.onStart?.(before.adoption === "running");
     const report = await adoptDistribution(
-      { layout, store, queries },
+      { layout, queries },
       {
         onListed: hooks.onListed,
         onProgress: hooks.onProgress,
@@ -150,11 +149,10 @@ async function adoptAtStartup(
   queries: DistributionQueries,
   meta: MetadataStore,
   layout: DistributionLayout,
-  store: BlobStore,
   log: Log,
   linksWanted: boolean | undefined,
 ): Promise<void> {
-  const report = await adoptDirectory(queries, meta, layout, store, {
+  const report = await adoptDirectory(queries, meta, layout, {
     linksWanted,
     onWait: (holder) => log.info({ holder }, `waiting for another adoption of this directory (${holder})`),
     onStart: (resumed) =>

@@ -71,13 +71,12 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
     throw new Error(`${root} holds no registry:2 repositories (no docker/registry/v2/repositories folder)`);
   }
   const layout = new DistributionLayout(root);
-  const store = new FilesystemBlobStore(root);
   const bar = new ProgressBar();
   const err = (line: string) => process.stderr.write(`${line}\n`);
   let report: AdoptionReport | null;
   if (flags.dryRun) {
     report = await adoptDistribution(
-      { layout, store, queries: null },
+      { layout, queries: null },
       { dryRun: true, onProgress: (p) => bar.update(p), onListed: (n) => err(`${n} repositories found`) },
     );
   } else {
@@ -94,7 +93,7 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
         );
         return;
       }
-      report = await adoptDirectory(queries, meta, layout, store, {
+      report = await adoptDirectory(queries, meta, layout, {
         linksWanted: config.storage.filesystem.distributionlinks,
         onWait: (holder) => err(`another process is adopting this directory (${holder}); waiting`),
         onStart: (resumed) => {

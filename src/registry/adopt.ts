@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
+import { Worker } from "node:worker_threads";
 import type {
   DistributionQueries,
   ImportBatch,
+  ImportedManifest,
   ImportedRepository,
 } from "../metadata/distribution-queries.js";
-import type { BlobStore } from "../storage/blob-store.js";
-import { type DistributionLayout, forEachLimit, type LinkFile } from "../storage/distribution-layout.js";
+import type { DistributionLayout, LinkFile } from "../storage/distribution-layout.js";
 import { parseManifest, requiredBlobs } from "./manifests.js";
 import { isValidName, isValidTag, parseDigest } from "./names.js";
 
@@ -68,7 +69,6 @@ export interface AdoptionReport {
 
 export interface AdoptionTarget {
   layout: DistributionLayout;
-  store: BlobStore;
   /** Null in a dry run: nothing is written. */
   queries: DistributionQueries | null;
 }
@@ -80,8 +80,8 @@ export interface AdoptionOptions {
   onListed?: (count: number) => void;
   /** Rows (manifests + links + tags) per transaction. */
   batchRows?: number;
-  /** Repositories read at a time. */
-  concurrency?: number;
+  /** Worker threads reading repositories (default: none below 200 repositories, else 8). */
+  workers?: number;
 }
 
 const DEFAULT_BATCH_ROWS = 20_000;
@@ -98,10 +98,227 @@ export const PROBLEM_TEXT: Record<ProblemKind, string> = {
   upload: "Distribution upload in progress (cannot be resumed): removed",
 };
 
-async function readAll(store: BlobStore, digest: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of await store.read(digest)) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+/** What reading one repository gives: its rows, the blobs it needs rows for, and its problems. */
+export interface RepositoryResult {
+  name: string;
+  /** Null when the name itself is not valid. */
+  repo: ImportedRepository | null;
+  blobs: ImportBatch["blobs"];
+  problems: AdoptionProblem[];
+  /** Blob links adopted (`_layers`). */
+  links: number;
+  /** Distribution's uploads in progress (to remove). */
+  uploads: string[];
+}
+
+/**
+ * Reads repositories one at a time, synchronously (see DistributionLayout), keeping the size of every blob
+ * it has seen so that a blob shared by many repositories is stat'd once. Used in worker threads, and in
+ * the calling thread for small directories.
+ */
+export class RepositoryReader {
+  private readonly stats = new Map<string, { size: number; modifiedAt: number } | null>();
+  private readonly recorded = new Set<string>();
+
+  constructor(readonly layout: DistributionLayout) {}
+
+  private statBlob(digest: string): { size: number; modifiedAt: number } | null {
+    let st = this.stats.get(digest);
+    if (st === undefined) {
+      st = parseDigest(digest) ? this.layout.statBlob(digest) : null;
+      this.stats.set(digest, st);
+    }
+    return st;
+  }
+
+  read(name: string): RepositoryResult {
+    const problems: AdoptionProblem[] = [];
+    const problem = (kind: ProblemKind, path: string, detail?: string): null => {
+      problems.push({ kind, repository: name, path, ...(detail ? { detail } : {}) });
+      return null;
+    };
+    const linkProblem = (link: LinkFile) =>
+      problem(link.problem === "empty" ? "empty-link" : "invalid-link", link.path);
+    if (!isValidName(name)) {
+      problem("invalid-name", `${this.layout.repositories}/${name}`);
+      return { name, repo: null, blobs: [], problems, links: 0, uploads: [] };
+    }
+    const links = this.layout.readRepository(name);
+    const repo: ImportedRepository = { name, manifests: [], tags: [], links: [] };
+    const blobs: ImportBatch["blobs"] = [];
+    const record = (digest: string, size: number, createdAt: number) => {
+      if (this.recorded.has(digest)) return;
+      this.recorded.add(digest);
+      blobs.push({ digest, size, createdAt: Math.round(createdAt) });
+    };
+    for (const upload of links.uploads) problem("upload", upload.path);
+
+    const linked = new Set<string>();
+    for (const link of links.layers) {
+      if (!link.digest) {
+        linkProblem(link);
+        continue;
+      }
+      const st = this.statBlob(link.digest);
+      if (!st) {
+        problem("missing-blob", link.path, link.digest);
+        continue;
+      }
+      record(link.digest, st.size, st.modifiedAt);
+      linked.add(link.digest);
+      repo.links.push({ digest: link.digest, at: Math.round(link.modifiedAt) });
+    }
+
+    const adopted = new Set<string>();
+    const adoptRevision = (link: LinkFile): ImportedManifest | null => {
+      if (!link.digest) return linkProblem(link);
+      const digest = link.digest;
+      const parsedDigest = parseDigest(digest);
+      if (!parsedDigest) return problem("invalid-link", link.path, digest);
+      if (!this.statBlob(digest)) return problem("missing-blob", link.path, digest);
+      const content = this.layout.readBlob(digest);
+      const actual = `${parsedDigest.algorithm}:${createHash(parsedDigest.algorithm).update(content).digest("hex")}`;
+      if (actual !== digest) return problem("digest-mismatch", link.path, `${digest} holds ${actual}`);
+      let parsed: ReturnType<typeof parseManifest>;
+      try {
+        if (isSchema1(content)) return problem("schema1", link.path, digest);
+        parsed = parseManifest(content, undefined);
+      } catch (err) {
+        return problem("invalid-manifest", link.path, `${digest}: ${(err as Error).message}`);
+      }
+      const blobsOf = requiredBlobs(parsed);
+      for (const b of blobsOf) {
+        const st = this.statBlob(b);
+        if (st) record(b, st.size, st.modifiedAt);
+      }
+      record(digest, content.length, link.modifiedAt);
+      adopted.add(digest);
+      const at = Math.round(link.modifiedAt);
+      // As a push does: a manifest is also a blob the repository may read.
+      if (!linked.has(digest)) repo.links.push({ digest, at });
+      return {
+        digest,
+        mediaType: parsed.mediaType,
+        content,
+        artifactType: parsed.artifactType,
+        subject: parsed.subject?.digest ?? null,
+        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
+        configDigest: parsed.config?.digest ?? null,
+        blobs: blobsOf,
+        children: parsed.manifests.map((m) => m.digest),
+        createdAt: at,
+      };
+    };
+    for (const link of links.revisions) {
+      const manifest = adoptRevision(link);
+      if (manifest) repo.manifests.push(manifest);
+    }
+
+    for (const { tag, link } of links.tags) {
+      if (!isValidTag(tag)) {
+        problem("invalid-name", link.path, `tag ${tag}`);
+        continue;
+      }
+      if (!link.digest) {
+        linkProblem(link);
+        continue;
+      }
+      if (!adopted.has(link.digest)) {
+        problem("dangling-tag", link.path, `${tag} -> ${link.digest}`);
+        continue;
+      }
+      repo.tags.push({ name: tag, digest: link.digest, at: Math.round(link.modifiedAt) });
+    }
+    return { name, repo, blobs, problems, links: linked.size, uploads: links.uploads.map((u) => u.path) };
+  }
+}
+
+/**
+ * Repositories are read by this many worker threads: reading is bound by the disk far more than by the CPU
+ * on a cold cache, and 8 threads keep enough reads in flight (on the 2-core development VM, 100,000
+ * manifests from a cold cache: 56 s with 8 threads, 157 s with 4, 197 s with none). Small directories are
+ * read in the calling thread.
+ */
+function defaultWorkers(repositories: number): number {
+  return repositories < 200 ? 0 : 8;
+}
+
+/** Reads `names` in `count` worker threads, in chunks, yielding results as they come. */
+async function* readInWorkers(
+  root: string,
+  names: string[],
+  count: number,
+): AsyncGenerator<RepositoryResult[]> {
+  const CHUNK = 50;
+  let next = 0;
+  const queue: RepositoryResult[][] = [];
+  let wake: (() => void) | null = null;
+  let failed: Error | null = null;
+  let running = count;
+  const notify = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const workers = Array.from({ length: count }, () => {
+    const worker = new Worker(new URL("./adopt-worker.js", import.meta.url), { workerData: { root } });
+    const feed = () => {
+      if (next >= names.length) {
+        void worker.terminate();
+        return;
+      }
+      worker.postMessage(names.slice(next, next + CHUNK));
+      next += CHUNK;
+    };
+    worker.on("message", (results: RepositoryResult[]) => {
+      queue.push(results.map(revive));
+      feed();
+      notify();
+    });
+    worker.on("error", (err) => {
+      failed ??= err;
+      notify();
+    });
+    worker.on("exit", () => {
+      running--;
+      notify();
+    });
+    feed();
+    return worker;
+  });
+  try {
+    for (;;) {
+      if (failed) throw failed;
+      const results = queue.shift();
+      if (results) {
+        yield results;
+        continue;
+      }
+      if (running === 0) return;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+  } finally {
+    for (const w of workers) void w.terminate();
+  }
+}
+
+/** Buffers arrive from a worker as Uint8Arrays. */
+function revive(r: RepositoryResult): RepositoryResult {
+  if (r.repo)
+    for (const m of r.repo.manifests)
+      m.content = Buffer.from(m.content.buffer, m.content.byteOffset, m.content.byteLength);
+  return r;
+}
+
+async function* readHere(layout: DistributionLayout, names: string[]): AsyncGenerator<RepositoryResult[]> {
+  const reader = new RepositoryReader(layout);
+  for (let i = 0; i < names.length; i += 20) {
+    yield names.slice(i, i + 20).map((name) => reader.read(name));
+    // Reading is synchronous: let timers and logging run in between.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }
 
 export async function adoptDistribution(
@@ -121,144 +338,46 @@ export async function adoptDistribution(
     problems: [],
     durationMs: 0,
   };
-  const names = await target.layout.listRepositories();
+  const names = target.layout.listRepositories();
   options.onListed?.(names.length);
 
-  /** Blob sizes, each stat'd once however many repositories link the blob. */
-  const stats = new Map<string, Promise<{ size: number; modifiedAt: number } | null>>();
-  const statBlob = (digest: string) => {
-    let p = stats.get(digest);
-    if (!p) {
-      p = parseDigest(digest) ? target.store.stat(digest) : Promise.resolve(null);
-      stats.set(digest, p);
-    }
-    return p;
-  };
   const recorded = new Set<string>();
-
   let batch: ImportBatch = { repositories: [], blobs: [] };
   let batchRows = 0;
-  let writing: Promise<void> = Promise.resolve();
   const flush = async () => {
     const current = batch;
     batch = { repositories: [], blobs: [] };
     batchRows = 0;
-    if (dryRun || !target.queries || current.repositories.length === 0) return;
-    const queries = target.queries;
-    // One batch is written while the next is read.
-    await writing;
-    writing = queries.importBatch(current);
-    await writing;
-  };
-  const problem = (kind: ProblemKind, repository: string, path: string, detail?: string): void => {
-    report.problems.push({ kind, repository, path, ...(detail ? { detail } : {}) });
-  };
-  const linkProblem = (repository: string, link: LinkFile) =>
-    problem(link.problem === "empty" ? "empty-link" : "invalid-link", repository, link.path);
-
-  let done = 0;
-  let lastProgress = 0;
-  await forEachLimit(names, options.concurrency ?? 8, async (name) => {
-    if (!isValidName(name)) {
-      problem("invalid-name", name, `${target.layout.repositories}/${name}`);
+    if (dryRun || !target.queries || (current.repositories.length === 0 && current.blobs.length === 0))
       return;
-    }
-    const links = await target.layout.readRepository(name);
-    const repo: ImportedRepository = { name, manifests: [], tags: [], links: [] };
-    const blobs: ImportBatch["blobs"] = [];
-    const record = (digest: string, size: number, createdAt: number) => {
-      if (recorded.has(digest)) return;
-      recorded.add(digest);
-      blobs.push({ digest, size, createdAt: Math.round(createdAt) });
-    };
+    await target.queries.importBatch(current);
+  };
 
-    for (const upload of links.uploads) {
-      problem("upload", name, upload.path);
-      if (!dryRun) await target.layout.purgeUpload(upload.path);
-    }
-
-    const linked = new Set<string>();
-    await forEachLimit(links.layers, 16, async (link) => {
-      if (!link.digest) return linkProblem(name, link);
-      const st = await statBlob(link.digest);
-      if (!st) return problem("missing-blob", name, link.path, link.digest);
-      record(link.digest, st.size, st.modifiedAt);
-      linked.add(link.digest);
-      repo.links.push({ digest: link.digest, at: Math.round(link.modifiedAt) });
-    });
-
-    const adopted = new Set<string>();
-    await forEachLimit(links.revisions, 16, async (link) => {
-      if (!link.digest) return linkProblem(name, link);
-      const digest = link.digest;
-      const parsedDigest = parseDigest(digest);
-      if (!parsedDigest) return problem("invalid-link", name, link.path, digest);
-      if (!(await statBlob(digest))) return problem("missing-blob", name, link.path, digest);
-      const content = await readAll(target.store, digest);
-      const actual = `${parsedDigest.algorithm}:${createHash(parsedDigest.algorithm).update(content).digest("hex")}`;
-      if (actual !== digest) return problem("digest-mismatch", name, link.path, `${digest} holds ${actual}`);
-      let parsed: ReturnType<typeof parseManifest>;
-      try {
-        if (isSchema1(content)) return problem("schema1", name, link.path, digest);
-        parsed = parseManifest(content, undefined);
-      } catch (err) {
-        return problem("invalid-manifest", name, link.path, `${digest}: ${(err as Error).message}`);
-      }
-      const blobsOf = requiredBlobs(parsed);
-      for (const b of blobsOf) {
-        const st = await statBlob(b);
-        if (st) record(b, st.size, st.modifiedAt);
-      }
-      record(digest, content.length, link.modifiedAt);
-      adopted.add(digest);
-      const at = Math.round(link.modifiedAt);
-      repo.manifests.push({
-        digest,
-        mediaType: parsed.mediaType,
-        content,
-        artifactType: parsed.artifactType,
-        subject: parsed.subject?.digest ?? null,
-        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
-        configDigest: parsed.config?.digest ?? null,
-        blobs: blobsOf,
-        children: parsed.manifests.map((m) => m.digest),
-        createdAt: at,
-      });
-      // As a push does: a manifest is also a blob the repository may read.
-      if (!linked.has(digest)) repo.links.push({ digest, at });
-    });
-
-    for (const { tag, link } of links.tags) {
-      if (!isValidTag(tag)) {
-        problem("invalid-name", name, link.path, `tag ${tag}`);
-        continue;
-      }
-      if (!link.digest) {
-        linkProblem(name, link);
-        continue;
-      }
-      if (!adopted.has(link.digest)) {
-        problem("dangling-tag", name, link.path, `${tag} -> ${link.digest}`);
-        continue;
-      }
-      repo.tags.push({ name: tag, digest: link.digest, at: Math.round(link.modifiedAt) });
-    }
-
-    report.repositories++;
-    report.manifests += repo.manifests.length;
-    report.tags += repo.tags.length;
-    report.links += linked.size;
-    report.uploads += links.uploads.length;
-    report.blobs += blobs.length;
-    if (repo.links.length + repo.manifests.length + repo.tags.length > 0) {
-      batch.repositories.push(repo);
+  const workers = options.workers ?? defaultWorkers(names.length);
+  const source =
+    workers > 0 ? readInWorkers(target.layout.root, names, workers) : readHere(target.layout, names);
+  let done = 0;
+  let lastProgress = started;
+  for await (const results of source) {
+    for (const r of results) {
+      done++;
+      report.problems.push(...r.problems);
+      for (const upload of r.uploads) if (!dryRun) await target.layout.purgeUpload(upload);
+      report.uploads += r.uploads.length;
+      if (!r.repo) continue;
+      const repo = r.repo;
+      const blobs = r.blobs.filter((b) => !recorded.has(b.digest));
+      for (const b of blobs) recorded.add(b.digest);
+      report.repositories++;
+      report.manifests += repo.manifests.length;
+      report.tags += repo.tags.length;
+      report.links += r.links;
+      report.blobs += blobs.length;
+      if (repo.links.length + repo.manifests.length + repo.tags.length > 0) batch.repositories.push(repo);
       batch.blobs.push(...blobs);
-      batchRows += repo.links.length + repo.manifests.length * 3 + repo.tags.length;
+      batchRows += repo.links.length + repo.manifests.length * 3 + repo.tags.length + blobs.length;
       if (batchRows >= (options.batchRows ?? DEFAULT_BATCH_ROWS)) await flush();
-    } else if (blobs.length > 0) {
-      batch.blobs.push(...blobs);
     }
-    done++;
     const now = Date.now();
     if (options.onProgress && (now - lastProgress >= 1000 || done === names.length)) {
       lastProgress = now;
@@ -269,9 +388,8 @@ export async function adoptDistribution(
         elapsedMs: now - started,
       });
     }
-  });
+  }
   await flush();
-  await writing;
   report.problems.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   report.durationMs = Date.now() - started;
   return report;

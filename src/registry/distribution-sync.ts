@@ -109,7 +109,12 @@ export class DistributionSync {
       case "revision":
         return (await this.queries.hasRevision(e.repository, e.key)) ? e.key : null;
       case "layer":
-        return (await this.queries.hasLayer(e.repository, e.key)) ? e.key : null;
+        // Berth links a manifest's own digest as a blob of its repository; registry:2 keeps manifests only
+        // as revisions, so that link is not written.
+        return (await this.queries.hasLayer(e.repository, e.key)) &&
+          !(await this.queries.hasRevision(e.repository, e.key))
+          ? e.key
+          : null;
       default:
         return null;
     }
@@ -152,7 +157,12 @@ export class DistributionSync {
       for (const repo of page) {
         if (only !== undefined && repo.name !== only) continue;
         const links = await this.queries.repositoryLinks(repo.id);
-        await forEachLimit(links.layers, CONCURRENCY, (d) => this.layout.writeLayer(repo.name, d));
+        const revisions = new Set(links.revisions);
+        await forEachLimit(
+          links.layers.filter((d) => !revisions.has(d)),
+          CONCURRENCY,
+          (d) => this.layout.writeLayer(repo.name, d),
+        );
         await forEachLimit(links.revisions, CONCURRENCY, (d) => this.layout.writeRevision(repo.name, d));
         await forEachLimit(links.tags, CONCURRENCY, (t) => this.layout.writeTag(repo.name, t.name, t.digest));
         count++;

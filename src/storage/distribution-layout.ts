@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { constants as fsc } from "node:fs";
+import fss, { constants as fsc } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 
@@ -54,33 +54,38 @@ function isNotFound(err: unknown): boolean {
   return code === "ENOENT" || code === "ENOTDIR";
 }
 
-async function dirEntries(dir: string): Promise<{ name: string; dir: boolean }[]> {
+/*
+ * Reading for adoption is synchronous on purpose: it runs before the registry answers anything, and on a
+ * tree of hundreds of thousands of tiny files the promise API's per-call cost (a thread-pool round trip and
+ * a FileHandle per file) took several times longer than the system calls themselves.
+ */
+function dirEntries(dir: string): { name: string; dir: boolean }[] {
   try {
-    return (await fs.readdir(dir, { withFileTypes: true })).map((e) => ({
-      name: e.name,
-      dir: e.isDirectory(),
-    }));
+    return fss.readdirSync(dir, { withFileTypes: true }).map((e) => ({ name: e.name, dir: e.isDirectory() }));
   } catch (err) {
     if (isNotFound(err)) return [];
     throw err;
   }
 }
 
-async function readLink(file: string, named: string | null): Promise<LinkFile | null> {
-  let handle: fs.FileHandle;
+const LINK_BUFFER = Buffer.alloc(512);
+
+function readLinkSync(file: string, named: string | null): LinkFile | null {
+  let fd: number;
   try {
-    handle = await fs.open(file, "r");
+    fd = fss.openSync(file, "r");
   } catch (err) {
     if (isNotFound(err)) return null;
     throw err;
   }
   try {
-    const st = await handle.stat();
-    const text = st.size > 0 && st.size < 512 ? (await handle.readFile()).toString("utf8").trim() : "";
+    const st = fss.fstatSync(fd);
+    const n = st.size > 0 ? fss.readSync(fd, LINK_BUFFER, 0, LINK_BUFFER.length, 0) : 0;
+    const text = n > 0 && n < LINK_BUFFER.length ? LINK_BUFFER.toString("utf8", 0, n).trim() : "";
     const problem = st.size === 0 ? "empty" : DIGEST.test(text) ? null : "invalid";
     return { path: file, digest: problem ? null : text, problem, named, modifiedAt: st.mtimeMs };
   } finally {
-    await handle.close();
+    fss.closeSync(fd);
   }
 }
 
@@ -128,18 +133,18 @@ export class DistributionLayout {
    * Every repository name, in byte order: a folder holding `_manifests` or `_layers`. Folders whose name
    * starts with `_` are not descended into. Folders are read `SCAN_CONCURRENCY` at a time.
    */
-  async listRepositories(onProgress?: (found: number) => void): Promise<string[]> {
+  listRepositories(onProgress?: (found: number) => void): string[] {
     const found: string[] = [];
     let queue: string[] = [""];
     while (queue.length > 0) {
       const next: string[] = [];
-      await forEachLimit(queue, SCAN_CONCURRENCY, async (rel) => {
-        const entries = await dirEntries(path.join(this.repositories, rel));
+      for (const rel of queue) {
+        const entries = dirEntries(path.join(this.repositories, rel));
         if (rel !== "" && entries.some((e) => e.dir && (e.name === "_manifests" || e.name === "_layers")))
           found.push(rel);
         for (const e of entries)
           if (e.dir && !e.name.startsWith("_")) next.push(rel === "" ? e.name : `${rel}/${e.name}`);
-      });
+      }
       onProgress?.(found.length);
       queue = next;
     }
@@ -147,46 +152,64 @@ export class DistributionLayout {
   }
 
   /** Reads every link file of one repository (not the blobs they name). */
-  async readRepository(name: string): Promise<RepositoryLinks> {
+  readRepository(name: string): RepositoryLinks {
     const dir = path.join(this.repositories, ...name.split("/"));
-    const [revisions, layers, tags, uploads] = await Promise.all([
-      this.readDigestLinks(path.join(dir, "_manifests", "revisions")),
-      this.readDigestLinks(path.join(dir, "_layers")),
-      this.readTags(path.join(dir, "_manifests", "tags")),
-      dirEntries(path.join(dir, "_uploads")),
-    ]);
     return {
       name,
-      revisions,
-      layers,
-      tags,
-      uploads: uploads.map((u) => ({ id: u.name, path: path.join(dir, "_uploads", u.name) })),
+      revisions: this.readDigestLinks(path.join(dir, "_manifests", "revisions")),
+      layers: this.readDigestLinks(path.join(dir, "_layers")),
+      tags: this.readTags(path.join(dir, "_manifests", "tags")),
+      uploads: dirEntries(path.join(dir, "_uploads")).map((u) => ({
+        id: u.name,
+        path: path.join(dir, "_uploads", u.name),
+      })),
     };
   }
 
   /** `<dir>/<algorithm>/<hex>/link` for every algorithm and hex. */
-  private async readDigestLinks(dir: string): Promise<LinkFile[]> {
+  private readDigestLinks(dir: string): LinkFile[] {
     const out: LinkFile[] = [];
-    for (const alg of await dirEntries(dir)) {
+    for (const alg of dirEntries(dir)) {
       if (!alg.dir) continue;
-      const entries = await dirEntries(path.join(dir, alg.name));
-      await forEachLimit(entries, 16, async (e) => {
-        if (!e.dir) return;
-        const link = await readLink(path.join(dir, alg.name, e.name, "link"), `${alg.name}:${e.name}`);
+      for (const e of dirEntries(path.join(dir, alg.name))) {
+        if (!e.dir) continue;
+        const link = readLinkSync(path.join(dir, alg.name, e.name, "link"), `${alg.name}:${e.name}`);
         if (link) out.push(link);
-      });
+      }
     }
     return out;
   }
 
-  private async readTags(dir: string): Promise<{ tag: string; link: LinkFile }[]> {
+  private readTags(dir: string): { tag: string; link: LinkFile }[] {
     const out: { tag: string; link: LinkFile }[] = [];
-    await forEachLimit(await dirEntries(dir), 16, async (e) => {
-      if (!e.dir) return;
-      const link = await readLink(path.join(dir, e.name, "current", "link"), null);
+    for (const e of dirEntries(dir)) {
+      if (!e.dir) continue;
+      const link = readLinkSync(path.join(dir, e.name, "current", "link"), null);
       if (link) out.push({ tag: e.name, link });
-    });
+    }
     return out;
+  }
+
+  /** registry:2's place for a blob's bytes (the filesystem blob store keeps them in the same place). */
+  private blobPath(digest: string): string {
+    const [algorithm, hex] = digestParts(digest);
+    return path.join(this.root, "docker", "registry", "v2", "blobs", algorithm, hex.slice(0, 2), hex, "data");
+  }
+
+  /** Size and time of a stored blob, or null (sync, like the rest of the reading). */
+  statBlob(digest: string): { size: number; modifiedAt: number } | null {
+    try {
+      const st = fss.statSync(this.blobPath(digest));
+      return { size: st.size, modifiedAt: st.mtimeMs };
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  /** A small blob's bytes (a manifest). */
+  readBlob(digest: string): Buffer {
+    return fss.readFileSync(this.blobPath(digest));
   }
 
   /** Removes one of Distribution's uploads (they cannot be resumed: Distribution keeps Go's hash state). */
@@ -270,12 +293,15 @@ export class DistributionLayout {
 
   /** The current digest of a tag's link, or null (for tests and repairs). */
   async readTag(repository: string, tag: string): Promise<string | null> {
-    return (await readLink(path.join(this.tagDir(repository, tag), "current", "link"), null))?.digest ?? null;
+    return readLinkSync(path.join(this.tagDir(repository, tag), "current", "link"), null)?.digest ?? null;
   }
 
   private async writeLink(file: string, digest: string): Promise<void> {
     const dir = path.dirname(file);
-    const existing = await readLink(file, null).catch(() => null);
+    let existing: LinkFile | null = null;
+    try {
+      existing = readLinkSync(file, null);
+    } catch {}
     if (existing?.digest === digest) return;
     await fs.mkdir(this.tmp, { recursive: true });
     const tmp = path.join(this.tmp, `link-${randomUUID()}`);
