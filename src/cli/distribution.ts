@@ -1,5 +1,7 @@
 import pino from "pino";
 import type { Config } from "../config/schema.js";
+import { sqlitePath } from "../metadata/db.js";
+import { SqliteBulkImport } from "../metadata/distribution-bulk.js";
 import { DistributionQueries } from "../metadata/distribution-queries.js";
 import type { MetadataStore } from "../metadata/store.js";
 import {
@@ -123,6 +125,7 @@ export async function adoptDirectory(
     if (before.adoption === "done" || before.links !== "off") return null;
     await queries.setState({ adoption: "running" });
     hooks.onStart?.(before.adoption === "running");
+    if (meta.metadata.dialect === "sqlite") queries.bulk = new SqliteBulkImport(sqlitePath(layout.root));
     const report = await adoptDistribution(
       { layout, queries },
       {
@@ -140,6 +143,8 @@ export async function adoptDirectory(
     });
     return report;
   } finally {
+    queries.bulk?.close();
+    queries.bulk = null;
     await lease.release();
   }
 }

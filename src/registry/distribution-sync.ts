@@ -145,8 +145,10 @@ export class DistributionSync {
   }
 
   /**
-   * Writes every link file the rows call for (switching link files on for a directory that already holds
-   * Berth's data, or repairing). With `only`, one repository. Links that exist and agree are left alone.
+   * Makes every link file of the repositories Berth holds say what the rows say: writes what is missing or
+   * different, removes tags, revisions and blob links the rows no longer have (switching link files on for
+   * a directory that already holds Berth's rows, or on again after they were off). Folders of repositories
+   * Berth does not hold are left alone. With `only`, one repository.
    */
   async exportAll(only?: string, onProgress?: (repositories: number) => void): Promise<number> {
     let count = 0;
@@ -158,13 +160,29 @@ export class DistributionSync {
         if (only !== undefined && repo.name !== only) continue;
         const links = await this.queries.repositoryLinks(repo.id);
         const revisions = new Set(links.revisions);
+        const layers = new Set(links.layers.filter((d) => !revisions.has(d)));
+        const tags = new Map(links.tags.map((t) => [t.name, t.digest]));
+        const disk = this.layout.readRepository(repo.name);
+        const named = (l: { named: string | null }) =>
+          l.named !== null && /^[a-z0-9]+:[a-f0-9]{32,128}$/.test(l.named);
         await forEachLimit(
-          links.layers.filter((d) => !revisions.has(d)),
+          disk.layers.filter((l) => named(l) && !layers.has(l.named as string)),
           CONCURRENCY,
-          (d) => this.layout.writeLayer(repo.name, d),
+          (l) => this.layout.removeLayer(repo.name, l.named as string),
         );
-        await forEachLimit(links.revisions, CONCURRENCY, (d) => this.layout.writeRevision(repo.name, d));
-        await forEachLimit(links.tags, CONCURRENCY, (t) => this.layout.writeTag(repo.name, t.name, t.digest));
+        await forEachLimit(
+          disk.revisions.filter((l) => named(l) && !revisions.has(l.named as string)),
+          CONCURRENCY,
+          (l) => this.layout.removeRevision(repo.name, l.named as string),
+        );
+        await forEachLimit(
+          disk.tags.filter((t) => !tags.has(t.tag)),
+          CONCURRENCY,
+          (t) => this.layout.removeTag(repo.name, t.tag),
+        );
+        await forEachLimit([...layers], CONCURRENCY, (d) => this.layout.writeLayer(repo.name, d));
+        await forEachLimit([...revisions], CONCURRENCY, (d) => this.layout.writeRevision(repo.name, d));
+        await forEachLimit([...tags], CONCURRENCY, ([t, d]) => this.layout.writeTag(repo.name, t, d));
         count++;
       }
       onProgress?.(count);

@@ -366,7 +366,6 @@ describe("going back: Berth keeps registry:2's link files in step", () => {
     expect(readFileSync(tree.tagLinkPath("x/y", "t"), "utf8")).toBe(pushed.digest);
     await on.stop();
     // Its own links are never adopted as registry:2 data on the next start.
-    writeFileSync(path.join(root, "marker"), "");
     const again = await startBerth({
       dataDir: root,
       env: { REGISTRY_STORAGE_FILESYSTEM_DISTRIBUTIONLINKS: "true" },
@@ -374,5 +373,29 @@ describe("going back: Berth keeps registry:2's link files in step", () => {
     });
     cleanups.push(() => again.cleanup());
     expect(again.logs.join("\n")).not.toContain("adopting");
+    await again.stop();
+    // Switched off, a tag deleted and another pushed; switched on again: the links say what the rows say.
+    const off = await startBerth({
+      dataDir: root,
+      env: { REGISTRY_STORAGE_FILESYSTEM_DISTRIBUTIONLINKS: "false" },
+    });
+    cleanups.push(() => off.cleanup());
+    const offClient = new RegistryClient(off.url);
+    expect((await offClient.fetch(`/v2/x/y/manifests/${pushed.digest}`, { method: "DELETE" })).status).toBe(
+      202,
+    );
+    const later = await offClient.pushImage("x/y", "later");
+    await off.stop();
+    expect(readFileSync(tree.tagLinkPath("x/y", "t"), "utf8")).toBe(pushed.digest);
+    expect(existsSync(tree.tagLinkPath("x/y", "later"))).toBe(false);
+    const on2 = await startBerth({
+      dataDir: root,
+      env: { REGISTRY_STORAGE_FILESYSTEM_DISTRIBUTIONLINKS: "true" },
+    });
+    cleanups.push(() => on2.cleanup());
+    await on2.stop();
+    expect(existsSync(tree.tagLinkPath("x/y", "t"))).toBe(false);
+    expect(existsSync(tree.linkPath("x/y", "revision", pushed.digest))).toBe(false);
+    expect(readFileSync(tree.tagLinkPath("x/y", "later"), "utf8")).toBe(later.digest);
   });
 });
