@@ -11,7 +11,6 @@ import {
   summaryLines,
 } from "../registry/adopt.js";
 import { DistributionLayout, hasDistributionRepositories } from "../storage/distribution-layout.js";
-import { FilesystemBlobStore } from "../storage/filesystem.js";
 import { adoptDirectory, pace } from "./distribution.js";
 
 /**

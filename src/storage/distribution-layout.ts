@@ -47,7 +47,6 @@ const HEX = /^[a-f0-9]{32,128}$/;
 const ALGORITHM = /^[a-z0-9]+$/;
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
-const SCAN_CONCURRENCY = 32;
 
 function isNotFound(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException)?.code;

@@ -5,7 +5,7 @@
  * The same with Distribution itself filling the directory is test/e2e/adopt-distribution.test.ts.
  */
 import { execFile, spawn } from "node:child_process";
-import { cpSync, existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readFileSync, rmSync, truncateSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import SQLite from "better-sqlite3";
@@ -121,6 +121,7 @@ async function cli(...args: string[]): Promise<string> {
   return stdout;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: registry JSON bodies of several shapes
 async function json(client: RegistryClient, url: string): Promise<any> {
   const res = await client.fetch(url);
   expect(res.status, url).toBe(200);
