@@ -1,6 +1,7 @@
 // The metrics, in the order they run and appear in the table. A metric module exports
 // { id, title, run(ctx) → Promise<row[]> } (rows from lib/report.mjs makeRow). To add one, write
 // bench/metrics/<name>.mjs and list it here.
+import adopt from "./adopt.mjs";
 import blobHead from "./blob-head.mjs";
 import blobHeadAuth from "./blob-head-auth.mjs";
 import catalog from "./catalog.mjs";
@@ -31,4 +32,5 @@ export const METRICS = [
   proxy,
   startup,
   idle,
+  adopt,
 ];

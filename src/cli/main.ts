@@ -22,6 +22,16 @@ registerMaintenanceCommands(program); // [gc wiring, issue 6]
 (await import("./tls.js")).registerTlsCommand(program); // [tls, issue 15] berth tls init|trust
 (await import("./events.js")).registerEventsCommand(program); // [events, issue 14]
 (await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]
+// [adoption, issue 12] declared here; its code is loaded only when it runs.
+program
+  .command("import <dir>")
+  .description("adopt a registry:2 data directory in place (berth serve also does this at start-up)")
+  .option("--dry-run", "read and check everything, write nothing")
+  .option("--json", "print the report as JSON")
+  .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
+  .action(async (dir: string, flags: { dryRun?: boolean; json?: boolean; config?: string }) =>
+    (await import("./import.js")).runImport(dir, flags),
+  );
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`berth: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -4,6 +4,7 @@ import { MetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
+import { hasDistributionRepositories } from "../storage/distribution-probe.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 import { openProxy } from "./proxy-runtime.js";
 
@@ -17,7 +18,10 @@ export interface Runtime {
 }
 
 /** Opens the stores named by the configuration and the domain on top of them (for serve and the other commands). */
-export async function openRuntime(config: Config, options: { migrate?: boolean } = {}): Promise<Runtime> {
+export async function openRuntime(
+  config: Config,
+  options: { migrate?: boolean; adopt?: boolean } = {},
+): Promise<Runtime> {
   const dataDir = dataDirOf(config);
   const storage = new FilesystemBlobStore(dataDir);
   await storage.init();
@@ -31,15 +35,27 @@ export async function openRuntime(config: Config, options: { migrate?: boolean }
     events: EventRecorder.fromConfig(metadata.db, config), // [events, issue 14]
   });
   registry.proxy = openProxy(config, meta, storage); // [pull-through cache, issue 13]
+  // [adoption, issue 12] a registry:2 directory is adopted (by the migrating process) and its link files kept
+  // in step; a directory without docker/registry/v2/repositories costs one stat here.
+  const present = await hasDistributionRepositories(dataDir);
+  const distribution =
+    present || config.storage.filesystem.distributionlinks === true
+      ? await (await import("./distribution.js")).openDistribution(
+          config,
+          { dataDir, meta, storage },
+          { adopt: options.adopt ?? options.migrate !== false, present },
+        )
+      : null;
   return {
     dataDir,
     metadata,
     meta,
     storage,
     registry,
-    close: () => {
+    close: async () => {
       registry.proxy?.close();
-      return metadata.close();
+      await distribution?.close();
+      await metadata.close();
     },
   };
 }

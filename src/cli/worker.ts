@@ -147,7 +147,8 @@ async function start(
   }
   const { openRuntime } = await import("./runtime.js");
   const { buildApp } = await import("../http/app.js");
-  const runtime = await openRuntime(config);
+  // [adoption, issue 12] the lead adopts a registry:2 directory; the other workers wait for it.
+  const runtime = await openRuntime(config, { adopt: lead });
   const { tlsServerOptions, watchTls, managedTlsMode } = await import("../http/tls.js"); // [auth wiring, issue 3]
   const fileTls = tlsServerOptions(config);
   // [tls, issue 15] ACME or the private CA of `berth tls init`; loaded only when one is in use.

@@ -1,6 +1,7 @@
 import type SQLite from "better-sqlite3";
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 import type pg from "pg";
+import { distributionLinksUp } from "./distribution-schema.js";
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -190,6 +191,12 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .on("event_deliveries")
           .columns(["endpoint", "id"])
           .execute();
+      },
+    },
+    // [adoption, issue 12] registry:2 link files: adoption state and the journal of link changes.
+    "0005_distribution_links": {
+      async up(db: Kysely<unknown>) {
+        await distributionLinksUp(db, dialect);
       },
     },
   };

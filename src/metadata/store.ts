@@ -102,8 +102,16 @@ export class MetadataStore {
     };
   }
 
-  transaction<T>(fn: (trx: Tx) => Promise<T>): Promise<T> {
-    return this.db.transaction().execute(fn);
+  /**
+   * Called after every transaction that commits, before `transaction` resolves ([adoption, issue 12]:
+   * registry:2 link files follow the rows, src/registry/distribution-sync.ts). Must not throw.
+   */
+  readonly afterCommit: (() => Promise<void>)[] = [];
+
+  async transaction<T>(fn: (trx: Tx) => Promise<T>): Promise<T> {
+    const result = await this.db.transaction().execute(fn);
+    for (const hook of this.afterCommit) await hook();
+    return result;
   }
 
   // ---------- repositories ----------

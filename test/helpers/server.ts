@@ -67,6 +67,8 @@ export interface StartOptions {
   port?: number;
   /** URL scheme to wait on (https when TLS flags are passed). */
   scheme?: "http" | "https";
+  /** Name the data directory with REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY instead of --data-dir. */
+  dataDirViaEnv?: boolean;
   /** Keep stdout/stderr lines here (logs are JSON). */
   captureLogs?: boolean;
   /** Run inside this network namespace (test/helpers/netns.ts), reached at its address. */
@@ -98,8 +100,7 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
     "serve",
     "--addr",
     `127.0.0.1:${port}`,
-    "--data-dir",
-    dataDir,
+    ...(options.dataDirViaEnv ? [] : ["--data-dir", dataDir]),
     "--workers",
     String(options.workers ?? 1),
     ...(options.args ?? []),
@@ -107,7 +108,12 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
   const [command, ...prefix] = options.netns ? [...options.netns.exec, process.execPath] : [process.execPath];
   const child = spawn(command as string, [...prefix, ...args], {
     cwd: dataDir,
-    env: { ...process.env, ...(await databaseEnv(dataDir)), ...options.env },
+    env: {
+      ...process.env,
+      ...(await databaseEnv(dataDir)),
+      ...(options.dataDirViaEnv ? { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dataDir } : {}),
+      ...options.env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });

@@ -54,6 +54,11 @@ export const storageSection = z
     filesystem: z
       .object({
         rootdirectory: z.string().default("./data"),
+        /**
+         * Keep registry:2's link files in step (issue 12). Unset: on for a directory adopted from registry:2,
+         * off for a new one. Berth's own key.
+         */
+        distributionlinks: z.boolean().optional(),
       })
       .prefault({}),
     delete: z.object({ enabled: z.boolean().default(true) }).prefault({}),
