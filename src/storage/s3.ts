@@ -28,6 +28,8 @@ import {
 /** S3 refuses parts below this size, except the last part of an upload. */
 export const MIN_PART = 5 * 1024 * 1024;
 const MiB = 1024 * 1024;
+/** The largest object one CopyObject may copy. */
+const MAX_COPY_OBJECT = 5 * 1024 * MiB;
 
 /** storage.s3 as registry:2 spells it (see src/config/sections/core.ts). */
 export interface S3Options {
@@ -489,7 +491,7 @@ export class S3BlobStore implements BlobStore {
   /** Server-side copy: CopyObject below multipartcopythresholdsize, else UploadPartCopy in parallel. */
   private async copyObject(source: string, target: string, size: number): Promise<void> {
     const bucket = this.options.bucket;
-    const threshold = this.options.multipartcopythresholdsize ?? 32 * MiB;
+    const threshold = Math.min(this.options.multipartcopythresholdsize ?? MAX_COPY_OBJECT, MAX_COPY_OBJECT);
     const copySource = `${bucket}/${encodeURI(source)}`;
     if (size <= threshold) {
       await this.call("CopyObject", () =>
@@ -651,6 +653,9 @@ function isNotFound(err: unknown): boolean {
 function isUnavailable(err: unknown): boolean {
   const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
   const status = e?.$metadata?.httpStatusCode;
+  // A bucket that is gone, or credentials that no longer work: the store is unusable, not the request wrong.
+  if (["NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"].includes(e?.name ?? ""))
+    return true;
   if (status !== undefined && (status >= 500 || status === 429)) return true;
   if (
     ["SlowDown", "ServiceUnavailable", "TimeoutError", "RequestTimeout", "ThrottlingException"].includes(

@@ -85,3 +85,20 @@ export async function startS3(): Promise<TestS3> {
     },
   };
 }
+
+/** Creates a bucket on the S3 server named by BERTH_TEST_S3_ENDPOINT (BERTH_TEST_STORAGE=s3 runs). */
+export async function createBucket(prefix: string): Promise<string> {
+  const s3 = client({
+    endpoint: process.env.BERTH_TEST_S3_ENDPOINT ?? "",
+    accessKey: process.env.BERTH_TEST_S3_ACCESS_KEY ?? "test",
+    secretKey: process.env.BERTH_TEST_S3_SECRET_KEY ?? "testsecret",
+    region: "us-east-1",
+  });
+  try {
+    const name = `${prefix.slice(0, 40)}-${Date.now().toString(36)}-${counter++}`;
+    await s3.send(new CreateBucketCommand({ Bucket: name }));
+    return name;
+  } finally {
+    s3.destroy();
+  }
+}

@@ -343,7 +343,7 @@ health:
       secure: false,
       chunksize: 5242880,
       rootdirectory: "/registry",
-      multipartcopythresholdsize: 32 * 1024 * 1024,
+      multipartcopythresholdsize: 5 * 1024 * 1024 * 1024,
     });
     expect(warnings.join("\n")).toContain("storage.s3.v4auth");
     const masked = JSON.stringify(maskSecrets(config));

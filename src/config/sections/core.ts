@@ -68,7 +68,11 @@ export const s3Section = z
     chunksize: byteCount.default(10 * 1024 * 1024),
     multipartcopychunksize: byteCount.default(32 * 1024 * 1024),
     multipartcopymaxconcurrency: byteCount.default(100),
-    multipartcopythresholdsize: byteCount.default(32 * 1024 * 1024),
+    /**
+     * Berth's default is S3's CopyObject limit (5 GiB), not registry:2's 32 MiB: one CopyObject per commit,
+     * which Ceph radosgw answers by reference (0.6 s for 1 GiB) instead of copying parts.
+     */
+    multipartcopythresholdsize: byteCount.default(5 * 1024 * 1024 * 1024),
     storageclass: z.string().default("STANDARD"),
     encrypt: flag.default(false),
     keyid: z.string().optional(),
