@@ -37,12 +37,38 @@ export function registerConfigCommand(program: Command): void {
     )
     .option("--json", "print { file, config, sources, warnings } as JSON")
     .option("-q, --quiet", "print only warnings and errors")
-    .action((opts: ConfigCheckOptions) => {
-      process.exitCode = runConfigCheck(opts, {
-        stdout: (t) => process.stdout.write(t),
-        stderr: (t) => process.stderr.write(t),
-      });
+    .action(async (opts: ConfigCheckOptions) => {
+      const io = {
+        stdout: (t: string) => process.stdout.write(t),
+        stderr: (t: string) => process.stderr.write(t),
+      };
+      process.exitCode = runConfigCheck(opts, io);
+      if (process.exitCode === 0) process.exitCode = await checkBlobStore(opts, io);
     });
+}
+
+/**
+ * With storage.s3, proves the bucket is reachable and writable (a small object written and deleted under
+ * the root directory). Returns the exit code: 1 when it is not. The filesystem store is checked at start-up.
+ */
+export async function checkBlobStore(opts: ConfigCheckOptions, io: ConfigCheckIo): Promise<number> {
+  const { config } = loadConfig({ file: opts.config, env: io.env, defaultFiles: io.defaultFiles });
+  const s3 = config.storage.s3;
+  if (!s3) return 0;
+  const { S3BlobStore } = await import("../storage/s3.js");
+  const store = new S3BlobStore({ ...s3, maxattempts: 2, requesttimeout: 10_000 });
+  try {
+    await store.probe();
+    if (!opts.quiet && !opts.json) io.stderr(`storage.s3: bucket ${s3.bucket} is reachable and writable\n`);
+    return 0;
+  } catch (err) {
+    const e = err as Error & { cause?: Error };
+    const why = e.cause?.name ? `${e.cause.name}: ${e.cause.message}` : e.message;
+    io.stderr(`berth: storage.s3: bucket ${s3.bucket} is not reachable or not writable: ${why}\n`);
+    return 1;
+  } finally {
+    store.close();
+  }
 }
 
 /** Runs the check; returns the exit code (0 valid, 1 invalid). */

@@ -9,6 +9,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -69,7 +70,8 @@ interface Part {
  * and the SHA-256 state over all of it.
  */
 interface UploadStateObject {
-  mpu: string;
+  /** The S3 multipart upload, created with the first part (small blobs never need one). */
+  mpu: string | null;
   parts: Part[];
   size: number;
   tail: number;
@@ -249,25 +251,22 @@ export class S3BlobStore implements BlobStore {
   // ---------------------------------------------------------------- uploads
 
   async createUpload(id: string): Promise<void> {
-    const prefix = this.uploadPrefix(id);
+    this.uploadPrefix(id);
+    await this.saveState(id, { mpu: null, parts: [], size: 0, tail: 0, hash: null, createdAt: Date.now() });
+  }
+
+  private async createMultipart(id: string): Promise<string> {
     const created = await this.call("CreateMultipartUpload", () =>
       this.client.send(
         new CreateMultipartUploadCommand({
           Bucket: this.options.bucket,
-          Key: `${prefix}data`,
+          Key: `${this.uploadPrefix(id)}data`,
           ...this.writeParams(),
         }),
       ),
     );
     if (!created.UploadId) throw new Error("S3 CreateMultipartUpload returned no UploadId");
-    await this.saveState(id, {
-      mpu: created.UploadId,
-      parts: [],
-      size: 0,
-      tail: 0,
-      hash: null,
-      createdAt: Date.now(),
-    });
+    return created.UploadId;
   }
 
   private stateKey(id: string, size: number): string {
@@ -343,11 +342,14 @@ export class S3BlobStore implements BlobStore {
     }
     const inFlight = new Set<Promise<void>>();
     let failure: unknown = null;
+    let mpu: Promise<string> | null = before.mpu ? Promise.resolve(before.mpu) : null;
     const sendPart = (body: Buffer) => {
       const n = (parts.length === 0 ? 0 : parts[parts.length - 1]!.n) + 1;
       const part: Part = { n, etag: "", size: body.length };
       parts.push(part);
-      const p = this.uploadPart(id, before.mpu, n, body)
+      mpu ??= this.createMultipart(id);
+      const p = mpu
+        .then((upload) => this.uploadPart(id, upload, n, body))
         .then((etag) => {
           part.etag = etag;
         })
@@ -391,7 +393,7 @@ export class S3BlobStore implements BlobStore {
       );
     }
     await this.saveState(id, {
-      mpu: before.mpu,
+      mpu: mpu ? await mpu : null,
       parts,
       size,
       tail: pendingBytes,
@@ -399,7 +401,7 @@ export class S3BlobStore implements BlobStore {
       createdAt: before.createdAt,
     });
     // States before `offset` can no longer be asked for: the database has acknowledged at least `offset`.
-    await this.dropStates(id, (s) => s < offset).catch(() => {});
+    if (offset > 0) await this.dropStates(id, (s) => s < offset).catch(() => {});
     return written;
   }
 
@@ -469,7 +471,7 @@ export class S3BlobStore implements BlobStore {
       const tail = await this.getObject("GetObject upload tail", this.tailKey(id, size));
       if (!tail || tail.length !== state.tail) throw new Error(`upload ${id}: its tail object is missing`);
       const n = (parts[parts.length - 1]?.n ?? 0) + 1;
-      parts.push({ n, etag: await this.uploadPart(id, state.mpu, n, tail), size: tail.length });
+      parts.push({ n, etag: await this.uploadPart(id, state.mpu!, n, tail), size: tail.length });
     }
     const source = `${this.uploadPrefix(id)}data`;
     await this.call("CompleteMultipartUpload", () =>
@@ -477,7 +479,7 @@ export class S3BlobStore implements BlobStore {
         new CompleteMultipartUploadCommand({
           Bucket: bucket,
           Key: source,
-          UploadId: state.mpu,
+          UploadId: state.mpu!,
           MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
         }),
       ),
@@ -556,22 +558,26 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  /**
+   * Aborts the upload's multipart uploads (all S3 knows at its key, so that one created by a request that
+   * died before recording it goes too: nothing is left billing) and deletes its state and tail objects.
+   * `completed`: the multipart upload was just completed, there is nothing to abort.
+   */
   async deleteUpload(id: string, opts: { completed?: boolean } = {}): Promise<void> {
     const prefix = this.uploadPrefix(id);
+    const key = `${prefix}data`;
     if (!opts.completed) {
-      // Abort every multipart upload the upload's states name (normally one), so nothing is left billing.
-      const mpus = new Set<string>();
-      for (const { size } of await this.stateSizes(id)) {
-        const state = await this.loadState(id, size).catch(() => null);
-        if (state) mpus.add(state.mpu);
-      }
-      for (const mpu of mpus) {
+      const open = await this.call("ListMultipartUploads", () =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.options.bucket, Prefix: key })),
+      );
+      for (const upload of open.Uploads ?? []) {
+        if (upload.Key !== key || !upload.UploadId) continue;
         await this.call("AbortMultipartUpload", () =>
           this.client.send(
             new AbortMultipartUploadCommand({
               Bucket: this.options.bucket,
-              Key: `${prefix}data`,
-              UploadId: mpu,
+              Key: key,
+              UploadId: upload.UploadId,
             }),
           ),
         ).catch((err) => {
