@@ -28,7 +28,10 @@ interface CommonFlags {
 function commonOptions(cmd: Command): Command {
   return cmd
     .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
-    .option("--data-dir <dir>", "where blobs and the database live (storage.filesystem.rootdirectory)");
+    .option(
+      "--data-dir <dir>",
+      "where blobs and the database live (storage.filesystem.rootdirectory); with storage.s3, the database and scratch only",
+    );
 }
 
 function loadFor(flags: CommonFlags): Config {

@@ -78,7 +78,7 @@ export function registerServeCommand(program: Command): void {
     .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
     .option(
       "--data-dir <dir>",
-      "where blobs and the database live (storage.filesystem.rootdirectory)",
+      "where blobs and the database live (storage.filesystem.rootdirectory); with storage.s3, the database and scratch only",
       undefined,
     )
     .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
