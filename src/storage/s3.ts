@@ -466,6 +466,13 @@ export class S3BlobStore implements BlobStore {
       await this.deleteUpload(id);
       return;
     }
+    const source = `${this.uploadPrefix(id)}data`;
+    if (await this.completedEarlier(source, size)) {
+      // A commit that stopped (a crash) after completing the multipart upload: the object is whole already.
+      await this.copyObject(source, target, size);
+      await this.deleteUpload(id, { completed: true });
+      return;
+    }
     const parts = [...state.parts];
     if (state.tail > 0) {
       const tail = await this.getObject("GetObject upload tail", this.tailKey(id, size));
@@ -473,7 +480,6 @@ export class S3BlobStore implements BlobStore {
       const n = (parts[parts.length - 1]?.n ?? 0) + 1;
       parts.push({ n, etag: await this.uploadPart(id, state.mpu!, n, tail), size: tail.length });
     }
-    const source = `${this.uploadPrefix(id)}data`;
     await this.call("CompleteMultipartUpload", () =>
       this.client.send(
         new CompleteMultipartUploadCommand({
@@ -488,6 +494,19 @@ export class S3BlobStore implements BlobStore {
     // Berth). See docs/scale-out.md for why, and for the location column that will remove this copy.
     await this.copyObject(source, target, size);
     await this.deleteUpload(id, { completed: true });
+  }
+
+  /** Whether the upload's own object exists whole (its multipart upload was completed by an earlier commit). */
+  private async completedEarlier(key: string, size: number): Promise<boolean> {
+    try {
+      const head = await this.call("HeadObject upload", () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key })),
+      );
+      return head.ContentLength === size;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   /** Server-side copy: CopyObject below multipartcopythresholdsize, else UploadPartCopy in parallel. */

@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import http from "node:http";
 import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
@@ -159,8 +160,34 @@ describe("berth serve on S3", () => {
     expect(res.headers.get("retry-after")).toBe("5");
     const body = (await res.json()) as { errors: { code: string }[] };
     expect(body.errors[0]?.code).toBe("UNAVAILABLE");
-    expect(berth.logs.join("\n")).toContain("blob store unavailable: s3 PutObject upload state");
+    expect(await logged(berth, "blob store unavailable: s3 PutObject upload state")).toBe(true);
     expect(berth.logs.join("\n")).not.toContain("testsecret");
+  });
+
+  it("retries S3 throttling (503 SlowDown) with backoff, then answers 503 with Retry-After", async () => {
+    const bucket = await s3.bucket("throttle");
+    const throttle = await throttlingProxy(s3.endpoint);
+    try {
+      const berth = await serve(s3Env(bucket, { REGISTRY_STORAGE_S3_REGIONENDPOINT: throttle.url }));
+      const client = new RegistryClient(berth.url);
+      // Two throttled answers in a row: the retries absorb them, the push succeeds.
+      throttle.slowDown(2);
+      const blob = randomBlob(7 * MiB + 5);
+      expect((await client.pushBlobChunked("s3/throttle", blob, 3 * MiB)).status).toBe(201);
+      expect(throttle.throttledUploads()).toBe(2);
+      // Throttled for good: a bounded number of attempts, then 503 to the client, never a 500.
+      throttle.slowDown(1_000);
+      const res = await client.fetch("/v2/s3/throttle/blobs/uploads/", { method: "POST" });
+      expect(res.status).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("5");
+      expect(throttle.throttledUploads()).toBe(4); // one S3 call (the upload's state), four attempts
+      expect(await logged(berth, "blob store unavailable: s3 PutObject upload state")).toBe(true);
+      throttle.slowDown(0);
+      const get = await client.fetch(`/v2/s3/throttle/blobs/${blob.digest}`);
+      expect(Buffer.from(await get.arrayBuffer()).equals(blob.data)).toBe(true);
+    } finally {
+      await throttle.close();
+    }
   });
 
   it("berth config check masks the keys and checks the bucket", () => {
@@ -181,3 +208,69 @@ describe("berth serve on S3", () => {
     });
   });
 });
+
+/**
+ * A proxy in front of the S3 server that answers the next `n` requests with S3's throttling error
+ * (503 SlowDown) instead of forwarding them. The Host header is kept, so request signatures stay valid.
+ */
+async function throttlingProxy(target: string) {
+  const upstream = new URL(target);
+  let remaining = 0;
+  let count = 0;
+  let urls: string[] = [];
+  const server = http.createServer((req, res) => {
+    if (remaining > 0) {
+      remaining--;
+      count++;
+      urls.push(req.url ?? "");
+      req.resume();
+      res.writeHead(503, { "content-type": "application/xml" });
+      res.end(
+        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>',
+      );
+      return;
+    }
+    const forward = http.request(
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    forward.on("error", () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    slowDown(n: number) {
+      remaining = n;
+      count = 0;
+      urls = [];
+    },
+    throttled: () => count,
+    /** Throttled requests on upload objects (the collector may list the bucket meanwhile). */
+    throttledUploads: () => urls.filter((u) => u.includes("/berth/uploads/")).length,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Whether the server logs `text` within a few seconds (its log lines arrive through a pipe). */
+async function logged(berth: Berth, text: string): Promise<boolean> {
+  for (const until = Date.now() + 5_000; Date.now() < until; ) {
+    if (berth.logs.some((line) => line.includes(text))) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
