@@ -190,6 +190,43 @@ describe("berth serve on S3", () => {
     }
   });
 
+  it("finishes a commit that failed after completing the multipart upload when the client retries the PUT", async () => {
+    const bucket = await s3.bucket("recommit");
+    const throttle = await throttlingProxy(s3.endpoint);
+    try {
+      const berth = await serve(s3Env(bucket, { REGISTRY_STORAGE_S3_REGIONENDPOINT: throttle.url }));
+      const client = new RegistryClient(berth.url);
+      const blob = randomBlob(6 * MiB + 11);
+      let res = await client.fetch("/v2/s3/recommit/blobs/uploads/", { method: "POST" });
+      const location = new URL(res.headers.get("location")!, berth.url).pathname;
+      res = await client.fetch(location, {
+        method: "PATCH",
+        body: blob.data,
+        headers: { "content-type": "application/octet-stream" },
+      });
+      expect(res.status).toBe(202);
+      const next = new URL(res.headers.get("location")!, berth.url).pathname;
+      // The copy to the digest key fails for good: the multipart upload is complete, the blob is not.
+      throttle.slowDown(1_000, (req) => req.headers["x-amz-copy-source"] !== undefined);
+      res = await client.fetch(`${next}?digest=${blob.digest}`, { method: "PUT" });
+      expect(res.status).toBe(503);
+      expect((await client.fetch(`/v2/s3/recommit/blobs/${blob.digest}`, { method: "HEAD" })).status).toBe(
+        404,
+      );
+      throttle.slowDown(0);
+      res = await client.fetch(`${next}?digest=${blob.digest}`, { method: "PUT" });
+      expect(res.status).toBe(201);
+      const get = await client.fetch(`/v2/s3/recommit/blobs/${blob.digest}`);
+      expect(Buffer.from(await get.arrayBuffer()).equals(blob.data)).toBe(true);
+      const left = await admin.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: "reg/berth/uploads/" }),
+      );
+      expect(left.Contents ?? []).toEqual([]);
+    } finally {
+      await throttle.close();
+    }
+  });
+
   it("berth config check masks the keys and checks the bucket", () => {
     const run = (bucket: string) =>
       spawnSync(process.execPath, [CLI, "config", "check"], {
@@ -218,8 +255,9 @@ async function throttlingProxy(target: string) {
   let remaining = 0;
   let count = 0;
   let urls: string[] = [];
+  let matches: (req: http.IncomingMessage) => boolean = () => true;
   const server = http.createServer((req, res) => {
-    if (remaining > 0) {
+    if (remaining > 0 && matches(req)) {
       remaining--;
       count++;
       urls.push(req.url ?? "");
@@ -250,8 +288,10 @@ async function throttlingProxy(target: string) {
   const { port } = server.address() as { port: number };
   return {
     url: `http://127.0.0.1:${port}`,
-    slowDown(n: number) {
+    /** Throttle the next `n` requests (those `only` picks, when given). */
+    slowDown(n: number, only?: (req: http.IncomingMessage) => boolean) {
       remaining = n;
+      matches = only ?? (() => true);
       count = 0;
       urls = [];
     },
