@@ -23,6 +23,23 @@ export default defineConfig({
           globalSetup: ["test/helpers/postgres-global.ts"],
         },
       },
+      {
+        // The v2 API, durability, leases and skopeo again with blobs on S3 (one Ceph radosgw for the
+        // run) and metadata on PostgreSQL: the configuration of stateless replicas.
+        extends: true,
+        test: {
+          name: "postgres-s3",
+          include: [
+            "test/integration/v2-blobs.test.ts",
+            "test/integration/v2-manifests.test.ts",
+            "test/integration/durability.test.ts",
+            "test/integration/upload-lease.test.ts",
+            "test/e2e/skopeo.test.ts",
+          ],
+          env: { BERTH_TEST_DB: "postgres", BERTH_TEST_STORAGE: "s3" },
+          globalSetup: ["test/helpers/postgres-global.ts", "test/helpers/s3-global-setup.ts"],
+        },
+      },
     ],
   },
 });

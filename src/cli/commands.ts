@@ -17,7 +17,7 @@ export function registerServeCommand(program: Command): void {
     .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
     .option(
       "--data-dir <dir>",
-      "where blobs and the database live (storage.filesystem.rootdirectory)",
+      "where blobs and the database live (storage.filesystem.rootdirectory); with storage.s3, the database and scratch only",
       undefined,
     )
     .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
@@ -51,18 +51,24 @@ export function registerConfigCommand(program: Command): void {
     .option("--json", "print { file, config, sources, warnings } as JSON")
     .option("-q, --quiet", "print only warnings and errors")
     .action(async (opts: ConfigCheckOptions) => {
-      const { runConfigCheck } = await import("./config.js");
-      process.exitCode = runConfigCheck(opts, {
-        stdout: (t) => process.stdout.write(t),
-        stderr: (t) => process.stderr.write(t),
-      });
+      const { runConfigCheck, checkBlobStore } = await import("./config.js");
+      const io = {
+        stdout: (t: string) => process.stdout.write(t),
+        stderr: (t: string) => process.stderr.write(t),
+      };
+      process.exitCode = runConfigCheck(opts, io);
+      // With storage.s3: the bucket is reachable and writable.
+      if (process.exitCode === 0) process.exitCode = await checkBlobStore(opts, io);
     });
 }
 
 function commonOptions(cmd: Command): Command {
   return cmd
     .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
-    .option("--data-dir <dir>", "where blobs and the database live (storage.filesystem.rootdirectory)");
+    .option(
+      "--data-dir <dir>",
+      "where blobs and the database live (storage.filesystem.rootdirectory); with storage.s3, the database and scratch only",
+    );
 }
 
 // ------------------------------------------------------------------------------------------------

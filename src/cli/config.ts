@@ -21,6 +21,30 @@ export interface ConfigCheckIo {
   defaultFiles?: string[];
 }
 
+/**
+ * With storage.s3, proves the bucket is reachable and writable (a small object written and deleted under
+ * the root directory). Returns the exit code: 1 when it is not. The filesystem store is checked at start-up.
+ */
+export async function checkBlobStore(opts: ConfigCheckOptions, io: ConfigCheckIo): Promise<number> {
+  const { config } = loadConfig({ file: opts.config, env: io.env, defaultFiles: io.defaultFiles });
+  const s3 = config.storage.s3;
+  if (!s3) return 0;
+  const { S3BlobStore } = await import("../storage/s3.js");
+  const store = new S3BlobStore({ ...s3, maxattempts: 2, requesttimeout: 10_000 });
+  try {
+    await store.probe();
+    if (!opts.quiet && !opts.json) io.stderr(`storage.s3: bucket ${s3.bucket} is reachable and writable\n`);
+    return 0;
+  } catch (err) {
+    const e = err as Error & { cause?: Error };
+    const why = e.cause?.name ? `${e.cause.name}: ${e.cause.message}` : e.message;
+    io.stderr(`berth: storage.s3: bucket ${s3.bucket} is not reachable or not writable: ${why}\n`);
+    return 1;
+  } finally {
+    store.close();
+  }
+}
+
 /** Runs the check; returns the exit code (0 valid, 1 invalid). */
 export function runConfigCheck(opts: ConfigCheckOptions, io: ConfigCheckIo): number {
   let loaded: ReturnType<typeof loadConfig>;

@@ -4,6 +4,7 @@ import { MetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
+import type { BlobStore } from "../storage/blob-store.js";
 import { hasDistributionRepositories } from "../storage/distribution-probe.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 import { openProxy } from "./proxy-runtime.js";
@@ -12,7 +13,7 @@ export interface Runtime {
   dataDir: string;
   metadata: MetadataDb;
   meta: MetadataStore;
-  storage: FilesystemBlobStore;
+  storage: BlobStore;
   registry: Registry;
   close(): Promise<void>;
 }
@@ -23,8 +24,7 @@ export async function openRuntime(
   options: { migrate?: boolean; adopt?: boolean } = {},
 ): Promise<Runtime> {
   const dataDir = dataDirOf(config);
-  const storage = new FilesystemBlobStore(dataDir);
-  await storage.init();
+  const storage = await openBlobStore(config, dataDir);
   const metadata = await openMetadata(databaseTarget(config.database), dataDir, { migrate: options.migrate });
   const meta = new MetadataStore(metadata);
   const registry = new Registry(meta, storage, {
@@ -37,9 +37,11 @@ export async function openRuntime(
   registry.proxy = openProxy(config, meta, storage); // [pull-through cache, issue 13]
   // [adoption, issue 12] a registry:2 directory is adopted (by the migrating process) and its link files kept
   // in step; a directory without docker/registry/v2/repositories costs one stat here.
-  const present = await hasDistributionRepositories(dataDir);
+  // Only for blobs on the filesystem: registry:2's link files live beside them.
+  const present = storage instanceof FilesystemBlobStore && (await hasDistributionRepositories(dataDir));
   const distribution =
-    present || config.storage.filesystem.distributionlinks === true
+    storage instanceof FilesystemBlobStore &&
+    (present || config.storage.filesystem.distributionlinks === true)
       ? await (await import("./distribution.js")).openDistribution(
           config,
           { dataDir, meta, storage },
@@ -56,6 +58,20 @@ export async function openRuntime(
       registry.proxy?.close();
       await distribution?.close();
       await metadata.close();
+      storage.close?.();
     },
   };
+}
+
+/**
+ * The one place the blob store is chosen: storage.s3 when configured, else the filesystem under the data
+ * directory. With S3 the data directory still holds the SQLite database and local scratch, no blob bytes.
+ */
+export async function openBlobStore(config: Config, dataDir: string): Promise<BlobStore> {
+  const s3 = config.storage.s3;
+  // Loaded only when configured: the AWS SDK is large, and most registries never need it.
+  if (s3) return new (await import("../storage/s3.js")).S3BlobStore(s3);
+  const fsStore = new FilesystemBlobStore(dataDir);
+  await fsStore.init();
+  return fsStore;
 }

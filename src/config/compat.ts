@@ -22,10 +22,7 @@ export const DISTRIBUTION_ONLY: Record<string, CompatEntry> = {
   "storage.filesystem.maxthreads": { note: "Berth does not limit filesystem threads; ignored" },
   "storage.cache.blobdescriptorsize": { note: "Berth keeps blob descriptors in its database; ignored" },
   "storage.tag": { note: "not needed: tags live in Berth's database; ignored" },
-  "storage.s3": {
-    note: "the s3 storage driver is not implemented yet; Berth stores blobs on the filesystem (storage.filesystem.rootdirectory)",
-    fatal: true,
-  },
+  "storage.s3.v4auth": { note: "Berth always signs with AWS Signature Version 4; ignored" },
   "storage.gcs": { note: "the gcs storage driver is not implemented", fatal: true },
   "storage.azure": { note: "the azure storage driver is not implemented", fatal: true },
   "storage.swift": { note: "the swift storage driver is not implemented", fatal: true },
@@ -75,7 +72,6 @@ export const NOT_IMPLEMENTED: Record<string, string> = {
     "Distribution's periodic health checks are not implemented; Berth's /readyz checks storage and the database on every call",
   redis: "Berth keeps shared state in its database; redis is not used",
   "storage.cache": "Berth keeps blob descriptors in its database; storage.cache is not used",
-  "storage.redirect": "the filesystem driver never redirects; storage.redirect is not used",
   "http.debug.addr":
     "the debug server (pprof, expvar) is not implemented; only Prometheus metrics are served there when http.debug.prometheus.enabled is true",
 };

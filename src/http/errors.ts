@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { databaseUnavailable } from "../metadata/dialect.js";
 import { type ErrorCode, isRegistryError, RegistryError } from "../registry/errors.js";
+import { StoreUnavailableError } from "../storage/blob-store.js";
 
 const STATUS: Record<ErrorCode, number> = {
   BLOB_UNKNOWN: 404,
@@ -39,6 +40,19 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
   let registryError: RegistryError;
   if (isRegistryError(err)) {
     registryError = err;
+  } else if (err instanceof StoreUnavailableError) {
+    // The blob store (S3) failed after its bounded retries: the client may try again, nothing is half-done.
+    request.log.error(
+      { operation: err.operation, error: err.message },
+      `blob store unavailable: ${err.operation}`,
+    );
+    registryError = new RegistryError(
+      "UNAVAILABLE",
+      "the registry's blob storage is unavailable; try again later",
+      { operation: err.operation },
+      { "Retry-After": String(err.retryAfterSeconds) },
+      503,
+    );
   } else {
     registryError = fromFrameworkError(err as FastifyError);
     if (registryError.code === "UNAVAILABLE") {

@@ -350,8 +350,14 @@ export class Registry {
     const id = randomUUID();
     await this.store.createUpload(id);
     try {
-      const hash = createHash("sha256");
-      const size = await this.store.writeUpload(id, 0, body, (chunk) => hash.update(chunk));
+      const hash = await this.hashes.fresh();
+      const size = await this.store.writeUpload(
+        id,
+        0,
+        body,
+        (chunk) => hash.update(chunk),
+        () => hash.save(),
+      );
       if (contentLength !== undefined && size !== contentLength) {
         throw new RegistryError("SIZE_INVALID", "body length did not match Content-Length", {
           contentLength,
@@ -360,7 +366,7 @@ export class Registry {
       }
       const actual =
         parsed.algorithm === "sha256"
-          ? `sha256:${hash.digest("hex")}`
+          ? `sha256:${hash.hex()}`
           : `${parsed.algorithm}:${await hashUpload(this.store, id, size, parsed.algorithm)}`;
       if (actual !== parsed.digest) {
         throw new RegistryError("DIGEST_INVALID", "provided digest did not match uploaded content", {
@@ -461,7 +467,13 @@ export class Registry {
     }
     const hash = await this.hashes.at(id, offset);
     this.hashes.forget(id);
-    const written = await this.store.writeUpload(id, offset, body, (chunk) => hash.update(chunk));
+    const written = await this.store.writeUpload(
+      id,
+      offset,
+      body,
+      (chunk) => hash.update(chunk),
+      () => hash.save(),
+    );
     const expected = range ? range.end - range.start + 1 : contentLength;
     if (expected !== undefined && written !== expected) {
       await this.store.truncateUpload(id, offset);
@@ -476,7 +488,7 @@ export class Registry {
     const size = offset + written;
     this.hashes.remember(id, hash, size);
     // Recorded with the size, so that any process can verify a bodiless PUT without reading the bytes again.
-    return { size, digest: `sha256:${hash.copy().digest("hex")}` };
+    return { size, digest: `sha256:${hash.hex()}` };
   }
 
   private async uploadDigest(id: string, state: Written, parsed: ParsedDigest): Promise<string> {
@@ -486,7 +498,7 @@ export class Registry {
     if (state.digest?.startsWith("sha256:")) return state.digest;
     const hash = await this.hashes.at(id, state.size);
     this.hashes.forget(id);
-    return `sha256:${hash.digest("hex")}`;
+    return `sha256:${hash.hex()}`;
   }
 
   private async discardUpload(id: string): Promise<void> {

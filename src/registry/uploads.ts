@@ -1,8 +1,58 @@
 import { createHash, type Hash } from "node:crypto";
+import { createSHA256 } from "hash-wasm";
 import type { BlobStore } from "../storage/blob-store.js";
+import { RegistryError } from "./errors.js";
+
+/** A SHA-256 in progress over an upload's bytes. */
+export interface RunningHash {
+  update(chunk: Buffer): void;
+  /** The digest of what was hashed so far, in hex; hashing may go on afterwards. */
+  hex(): string;
+  /** The state to continue from in another process, or null when this implementation cannot export it. */
+  save(): Uint8Array | null;
+}
+
+/** node:crypto (OpenSSL): the fastest, but its state cannot leave the process. */
+class NodeSha256 implements RunningHash {
+  constructor(private readonly hash: Hash = createHash("sha256")) {}
+  update(chunk: Buffer): void {
+    this.hash.update(chunk);
+  }
+  hex(): string {
+    return this.hash.copy().digest("hex");
+  }
+  save(): null {
+    return null;
+  }
+}
+
+type WasmHasher = Awaited<ReturnType<typeof createSHA256>>;
+
+/** hash-wasm's SHA-256, whose state can be saved and loaded (uploads on stores that cannot read back). */
+class ResumableSha256 implements RunningHash {
+  constructor(private readonly hasher: WasmHasher) {}
+  static async create(state?: Uint8Array): Promise<ResumableSha256> {
+    const hasher = await createSHA256();
+    hasher.init();
+    if (state) hasher.load(state);
+    return new ResumableSha256(hasher);
+  }
+  update(chunk: Buffer): void {
+    this.hasher.update(chunk);
+  }
+  hex(): string {
+    const state = this.hasher.save();
+    const hex = this.hasher.digest("hex");
+    this.hasher.load(state);
+    return hex;
+  }
+  save(): Uint8Array {
+    return this.hasher.save();
+  }
+}
 
 interface HashState {
-  hash: Hash;
+  hash: RunningHash;
   size: number;
   usedAt: number;
 }
@@ -11,30 +61,40 @@ const MAX_STATES = 2048;
 
 /**
  * Running SHA-256 states of uploads in progress, so that each byte is hashed once as it streams in.
- * A cache only: when a chunk reaches another process, or after a restart, the state is rebuilt
- * from the bytes already on disk.
+ * A cache only: when a chunk reaches another process, or after a restart, the state is rebuilt from the
+ * bytes already stored, or, on stores that cannot read an upload back (S3), loaded from the state the
+ * store saved with the last acknowledged chunk.
  */
 export class UploadHashes {
   private readonly states = new Map<string, HashState>();
 
   constructor(private readonly store: BlobStore) {}
 
+  /** A new hash for an upload that starts empty. */
+  async fresh(): Promise<RunningHash> {
+    return this.store.resumableHashes ? ResumableSha256.create() : new NodeSha256();
+  }
+
   /** The hash over the first `size` bytes of the upload. */
-  async at(id: string, size: number): Promise<Hash> {
+  async at(id: string, size: number): Promise<RunningHash> {
     const state = this.states.get(id);
     if (state && state.size === size) {
       state.usedAt = Date.now();
       return state.hash;
     }
     this.states.delete(id);
-    const hash = createHash("sha256");
-    if (size > 0) {
-      for await (const chunk of await this.store.readUpload(id, size)) hash.update(chunk as Buffer);
+    if (size === 0) return this.fresh();
+    if (this.store.resumableHashes) {
+      const saved = await this.store.uploadHashState?.(id, size);
+      if (!saved) throw new Error(`upload ${id}: no saved hash state at ${size} bytes`);
+      return ResumableSha256.create(saved);
     }
-    return hash;
+    const hash = createHash("sha256");
+    for await (const chunk of await this.store.readUpload(id, size)) hash.update(chunk as Buffer);
+    return new NodeSha256(hash);
   }
 
-  remember(id: string, hash: Hash, size: number): void {
+  remember(id: string, hash: RunningHash, size: number): void {
     if (this.states.size >= MAX_STATES) this.evict();
     this.states.set(id, { hash, size, usedAt: Date.now() });
   }
@@ -58,6 +118,13 @@ export async function hashUpload(
   size: number,
   algorithm: string,
 ): Promise<string> {
+  if (store.resumableHashes) {
+    throw new RegistryError(
+      "UNSUPPORTED",
+      `${algorithm} digests are not supported for uploads on the ${store.kind} store; use sha256`,
+      { algorithm },
+    );
+  }
   const hash = createHash(algorithm);
   if (size > 0) for await (const chunk of await store.readUpload(id, size)) hash.update(chunk as Buffer);
   return hash.digest("hex");

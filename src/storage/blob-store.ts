@@ -44,7 +44,18 @@ export interface BlobStore {
     offset: number,
     source: AsyncIterable<Buffer>,
     onChunk: (chunk: Buffer) => void,
+    hashState?: () => Uint8Array | null,
   ): Promise<number>;
+  /**
+   * Stores that cannot read an upload back (S3: parts of a multipart upload are unreadable until it completes)
+   * set this: then the caller hashes with a SHA-256 whose state can be saved, passes `hashState` to
+   * `writeUpload`, and continues from `uploadHashState` instead of reading the bytes again.
+   */
+  readonly resumableHashes?: boolean;
+  /** The saved SHA-256 state over the first `size` bytes of an upload (stores with resumableHashes). */
+  uploadHashState?(id: string, size: number): Promise<Uint8Array | null>;
+  /** A short-lived URL a client may GET the blob from directly (storage.redirect), when the store has one. */
+  presign?(digest: string, expiresInSeconds: number): Promise<string>;
   /** Stream the first `length` bytes of an upload (to rebuild a hash state). */
   readUpload(id: string, length: number): Promise<Readable>;
   truncateUpload(id: string, size: number): Promise<void>;
@@ -56,4 +67,24 @@ export interface BlobStore {
   listUploads(): AsyncIterable<StoredUpload>;
   /** Proves the store can take a write (readiness). */
   probe(): Promise<void>;
+  /** Releases connections (at shutdown). */
+  close?(): void;
+}
+
+/**
+ * The blob store failed for a reason that is not the request's (throttling, timeouts, an unreachable
+ * endpoint) after the store's own bounded retries. Answered with 503 and Retry-After, and logged
+ * with the operation's name.
+ */
+export class StoreUnavailableError extends Error {
+  readonly retryAfterSeconds = 5;
+  constructor(
+    readonly operation: string,
+    override readonly cause: unknown,
+  ) {
+    super(
+      `${operation} failed: ${(cause as Error)?.name ?? "error"}: ${(cause as Error)?.message ?? String(cause)}`,
+    );
+    this.name = "StoreUnavailableError";
+  }
 }

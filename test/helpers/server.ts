@@ -105,12 +105,14 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
     String(options.workers ?? 1),
     ...(options.args ?? []),
   ];
+  const storageEnv = await testStorageEnv(dataDir);
   const [command, ...prefix] = options.netns ? [...options.netns.exec, process.execPath] : [process.execPath];
   const child = spawn(command as string, [...prefix, ...args], {
     cwd: dataDir,
     env: {
       ...process.env,
       ...(await databaseEnv(dataDir)),
+      ...storageEnv,
       ...(options.dataDirViaEnv ? { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dataDir } : {}),
       ...options.env,
     },
@@ -186,4 +188,39 @@ function portOpen(port: number, host = "127.0.0.1"): Promise<boolean> {
     });
     socket.once("error", () => resolve(false));
   });
+}
+
+/** Buckets made for data directories, so that a restart on the same directory finds its blobs again. */
+const buckets = new Map<string, string>();
+
+/**
+ * BERTH_TEST_STORAGE=s3 runs every test server on the S3 store: one fresh bucket per data directory, on
+ * the S3 server that the global setup (test/helpers/s3-global-setup.ts) started once for the run.
+ */
+async function testStorageEnv(dataDir: string): Promise<Record<string, string>> {
+  if (process.env.BERTH_TEST_STORAGE !== "s3") return {};
+  const endpoint = process.env.BERTH_TEST_S3_ENDPOINT;
+  if (!endpoint)
+    throw new Error("BERTH_TEST_STORAGE=s3 needs BERTH_TEST_S3_ENDPOINT (the global setup sets it)");
+  let bucket = buckets.get(dataDir);
+  if (!bucket) {
+    const { createBucket } = await import("./s3.js");
+    bucket = await createBucket(
+      `t${path
+        .basename(dataDir)
+        .toLowerCase()
+        .replace(/[^a-z0-9-]/g, "")}`,
+    );
+    buckets.set(dataDir, bucket);
+  }
+  return {
+    REGISTRY_STORAGE: "s3",
+    REGISTRY_STORAGE_S3_REGION: "us-east-1",
+    REGISTRY_STORAGE_S3_REGIONENDPOINT: endpoint,
+    REGISTRY_STORAGE_S3_BUCKET: bucket,
+    REGISTRY_STORAGE_S3_ACCESSKEY: process.env.BERTH_TEST_S3_ACCESS_KEY ?? "test",
+    REGISTRY_STORAGE_S3_SECRETKEY: process.env.BERTH_TEST_S3_SECRET_KEY ?? "testsecret",
+    REGISTRY_STORAGE_S3_FORCEPATHSTYLE: "true",
+    REGISTRY_STORAGE_S3_CHUNKSIZE: "5242880",
+  };
 }

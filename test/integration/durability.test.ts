@@ -7,6 +7,9 @@ import { openTestDb } from "../helpers/metadata-db.js";
 import { OCI_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 
+/** BERTH_TEST_STORAGE=s3: blobs are in a bucket, so the checks of the blob tree on disk do not apply. */
+const onFilesystem = process.env.BERTH_TEST_STORAGE !== "s3";
+
 const started: Berth[] = [];
 async function start(options: Parameters<typeof startBerth>[0] = {}): Promise<Berth> {
   const b = await startBerth(options);
@@ -51,9 +54,11 @@ describe("concurrency", () => {
       ),
     );
     expect(results).toEqual(Array(10).fill(201));
-    const fan = path.join(berth.dataDir, "docker/registry/v2/blobs/sha256", blob.digest.slice(7, 9));
-    expect(await fs.readdir(fan)).toEqual([blob.digest.slice(7)]);
-    expect(await verifyBlobTree(berth.dataDir)).toBe(1);
+    if (onFilesystem) {
+      const fan = path.join(berth.dataDir, "docker/registry/v2/blobs/sha256", blob.digest.slice(7, 9));
+      expect(await fs.readdir(fan)).toEqual([blob.digest.slice(7)]);
+      expect(await verifyBlobTree(berth.dataDir)).toBe(1);
+    }
     for (let i = 0; i < 10; i++) {
       const res = await client.fetch(`/v2/same/r${i}/blobs/${blob.digest}`);
       expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(blob.digest);
@@ -148,7 +153,8 @@ describe("restarts and crashes", () => {
       }
     });
     // Let a good number of pushes finish, then crash in the middle of the rest.
-    const deadline = Date.now() + 20_000;
+    // Every upload costs a dozen S3 round trips: on a bucket, allow longer for the same number of pushes.
+    const deadline = Date.now() + (onFilesystem ? 20_000 : 90_000);
     while (completed.length < 25 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     killed = true;
     await first.kill();
@@ -169,7 +175,7 @@ describe("restarts and crashes", () => {
       }
     }
     // No blob file anywhere holds bytes other than those of its digest.
-    expect(await verifyBlobTree(dataDir)).toBeGreaterThan(0);
+    if (onFilesystem) expect(await verifyBlobTree(dataDir)).toBeGreaterThan(0);
     // Every manifest the database knows has all its blobs, and pushes work again.
     await after.pushImage("crash/after", "ok");
   });

@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError, type LoadOptions, loadConfig } from "../../src/config/load.js";
+import { maskSecrets } from "../../src/config/provenance.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "berth-config-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -311,15 +312,46 @@ health:
   });
 
   it("refuses Distribution settings whose absence would be unsafe or lose data", () => {
-    expect(problems({ file: file("storage:\n  s3:\n    region: us-east-1\n    bucket: b\n") })[0]).toContain(
-      "storage.s3",
-    );
+    expect(problems({ file: file("storage:\n  gcs:\n    bucket: b\n") })[0]).toContain("storage.gcs");
     expect(problems({ file: file("auth:\n  silly:\n    realm: x\n    service: y\n") })[0]).toContain(
       "auth.silly",
     );
-    expect(problems({ env: { REGISTRY_STORAGE: "s3", REGISTRY_STORAGE_S3_BUCKET: "b" } })[0]).toContain(
-      "storage.s3",
-    );
+    expect(
+      problems({ env: { REGISTRY_STORAGE: "azure", REGISTRY_STORAGE_AZURE_ACCOUNTNAME: "b" } })[0],
+    ).toContain("storage.azure");
+  });
+
+  it("takes storage.s3 as registry:2 writes it, from the environment, and masks its secret", () => {
+    const { config, warnings } = load({
+      env: {
+        REGISTRY_STORAGE: "s3",
+        REGISTRY_STORAGE_S3_REGION: "us-east-1",
+        REGISTRY_STORAGE_S3_REGIONENDPOINT: "http://127.0.0.1:7480",
+        REGISTRY_STORAGE_S3_BUCKET: "registry",
+        REGISTRY_STORAGE_S3_ACCESSKEY: "AKIDEXAMPLE",
+        REGISTRY_STORAGE_S3_SECRETKEY: "wJalrXUtnFEMI",
+        REGISTRY_STORAGE_S3_FORCEPATHSTYLE: "true",
+        REGISTRY_STORAGE_S3_SECURE: "false",
+        REGISTRY_STORAGE_S3_CHUNKSIZE: "5242880",
+        REGISTRY_STORAGE_S3_ROOTDIRECTORY: "/registry",
+        REGISTRY_STORAGE_S3_V4AUTH: "true",
+      },
+    });
+    expect(config.storage.s3).toMatchObject({
+      region: "us-east-1",
+      bucket: "registry",
+      forcepathstyle: true,
+      secure: false,
+      chunksize: 5242880,
+      rootdirectory: "/registry",
+      multipartcopythresholdsize: 5 * 1024 * 1024 * 1024,
+    });
+    expect(warnings.join("\n")).toContain("storage.s3.v4auth");
+    const masked = JSON.stringify(maskSecrets(config));
+    expect(masked).not.toContain("wJalrXUtnFEMI");
+    expect(
+      problems({ env: { REGISTRY_STORAGE: "s3", REGISTRY_STORAGE_S3_REGION: "us-east-1" } })[0],
+    ).toContain("storage.s3.bucket");
     expect(problems({ file: file("http:\n  tls:\n    letsencrypt:\n      email: a@b.c\n") })[0]).toContain(
       "http.tls.letsencrypt",
     );

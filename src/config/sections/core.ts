@@ -49,8 +49,48 @@ export const logSection = z
   })
   .prefault({});
 
+/** A byte count as a number or a numeric string ("10485760"), as registry:2's s3 driver accepts. */
+const byteCount = z.union([z.number().int().nonnegative(), z.string().regex(/^\d+$/).transform(Number)]);
+const flag = z.union([z.boolean(), z.enum(["true", "false"]).transform((v) => v === "true")]);
+
+/** storage.s3: registry:2's s3 driver parameters, same names and defaults. */
+export const s3Section = z
+  .object({
+    region: z.string(),
+    regionendpoint: z.string().optional(),
+    bucket: z.string().min(1),
+    accesskey: z.string().optional(),
+    secretkey: z.string().optional(),
+    rootdirectory: z.string().default(""),
+    forcepathstyle: flag.default(false),
+    secure: flag.default(true),
+    skipverify: flag.default(false),
+    chunksize: byteCount.default(10 * 1024 * 1024),
+    multipartcopychunksize: byteCount.default(32 * 1024 * 1024),
+    multipartcopymaxconcurrency: byteCount.default(100),
+    /**
+     * Berth's default is S3's CopyObject limit (5 GiB), not registry:2's 32 MiB: one CopyObject per commit,
+     * which Ceph radosgw answers by reference (0.6 s for 1 GiB) instead of copying parts.
+     */
+    multipartcopythresholdsize: byteCount.default(5 * 1024 * 1024 * 1024),
+    storageclass: z.string().default("STANDARD"),
+    encrypt: flag.default(false),
+    keyid: z.string().optional(),
+  })
+  .optional();
+
+/** storage.redirect: Distribution's redirect (presigned URLs) for stores that have it. */
+export const redirectSection = z
+  .object({
+    disable: z.boolean().default(false),
+    /** How long a presigned URL stays valid (Berth's own key; Distribution uses 20 minutes). */
+    expiry: duration.default(5 * 60_000),
+  })
+  .optional();
+
 export const storageSection = z
   .object({
+    s3: s3Section,
     filesystem: z
       .object({
         rootdirectory: z.string().default("./data"),
@@ -76,7 +116,7 @@ export const storageSection = z
       })
       .prefault({}),
     cache: z.object({ blobdescriptor: z.string().optional() }).optional(),
-    redirect: z.object({ disable: z.boolean().default(false) }).optional(),
+    redirect: redirectSection,
   })
   .prefault({});
 

@@ -53,6 +53,14 @@ export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Pr
     reply.header("Content-Length", size);
   }
   if (head) return reply.send();
+  const redirect = ctx.config.storage.redirect;
+  if (redirect && !redirect.disable && ctx.storage.presign) {
+    // storage.redirect: the client fetches the bytes from the store with a short-lived presigned URL.
+    const location = await ctx.storage.presign(ref, Math.max(1, Math.round(redirect.expiry / 1000)));
+    reply.removeHeader("Content-Length");
+    reply.removeHeader("Content-Range");
+    return reply.code(307).header("Location", location).header("Content-Length", 0).send();
+  }
   const { stream } = await ctx.registry.openBlob(name, ref, range);
   // [events, issue 14] registry:2 sends a pull event for a blob GET (a ranged one too)
   ctx.registry.events.notePull(requestInfo(request, ctx.config, ctx.registry.events), {

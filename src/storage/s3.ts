@@ -1,0 +1,694 @@
+import { Agent as HttpsAgent } from "node:https";
+import type { Readable } from "node:stream";
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+} from "@aws-sdk/client-s3";
+import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+import {
+  type BlobStat,
+  type BlobStore,
+  type StoredBlob,
+  type StoredUpload,
+  StoreUnavailableError,
+} from "./blob-store.js";
+
+/** S3 refuses parts below this size, except the last part of an upload. */
+export const MIN_PART = 5 * 1024 * 1024;
+const MiB = 1024 * 1024;
+/** The largest object one CopyObject may copy. */
+const MAX_COPY_OBJECT = 5 * 1024 * MiB;
+
+/** storage.s3 as registry:2 spells it (see src/config/sections/core.ts). */
+export interface S3Options {
+  region: string;
+  regionendpoint?: string;
+  bucket: string;
+  accesskey?: string;
+  secretkey?: string;
+  rootdirectory?: string;
+  forcepathstyle?: boolean;
+  secure?: boolean;
+  skipverify?: boolean;
+  chunksize?: number;
+  multipartcopychunksize?: number;
+  multipartcopymaxconcurrency?: number;
+  multipartcopythresholdsize?: number;
+  storageclass?: string;
+  encrypt?: boolean;
+  keyid?: string;
+  /** Attempts per S3 request (the SDK's backoff between them) before the store is called unavailable. */
+  maxattempts?: number;
+  /** Milliseconds without progress on one S3 request before it is abandoned (and retried). */
+  requesttimeout?: number;
+}
+
+/** One part of an upload's S3 multipart upload, as S3 acknowledged it. */
+interface Part {
+  n: number;
+  etag: string;
+  size: number;
+}
+
+/**
+ * An upload's acknowledged state, one small JSON object per acknowledged size under
+ * `berth/uploads/<id>/state/<size>`, so that any replica can continue the upload: the multipart upload,
+ * its parts, the bytes after the last part (kept in `tail/<size>` until they make a part of 5 MiB or more)
+ * and the SHA-256 state over all of it.
+ */
+interface UploadStateObject {
+  /** The S3 multipart upload, created with the first part (small blobs never need one). */
+  mpu: string | null;
+  parts: Part[];
+  size: number;
+  tail: number;
+  hash: string | null;
+  createdAt: number;
+}
+
+/**
+ * Blobs in an S3 bucket, under `rootdirectory` in Distribution's layout
+ * (`docker/registry/v2/blobs/sha256/ab/<hex>/data`), so that a registry:2 bucket is read as it is.
+ * Uploads are S3 multipart uploads at `berth/uploads/<id>/data`; their state lives in the bucket
+ * (never on local disk) so that another replica can take the next chunk.
+ */
+export class S3BlobStore implements BlobStore {
+  readonly kind = "s3";
+  readonly resumableHashes = true;
+  readonly client: S3Client;
+  private readonly prefix: string;
+  private readonly partSize: number;
+
+  constructor(readonly options: S3Options) {
+    const root = (options.rootdirectory ?? "").replace(/^\/+|\/+$/g, "");
+    this.prefix = root === "" ? "" : `${root}/`;
+    this.partSize = Math.max(options.chunksize ?? 10 * MiB, MIN_PART);
+    this.client = new S3Client(s3ClientConfig(options));
+  }
+
+  private blobKey(digest: string): string {
+    const colon = digest.indexOf(":");
+    const algorithm = digest.slice(0, colon);
+    const hex = digest.slice(colon + 1);
+    if (!/^[a-z0-9]+$/.test(algorithm) || !/^[a-f0-9]{64,128}$/.test(hex)) {
+      throw new Error(`refusing to build a key from digest ${JSON.stringify(digest)}`);
+    }
+    return `${this.prefix}docker/registry/v2/blobs/${algorithm}/${hex.slice(0, 2)}/${hex}/data`;
+  }
+
+  private uploadPrefix(id: string): string {
+    if (!/^[a-zA-Z0-9-]{1,64}$/.test(id))
+      throw new Error(`refusing to build a key from upload id ${JSON.stringify(id)}`);
+    return `${this.prefix}berth/uploads/${id}/`;
+  }
+
+  /** Runs one S3 operation; what is left failing after the SDK's retries becomes StoreUnavailableError. */
+  private async call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isUnavailable(err)) throw new StoreUnavailableError(`s3 ${operation}`, err);
+      throw err;
+    }
+  }
+
+  async stat(digest: string): Promise<BlobStat | null> {
+    const key = this.blobKey(digest);
+    try {
+      const head = await this.call("HeadObject", () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key })),
+      );
+      return { size: head.ContentLength ?? 0, modifiedAt: head.LastModified?.getTime() ?? 0 };
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async read(digest: string, range?: { start: number; end: number }): Promise<Readable> {
+    const key = this.blobKey(digest);
+    try {
+      const out = await this.call("GetObject", () =>
+        this.client.send(
+          new GetObjectCommand({
+            Bucket: this.options.bucket,
+            Key: key,
+            Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+          }),
+        ),
+      );
+      return out.Body as Readable;
+    } catch (err) {
+      if (isNotFound(err)) throw Object.assign(new Error(`no blob ${digest}`), { code: "ENOENT" });
+      throw err;
+    }
+  }
+
+  /** A presigned GET for a blob, for storage.redirect. */
+  async presign(digest: string, expiresIn: number): Promise<string> {
+    return getSignedUrl(
+      this.client,
+      new GetObjectCommand({ Bucket: this.options.bucket, Key: this.blobKey(digest) }),
+      { expiresIn },
+    );
+  }
+
+  async put(digest: string, content: Buffer): Promise<void> {
+    const existing = await this.stat(digest);
+    if (existing && existing.size === content.length) return;
+    await this.putObject("PutObject", this.blobKey(digest), content);
+  }
+
+  private async putObject(operation: string, key: string, body: Buffer | string): Promise<void> {
+    await this.call(operation, () =>
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          Body: body,
+          ContentLength: Buffer.byteLength(body),
+          ...this.writeParams(),
+        }),
+      ),
+    );
+  }
+
+  private writeParams(): {
+    StorageClass?: never;
+    ServerSideEncryption?: "aws:kms" | "AES256";
+    SSEKMSKeyId?: string;
+  } {
+    const out: Record<string, string> = {};
+    const cls = this.options.storageclass;
+    if (cls && cls.toUpperCase() !== "NONE") out.StorageClass = cls;
+    if (this.options.encrypt) {
+      out.ServerSideEncryption = this.options.keyid ? "aws:kms" : "AES256";
+      if (this.options.keyid) out.SSEKMSKeyId = this.options.keyid;
+    }
+    return out as ReturnType<S3BlobStore["writeParams"]>;
+  }
+
+  async delete(digest: string): Promise<void> {
+    const key = this.blobKey(digest);
+    await this.call("DeleteObject", () =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key })),
+    );
+  }
+
+  async *list(): AsyncIterable<StoredBlob> {
+    const base = `${this.prefix}docker/registry/v2/blobs/`;
+    for await (const obj of this.listObjects(base)) {
+      const m = /^([a-z0-9]+)\/[a-f0-9]{2}\/([a-f0-9]{64,128})\/data$/.exec(obj.key.slice(base.length));
+      if (m) yield { digest: `${m[1]}:${m[2]}`, size: obj.size, modifiedAt: obj.modifiedAt };
+    }
+  }
+
+  private async *listObjects(
+    prefix: string,
+  ): AsyncIterable<{ key: string; size: number; modifiedAt: number }> {
+    let token: string | undefined;
+    do {
+      const page = await this.call("ListObjectsV2", () =>
+        this.client.send(
+          new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: token }),
+        ),
+      );
+      for (const o of page.Contents ?? []) {
+        if (o.Key)
+          yield { key: o.Key, size: o.Size ?? 0, modifiedAt: o.LastModified?.getTime() ?? Date.now() };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  private async deleteKeys(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      await this.call("DeleteObjects", () =>
+        this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.options.bucket,
+            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+          }),
+        ),
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- uploads
+
+  async createUpload(id: string): Promise<void> {
+    this.uploadPrefix(id);
+    await this.saveState(id, { mpu: null, parts: [], size: 0, tail: 0, hash: null, createdAt: Date.now() });
+  }
+
+  private async createMultipart(id: string): Promise<string> {
+    const created = await this.call("CreateMultipartUpload", () =>
+      this.client.send(
+        new CreateMultipartUploadCommand({
+          Bucket: this.options.bucket,
+          Key: `${this.uploadPrefix(id)}data`,
+          ...this.writeParams(),
+        }),
+      ),
+    );
+    if (!created.UploadId) throw new Error("S3 CreateMultipartUpload returned no UploadId");
+    return created.UploadId;
+  }
+
+  private stateKey(id: string, size: number): string {
+    return `${this.uploadPrefix(id)}state/${String(size).padStart(16, "0")}`;
+  }
+
+  private tailKey(id: string, size: number): string {
+    return `${this.uploadPrefix(id)}tail/${String(size).padStart(16, "0")}`;
+  }
+
+  private async saveState(id: string, state: UploadStateObject): Promise<void> {
+    await this.putObject("PutObject upload state", this.stateKey(id, state.size), JSON.stringify(state));
+  }
+
+  private async getObject(operation: string, key: string): Promise<Buffer | null> {
+    try {
+      const out = await this.call(operation, () =>
+        this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key })),
+      );
+      return Buffer.from(
+        await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray(),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  private async loadState(id: string, size: number): Promise<UploadStateObject | null> {
+    const raw = await this.getObject("GetObject upload state", this.stateKey(id, size));
+    return raw ? (JSON.parse(raw.toString("utf8")) as UploadStateObject) : null;
+  }
+
+  /** Sizes with a recorded state, ascending. */
+  private async stateSizes(id: string): Promise<{ size: number; modifiedAt: number }[]> {
+    const base = `${this.uploadPrefix(id)}state/`;
+    const out: { size: number; modifiedAt: number }[] = [];
+    for await (const o of this.listObjects(base)) {
+      const size = Number(o.key.slice(base.length));
+      if (Number.isSafeInteger(size)) out.push({ size, modifiedAt: o.modifiedAt });
+    }
+    return out.sort((a, b) => a.size - b.size);
+  }
+
+  async uploadSize(id: string): Promise<number | null> {
+    const sizes = await this.stateSizes(id);
+    return sizes.length === 0 ? null : sizes[sizes.length - 1]!.size;
+  }
+
+  /** The SHA-256 state (hash-wasm's save()) over the first `size` bytes, when recorded. */
+  async uploadHashState(id: string, size: number): Promise<Uint8Array | null> {
+    const state = await this.loadState(id, size);
+    return state?.hash ? Buffer.from(state.hash, "base64") : null;
+  }
+
+  async writeUpload(
+    id: string,
+    offset: number,
+    source: AsyncIterable<Buffer>,
+    onChunk: (chunk: Buffer) => void,
+    hashState?: () => Uint8Array | null,
+  ): Promise<number> {
+    const before = await this.loadState(id, offset);
+    if (!before) throw new Error(`upload ${id} has no recorded state at ${offset} bytes`);
+    const parts = [...before.parts];
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    if (before.tail > 0) {
+      const tail = await this.getObject("GetObject upload tail", this.tailKey(id, offset));
+      if (!tail || tail.length !== before.tail) throw new Error(`upload ${id}: its tail object is missing`);
+      pending.push(tail);
+      pendingBytes = tail.length;
+    }
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown = null;
+    let mpu: Promise<string> | null = before.mpu ? Promise.resolve(before.mpu) : null;
+    const sendPart = (body: Buffer) => {
+      const n = (parts.length === 0 ? 0 : parts[parts.length - 1]!.n) + 1;
+      const part: Part = { n, etag: "", size: body.length };
+      parts.push(part);
+      mpu ??= this.createMultipart(id);
+      const p = mpu
+        .then((upload) => this.uploadPart(id, upload, n, body))
+        .then((etag) => {
+          part.etag = etag;
+        })
+        .catch((err) => {
+          failure ??= err;
+        })
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    };
+    let written = 0;
+    for await (const chunk of source) {
+      if (failure) break;
+      onChunk(chunk);
+      written += chunk.length;
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      while (pendingBytes >= this.partSize) {
+        const all = Buffer.concat(pending, pendingBytes);
+        sendPart(all.subarray(0, this.partSize));
+        const rest = all.subarray(this.partSize);
+        pending = rest.length > 0 ? [Buffer.from(rest)] : [];
+        pendingBytes = rest.length;
+        // Two parts in flight while the next one fills: memory stays at a few part sizes.
+        while (inFlight.size >= 2) await Promise.race(inFlight);
+      }
+    }
+    if (!failure && pendingBytes >= MIN_PART) {
+      sendPart(Buffer.concat(pending, pendingBytes));
+      pending = [];
+      pendingBytes = 0;
+    }
+    await Promise.all(inFlight);
+    if (failure) throw failure;
+    const size = offset + written;
+    const hash = hashState?.() ?? null;
+    if (pendingBytes > 0) {
+      await this.putObject(
+        "PutObject upload tail",
+        this.tailKey(id, size),
+        Buffer.concat(pending, pendingBytes),
+      );
+    }
+    await this.saveState(id, {
+      mpu: mpu ? await mpu : null,
+      parts,
+      size,
+      tail: pendingBytes,
+      hash: hash ? Buffer.from(hash).toString("base64") : null,
+      createdAt: before.createdAt,
+    });
+    // States before `offset` can no longer be asked for: the database has acknowledged at least `offset`.
+    if (offset > 0) await this.dropStates(id, (s) => s < offset).catch(() => {});
+    return written;
+  }
+
+  private async uploadPart(id: string, mpu: string, n: number, body: Buffer): Promise<string> {
+    const out = await this.call("UploadPart", () =>
+      this.client.send(
+        new UploadPartCommand({
+          Bucket: this.options.bucket,
+          Key: `${this.uploadPrefix(id)}data`,
+          UploadId: mpu,
+          PartNumber: n,
+          Body: body,
+          ContentLength: body.length,
+        }),
+      ),
+    );
+    if (!out.ETag) throw new Error("S3 UploadPart returned no ETag");
+    return out.ETag;
+  }
+
+  /** Deletes the state and tail objects whose size matches `drop`. */
+  private async dropStates(id: string, drop: (size: number) => boolean): Promise<void> {
+    const keys: string[] = [];
+    for (const kind of ["state", "tail"]) {
+      const base = `${this.uploadPrefix(id)}${kind}/`;
+      for await (const o of this.listObjects(base)) {
+        if (drop(Number(o.key.slice(base.length)))) keys.push(o.key);
+      }
+    }
+    if (keys.length > 0) await this.deleteKeys(keys);
+  }
+
+  async readUpload(_id: string, _length: number): Promise<Readable> {
+    throw new Error("the parts of an S3 multipart upload cannot be read back before it completes");
+  }
+
+  async truncateUpload(id: string, size: number): Promise<void> {
+    if (!(await this.loadState(id, size))) {
+      throw new Error(`upload ${id} has no recorded state at ${size} bytes to go back to`);
+    }
+    await this.dropStates(id, (s) => s > size);
+  }
+
+  /** S3 acknowledges a write once it is durable: nothing to flush. */
+  async syncUpload(_id: string): Promise<void> {}
+
+  async commitUpload(id: string, digest: string): Promise<void> {
+    const size = await this.uploadSize(id);
+    if (size === null) throw new Error(`upload ${id} does not exist`);
+    const state = await this.loadState(id, size);
+    if (!state) throw new Error(`upload ${id} has no state at ${size} bytes`);
+    const target = this.blobKey(digest);
+    const bucket = this.options.bucket;
+    if (size < MIN_PART) {
+      // Small blobs (configs, tiny layers): one PUT of the tail beats completing and copying.
+      const body =
+        state.tail > 0
+          ? await this.getObject("GetObject upload tail", this.tailKey(id, size))
+          : Buffer.alloc(0);
+      if (!body || body.length !== size) throw new Error(`upload ${id}: its tail object is missing`);
+      await this.putObject("PutObject blob", target, body);
+      await this.deleteUpload(id);
+      return;
+    }
+    const source = `${this.uploadPrefix(id)}data`;
+    if (await this.completedEarlier(source, size)) {
+      // A commit that stopped (a crash) after completing the multipart upload: the object is whole already.
+      await this.copyObject(source, target, size);
+      await this.deleteUpload(id, { completed: true });
+      return;
+    }
+    const parts = [...state.parts];
+    if (state.tail > 0) {
+      const tail = await this.getObject("GetObject upload tail", this.tailKey(id, size));
+      if (!tail || tail.length !== state.tail) throw new Error(`upload ${id}: its tail object is missing`);
+      const n = (parts[parts.length - 1]?.n ?? 0) + 1;
+      parts.push({ n, etag: await this.uploadPart(id, state.mpu!, n, tail), size: tail.length });
+    }
+    await this.call("CompleteMultipartUpload", () =>
+      this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: bucket,
+          Key: source,
+          UploadId: state.mpu!,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
+        }),
+      ),
+    );
+    // S3 cannot rename: the completed object is copied to its digest key inside the bucket (no bytes through
+    // Berth). See docs/scale-out.md for why, and for the location column that will remove this copy.
+    await this.copyObject(source, target, size);
+    await this.deleteUpload(id, { completed: true });
+  }
+
+  /** Whether the upload's own object exists whole (its multipart upload was completed by an earlier commit). */
+  private async completedEarlier(key: string, size: number): Promise<boolean> {
+    try {
+      const head = await this.call("HeadObject upload", () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key })),
+      );
+      return head.ContentLength === size;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /** Server-side copy: CopyObject below multipartcopythresholdsize, else UploadPartCopy in parallel. */
+  private async copyObject(source: string, target: string, size: number): Promise<void> {
+    const bucket = this.options.bucket;
+    const threshold = Math.min(this.options.multipartcopythresholdsize ?? MAX_COPY_OBJECT, MAX_COPY_OBJECT);
+    const copySource = `${bucket}/${encodeURI(source)}`;
+    if (size <= threshold) {
+      await this.call("CopyObject", () =>
+        this.client.send(
+          new CopyObjectCommand({
+            Bucket: bucket,
+            Key: target,
+            CopySource: copySource,
+            ...this.writeParams(),
+          }),
+        ),
+      );
+      return;
+    }
+    const chunk = Math.max(this.options.multipartcopychunksize ?? 32 * MiB, MIN_PART);
+    const concurrency = Math.max(this.options.multipartcopymaxconcurrency ?? 100, 1);
+    const created = await this.call("CreateMultipartUpload", () =>
+      this.client.send(
+        new CreateMultipartUploadCommand({ Bucket: bucket, Key: target, ...this.writeParams() }),
+      ),
+    );
+    const mpu = created.UploadId!;
+    const count = Math.ceil(size / chunk);
+    const etags: string[] = new Array(count);
+    let next = 0;
+    try {
+      const worker = async () => {
+        for (let i = next++; i < count; i = next++) {
+          const start = i * chunk;
+          const end = Math.min(size, start + chunk) - 1;
+          const out = await this.call("UploadPartCopy", () =>
+            this.client.send(
+              new UploadPartCopyCommand({
+                Bucket: bucket,
+                Key: target,
+                UploadId: mpu,
+                PartNumber: i + 1,
+                CopySource: copySource,
+                CopySourceRange: `bytes=${start}-${end}`,
+              }),
+            ),
+          );
+          etags[i] = out.CopyPartResult?.ETag ?? "";
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+      await this.call("CompleteMultipartUpload", () =>
+        this.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: bucket,
+            Key: target,
+            UploadId: mpu,
+            MultipartUpload: { Parts: etags.map((ETag, i) => ({ PartNumber: i + 1, ETag })) },
+          }),
+        ),
+      );
+    } catch (err) {
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: target, UploadId: mpu }))
+        .catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * Aborts the upload's multipart uploads (all S3 knows at its key, so that one created by a request that
+   * died before recording it goes too: nothing is left billing) and deletes its state and tail objects.
+   * `completed`: the multipart upload was just completed, there is nothing to abort.
+   */
+  async deleteUpload(id: string, opts: { completed?: boolean } = {}): Promise<void> {
+    const prefix = this.uploadPrefix(id);
+    const key = `${prefix}data`;
+    if (!opts.completed) {
+      const open = await this.call("ListMultipartUploads", () =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.options.bucket, Prefix: key })),
+      );
+      for (const upload of open.Uploads ?? []) {
+        if (upload.Key !== key || !upload.UploadId) continue;
+        await this.call("AbortMultipartUpload", () =>
+          this.client.send(
+            new AbortMultipartUploadCommand({
+              Bucket: this.options.bucket,
+              Key: key,
+              UploadId: upload.UploadId,
+            }),
+          ),
+        ).catch((err) => {
+          if (!isNotFound(err)) throw err;
+        });
+      }
+    }
+    const keys: string[] = [];
+    for await (const o of this.listObjects(prefix)) keys.push(o.key);
+    if (keys.length > 0) await this.deleteKeys(keys);
+  }
+
+  async *listUploads(): AsyncIterable<StoredUpload> {
+    const base = `${this.prefix}berth/uploads/`;
+    const latest = new Map<string, StoredUpload>();
+    for await (const o of this.listObjects(base)) {
+      const m = /^([a-zA-Z0-9-]{1,64})\/state\/(\d+)$/.exec(o.key.slice(base.length));
+      if (!m) continue;
+      const seen = latest.get(m[1]!);
+      const size = Number(m[2]);
+      if (!seen || seen.size <= size) latest.set(m[1]!, { id: m[1]!, size, modifiedAt: o.modifiedAt });
+    }
+    yield* latest.values();
+  }
+
+  async probe(): Promise<void> {
+    const key = `${this.prefix}berth/probe-${process.pid}-${Date.now()}`;
+    await this.putObject("PutObject probe", key, "ok");
+    await this.call("DeleteObject probe", () =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key })),
+    );
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+/** The S3 client for storage.s3: endpoint, path style, TLS, credentials, retries and timeouts. */
+export function s3ClientConfig(options: S3Options): S3ClientConfig {
+  let endpoint = options.regionendpoint;
+  if (endpoint && !/^[a-z]+:\/\//i.test(endpoint)) {
+    endpoint = `${options.secure === false ? "http" : "https"}://${endpoint}`;
+  }
+  return {
+    region: options.region,
+    endpoint,
+    forcePathStyle: options.forcepathstyle ?? false,
+    credentials:
+      options.accesskey && options.secretkey
+        ? { accessKeyId: options.accesskey, secretAccessKey: options.secretkey }
+        : undefined,
+    // The SDK retries throttling (503 SlowDown), 5xx and network errors with exponential backoff.
+    maxAttempts: options.maxattempts ?? 4,
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    requestHandler: {
+      connectionTimeout: 5_000,
+      requestTimeout: options.requesttimeout ?? 60_000,
+      ...(options.skipverify
+        ? { httpsAgent: new HttpsAgent({ rejectUnauthorized: false, keepAlive: true }) }
+        : {}),
+    },
+  };
+}
+
+function isNotFound(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number }; cause?: unknown };
+  if (e instanceof StoreUnavailableError) return false;
+  return (
+    e?.name === "NotFound" ||
+    e?.name === "NoSuchKey" ||
+    e?.name === "NoSuchUpload" ||
+    e?.$metadata?.httpStatusCode === 404
+  );
+}
+
+/** Throttling, server errors, timeouts and connection failures: the store, not the request, is at fault. */
+function isUnavailable(err: unknown): boolean {
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e?.$metadata?.httpStatusCode;
+  // A bucket that is gone, or credentials that no longer work: the store is unusable, not the request wrong.
+  if (["NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"].includes(e?.name ?? ""))
+    return true;
+  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  if (
+    ["SlowDown", "ServiceUnavailable", "TimeoutError", "RequestTimeout", "ThrottlingException"].includes(
+      e?.name ?? "",
+    )
+  )
+    return true;
+  return ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN"].includes(
+    e?.code ?? "",
+  );
+}
