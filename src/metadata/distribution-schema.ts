@@ -54,7 +54,10 @@ const TRIGGERS: { table: string; event: string; row: "new" | "old"; kind: string
 ];
 
 export async function distributionLinksUp(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  const big = dialect === "postgres" ? "bigint" : "integer";
+  const pg = dialect === "postgres";
+  const big = pg ? "bigint" : "integer";
+  // Repository names and keys sort by byte on PostgreSQL too, as the other tables' text keys do.
+  const text = pg ? sql`text collate "C"` : sql`text`;
   await db.schema
     .createTable("distribution_state")
     .addColumn("id", "integer", (c) => c.primaryKey())
@@ -66,10 +69,13 @@ export async function distributionLinksUp(db: Kysely<unknown>, dialect: Dialect)
     .execute();
   await db.schema
     .createTable("distribution_journal")
-    .addColumn("id", dialect === "postgres" ? "serial" : "integer", (c) => c.primaryKey().autoIncrement())
-    .addColumn("repository", "text", (c) => c.notNull())
+    // bigserial is PostgreSQL's own auto-increment (a journal grows without end); AUTOINCREMENT is SQLite's.
+    .addColumn("id", pg ? "bigserial" : "integer", (c) =>
+      pg ? c.primaryKey() : c.primaryKey().autoIncrement(),
+    )
+    .addColumn("repository", text, (c) => c.notNull())
     .addColumn("kind", "text", (c) => c.notNull())
-    .addColumn("key", "text", (c) => c.notNull())
+    .addColumn("key", text, (c) => c.notNull())
     .execute();
   if (dialect !== "sqlite") return; // PostgreSQL would need PL/pgSQL trigger functions: not written yet.
   for (const t of TRIGGERS) {
