@@ -6,10 +6,14 @@ import { maskUrlPassword } from "../config/provenance.js";
 import type { ConfigInput } from "../config/schema.js";
 import { dataDirOf } from "../config/schema.js";
 import { openPostgres, openSqlite, sqlitePath } from "../metadata/db.js";
-import type { Database } from "../metadata/schema.js";
+import { type DistributionDatabase, distributionDb } from "../metadata/distribution-schema.js";
 
-/** Every table, parents first; each is copied whole, in rowid order. */
-const TABLES: (keyof Database)[] = [
+/**
+ * Every table, parents first; each is copied whole, in rowid order. The registry:2 adoption state comes
+ * last, after the rows its journal triggers watch: an adopted directory stays adopted (never imported
+ * again) and keeps its link files, and the copy itself journals nothing.
+ */
+const TABLES: (keyof DistributionDatabase)[] = [
   "repositories",
   "blobs",
   "repository_blobs",
@@ -19,6 +23,8 @@ const TABLES: (keyof Database)[] = [
   "tags",
   "uploads",
   "locks",
+  "distribution_journal",
+  "distribution_state",
 ];
 
 const PAGE = 1000;
@@ -33,7 +39,7 @@ export interface MigrateResult {
  * Copies the SQLite metadata of a data directory into an empty PostgreSQL database: the target's
  * schema is created by the usual migrations, then every row goes over in one PostgreSQL transaction,
  * read from one SQLite read transaction (a consistent snapshot); the repositories id sequence is
- * moved past the copied ids; the row counts of both sides must match before the commit.
+ * moved past the copied ids (and the link-file journal's); the row counts of both sides must match before the commit.
  */
 export async function migrateToPostgres(
   url: string,
@@ -53,7 +59,8 @@ export async function migrateToPostgres(
   // Bring the source to this version's schema (what `berth serve` would do), then read it raw.
   await (await openSqlite(dataDir)).close();
   const source = new SQLite(file, { readonly: true, timeout: 15_000 });
-  const target = await openPostgres({ connectionString: url, max: 2 });
+  const opened = await openPostgres({ connectionString: url, max: 2 });
+  const target = { db: distributionDb(opened.db), close: () => opened.close() };
   const rows: Record<string, number> = {};
   try {
     for (const table of TABLES) {
@@ -93,9 +100,10 @@ export async function migrateToPostgres(
             throw new Error(`${table}: ${expected} rows in SQLite, ${got.n} copied; nothing was committed`);
           rows[table] = expected;
         }
-        await sql`select setval(pg_get_serial_sequence('repositories', 'id'), coalesce((select max(id) from repositories), 0) + 1, false)`.execute(
-          trx,
-        );
+        for (const table of ["repositories", "distribution_journal"])
+          await sql`select setval(pg_get_serial_sequence(${table}, 'id'), coalesce((select max(id) from ${sql.table(table)}), 0) + 1, false)`.execute(
+            trx,
+          );
       });
     } finally {
       source.exec("commit");

@@ -48,7 +48,7 @@ export async function openDistribution(
   const present = options.present;
   if (!present && wanted !== true) return null;
   const log: Log = options.log ?? pino({ level: config.log.level, base: { pid: process.pid } });
-  const queries = new DistributionQueries(target.meta.db);
+  const queries = new DistributionQueries(target.meta.db, target.meta.metadata.dialect);
   const layout = new DistributionLayout(target.dataDir);
   let state = await queries.state();
 
@@ -129,6 +129,7 @@ export async function adoptDirectory(
     if (before.adoption === "done" || before.links !== "off") return null;
     await queries.setState({ adoption: "running" });
     hooks.onStart?.(before.adoption === "running");
+    // PostgreSQL: DistributionQueries' own multi-row INSERTs, a few statements per batch.
     if (meta.metadata.dialect === "sqlite") queries.bulk = new SqliteBulkImport(sqlitePath(layout.root));
     const report = await adoptDistribution(
       { layout, queries },

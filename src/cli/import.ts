@@ -1,9 +1,10 @@
 import path from "node:path";
 import { loadConfig } from "../config/load.js";
 import type { ConfigInput } from "../config/schema.js";
-import { openSqlite } from "../metadata/db.js";
+import { openMetadata } from "../metadata/db.js";
 import { DistributionQueries } from "../metadata/distribution-queries.js";
 import { MetadataStore } from "../metadata/store.js";
+import { databaseTarget } from "../metadata/target.js";
 import {
   type AdoptionProgress,
   type AdoptionReport,
@@ -79,16 +80,19 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
       { dryRun: true, onProgress: (p) => bar.update(p), onListed: (n) => err(`${n} repositories found`) },
     );
   } else {
-    const metadata = await openSqlite(root);
+    // The configured database: the SQLite file in the directory, or PostgreSQL (database.url).
+    const metadata = await openMetadata(databaseTarget(config.database), root);
     try {
       const meta = new MetadataStore(metadata);
-      const queries = new DistributionQueries(meta.db);
+      const queries = new DistributionQueries(meta.db, metadata.dialect);
       const state = await queries.state();
       if (state.adoption === "done" || state.links !== "off") {
         const when = state.adoptedAt ? ` on ${new Date(state.adoptedAt).toISOString()}` : "";
         process.stdout.write(
           `${root} was adopted already${when}; Berth has kept its link files since, so it is not imported again ` +
-            "(to start over from what registry:2 wrote, stop Berth and move berth/berth.db away)\n",
+            `(to start over from what registry:2 wrote, stop Berth and ${
+              metadata.dialect === "postgres" ? "give it an empty database" : "move berth/berth.db away"
+            })\n`,
         );
         return;
       }

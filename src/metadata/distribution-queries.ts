@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { type DistributionDatabase, distributionDb } from "./distribution-schema.js";
+import type { Dialect } from "./migrations.js";
 import type { Database } from "./schema.js";
 
 /**
@@ -50,14 +51,29 @@ export interface JournalEntry {
 /** Rows per INSERT statement: well under SQLite's limit of bound parameters. */
 const ROWS = 400;
 
+/**
+ * PostgreSQL binds at most 65,535 parameters a statement: rows per INSERT are as many as this many
+ * parameters allow (5,000 tags or links, 2,700 manifests), so that a batch of 20,000 rows is a handful
+ * of statements rather than fifty round trips.
+ */
+const PG_PARAMETERS = 30_000;
+
 export class DistributionQueries {
   private readonly db: Kysely<DistributionDatabase>;
 
   /** A faster writer for importBatch (SQLite: distribution-bulk.ts), while an adoption runs. */
   bulk: { importBatch(batch: ImportBatch, now: number): void; close(): void } | null = null;
 
-  constructor(db: Kysely<Database>) {
+  constructor(
+    db: Kysely<Database>,
+    private readonly dialect: Dialect = "sqlite",
+  ) {
     this.db = distributionDb(db);
+  }
+
+  /** Rows per multi-row INSERT of `columns` columns. */
+  private rowsPerInsert(columns: number): number {
+    return this.dialect === "postgres" ? Math.floor(PG_PARAMETERS / columns) : ROWS;
   }
 
   async state(): Promise<DistributionState> {
@@ -126,10 +142,11 @@ export class DistributionQueries {
         for (const row of rows) ids.set(row.name, row.id);
       }
       const insert = async <T extends keyof Database>(table: T, rows: Record<string, unknown>[]) => {
-        for (let i = 0; i < rows.length; i += ROWS) {
+        const step = this.rowsPerInsert(Object.keys(rows[0] ?? {}).length);
+        for (let i = 0; i < rows.length; i += step) {
           await trx
             .insertInto(table)
-            .values(rows.slice(i, i + ROWS) as never)
+            .values(rows.slice(i, i + step) as never)
             .onConflict((oc) => oc.doNothing())
             .execute();
         }

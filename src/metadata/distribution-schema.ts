@@ -54,7 +54,10 @@ const TRIGGERS: { table: string; event: string; row: "new" | "old"; kind: string
 ];
 
 export async function distributionLinksUp(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
-  const big = dialect === "postgres" ? "bigint" : "integer";
+  const pg = dialect === "postgres";
+  const big = pg ? "bigint" : "integer";
+  // Repository names and keys sort by byte on PostgreSQL too, as the other tables' text keys do.
+  const text = pg ? sql`text collate "C"` : sql`text`;
   await db.schema
     .createTable("distribution_state")
     .addColumn("id", "integer", (c) => c.primaryKey())
@@ -66,12 +69,15 @@ export async function distributionLinksUp(db: Kysely<unknown>, dialect: Dialect)
     .execute();
   await db.schema
     .createTable("distribution_journal")
-    .addColumn("id", dialect === "postgres" ? "serial" : "integer", (c) => c.primaryKey().autoIncrement())
-    .addColumn("repository", "text", (c) => c.notNull())
+    // bigserial is PostgreSQL's own auto-increment (a journal grows without end); AUTOINCREMENT is SQLite's.
+    .addColumn("id", pg ? "bigserial" : "integer", (c) =>
+      pg ? c.primaryKey() : c.primaryKey().autoIncrement(),
+    )
+    .addColumn("repository", text, (c) => c.notNull())
     .addColumn("kind", "text", (c) => c.notNull())
-    .addColumn("key", "text", (c) => c.notNull())
+    .addColumn("key", text, (c) => c.notNull())
     .execute();
-  if (dialect !== "sqlite") return; // PostgreSQL would need PL/pgSQL trigger functions: not written yet.
+  if (pg) return postgresTriggers(db);
   for (const t of TRIGGERS) {
     const name = `distribution_${t.table}_${t.event.replace(/ /g, "_")}`;
     const repo = `(select name from repositories where id = ${t.row}.repository_id)`;
@@ -87,6 +93,62 @@ export async function distributionLinksUp(db: Kysely<unknown>, dialect: Dialect)
     .raw(
       `create trigger distribution_repositories_delete after delete on repositories when ${ACTIVE} ` +
         `begin insert into distribution_journal (repository, kind, key) values (old.name, 'repository', ''); end`,
+    )
+    .execute(db);
+}
+
+/**
+ * The same journal rows on PostgreSQL, from PL/pgSQL trigger functions. A trigger's WHEN cannot read
+ * another table there, so each function tests whether links are on itself. Inserts and deletes journal
+ * once per statement from its transition table (an adoption writes hundreds of thousands of rows while
+ * links are off: one test per statement, not one per row); a tag's new digest, once per row (transition
+ * tables cannot go with a column list such as UPDATE OF digest). Rows an ON CONFLICT skips are in no
+ * transition table and fire no row trigger, as on SQLite.
+ */
+async function postgresTriggers(db: Kysely<unknown>): Promise<void> {
+  const kinds = new Map<string, { kind: string; key: string }>();
+  for (const t of TRIGGERS) kinds.set(t.table, { kind: t.kind, key: t.key });
+  for (const [table, { kind, key }] of kinds) {
+    await sql
+      .raw(
+        `create function distribution_journal_${table}() returns trigger language plpgsql as $$ begin ` +
+          `if ${ACTIVE} then ` +
+          `insert into distribution_journal (repository, kind, key) ` +
+          `select r.name, '${kind}', c.${key} from changed c join repositories r on r.id = c.repository_id; ` +
+          "end if; return null; end $$",
+      )
+      .execute(db);
+  }
+  await sql
+    .raw(
+      "create function distribution_journal_tag_row() returns trigger language plpgsql as $$ " +
+        "declare repo text; begin " +
+        `if ${ACTIVE} then ` +
+        "select name into repo from repositories where id = new.repository_id; " +
+        "if repo is not null then " +
+        "insert into distribution_journal (repository, kind, key) values (repo, 'tag', new.name); " +
+        "end if; end if; return null; end $$",
+    )
+    .execute(db);
+  await sql
+    .raw(
+      "create function distribution_journal_repositories() returns trigger language plpgsql as $$ begin " +
+        `if ${ACTIVE} then ` +
+        "insert into distribution_journal (repository, kind, key) select c.name, 'repository', '' from changed c; " +
+        "end if; return null; end $$",
+    )
+    .execute(db);
+  for (const t of TRIGGERS) {
+    const name = `distribution_${t.table}_${t.event.replace(/ /g, "_")}`;
+    const body = t.event.startsWith("update")
+      ? "for each row execute function distribution_journal_tag_row()"
+      : `referencing ${t.row} table as changed for each statement execute function distribution_journal_${t.table}()`;
+    await sql.raw(`create trigger ${name} after ${t.event} on ${t.table} ${body}`).execute(db);
+  }
+  await sql
+    .raw(
+      "create trigger distribution_repositories_delete after delete on repositories " +
+        "referencing old table as changed for each statement execute function distribution_journal_repositories()",
     )
     .execute(db);
 }

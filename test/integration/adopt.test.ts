@@ -3,17 +3,20 @@
  * lays them out (bench/lib/distribution-tree.mjs): what is adopted, what is reported, --dry-run, adopting
  * twice, a kill -9 in the middle, and the link files Berth keeps in step afterwards.
  * The same with Distribution itself filling the directory is test/e2e/adopt-distribution.test.ts.
+ * Run by both projects: the rows go to SQLite or to PostgreSQL (test/helpers/metadata-db.ts).
  */
 import { execFile, spawn } from "node:child_process";
 import { cpSync, existsSync, readFileSync, rmSync, truncateSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import SQLite from "better-sqlite3";
+import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 // @ts-expect-error: a plain ES module shared with the benchmark
 import { DistributionTree, sha256, writeSyntheticTree } from "../../bench/lib/distribution-tree.mjs";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { RegistryClient } from "../helpers/registry.js";
-import { CLI, freePort, startBerth, tempDir } from "../helpers/server.js";
+import { CLI, databaseEnv, freePort, startBerth, TEST_DB, tempDir } from "../helpers/server.js";
 
 const run = promisify(execFile);
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -116,8 +119,12 @@ async function fixture(): Promise<Fixture> {
   return { root, tree, digests: d, paths: p };
 }
 
-async function cli(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [CLI, ...args], { maxBuffer: 64 * 1024 * 1024 });
+/** Runs the CLI on the database of the data directory `root` (SQLite inside it, or its PostgreSQL database). */
+async function cli(root: string, ...args: string[]): Promise<string> {
+  const { stdout } = await run(process.execPath, [CLI, ...args], {
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, ...(await databaseEnv(root)) },
+  });
   return stdout;
 }
 
@@ -129,38 +136,79 @@ async function json(client: RegistryClient, url: string): Promise<any> {
 }
 
 /** Everything adoption writes, without times or ids, for comparing two databases. */
-function dump(root: string): Record<string, string[]> {
-  const db = new SQLite(path.join(root, "berth", "berth.db"), { readonly: true });
+async function dump(root: string): Promise<Record<string, string[]>> {
+  const db = await openTestDb(root);
   try {
-    const rows = (q: string) =>
-      (db.prepare(q).raw().all() as unknown[][]).map((r) => JSON.stringify(r)).sort();
+    const rows = async (q: string) =>
+      (await db.all<Record<string, unknown>>(q))
+        .map((r) =>
+          JSON.stringify(
+            Object.values(r).map((v) =>
+              v instanceof Uint8Array
+                ? Buffer.from(v).toString("hex")
+                : typeof v === "bigint"
+                  ? Number(v)
+                  : v,
+            ),
+          ),
+        )
+        .sort();
     return {
-      repositories: rows("select name from repositories"),
-      blobs: rows("select digest, size from blobs"),
-      links: rows(
+      repositories: await rows("select name from repositories"),
+      blobs: await rows("select digest, size from blobs"),
+      links: await rows(
         "select r.name, x.digest from repository_blobs x join repositories r on r.id = x.repository_id",
       ),
-      manifests: rows(
-        "select r.name, m.digest, m.media_type, m.size, hex(m.content), m.subject, m.config_digest, m.artifact_type from manifests m join repositories r on r.id = m.repository_id",
+      manifests: await rows(
+        "select r.name, m.digest, m.media_type, m.size, m.content, m.subject, m.config_digest, m.artifact_type from manifests m join repositories r on r.id = m.repository_id",
       ),
-      manifestBlobs: rows(
+      manifestBlobs: await rows(
         "select r.name, x.manifest_digest, x.blob_digest from manifest_blobs x join repositories r on r.id = x.repository_id",
       ),
-      children: rows(
+      children: await rows(
         "select r.name, x.parent_digest, x.child_digest from manifest_children x join repositories r on r.id = x.repository_id",
       ),
-      tags: rows("select r.name, t.name, t.digest from tags t join repositories r on r.id = t.repository_id"),
-      state: rows("select adoption, links from distribution_state"),
+      tags: await rows(
+        "select r.name, t.name, t.digest from tags t join repositories r on r.id = t.repository_id",
+      ),
+      state: await rows("select adoption, links from distribution_state"),
     };
   } finally {
-    db.close();
+    await db.close();
+  }
+}
+
+/** Manifests committed so far by a running adoption (0 while the database or its tables do not exist). */
+async function manifestCount(root: string): Promise<number> {
+  if (TEST_DB === "postgres") {
+    const client = new pg.Client({ connectionString: (await databaseEnv(root)).REGISTRY_DATABASE_URL });
+    try {
+      await client.connect();
+      return Number((await client.query("select count(*) as n from manifests")).rows[0].n);
+    } catch {
+      return 0;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  const dbFile = path.join(root, "berth", "berth.db");
+  if (!existsSync(dbFile)) return 0;
+  try {
+    const db = new SQLite(dbFile, { readonly: true, timeout: 1000 });
+    try {
+      return (db.prepare("select count(*) as n from manifests").get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return 0;
   }
 }
 
 describe("adopting a registry:2 directory", () => {
   it("--dry-run reports what would be adopted and what is wrong, and writes nothing", async () => {
     const f = await fixture();
-    const report = JSON.parse(await cli("import", f.root, "--dry-run", "--json"));
+    const report = JSON.parse(await cli(f.root, "import", f.root, "--dry-run", "--json"));
     expect(report.dryRun).toBe(true);
     expect(report.repositories).toBe(5); // library/alpine, a/b, a/b/c, multi, broken
     expect(report.manifests).toBe(8);
@@ -179,7 +227,7 @@ describe("adopting a registry:2 directory", () => {
     });
     expect(existsSync(path.join(f.root, "berth"))).toBe(false);
     expect(existsSync(f.paths.upload)).toBe(true);
-    const text = await cli("import", f.root, "--dry-run");
+    const text = await cli(f.root, "import", f.root, "--dry-run");
     expect(text).toContain("would adopt 5 repositories, 8 manifests, 6 tags");
     expect(text).toContain(`empty-link: ${f.paths.empty}`);
   });
@@ -221,7 +269,7 @@ describe("adopting a registry:2 directory", () => {
     for (const p of Object.values(f.paths)) expect(logs).toContain(p);
     expect(existsSync(f.paths.upload)).toBe(false);
 
-    const before = dump(f.root);
+    const before = await dump(f.root);
     expect(before.state).toEqual([JSON.stringify(["done", "on"])]);
     await berth.stop();
     const again = await startBerth({ dataDir: f.root, captureLogs: true });
@@ -231,21 +279,21 @@ describe("adopting a registry:2 directory", () => {
       catalog.repositories,
     );
     await again.stop();
-    expect(dump(f.root)).toEqual(before);
-    expect(await cli("import", f.root)).toContain("was adopted already");
-    expect(dump(f.root)).toEqual(before);
+    expect(await dump(f.root)).toEqual(before);
+    expect(await cli(f.root, "import", f.root)).toContain("was adopted already");
+    expect(await dump(f.root)).toEqual(before);
   });
 
   it("berth import adopts from the command line, with the same result as berth serve", async () => {
     const f = await fixture();
     const copy = dir();
     cpSync(f.root, copy, { recursive: true });
-    const text = await cli("import", f.root);
+    const text = await cli(f.root, "import", f.root);
     expect(text).toContain("adopted 5 repositories, 8 manifests, 6 tags");
     expect(text).toContain(`upload: ${f.paths.upload}`);
     const berth = await startBerth({ dataDir: copy });
     await berth.stop();
-    expect(dump(f.root)).toEqual(dump(copy));
+    expect(await dump(f.root)).toEqual(await dump(copy));
   });
 
   it("a kill -9 during adoption: the next start finishes it with the same rows as an uninterrupted run", async () => {
@@ -259,21 +307,14 @@ describe("adopting a registry:2 directory", () => {
     const child = spawn(
       process.execPath,
       [CLI, "serve", "--addr", `127.0.0.1:${port}`, "--data-dir", root, "--workers", "1"],
-      { env: { ...process.env, ...env }, stdio: "ignore", detached: true },
+      { env: { ...process.env, ...(await databaseEnv(root)), ...env }, stdio: "ignore", detached: true },
     );
     const exited = new Promise((resolve) => child.on("exit", resolve));
     // Wait until some batches are committed, then kill it in the middle.
-    const dbFile = path.join(root, "berth", "berth.db");
     const deadline = Date.now() + 60_000;
     let partial = 0;
     while (Date.now() < deadline && child.exitCode === null) {
-      if (existsSync(dbFile)) {
-        try {
-          const db = new SQLite(dbFile, { readonly: true, timeout: 1000 });
-          partial = (db.prepare("select count(*) as n from manifests").get() as { n: number }).n;
-          db.close();
-        } catch {}
-      }
+      partial = await manifestCount(root);
       if (partial > 0) break;
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -281,7 +322,7 @@ describe("adopting a registry:2 directory", () => {
     await exited;
     expect(partial).toBeGreaterThan(0);
     expect(partial).toBeLessThan(1200);
-    expect(dump(root).state).toEqual([JSON.stringify(["running", "off"])]);
+    expect((await dump(root)).state).toEqual([JSON.stringify(["running", "off"])]);
 
     const resumed = await startBerth({ dataDir: root, env, captureLogs: true });
     cleanups.push(() => resumed.cleanup());
@@ -289,8 +330,8 @@ describe("adopting a registry:2 directory", () => {
     await resumed.stop();
     const uninterrupted = await startBerth({ dataDir: reference, env });
     await uninterrupted.stop();
-    const a = dump(root);
-    const b = dump(reference);
+    const a = await dump(root);
+    const b = await dump(reference);
     expect(a.manifests.length).toBe(1200);
     expect(a).toEqual(b);
   });
@@ -327,26 +368,26 @@ describe("going back: Berth keeps registry:2's link files in step", () => {
     const nested = await client.pushImage("a/b/c/d", "one");
     expect(link(f.tree.tagLinkPath("a/b/c/d", "one"))).toBe(nested.digest);
     await berth.stop();
-    expect(await cli("repo", "rm", "a/b", "--data-dir", f.root)).toContain("removed repository a/b");
+    expect(await cli(f.root, "repo", "rm", "a/b", "--data-dir", f.root)).toContain("removed repository a/b");
 
     // A change committed but not written to the links (as after a crash between the two): applied at start.
-    const db = new SQLite(path.join(f.root, "berth", "berth.db"));
-    db.prepare("delete from tags where name = 'x'").run();
-    db.prepare(
+    const db = await openTestDb(f.root);
+    await db.run("delete from tags where name = 'x'");
+    await db.run(
       "delete from tags where name = 'v1' and repository_id = (select id from repositories where name = 'a/b/c')",
-    ).run();
-    db.close();
+    );
+    await db.close();
     const restarted = await startBerth({ dataDir: f.root });
     cleanups.push(() => restarted.cleanup());
     expect(existsSync(path.join(f.tree.repoDir("a/b"), "_manifests"))).toBe(false);
     expect(existsSync(path.join(f.tree.repoDir("a/b/c"), "_manifests", "revisions"))).toBe(true);
     expect(existsSync(path.dirname(path.dirname(f.tree.tagLinkPath("a/b/c", "v1"))))).toBe(false);
     await restarted.stop();
-    const state = new SQLite(path.join(f.root, "berth", "berth.db"), { readonly: true });
-    expect((state.prepare("select count(*) as n from distribution_journal").get() as { n: number }).n).toBe(
-      0,
-    );
-    state.close();
+    const state = await openTestDb(f.root);
+    expect(
+      Number((await state.get<{ n: number }>("select count(*) as n from distribution_journal"))?.n),
+    ).toBe(0);
+    await state.close();
   });
 
   it("a new directory writes no link files unless storage.filesystem.distributionlinks is on", async () => {

@@ -4,8 +4,13 @@
  * `sqlite` project (the source is SQLite whatever BERTH_TEST_DB says).
  */
 import { spawnSync } from "node:child_process";
-import { rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import path from "node:path";
+import SQLite from "better-sqlite3";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+// @ts-expect-error: a plain ES module shared with the benchmark
+import { DistributionTree, sha256 } from "../../bench/lib/distribution-tree.mjs";
 import {
   ensureDatabase,
   type PostgresServer,
@@ -107,6 +112,75 @@ describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
       expect(catalog.repositories).toEqual(["migrate/app-0", "migrate/app-1", "migrate/new"]);
     } finally {
       await pgBerth.stop();
+    }
+  });
+  it("an adopted registry:2 directory stays adopted, and keeps its link files, on PostgreSQL", async () => {
+    // 1. A registry:2 directory adopted on SQLite (link files on), with a journal row a crash left behind.
+    const root = tempDir("berth-db-migrate-adopted-");
+    try {
+      const tree = new DistributionTree(root);
+      const data = Buffer.from("a layer registry:2 stored ".repeat(40));
+      await tree.blob(data);
+      const legacy = await tree.image(
+        "legacy/app",
+        "old",
+        [{ data, digest: sha256(data), size: data.length }],
+        ["v1", "v2"],
+      );
+      const sqliteBerth = await startBerth({ dataDir: root, env: { REGISTRY_DATABASE_URL: "" } });
+      const pushed = await new RegistryClient(sqliteBerth.url).pushImage("legacy/app", "sqlite");
+      await sqliteBerth.stop();
+      expect(readFileSync(tree.tagLinkPath("legacy/app", "sqlite"), "utf8")).toBe(pushed.digest);
+      const file = new SQLite(path.join(root, "berth", "berth.db"));
+      file
+        .prepare(
+          "insert into distribution_journal (repository, kind, key) values ('legacy/app', 'tag', 'gone')",
+        )
+        .run();
+      file.close();
+      await tree.tag("legacy/app", "gone", legacy); // the journal row says: this link must go
+
+      // 2. Copy: the adoption state and the journal go too.
+      const url = await ensureDatabase(base, `migrate_adopted_${process.pid}_${Date.now().toString(36)}`);
+      const done = berthCli(["db", "migrate-to", url, "--data-dir", root]);
+      expect(done.stderr).toBe("");
+      expect(done.status).toBe(0);
+      expect(done.stdout).toMatch(/distribution_state\s+1 rows/);
+      expect(done.stdout).toMatch(/distribution_journal\s+1 rows/);
+
+      // 3. On PostgreSQL: not adopted again; the left-over row applied; pushes and deletes keep the links.
+      const pgBerth = await startBerth({
+        dataDir: root,
+        env: { REGISTRY_DATABASE_URL: url },
+        captureLogs: true,
+      });
+      try {
+        expect(pgBerth.logs.join("\n")).not.toContain("adopting");
+        expect(existsSync(tree.tagLinkPath("legacy/app", "gone"))).toBe(false);
+        const client = new RegistryClient(pgBerth.url);
+        const again = await client.pushImage("legacy/app", "postgres");
+        expect(readFileSync(tree.tagLinkPath("legacy/app", "postgres"), "utf8")).toBe(again.digest);
+        expect(readFileSync(tree.linkPath("legacy/app", "revision", again.digest), "utf8")).toBe(
+          again.digest,
+        );
+        expect((await client.fetch("/v2/legacy/app/manifests/v2", { method: "DELETE" })).status).toBe(202);
+        expect(existsSync(tree.tagLinkPath("legacy/app", "v2"))).toBe(false);
+        expect(readFileSync(tree.tagLinkPath("legacy/app", "v1"), "utf8")).toBe(legacy);
+      } finally {
+        await pgBerth.stop();
+      }
+      const check = new pg.Client({ connectionString: url });
+      await check.connect();
+      try {
+        const state = await check.query("select adoption, links from distribution_state");
+        expect(state.rows).toEqual([{ adoption: "done", links: "on" }]);
+        const journal = await check.query("select count(*)::int as n from distribution_journal");
+        expect(journal.rows[0].n).toBe(0);
+      } finally {
+        await check.end();
+      }
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
