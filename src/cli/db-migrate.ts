@@ -23,6 +23,10 @@ const TABLES: (keyof DistributionDatabase)[] = [
   "tags",
   "uploads",
   "locks",
+  "released_manifests",
+  "events",
+  "event_endpoints",
+  "event_deliveries",
   "distribution_journal",
   "distribution_state",
 ];
@@ -39,7 +43,7 @@ export interface MigrateResult {
  * Copies the SQLite metadata of a data directory into an empty PostgreSQL database: the target's
  * schema is created by the usual migrations, then every row goes over in one PostgreSQL transaction,
  * read from one SQLite read transaction (a consistent snapshot); the repositories id sequence is
- * moved past the copied ids (and the link-file journal's); the row counts of both sides must match before the commit.
+ * moved past the copied ids (and those of the event outbox, its delivery log and the link-file journal); the row counts of both sides must match before the commit.
  */
 export async function migrateToPostgres(
   url: string,
@@ -100,7 +104,7 @@ export async function migrateToPostgres(
             throw new Error(`${table}: ${expected} rows in SQLite, ${got.n} copied; nothing was committed`);
           rows[table] = expected;
         }
-        for (const table of ["repositories", "distribution_journal"])
+        for (const table of ["repositories", "events", "event_deliveries", "distribution_journal"])
           await sql`select setval(pg_get_serial_sequence(${table}, 'id'), coalesce((select max(id) from ${sql.table(table)}), 0) + 1, false)`.execute(
             trx,
           );

@@ -252,12 +252,19 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
       store.leaseUpload("upload-1", 60_000),
       other.leaseUpload("upload-1", 60_000),
     ]);
-    expect(leases.filter(Boolean)).toHaveLength(1);
-    await store.renewUploadLease("upload-1", 60_000);
-    await store.finishUploadWrite("upload-1", 4096, digestOf("part"));
+    const held = leases.filter((h): h is string => h !== null);
+    expect(held).toHaveLength(1);
+    const holder = held[0] as string;
+    expect(await store.renewUploadLease("upload-1", holder, 60_000)).toBe(true);
+    expect(await other.renewUploadLease("upload-1", "someone-else", 60_000)).toBe(false);
+    // Only the holder's write counts, and it ends the lease.
+    await other.finishUploadWrite("upload-1", "someone-else", 99, null);
+    expect(await store.upload("up/app", "upload-1")).toMatchObject({ size: 0, digest: null });
+    await store.finishUploadWrite("upload-1", holder, 4096, digestOf("part"));
     expect(await other.upload("up/app", "upload-1")).toMatchObject({ size: 4096, digest: digestOf("part") });
-    expect(await other.leaseUpload("upload-1", 60_000)).toBe(true);
-    await other.finishUploadWrite("upload-1", 4096, digestOf("part"));
+    const next = await other.leaseUpload("upload-1", 60_000);
+    expect(next).not.toBeNull();
+    await other.finishUploadWrite("upload-1", next as string, 4096, digestOf("part"));
     await store.deleteUploadRow("upload-1");
     expect(await store.upload("up/app", "upload-1")).toBeNull();
   });
