@@ -36,12 +36,29 @@ export function openMetadata(target: DatabaseTarget, dataDir: string, options: O
 
 export { sqlitePath };
 
+/**
+ * Switches a connection to WAL. On a new database file, several processes starting at once race to
+ * switch it, and SQLite answers the losers SQLITE_BUSY at once, without waiting on its busy timeout:
+ * try again for a few seconds (by then the winner has switched the file, and the pragma is a read).
+ */
+async function enterWal(sqlite: SQLite.Database): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      sqlite.pragma("journal_mode = WAL");
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== "SQLITE_BUSY" || attempt >= 200) throw err;
+      await new Promise((r) => setTimeout(r, 10 + Math.random() * 20));
+    }
+  }
+}
+
 /** Opens (and migrates, unless told not to) the embedded SQLite database in WAL mode. */
 export async function openSqlite(dataDir: string, options: OpenOptions = {}): Promise<MetadataDb> {
   const file = sqlitePath(dataDir);
   mkdirSync(path.dirname(file), { recursive: true });
   const sqlite = new SQLite(file, { timeout: 15_000 });
-  sqlite.pragma("journal_mode = WAL");
+  await enterWal(sqlite);
   // FULL: a commit is on disk before the client hears 201.
   sqlite.pragma("synchronous = FULL");
   sqlite.pragma("foreign_keys = OFF");

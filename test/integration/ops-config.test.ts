@@ -81,8 +81,12 @@ describe("berth serve refuses a bad configuration", () => {
   });
 
   it("a storage driver Berth does not have", async () => {
-    const err = await serveFails([], { REGISTRY_STORAGE: "s3", REGISTRY_STORAGE_S3_BUCKET: "images" });
-    expect(err).toContain("storage.s3");
+    const err = await serveFails([], {
+      REGISTRY_STORAGE: "azure",
+      REGISTRY_STORAGE_AZURE_ACCOUNTNAME: "acct",
+      REGISTRY_STORAGE_AZURE_CONTAINER: "images",
+    });
+    expect(err).toContain("storage.azure");
     expect(err).toContain("not implemented");
   });
 });
