@@ -1,3 +1,4 @@
+import type { NewManifest } from "../metadata/store.js";
 import { RegistryError } from "./errors.js";
 import {
   baseMediaType,
@@ -151,4 +152,19 @@ export function requiredBlobs(m: ParsedManifest): string[] {
     out.push(layer.digest);
   }
   return out;
+}
+
+/** What the metadata store records of a manifest: its bytes and what it refers to. */
+export function manifestRecord(digest: string, content: Buffer, m: ParsedManifest): NewManifest {
+  return {
+    digest,
+    mediaType: m.mediaType,
+    content,
+    artifactType: m.artifactType,
+    subject: m.subject?.digest ?? null,
+    annotations: m.annotations ? JSON.stringify(m.annotations) : null,
+    configDigest: m.config?.digest ?? null,
+    blobs: requiredBlobs(m),
+    children: m.manifests.map((c) => c.digest),
+  };
 }

@@ -4,7 +4,7 @@ import type { ManifestRow, MetadataStore, ReferrerRow } from "../metadata/store.
 import type { BlobStore } from "../storage/blob-store.js";
 import { RegistryError } from "./errors.js";
 import { BLOB_MEDIA_TYPE, EventRecorder, type RequestInfo } from "./events.js"; // [events, issue 14]
-import { type ParsedManifest, parseManifest, requiredBlobs } from "./manifests.js";
+import { manifestRecord, type ParsedManifest, parseManifest, requiredBlobs } from "./manifests.js";
 import { OCI_INDEX } from "./media-types.js";
 import {
   assertDigest,
@@ -636,17 +636,7 @@ export class Registry {
       await this.store.put(digest, content);
       await this.meta.upsertBlob(trx, digest, content.length);
       await this.meta.linkBlob(trx, repositoryId, digest);
-      await this.meta.insertManifest(trx, repositoryId, {
-        digest,
-        mediaType: parsed.mediaType,
-        content,
-        artifactType: parsed.artifactType,
-        subject: parsed.subject?.digest ?? null,
-        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
-        configDigest: parsed.config?.digest ?? null,
-        blobs: requiredBlobs(parsed),
-        children: parsed.manifests.map((m) => m.digest),
-      });
+      await this.meta.insertManifest(trx, repositoryId, manifestRecord(digest, content, parsed));
       for (const tag of tags) await this.meta.setTag(trx, repositoryId, tag, digest);
       // [events, issue 14] one push event per tag (or one without a tag), as registry:2 sends them
       const target = {

@@ -19,7 +19,7 @@ import type { ManifestRow, MetadataStore } from "../../metadata/store.js";
 import type { BlobStore } from "../../storage/blob-store.js";
 import { RegistryError } from "../errors.js";
 import { Lease } from "../gc.js";
-import { parseManifest, requiredBlobs } from "../manifests.js";
+import { manifestRecord, parseManifest } from "../manifests.js";
 import { lookupReference, parseDigest } from "../names.js";
 import { header, readSmall, UpstreamClient, UpstreamError } from "./client.js";
 
@@ -304,17 +304,7 @@ export class PullThroughCache {
       await this.store.put(stored, content);
       await this.meta.upsertBlob(trx, stored, content.length);
       await this.meta.linkBlob(trx, repositoryId, stored);
-      await this.meta.insertManifest(trx, repositoryId, {
-        digest: stored,
-        mediaType: parsed.mediaType,
-        content,
-        artifactType: parsed.artifactType,
-        subject: parsed.subject?.digest ?? null,
-        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
-        configDigest: parsed.config?.digest ?? null,
-        blobs: requiredBlobs(parsed),
-        children: parsed.manifests.map((m) => m.digest),
-      });
+      await this.meta.insertManifest(trx, repositoryId, manifestRecord(stored, content, parsed));
       if (tag !== null) await this.meta.setTag(trx, repositoryId, tag, stored);
     });
     if (tag !== null) remember(this.checked, `${name}:${tag}`, Date.now());
