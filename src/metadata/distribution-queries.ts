@@ -2,6 +2,7 @@ import type { Kysely } from "kysely";
 import { type DistributionDatabase, distributionDb } from "./distribution-schema.js";
 import type { Dialect } from "./migrations.js";
 import type { Database } from "./schema.js";
+import type { NewManifest } from "./store.js";
 
 /**
  * Queries for a data directory shared with registry:2 (issue 12): the adoption state, the bulk import
@@ -15,16 +16,8 @@ export interface DistributionState {
   report: string | null;
 }
 
-export interface ImportedManifest {
-  digest: string;
-  mediaType: string;
-  content: Buffer;
-  artifactType: string | null;
-  subject: string | null;
-  annotations: string | null;
-  configDigest: string | null;
-  blobs: string[];
-  children: string[];
+/** A manifest as a push records it (NewManifest), with the time registry:2 wrote its link. */
+export interface ImportedManifest extends NewManifest {
   createdAt: number;
 }
 

@@ -8,7 +8,7 @@ import type {
   ImportedRepository,
 } from "../metadata/distribution-queries.js";
 import type { DistributionLayout, LinkFile } from "../storage/distribution-layout.js";
-import { parseManifest, requiredBlobs } from "./manifests.js";
+import { manifestRecord, parseManifest, requiredBlobs } from "./manifests.js";
 import { isValidName, isValidTag, parseDigest } from "./names.js";
 
 /**
@@ -197,18 +197,7 @@ export class RepositoryReader {
       const at = Math.round(link.modifiedAt);
       // As a push does: a manifest is also a blob the repository may read.
       if (!linked.has(digest)) repo.links.push({ digest, at });
-      return {
-        digest,
-        mediaType: parsed.mediaType,
-        content,
-        artifactType: parsed.artifactType,
-        subject: parsed.subject?.digest ?? null,
-        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
-        configDigest: parsed.config?.digest ?? null,
-        blobs: blobsOf,
-        children: parsed.manifests.map((m) => m.digest),
-        createdAt: at,
-      };
+      return { ...manifestRecord(digest, content, parsed), createdAt: at };
     };
     for (const link of links.revisions) {
       const manifest = adoptRevision(link);
