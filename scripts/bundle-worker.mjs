@@ -27,9 +27,11 @@ try {
     format: "esm",
     target: "node20",
     // Native addons and packages that start worker threads from their own files stay outside.
-    // Packages loaded only by some set-ups (ACME, S3, PostgreSQL) stay outside too, so that the bundle
-    // stays small and they are read only when used.
-    external: ["better-sqlite3", "pino", "yaml", "acme-client", "@peculiar/x509", "@aws-sdk/*", "pg", "hash-wasm"],
+    // Packages that only some set-ups load, each through a dynamic import(), stay outside too, so that
+    // they are read only when used (a static import of an external would be hoisted to the top of the
+    // bundle and load at start-up). The S3 store stays a file of its own: its AWS SDK imports are static.
+    // The path is relative to dist/cli/, where both runtime.js and the bundle live.
+    external: ["better-sqlite3", "pino", "yaml", "acme-client", "pg", "hash-wasm", "*/storage/s3.js"],
     // The CommonJS packages in the bundle call require() for Node's modules.
     banner: {
       js: "import { createRequire as __berthRequire } from 'node:module'; const require = __berthRequire(import.meta.url);",

@@ -19,9 +19,15 @@ registerServeCommand(program);
 registerConfigCommand(program); // [ops wiring, issue 4]
 registerUserCommand(program); // [auth wiring, issue 3]
 registerMaintenanceCommands(program); // [gc wiring, issue 6]
-(await import("./tls.js")).registerTlsCommand(program); // [tls, issue 15] berth tls init|trust
-(await import("./events.js")).registerEventsCommand(program); // [events, issue 14]
-(await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]
+// Commands whose modules load more than commander (the configuration schema, the database) are declared
+// only when they are asked for, or for the command list of `berth --help`: `berth serve` (the supervisor and
+// every worker, which run this file too) never loads them.
+const command = process.argv.slice(2).find((arg) => !arg.startsWith("-"));
+const listing = command === "help" || (command === undefined && /^(-h|--help)$/.test(process.argv[2] ?? ""));
+const wanted = (name: string) => listing || command === name;
+if (wanted("tls")) (await import("./tls.js")).registerTlsCommand(program); // [tls, issue 15] berth tls init|trust
+if (wanted("events")) (await import("./events.js")).registerEventsCommand(program); // [events, issue 14]
+if (wanted("db")) (await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]
 // [adoption, issue 12] declared here; its code is loaded only when it runs.
 program
   .command("import <dir>")

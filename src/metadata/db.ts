@@ -3,7 +3,7 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import SQLite from "better-sqlite3";
 import { type CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from "kysely";
-import pg from "pg";
+import type pg from "pg";
 import { markConnectionError } from "./dialect.js";
 import { type Dialect, migrate } from "./migrations.js";
 import type { Database } from "./schema.js";
@@ -97,13 +97,15 @@ const NUMERIC = 1700;
  * Type parsers for this pool only: bigint (sizes, times, counts) and numeric (sums) come back as
  * numbers, as they do from SQLite; every value Berth stores is far below 2^53.
  */
-const types = {
-  getTypeParser(oid: number, format?: "text" | "binary") {
-    if (oid === INT8 || oid === NUMERIC) return (value: string) => Number(value);
-    // biome-ignore lint/suspicious/noExplicitAny: pg's overloads do not accept the union
-    return pg.types.getTypeParser(oid, format as any);
-  },
-} as pg.CustomTypesConfig;
+function typesOf(pgModule: typeof pg): pg.CustomTypesConfig {
+  return {
+    getTypeParser(oid: number, format?: "text" | "binary") {
+      if (oid === INT8 || oid === NUMERIC) return (value: string) => Number(value);
+      // biome-ignore lint/suspicious/noExplicitAny: pg's overloads do not accept the union
+      return pgModule.types.getTypeParser(oid, format as any);
+    },
+  } as pg.CustomTypesConfig;
+}
 
 /**
  * Opens a pool on a PostgreSQL database and migrates it under an advisory lock, so that any number of
@@ -111,7 +113,9 @@ const types = {
  * network cut) are dropped from the pool; the next query opens a new one.
  */
 export async function openPostgres(config: pg.PoolConfig, options: OpenOptions = {}): Promise<MetadataDb> {
-  const pool = new pg.Pool({ ...config, max: Math.max(2, config.max ?? 10), types });
+  // Loaded here, not at start-up: registries on SQLite never need the driver.
+  const pgModule = (await import("pg")).default;
+  const pool = new pgModule.Pool({ ...config, max: Math.max(2, config.max ?? 10), types: typesOf(pgModule) });
   // A connection that the server closes (a restart, a failover, pg_terminate_backend) emits 'error':
   // on the pool when it is idle (the pool has already discarded it), on the client itself when it is
   // in use. Without listeners that would end the process; the query in flight fails on its own

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
-import { createSHA256 } from "hash-wasm";
+import type { createSHA256 } from "hash-wasm";
 import type { BlobStore } from "../storage/blob-store.js";
 import { RegistryError } from "./errors.js";
 
@@ -32,7 +32,8 @@ type WasmHasher = Awaited<ReturnType<typeof createSHA256>>;
 class ResumableSha256 implements RunningHash {
   constructor(private readonly hasher: WasmHasher) {}
   static async create(state?: Uint8Array): Promise<ResumableSha256> {
-    const hasher = await createSHA256();
+    // Loaded on first use: only stores that cannot read uploads back (S3) need it.
+    const hasher = await (await import("hash-wasm")).createSHA256();
     hasher.init();
     if (state) hasher.load(state);
     return new ResumableSha256(hasher);
