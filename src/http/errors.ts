@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { databaseUnavailable } from "../metadata/dialect.js";
 import { type ErrorCode, isRegistryError, RegistryError } from "../registry/errors.js";
-import { StoreUnavailableError } from "../storage/blob-store.js";
+import { isStoreUnavailable } from "../storage/blob-store.js";
 
 const STATUS: Record<ErrorCode, number> = {
   BLOB_UNKNOWN: 404,
@@ -40,7 +40,7 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
   let registryError: RegistryError;
   if (isRegistryError(err)) {
     registryError = err;
-  } else if (err instanceof StoreUnavailableError) {
+  } else if (isStoreUnavailable(err)) {
     // The blob store (S3) failed after its bounded retries: the client may try again, nothing is half-done.
     request.log.error(
       { operation: err.operation, error: err.message },

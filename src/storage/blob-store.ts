@@ -88,3 +88,13 @@ export class StoreUnavailableError extends Error {
     this.name = "StoreUnavailableError";
   }
 }
+
+/**
+ * Whether `err` is a StoreUnavailableError. By name as well as by class: the S3 store is loaded as a file
+ * of its own beside the bundled worker (scripts/bundle-worker.mjs), with its own copy of this module.
+ */
+export function isStoreUnavailable(err: unknown): err is StoreUnavailableError {
+  return (
+    err instanceof StoreUnavailableError || (err instanceof Error && err.name === "StoreUnavailableError")
+  );
+}
