@@ -408,6 +408,12 @@ export class Registry {
     }, UPLOAD_LEASE_RENEW_MS);
     let state: Written = { size: row.size, digest: row.digest };
     try {
+      // What was acknowledged, read again now that the lease is ours: the row read above may predate a
+      // request that wrote, finished and let the lease go in between, and trimming the file back to that
+      // older size would throw away bytes it acknowledged.
+      const current = await this.meta.upload(name, id);
+      if (!current) throw unknownUpload(id);
+      state = { size: current.size, digest: current.digest };
       // The file is the truth for bytes, the row for what was acknowledged: trim anything unacknowledged.
       const onDisk = await this.store.uploadSize(id);
       if (onDisk === null) {
