@@ -9,6 +9,7 @@ import { LoginThrottle } from "./throttle.js";
 import {
   loadSigningKey,
   readCertificateBundle,
+  type SigningKey,
   TokenError,
   TokenService,
   type VerifiedToken,
@@ -38,6 +39,11 @@ export interface AuthServiceOptions {
   log?: Logger;
   /** Watch the htpasswd file for changes (default true). */
   watch?: boolean;
+  /**
+   * The signing key shared through the metadata database (sharedSigningKey), used when token auth
+   * names neither a key file nor an external issuer's certificates.
+   */
+  signingKey?: SigningKey;
 }
 
 /** sha256 of a password hash, shortened: ties refresh tokens to the password they were issued for. */
@@ -96,7 +102,9 @@ export class AuthService {
       if (auth.token.rootcertbundle) {
         this.tokens = TokenService.external(tokenOptions, readCertificateBundle(auth.token.rootcertbundle));
       } else {
-        const key = loadSigningKey({ keyFile: auth.token.signingkey, dataDir: options.dataDir });
+        const key = auth.token.signingkey ? loadSigningKey(auth.token.signingkey) : options.signingKey;
+        if (!key)
+          throw new Error("auth.token: no signing key (neither auth.token.signingkey nor a shared one)");
         log?.info({ file: key.file, alg: key.alg, kid: key.kid }, "token signing key loaded");
         this.tokens = TokenService.own(tokenOptions, key);
       }

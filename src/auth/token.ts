@@ -70,43 +70,76 @@ export interface SigningKey {
   file: string;
 }
 
-function keyFrom(pem: string, file: string): SigningKey {
+/** A signing key from a PEM private key; `file` says where it came from (for the log). */
+export function signingKeyFromPem(pem: string, file: string): SigningKey {
   const privateKey = crypto.createPrivateKey(pem);
   const publicKey = crypto.createPublicKey(privateKey);
   return { privateKey, publicKey, alg: algorithmFor(privateKey), kid: libtrustKeyId(publicKey), file };
 }
 
+/** A new EC P-256 private key, as PKCS#8 PEM. */
+export function generateSigningKeyPem(): string {
+  const { privateKey } = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+  return privateKey.export({ type: "pkcs8", format: "pem" }) as string;
+}
+
+/** The operator's signing key file (`auth.token.signingkey`). */
+export function loadSigningKey(keyFile: string): SigningKey {
+  const file = path.resolve(keyFile);
+  return signingKeyFromPem(fs.readFileSync(file, "utf8"), file);
+}
+
+/** Where Berth before 0006_settings generated its key, inside the data directory. */
+export function legacyKeyFile(dataDir: string): string {
+  return path.join(dataDir, "berth", "token-key.pem");
+}
+
+/** Name of the setting that holds the generated signing key. */
+export const SIGNING_KEY_SETTING = "auth.token.signingkey";
+
+/** The two calls on the shared metadata database that sharedSigningKey needs (src/metadata/settings-queries.ts). */
+export interface SharedSettings {
+  read(name: string): Promise<string | undefined>;
+  /** Stores the candidate unless a value is there, and returns the stored value (the first writer's). */
+  settle(name: string, candidate: string): Promise<string>;
+}
+
 /**
- * Loads the token signing key: the operator's file when given, otherwise `<dataDir>/berth/token-key.pem`,
- * generated (EC P-256) on first start. Several worker processes may start at once: each writes its
- * candidate to a private temp file and hard-links it into place, which only one can win; every
- * process then reads the file that won.
+ * The generated signing key when the operator names no key file: kept in the metadata database, so that
+ * every replica (each with a data directory of its own, scratch only with S3) signs and verifies with
+ * one key. On first start the key of an older Berth, `<dataDir>/berth/token-key.pem`, is moved into the
+ * database, so that tokens already issued stay valid; otherwise a new EC P-256 key is generated. Ten
+ * replicas starting at once each offer a candidate, and all read back the one that was stored first.
  */
-export function loadSigningKey(options: { keyFile?: string; dataDir: string }): SigningKey {
-  if (options.keyFile) {
-    const file = path.resolve(options.keyFile);
-    return keyFrom(fs.readFileSync(file, "utf8"), file);
+export async function sharedSigningKey(
+  settings: SharedSettings,
+  dataDir: string,
+  log?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void },
+): Promise<SigningKey> {
+  const source = "metadata database (settings)";
+  const stored = await settings.read(SIGNING_KEY_SETTING);
+  if (stored !== undefined) return signingKeyFromPem(stored, source);
+  const legacy = legacyKeyFile(dataDir);
+  let candidate: string;
+  let from: string | undefined;
+  try {
+    candidate = fs.readFileSync(legacy, "utf8");
+    signingKeyFromPem(candidate, legacy); // refuse to share a key that does not parse
+    from = legacy;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    candidate = generateSigningKeyPem();
   }
-  const dir = path.join(options.dataDir, "berth");
-  const file = path.join(dir, "token-key.pem");
-  if (!fs.existsSync(file)) {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const { privateKey } = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
-    const pem = privateKey.export({ type: "pkcs8", format: "pem" }) as string;
-    const tmp = path.join(dir, `.token-key.${process.pid}.${crypto.randomBytes(6).toString("hex")}.tmp`);
-    fs.writeFileSync(tmp, pem, { mode: 0o600, flag: "wx" });
-    const fd = fs.openSync(tmp, "r");
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    try {
-      fs.linkSync(tmp, file);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    } finally {
-      fs.rmSync(tmp, { force: true });
-    }
+  const value = await settings.settle(SIGNING_KEY_SETTING, candidate);
+  if (from && value === candidate) {
+    log?.info({ file: from }, "token signing key moved from the data directory into the metadata database");
+  } else if (from) {
+    log?.warn(
+      { file: from },
+      "another replica stored its token signing key first; tokens signed with the key in this data directory are no longer accepted",
+    );
   }
-  return keyFrom(fs.readFileSync(file, "utf8"), file);
+  return signingKeyFromPem(value, source);
 }
 
 /** Every certificate in a PEM bundle. */

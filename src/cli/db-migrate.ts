@@ -27,6 +27,7 @@ const TABLES: (keyof DistributionDatabase)[] = [
   "events",
   "event_endpoints",
   "event_deliveries",
+  "settings",
   "distribution_journal",
   "distribution_state",
 ];

@@ -149,6 +149,13 @@ async function start(
   const { buildApp } = await import("../http/app.js");
   // [adoption, issue 12] the lead adopts a registry:2 directory; the other workers wait for it.
   const runtime = await openRuntime(config, { adopt: lead });
+  // [replicas, issue 10] a generated token key lives in the database, shared by every replica
+  const tokenKey = await (await import("./token-key.js")).openTokenKey(
+    config,
+    runtime.metadata,
+    runtime.dataDir,
+    log,
+  );
   const { tlsServerOptions, watchTls, managedTlsMode } = await import("../http/tls.js"); // [auth wiring, issue 3]
   const fileTls = tlsServerOptions(config);
   // [tls, issue 15] ACME or the private CA of `berth tls init`; loaded only when one is in use.
@@ -164,6 +171,7 @@ async function start(
       metadata: runtime.metadata,
       storage: runtime.storage,
       log,
+      tokenKey,
     },
     managedTls?.serverOptions ?? fileTls ?? {},
   );

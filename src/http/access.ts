@@ -35,7 +35,12 @@ const outcomes = new WeakMap<FastifyRequest, AuthOutcome | Promise<AuthOutcome>>
 export function authServiceFor(ctx: AppContext): AuthService {
   let service = services.get(ctx);
   if (!service) {
-    service = new AuthService({ config: ctx.config, dataDir: ctx.dataDir, log: ctx.log });
+    service = new AuthService({
+      config: ctx.config,
+      dataDir: ctx.dataDir,
+      log: ctx.log,
+      signingKey: ctx.tokenKey,
+    });
     services.set(ctx, service);
   }
   return service;

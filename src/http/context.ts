@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { SigningKey } from "../auth/token.js";
 import type { Config } from "../config/schema.js";
 import type { MetadataDb } from "../metadata/db.js";
 import type { Registry } from "../registry/registry.js";
@@ -12,4 +13,6 @@ export interface AppContext {
   metadata: MetadataDb;
   storage: BlobStore;
   log: Logger;
+  /** The token signing key shared through the metadata database (src/cli/token-key.ts), when one is used. */
+  tokenKey?: SigningKey;
 }

@@ -199,6 +199,17 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await distributionLinksUp(db, dialect);
       },
     },
+    // [replicas, issue 10] values every replica must agree on, such as the token signing key.
+    "0006_settings": {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable("settings")
+          .addColumn("name", "text", (c) => c.primaryKey())
+          .addColumn("value", "text", (c) => c.notNull())
+          .addColumn("created_at", t.big as "integer", (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

@@ -140,6 +140,13 @@ export interface EventDeliveriesTable {
   duration_ms: number;
 }
 
+/** Values shared by every replica, written once (settings-queries.ts). */
+export interface SettingsTable {
+  name: string;
+  value: string;
+  created_at: number;
+}
+
 export interface Database {
   repositories: RepositoriesTable;
   blobs: BlobsTable;
@@ -154,4 +161,5 @@ export interface Database {
   events: EventsTable;
   event_endpoints: EventEndpointsTable;
   event_deliveries: EventDeliveriesTable;
+  settings: SettingsTable;
 }

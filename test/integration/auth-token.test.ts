@@ -6,7 +6,8 @@ import fs from "node:fs";
 import path from "node:path";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { libtrustKeyId } from "../../src/auth/token.js";
+import { libtrustKeyId, SIGNING_KEY_SETTING } from "../../src/auth/token.js";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { RegistryClient } from "../helpers/registry.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import { basic, htpasswdText, httpsRequest, makePki, waitFor } from "./auth-fixtures.js";
@@ -88,15 +89,21 @@ describe("Berth as token issuer", () => {
   beforeAll(async () => {
     env = setup();
     berth = await startBerth({ args: ["--config", env.config], workers: 2 });
-    key = crypto.createPrivateKey(fs.readFileSync(path.join(berth.dataDir, "berth", "token-key.pem")));
+    const db = await openTestDb(berth.dataDir);
+    const row = await db.get<{ value: string }>(
+      "select value from settings where name = ?",
+      SIGNING_KEY_SETTING,
+    );
+    await db.close();
+    key = crypto.createPrivateKey(row!.value);
     // Seed dev/app so that tag listing answers 200 rather than 404.
     const t = await getToken(basic("admin", "admin-pw"), ["repository:dev/app:pull,push"]);
     await new RegistryClient(berth.url, { authorization: `Bearer ${t.token}` }).pushImage("dev/app", "v1");
   });
   afterAll(() => berth?.cleanup());
 
-  it("generated its signing key into the data directory, and every worker verifies its tokens", async () => {
-    expect(fs.statSync(path.join(berth.dataDir, "berth", "token-key.pem")).mode & 0o777).toBe(0o600);
+  it("generated its signing key into the metadata database, and every worker verifies its tokens", async () => {
+    expect(fs.existsSync(path.join(berth.dataDir, "berth", "token-key.pem"))).toBe(false);
     const t = await getToken(basic("dev", "dev-pw"), ["repository:dev/app:pull"]);
     for (let i = 0; i < 10; i++) expect((await withBearer(t.token)).status).toBe(200);
   });

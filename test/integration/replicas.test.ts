@@ -4,10 +4,119 @@
  * in the `postgres` project they share a PostgreSQL database (test/helpers/server.ts gives both the
  * database of their common data directory).
  */
-import { rmSync } from "node:fs";
+import crypto from "node:crypto";
+import fs, { rmSync } from "node:fs";
+import path from "node:path";
+import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sqlitePath } from "../../src/metadata/target.js";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
-import { type Berth, startBerth, tempDir } from "../helpers/server.js";
+import { type Berth, databaseEnv, startBerth, TEST_DB, tempDir } from "../helpers/server.js";
+import { basic, htpasswdText } from "./auth-fixtures.js";
+
+/**
+ * Points the replica on `other` at the metadata database of `first` while each keeps a data directory of
+ * its own (as replicas on S3 do): on PostgreSQL the first's database URL, on SQLite a link to its file.
+ */
+async function shareDatabase(first: string, other: string): Promise<Record<string, string>> {
+  if (TEST_DB === "postgres") return databaseEnv(first);
+  fs.mkdirSync(path.dirname(sqlitePath(other)), { recursive: true });
+  fs.mkdirSync(path.dirname(sqlitePath(first)), { recursive: true });
+  fs.symlinkSync(sqlitePath(first), sqlitePath(other));
+  return {};
+}
+
+/** A configuration in which Berth issues tokens with a key of its own making (no auth.token.signingkey). */
+function tokenConfig(dir: string): string {
+  const htpasswd = path.join(dir, "htpasswd");
+  fs.writeFileSync(htpasswd, htpasswdText({ dev: "dev-pw" }));
+  const file = path.join(dir, "config.yml");
+  fs.writeFileSync(
+    file,
+    [
+      "auth:",
+      "  htpasswd:",
+      `    path: ${htpasswd}`,
+      "  token:",
+      "    service: rep-registry",
+      "    issuer: rep-issuer",
+      "  throttle:",
+      "    enabled: false",
+      "  access:",
+      '    rules: [{ repository: "dev/*", users: [dev], actions: [pull, push] }]',
+      "",
+    ].join("\n"),
+  );
+  return file;
+}
+
+describe("replicas with data directories of their own share the token signing key through the database", () => {
+  const dirs: string[] = [];
+  const servers: Berth[] = [];
+  afterAll(async () => {
+    for (const s of servers) await s.cleanup();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  async function token(berth: Berth): Promise<string> {
+    const res = await fetch(
+      `${berth.url}/auth/token?service=rep-registry&scope=repository:dev/app:pull,push`,
+      {
+        headers: { authorization: basic("dev", "dev-pw") },
+      },
+    );
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { token: string }).token;
+  }
+  const tagsWith = (berth: Berth, t: string) =>
+    fetch(`${berth.url}/v2/dev/app/tags/list`, { headers: { authorization: `Bearer ${t}` } });
+
+  it("accepts on B a token issued by A, and keeps valid a token signed with the key an older Berth left in A's data directory", async () => {
+    const first = tempDir("berth-rep-key-a-");
+    const second = tempDir("berth-rep-key-b-");
+    const third = tempDir("berth-rep-key-c-");
+    dirs.push(first, second, third);
+    const config = tokenConfig(third);
+    // The key an older Berth generated in A's data directory, and a token it issued (still unexpired).
+    const legacy = path.join(first, "berth", "token-key.pem");
+    fs.mkdirSync(path.dirname(legacy), { recursive: true });
+    const { privateKey } = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+    fs.writeFileSync(legacy, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
+    const now = Math.floor(Date.now() / 1000);
+    const old = await new jose.SignJWT({
+      iss: "rep-issuer",
+      sub: "dev",
+      aud: "rep-registry",
+      iat: now,
+      nbf: now,
+      exp: now + 300,
+      access: [{ type: "repository", name: "dev/app", actions: ["pull", "push"] }],
+    })
+      .setProtectedHeader({ alg: "ES256", typ: "JWT" })
+      .sign(privateKey);
+    const env = await shareDatabase(first, second);
+    const a = await startBerth({ dataDir: first, args: ["--config", config] });
+    servers.push(a);
+    const b = await startBerth({ dataDir: second, args: ["--config", config], env });
+    servers.push(b);
+    expect(fs.existsSync(path.join(second, "berth", "token-key.pem"))).toBe(false);
+    // Seed the repository so that listing tags answers 200.
+    await new RegistryClient(a.url, { authorization: `Bearer ${await token(a)}` }).pushImage("dev/app", "v1");
+    const fromA = await token(a);
+    const fromB = await token(b);
+    for (const t of [fromA, fromB, old]) {
+      expect((await tagsWith(a, t)).status).toBe(200);
+      expect((await tagsWith(b, t)).status).toBe(200);
+    }
+    // The control: a token signed with any other key is refused by both.
+    const stranger = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+    const forged = await new jose.SignJWT(jose.decodeJwt(fromA))
+      .setProtectedHeader({ alg: "ES256", typ: "JWT" })
+      .sign(stranger);
+    expect((await tagsWith(a, forged)).status).toBe(401);
+    expect((await tagsWith(b, forged)).status).toBe(401);
+  });
+});
 
 describe("two replicas on one database and one blob directory", () => {
   let dir: string;

@@ -5,13 +5,21 @@ import path from "node:path";
 import * as jose from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
+  generateSigningKeyPem,
+  legacyKeyFile,
   libtrustKeyId,
   loadSigningKey,
   readCertificateBundle,
+  type SharedSettings,
+  SIGNING_KEY_SETTING,
   type SigningKey,
+  sharedSigningKey,
+  signingKeyFromPem,
   TokenError,
   TokenService,
 } from "../../src/auth/token.js";
+import { openSqlite } from "../../src/metadata/db.js";
+import { readSetting, settleSetting } from "../../src/metadata/settings-queries.js";
 import { makePki, type Pki, tmp } from "../integration/auth-fixtures.js";
 
 const OPTIONS = {
@@ -28,7 +36,7 @@ const ACCESS = [
 let key: SigningKey;
 let tokens: TokenService;
 beforeAll(() => {
-  key = loadSigningKey({ dataDir: tmp() });
+  key = signingKeyFromPem(generateSigningKeyPem(), "test");
   tokens = TokenService.own(OPTIONS, key);
 });
 
@@ -169,22 +177,74 @@ describe("Berth-issued tokens", () => {
 });
 
 describe("signing keys", () => {
-  it("generates the key once into <dataDir>/berth/token-key.pem (0600) and reuses it", () => {
+  async function withSettings<T>(dir: string, body: (settings: SharedSettings) => Promise<T>): Promise<T> {
+    const meta = await openSqlite(dir);
+    try {
+      return await body({
+        read: (name) => readSetting(meta.db, name),
+        settle: (name, candidate) => settleSetting(meta.db, name, candidate),
+      });
+    } finally {
+      await meta.close();
+    }
+  }
+
+  it("generates the key once into the metadata database and reuses it, writing no file", async () => {
     const dir = tmp();
-    const a = loadSigningKey({ dataDir: dir });
-    const b = loadSigningKey({ dataDir: dir });
+    const a = await withSettings(dir, (s) => sharedSigningKey(s, dir));
+    const b = await withSettings(dir, (s) => sharedSigningKey(s, tmp()));
     expect(a.kid).toBe(b.kid);
-    const file = path.join(dir, "berth", "token-key.pem");
-    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
-    expect(fs.readdirSync(path.join(dir, "berth"))).toEqual(["token-key.pem"]);
+    expect(a.alg).toBe("ES256");
+    expect(fs.existsSync(legacyKeyFile(dir))).toBe(false);
+    const stored = await withSettings(dir, (s) => s.read(SIGNING_KEY_SETTING));
+    expect(signingKeyFromPem(stored!, "db").kid).toBe(a.kid);
   });
 
-  it("several processes starting at once end up with one key", async () => {
+  it("moves the key an older Berth generated in <dataDir>/berth/token-key.pem into the database", async () => {
     const dir = tmp();
-    const script = path.join(dir, "gen.ts");
+    const pem = generateSigningKeyPem();
+    fs.mkdirSync(path.dirname(legacyKeyFile(dir)), { recursive: true });
+    fs.writeFileSync(legacyKeyFile(dir), pem, { mode: 0o600 });
+    const old = signingKeyFromPem(pem, "old");
+    const { token } = await TokenService.own(OPTIONS, old).issueAccess("bob", ACCESS);
+    const moved = await withSettings(dir, (s) => sharedSigningKey(s, dir));
+    expect(moved.kid).toBe(old.kid);
+    // Another replica, whose data directory holds no key, now signs and verifies with the same key.
+    const other = await withSettings(dir, (s) => sharedSigningKey(s, tmp()));
+    expect((await TokenService.own(OPTIONS, other).verifyAccess(token)).subject).toBe("bob");
+    // A second legacy key found later does not replace the stored one.
+    const late = tmp();
+    fs.mkdirSync(path.dirname(legacyKeyFile(late)), { recursive: true });
+    fs.writeFileSync(legacyKeyFile(late), generateSigningKeyPem());
+    expect((await withSettings(dir, (s) => sharedSigningKey(s, late))).kid).toBe(old.kid);
+  });
+
+  it("refuses a legacy key file that is not a key, rather than sharing it", async () => {
+    const dir = tmp();
+    fs.mkdirSync(path.dirname(legacyKeyFile(dir)), { recursive: true });
+    fs.writeFileSync(legacyKeyFile(dir), "not a key\n");
+    await expect(withSettings(dir, (s) => sharedSigningKey(s, dir))).rejects.toThrow();
+    expect(await withSettings(dir, (s) => s.read(SIGNING_KEY_SETTING))).toBeUndefined();
+  });
+
+  it("several processes starting at once on one database end up with one key", async () => {
+    const dir = tmp();
+    await (await openSqlite(dir)).close(); // the schema exists; the key does not
+    const script = path.join(dir, "gen.mts");
+    const src = (f: string) => JSON.stringify(path.resolve(f));
     fs.writeFileSync(
       script,
-      `import { loadSigningKey } from ${JSON.stringify(path.resolve("src/auth/token.ts"))};\nconsole.log(loadSigningKey({ dataDir: ${JSON.stringify(dir)} }).kid);\n`,
+      [
+        `import { sharedSigningKey } from ${src("src/auth/token.ts")};`,
+        `import { openSqlite } from ${src("src/metadata/db.ts")};`,
+        `import { readSetting, settleSetting } from ${src("src/metadata/settings-queries.ts")};`,
+        `import fs from "node:fs";`,
+        `const meta = await openSqlite(${JSON.stringify(dir)});`,
+        `const settings = { read: (n) => readSetting(meta.db, n), settle: (n, c) => settleSetting(meta.db, n, c) };`,
+        `const key = await sharedSigningKey(settings, fs.mkdtempSync("/tmp/berth-key-"));`,
+        "console.log(key.kid);",
+        "await meta.close();",
+      ].join("\n"),
     );
     const runs = Array.from({ length: 6 }, () => {
       const child = spawn(process.execPath, ["--import", "tsx", script], {
@@ -197,7 +257,6 @@ describe("signing keys", () => {
     const kids = await Promise.all(runs);
     expect(kids.every((k) => /^[A-Z2-7]{4}(:[A-Z2-7]{4}){11}$/.test(k))).toBe(true);
     expect(new Set(kids).size).toBe(1);
-    expect(fs.readdirSync(path.join(dir, "berth")).filter((f) => f.endsWith(".tmp"))).toEqual([]);
   });
 
   it("uses an operator-provided RSA or Ed25519 key", async () => {
@@ -212,7 +271,7 @@ describe("signing keys", () => {
           : crypto.generateKeyPairSync("ed25519");
       const file = path.join(dir, `${type}.pem`);
       fs.writeFileSync(file, privateKey.export({ type: "pkcs8", format: "pem" }));
-      const k = loadSigningKey({ keyFile: file, dataDir: dir });
+      const k = loadSigningKey(file);
       expect(k.alg).toBe(alg);
       const svc = TokenService.own(OPTIONS, k);
       const { token } = await svc.issueAccess("bob", ACCESS);
