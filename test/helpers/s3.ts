@@ -102,3 +102,13 @@ export async function createBucket(prefix: string): Promise<string> {
     s3.destroy();
   }
 }
+
+/** A client of the S3 server named by BERTH_TEST_S3_ENDPOINT (destroy it when done). */
+export function testS3Client(): S3Client {
+  return client({
+    endpoint: process.env.BERTH_TEST_S3_ENDPOINT ?? "",
+    accessKey: process.env.BERTH_TEST_S3_ACCESS_KEY ?? "test",
+    secretKey: process.env.BERTH_TEST_S3_SECRET_KEY ?? "testsecret",
+    region: "us-east-1",
+  });
+}

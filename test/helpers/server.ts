@@ -213,6 +213,14 @@ async function testStorageEnv(dataDir: string): Promise<Record<string, string>> 
     );
     buckets.set(dataDir, bucket);
   }
+  return s3StorageEnv(bucket);
+}
+
+/** The environment that puts a berth process's blobs in `bucket` on the run's S3 server. */
+export function s3StorageEnv(bucket: string): Record<string, string> {
+  const endpoint = process.env.BERTH_TEST_S3_ENDPOINT;
+  if (!endpoint)
+    throw new Error("no BERTH_TEST_S3_ENDPOINT (the postgres-s3 project's global setup sets it)");
   return {
     REGISTRY_STORAGE: "s3",
     REGISTRY_STORAGE_S3_REGION: "us-east-1",

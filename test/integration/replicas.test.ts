@@ -201,3 +201,109 @@ describe("two replicas on one database and one blob directory", () => {
     }
   });
 });
+
+describe("what a replica keeps in memory cannot go stale, and jobs run once across replicas", () => {
+  let dir: string;
+  let htpasswd: string;
+  let one: Berth;
+  let two: Berth;
+  const INTERVAL_MS = 1000;
+
+  beforeAll(async () => {
+    dir = tempDir("berth-replicas-jobs-");
+    htpasswd = path.join(dir, "htpasswd");
+    fs.writeFileSync(htpasswd, htpasswdText({ dev: "first-pw", gone: "gone-pw" }));
+    const config = path.join(dir, "config.yml");
+    fs.writeFileSync(
+      config,
+      [
+        "auth:",
+        "  htpasswd:",
+        `    path: ${htpasswd}`,
+        "  throttle:",
+        "    enabled: false",
+        "gc:",
+        `  interval: ${INTERVAL_MS}ms`,
+        "",
+      ].join("\n"),
+    );
+    const data = path.join(dir, "data");
+    fs.mkdirSync(data);
+    one = await startBerth({ dataDir: data, args: ["-c", config] });
+    two = await startBerth({ dataDir: data, args: ["-c", config] });
+  });
+  afterAll(async () => {
+    await one?.cleanup();
+    await two?.cleanup();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const finishedRuns = (berth: Berth, replica: number) =>
+    berth.logs
+      .filter((l) => l.includes('"gc: collection finished"'))
+      .map((l) => ({ replica, time: (JSON.parse(l) as { time: number }).time }));
+
+  it("runs a scheduled job once per interval across both replicas, not once per replica", async () => {
+    const from = Date.now();
+    await new Promise((r) => setTimeout(r, 8 * INTERVAL_MS));
+    const runs = [...finishedRuns(one, 0), ...finishedRuns(two, 1)]
+      .filter((r) => r.time >= from)
+      .sort((a, b) => a.time - b.time);
+    // Every run rests for the interval after it ends before any replica starts the next.
+    expect(runs.length).toBeGreaterThanOrEqual(3);
+    expect(runs.length).toBeLessThanOrEqual(9);
+    for (let i = 1; i < runs.length; i++) {
+      expect(runs[i]!.time - runs[i - 1]!.time, `runs ${i - 1} and ${i}`).toBeGreaterThanOrEqual(
+        INTERVAL_MS - 20,
+      );
+    }
+  });
+
+  it("shows through B at once a tag moved, and a blob deleted, through A", async () => {
+    const auth = basic("dev", "first-pw");
+    const a = new RegistryClient(one.url, { authorization: auth });
+    const b = new RegistryClient(two.url, { authorization: auth });
+    const images = [await a.pushImage("replicas/moving", "x1"), await a.pushImage("replicas/moving", "x2")];
+    const accept = { accept: "application/vnd.oci.image.manifest.v1+json" };
+    for (let round = 0; round < 6; round++) {
+      const image = images[round % 2]!;
+      expect((await a.putManifest("replicas/moving", "latest", image.manifest)).status).toBe(201);
+      // Read twice through B: the second read may come from whatever B keeps; both must be current.
+      for (let k = 0; k < 2; k++) {
+        const res = await b.fetch("/v2/replicas/moving/manifests/latest", { headers: accept });
+        expect(res.status).toBe(200);
+        expect(res.headers.get("docker-content-digest"), JSON.stringify([...res.headers])).toBe(image.digest);
+      }
+    }
+    const layer = images[0]!.layers[0]!.digest;
+    expect((await b.fetch(`/v2/replicas/moving/blobs/${layer}`, { method: "HEAD" })).status).toBe(200);
+    expect((await a.fetch(`/v2/replicas/moving/blobs/${layer}`, { method: "DELETE" })).status).toBe(202);
+    expect((await b.fetch(`/v2/replicas/moving/blobs/${layer}`, { method: "HEAD" })).status).toBe(404);
+  });
+
+  it("follows a change of the shared htpasswd file on both replicas, old passwords refused", async () => {
+    const ping = (berth: Berth, user: string, pw: string) =>
+      fetch(`${berth.url}/v2/`, { headers: { authorization: basic(user, pw) } }).then((r) => r.status);
+    for (const s of [one, two]) {
+      expect(await ping(s, "dev", "first-pw")).toBe(200);
+      expect(await ping(s, "gone", "gone-pw")).toBe(200);
+    }
+    // Written as `berth user add` and htpasswd do: a new file renamed over the old one.
+    const next = `${htpasswd}.new`;
+    fs.writeFileSync(next, htpasswdText({ dev: "second-pw" }));
+    fs.renameSync(next, htpasswd);
+    const changed = Date.now();
+    for (const s of [one, two]) {
+      for (;;) {
+        const [oldPw, removed, newPw] = [
+          await ping(s, "dev", "first-pw"),
+          await ping(s, "gone", "gone-pw"),
+          await ping(s, "dev", "second-pw"),
+        ];
+        if (oldPw === 401 && removed === 401 && newPw === 200) break;
+        expect(Date.now() - changed, "the change is seen within 5 s").toBeLessThan(5000);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  });
+});
