@@ -9,7 +9,7 @@
  *   finishes it through the balancer on the others;
  * - the collector stress workload (gc-stress-workload.ts) with the collector on one replica (scheduled,
  *   every 500 ms) while clients push and pull through the other two, then `berth gc` once;
- * - skopeo copies an image in and out through the balancer.
+ * - skopeo and podman push and pull through the balancer (docker is left to test/e2e/docker.test.ts).
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -19,7 +19,7 @@ import path from "node:path";
 import { HeadObjectCommand, ListObjectsV2Command, NotFound } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContainerTools } from "../e2e/clients/containers.js";
-import { testImage, writeOciLayout } from "../e2e/clients/images.js";
+import { hex, testImage, writeOciLayout } from "../e2e/clients/images.js";
 import { readDigestFile } from "../e2e/clients/suite.js";
 import { type Balancer, startBalancer } from "../helpers/balancer.js";
 import { openTestDb } from "../helpers/metadata-db.js";
@@ -362,15 +362,17 @@ describe.skipIf(!onS3)(
       expect(done.blobs).toBeGreaterThan(0);
     });
 
-    it("takes a skopeo copy in and out through the balancer", async () => {
-      const tools = ContainerTools.create("berth-replicas-skopeo-");
+    it("takes skopeo and podman pushes and pulls through the balancer", async () => {
+      const tools = ContainerTools.create("berth-rc-");
       try {
-        const img = testImage("replicas-skopeo");
+        const img = testImage("replicas-clients");
         const src = tools.subdir("src");
         writeOciLayout(src, { five: img });
         const host = lb.url.replace("http://", "");
-        const digestFile = path.join(tools.dir, "digest");
+        tools.allowInsecure(host);
+        // skopeo: in and out, digests kept.
         const noTls = ["--src-tls-verify=false", "--dest-tls-verify=false"];
+        const digestFile = path.join(tools.dir, "digest");
         await tools.skopeo([
           "copy",
           ...noTls,
@@ -380,7 +382,6 @@ describe.skipIf(!onS3)(
           `docker://${host}/replicas/skopeo:v1`,
         ]);
         const pushed = readDigestFile(digestFile);
-        const out = tools.subdir("out");
         const back = path.join(tools.dir, "digest-back");
         await tools.skopeo([
           "copy",
@@ -388,11 +389,36 @@ describe.skipIf(!onS3)(
           "--digestfile",
           back,
           `docker://${host}/replicas/skopeo:v1`,
-          `oci:${out}:five`,
+          `oci:${tools.subdir("out")}:five`,
         ]);
         expect(readDigestFile(back)).toBe(pushed);
         for (const r of replicas)
           expect((await pullImage(r.url, "replicas/skopeo", "v1")).digest).toBe(pushed);
+
+        // podman: push from its store, remove everything, pull back by tag.
+        await tools.podman(["pull", `oci:${src}:five`]);
+        const podmanDigest = path.join(tools.dir, "digest-podman");
+        await tools.podman([
+          "push",
+          "--tls-verify=false",
+          "--digestfile",
+          podmanDigest,
+          hex(img.config.digest),
+          `docker://${host}/replicas/podman:v1`,
+        ]);
+        const viaPodman = readDigestFile(podmanDigest);
+        for (const r of replicas)
+          expect((await pullImage(r.url, "replicas/podman", "v1")).digest).toBe(viaPodman);
+        await tools.podman(["rmi", "--all", "--force"]);
+        await tools.podman(["pull", "--tls-verify=false", `${host}/replicas/podman:v1`]);
+        const inspected = JSON.parse(
+          (await tools.podman(["image", "inspect", `${host}/replicas/podman:v1`])).stdout,
+        ) as {
+          Id: string;
+          Digest: string;
+        }[];
+        expect(inspected[0]!.Id).toBe(hex(img.config.digest));
+        expect(inspected[0]!.Digest).toBe(viaPodman);
       } finally {
         await tools.cleanup();
       }
