@@ -9,6 +9,8 @@
  * failure is reported apart ("HEAD races") to say which guarantee broke.
  */
 import { randomBytes } from "node:crypto";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import path from "node:path";
 import { expect } from "vitest";
 import type { TestDb } from "../helpers/metadata-db.js";
 import {
@@ -317,5 +319,25 @@ export function expectCleanLogs(logs: string[]): { runs: number; blobs: number; 
     runs: runs.length,
     blobs: runs.reduce((n, l) => n + (l.blobs ?? 0), 0),
     manifests: runs.reduce((n, l) => n + (l.manifests ?? 0), 0),
+  };
+}
+
+/** What the filesystem store under `dataDir` holds, for expectNothingMissingNoGarbage. */
+export function filesystemBlobs(dataDir: string): {
+  storedSize: (digest: string) => Promise<number | null>;
+  storedCount: () => Promise<number>;
+} {
+  const root = path.join(dataDir, "docker", "registry", "v2", "blobs", "sha256");
+  const file = (digest: string) => {
+    const hex = digest.slice(7);
+    return path.join(root, hex.slice(0, 2), hex, "data");
+  };
+  return {
+    storedSize: async (digest) => (existsSync(file(digest)) ? statSync(file(digest)).size : null),
+    storedCount: async () => {
+      let files = 0;
+      for (const fan of readdirSync(root)) files += readdirSync(path.join(root, fan)).length;
+      return files;
+    },
   };
 }

@@ -11,7 +11,7 @@
  *
  * The workload and the checks live in gc-stress-workload.ts (the replicas test runs them too).
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { openTestDb } from "../helpers/metadata-db.js";
@@ -21,6 +21,7 @@ import {
   expectCleanLogs,
   expectNothingMissingNoGarbage,
   expectTaggedImagesWhole,
+  filesystemBlobs,
   runStressWorkload,
 } from "./gc-stress-workload.js";
 
@@ -88,35 +89,13 @@ test(
     // 1. Every image still tagged pulls byte for byte; its referrers are still there.
     const tagged = await expectTaggedImagesWhole(url, result);
 
-    // 2. No blob that a manifest references is missing: rows and files.
+    // 2. No blob that a manifest references is missing: rows and files. 3. And garbage is gone: no row
+    // nobody uses, no file without a row.
     const db = await openTestDb(server.dataDir);
-    const blobPath = (digest: string) => {
-      const hex = digest.slice(7);
-      return path.join(
-        server.dataDir,
-        "docker",
-        "registry",
-        "v2",
-        "blobs",
-        "sha256",
-        hex.slice(0, 2),
-        hex,
-        "data",
-      );
-    };
-    // 3. And garbage is gone: no row nobody uses, no file without a row.
-    const root = path.join(server.dataDir, "docker", "registry", "v2", "blobs", "sha256");
     let referenced = 0;
     try {
-      referenced = await expectNothingMissingNoGarbage(
-        db,
-        async (digest) => (existsSync(blobPath(digest)) ? statSync(blobPath(digest)).size : null),
-        async () => {
-          let files = 0;
-          for (const fan of readdirSync(root)) files += readdirSync(path.join(root, fan)).length;
-          return files;
-        },
-      );
+      const files = filesystemBlobs(server.dataDir);
+      referenced = await expectNothingMissingNoGarbage(db, files.storedSize, files.storedCount);
     } finally {
       await db.close();
     }

@@ -10,9 +10,18 @@ import path from "node:path";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sqlitePath } from "../../src/metadata/target.js";
+import { openTestDb } from "../helpers/metadata-db.js";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
 import { type Berth, databaseEnv, startBerth, TEST_DB, tempDir } from "../helpers/server.js";
 import { basic, htpasswdText } from "./auth-fixtures.js";
+import { sleep, writeConfig } from "./gc-helpers.js";
+import {
+  expectCleanLogs,
+  expectNothingMissingNoGarbage,
+  expectTaggedImagesWhole,
+  filesystemBlobs,
+  runStressWorkload,
+} from "./gc-stress-workload.js";
 
 /**
  * Points the replica on `other` at the metadata database of `first` while each keeps a data directory of
@@ -305,5 +314,72 @@ describe("what a replica keeps in memory cannot go stale, and jobs run once acro
         await new Promise((r) => setTimeout(r, 50));
       }
     }
+  });
+});
+
+describe("a collection on one replica while the other takes pushes and pulls (one blob directory)", () => {
+  const SECONDS = Number(process.env.GC_STRESS_SECONDS ?? 15);
+  const GRACE = "6s";
+  let dir: string;
+  let collector: Berth;
+  let serving: Berth;
+
+  beforeAll(async () => {
+    dir = tempDir("berth-replicas-gc-");
+    const data = path.join(dir, "data");
+    fs.mkdirSync(data);
+    const common = [
+      "  batchsize: 20",
+      "  pause: 5ms",
+      "  untagged:",
+      "    enabled: true",
+      `    olderthan: ${GRACE}`,
+    ];
+    for (const sub of ["collector", "serving"]) fs.mkdirSync(path.join(dir, sub));
+    const withGc = writeConfig(path.join(dir, "collector"), [
+      "gc:",
+      "  interval: 500ms",
+      `  graceperiod: ${GRACE}`,
+      ...common,
+    ]);
+    const without = writeConfig(path.join(dir, "serving"), [
+      "gc:",
+      "  enabled: false",
+      `  graceperiod: ${GRACE}`,
+      ...common,
+    ]);
+    collector = await startBerth({ dataDir: data, args: ["-c", withGc] });
+    serving = await startBerth({ dataDir: data, args: ["-c", without] });
+  });
+  afterAll(async () => {
+    await collector?.cleanup();
+    await serving?.cleanup();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it(`loses nothing (${SECONDS}s of the gc stress workload)`, async () => {
+    const result = await runStressWorkload({ urls: [serving.url], seconds: SECONDS });
+    await sleep(6500); // garbage left by the clients passes the grace period; the collector takes it
+    const tagged = await expectTaggedImagesWhole(collector.url, result);
+    const db = await openTestDb(collector.dataDir);
+    try {
+      await new Promise((r) => setTimeout(r, 1500)); // one more scheduled collection after the grace period
+      const files = filesystemBlobs(collector.dataDir);
+      await expectNothingMissingNoGarbage(db, files.storedSize, files.storedCount);
+    } finally {
+      await db.close();
+    }
+    expect(result.failures).toEqual([]);
+    expect(result.headRaces).toEqual([]);
+    const onCollector = expectCleanLogs(collector.logs);
+    const onServing = expectCleanLogs(serving.logs);
+    console.log(
+      `replicas (one blob directory) gc stress: ${SECONDS}s, ${JSON.stringify(result.counts)}, ${onCollector.runs} collections removed ${onCollector.blobs} blobs and ${onCollector.manifests} manifests; ${tagged} tags at the end`,
+    );
+    expect(onServing.runs).toBe(0);
+    expect(onCollector.runs).toBeGreaterThan(3);
+    expect(onCollector.blobs).toBeGreaterThan(0);
+    expect(result.counts.pushes).toBeGreaterThanOrEqual(5);
+    expect(result.counts.pulls).toBeGreaterThanOrEqual(10);
   });
 });
