@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
-import { errorBody, handleClientError, sendError } from "./errors.js";
+import { answerError, errorBody, handleClientError } from "./errors.js";
 import { wireProxy } from "./proxy.js";
 import { registerApiRoutes } from "./routes/api.js";
 import { registerEventRoutes } from "./routes/events.js"; // [events, issue 14]
@@ -76,7 +76,7 @@ export async function buildApp(
     });
   }
 
-  app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
+  app.setErrorHandler(answerError);
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).header("content-type", "application/json; charset=utf-8");
     return reply.send(

@@ -1,4 +1,4 @@
-import type { ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { databaseUnavailable } from "../metadata/dialect.js";
@@ -33,6 +33,64 @@ export function statusFor(err: RegistryError): number {
 
 export function errorBody(code: string, message: string, detail?: unknown): string {
   return JSON.stringify({ errors: [{ code, message, detail: detail ?? null }] });
+}
+
+/** How much of a refused request's unread body is read and dropped before the answer, and for how long at most. */
+const UNREAD_BODY_LIMIT = 256 * 1024 * 1024;
+const UNREAD_BODY_WAIT_MS = 30_000;
+
+/**
+ * The error handler of every route scope. An error often comes before the request's body was read (an
+ * unknown or busy upload, a refused credential). On a connection that stays open Node reads and drops that
+ * body after the answer. On one that closes after it (the client sent `Connection: close`, as nginx does
+ * to its upstreams) closing at once resets the connection under the body the client is still sending, and
+ * a proxy turns the reset into a 502 in place of the answer: there the rest of the body is read and
+ * dropped first, up to UNREAD_BODY_LIMIT bytes or UNREAD_BODY_WAIT_MS, then the answer goes out.
+ */
+export function answerError(
+  err: unknown,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply | Promise<void> {
+  if (!closesWithBodyUnread(request.raw, reply.raw)) return sendError(err, request, reply);
+  return dropUnreadBody(request.raw).then(() => {
+    sendError(err, request, reply);
+  });
+}
+
+function closesWithBodyUnread(raw: IncomingMessage, res: ServerResponse): boolean {
+  return (
+    raw.httpVersionMajor === 1 &&
+    !res.shouldKeepAlive &&
+    !raw.complete &&
+    !raw.destroyed &&
+    !raw.readableEnded &&
+    raw.readableFlowing === null &&
+    (raw.headers["content-length"] !== undefined || raw.headers["transfer-encoding"] !== undefined)
+  );
+}
+
+function dropUnreadBody(raw: IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    let dropped = 0;
+    const done = () => {
+      clearTimeout(timer);
+      raw.off("data", onData);
+      raw.off("end", done);
+      raw.off("close", done);
+      raw.off("error", done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      dropped += chunk.length;
+      if (dropped > UNREAD_BODY_LIMIT) done();
+    };
+    const timer = setTimeout(done, UNREAD_BODY_WAIT_MS);
+    raw.on("data", onData);
+    raw.once("end", done);
+    raw.once("close", done);
+    raw.once("error", done);
+  });
 }
 
 /** Turns any error into the spec's response: status, headers and `{"errors":[...]}`. Never a 500 for bad input. */

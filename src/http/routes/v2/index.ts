@@ -3,7 +3,7 @@ import { RegistryError } from "../../../registry/errors.js";
 import { isValidName } from "../../../registry/names.js";
 import { requireAccess } from "../../access.js";
 import type { AppContext } from "../../context.js";
-import { sendError } from "../../errors.js";
+import { answerError } from "../../errors.js";
 import { mirroredName } from "../../proxy.js";
 import { prefixOf } from "../../urls.js";
 import { deleteBlob, getBlob } from "./blobs.js";
@@ -82,7 +82,7 @@ export async function registerV2Routes(app: FastifyInstance, ctx: AppContext): P
     v2.addHook("onRequest", async (_request, reply) => {
       reply.header("Docker-Distribution-API-Version", API_VERSION);
     });
-    v2.setErrorHandler((err, request, reply) => sendError(err, request, reply));
+    v2.setErrorHandler(answerError);
 
     const base = async (request: FastifyRequest, reply: FastifyReply) => {
       await requireAccess(request, []);
