@@ -316,7 +316,7 @@ export class S3BlobStore implements BlobStore {
     return sizes.length === 0 ? null : sizes[sizes.length - 1]!.size;
   }
 
-  /** The SHA-256 state (hash-wasm's save()) over the first `size` bytes, when recorded. */
+  /** The SHA-256 state (src/registry/sha256.ts) over the first `size` bytes, when recorded. */
   async uploadHashState(id: string, size: number): Promise<Uint8Array | null> {
     const state = await this.loadState(id, size);
     return state?.hash ? Buffer.from(state.hash, "base64") : null;
