@@ -108,6 +108,44 @@ describe("berth serve on S3", () => {
     expect(mpus.Uploads ?? []).toEqual([]);
   });
 
+  it("continues an upload across processes with and without the native SHA-256 addon", async () => {
+    // The saved hash state is one format for both implementations (src/registry/sha256.ts): a replica
+    // without the addon (BERTH_NATIVE_SHA256=0: hash-wasm) continues what one with it began, and back.
+    const bucket = await s3.bucket("hashes");
+    const dataDir = tempDir();
+    const blob = randomBlob(12 * MiB + 5);
+    const sizes = [MiB + 63, 5 * MiB + 1, 3 * MiB + 64];
+    let berth = await serve(s3Env(bucket), dataDir);
+    let client = new RegistryClient(berth.url);
+    let res = await client.fetch("/v2/s3/hashes/blobs/uploads/", { method: "POST" });
+    let location = new URL(res.headers.get("location")!, berth.url).pathname;
+    let offset = 0;
+    for (const [i, size] of sizes.entries()) {
+      res = await client.fetch(location, {
+        method: "PATCH",
+        body: blob.data.subarray(offset, offset + size),
+        headers: {
+          "content-type": "application/octet-stream",
+          "content-range": `${offset}-${offset + size - 1}`,
+        },
+      });
+      expect(res.status).toBe(202);
+      offset += size;
+      location = new URL(res.headers.get("location")!, berth.url).pathname;
+      await berth.stop();
+      berth = await serve({ ...s3Env(bucket), BERTH_NATIVE_SHA256: i % 2 === 0 ? "0" : "1" }, dataDir);
+      client = new RegistryClient(berth.url);
+    }
+    res = await client.fetch(`${location}?digest=${blob.digest}`, {
+      method: "PUT",
+      body: blob.data.subarray(offset),
+      headers: { "content-type": "application/octet-stream" },
+    });
+    expect(res.status).toBe(201);
+    const get = await client.fetch(`/v2/s3/hashes/blobs/${blob.digest}`);
+    expect(Buffer.from(await get.arrayBuffer()).equals(blob.data)).toBe(true);
+  });
+
   it("aborts the multipart upload of a cancelled upload", async () => {
     const bucket = await s3.bucket("abort");
     const berth = await serve(s3Env(bucket));
