@@ -144,19 +144,48 @@ export class S3BlobStore implements BlobStore {
 
   /** The location a link names, or null when there is no link. */
   private async readLink(digest: string): Promise<string | null> {
-    const raw = await this.getObject("GetObject blob link", this.linkKey(digest));
-    if (!raw) return null;
-    const key = raw.toString("utf8");
-    const base = `${this.prefix}berth/blobs/`;
-    if (!key.startsWith(base) || !/^[a-zA-Z0-9-]{1,64}\/data$/.test(key.slice(base.length))) {
-      throw new Error(`the link of ${digest} names ${JSON.stringify(key)}, not a blob location`);
+    return (await this.readLinkObject(digest))?.key ?? null;
+  }
+
+  /** The link: the location it names, and when it was written (when the blob became one). */
+  private async readLinkObject(digest: string): Promise<{ key: string; modifiedAt: number } | null> {
+    let out: { Body?: unknown; LastModified?: Date };
+    try {
+      out = await this.call("GetObject blob link", () =>
+        this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: this.linkKey(digest) })),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
     }
-    return key;
+    const body = await (out.Body as { transformToString(): Promise<string> }).transformToString();
+    const base = `${this.prefix}berth/blobs/`;
+    if (!body.startsWith(base) || !/^[a-zA-Z0-9-]{1,64}\/data$/.test(body.slice(base.length))) {
+      throw new Error(`the link of ${digest} names ${JSON.stringify(body)}, not a blob location`);
+    }
+    return { key: body, modifiedAt: out.LastModified?.getTime() ?? 0 };
+  }
+
+  /**
+   * Where the blob is, read from the bucket (never from what this process remembers): its key and stat.
+   * A linked blob's modifiedAt is its link's when that is later (on AWS S3 a multipart object carries the time its
+   * upload began), so that the collector's grace period counts from the commit.
+   */
+  private async find(digest: string): Promise<{ key: string; stat: BlobStat } | null> {
+    const link = await this.readLinkObject(digest);
+    if (link) {
+      const stat = await this.head(link.key);
+      if (stat)
+        return { key: link.key, stat: { ...stat, modifiedAt: Math.max(stat.modifiedAt, link.modifiedAt) } };
+    }
+    const key = this.blobKey(digest);
+    const stat = await this.head(key);
+    return stat ? { key, stat } : null;
   }
 
   /**
    * Runs `at` on the key where `digest` is (null from `at`: nothing there): the remembered key, else the
-   * link's location, else Distribution's key.
+   * link's location, else Distribution's key. For reads; stat() does not use what is remembered.
    */
   private async atBlob<T>(digest: string, at: (key: string) => Promise<T | null>): Promise<T | null> {
     const remembered = this.locations.get(digest);
@@ -195,7 +224,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async stat(digest: string): Promise<BlobStat | null> {
-    return this.atBlob(digest, (key) => this.head(key));
+    return (await this.find(digest))?.stat ?? null;
   }
 
   private async head(key: string): Promise<BlobStat | null> {
@@ -586,10 +615,8 @@ export class S3BlobStore implements BlobStore {
     const source = this.uploadKey(id, state);
     if (!state.key) return this.commitByCopy(id, digest, size, state, source);
     // The caller holds the database's lock on this digest: what is found here is not being written.
-    const present = await this.atBlob(digest, async (key) => {
-      const stat = await this.head(key);
-      return stat && stat.size === size ? key : null;
-    });
+    const found = await this.find(digest);
+    const present = found && found.stat.size === size ? found.key : null;
     if (present !== null) {
       // Already stored (another upload of the same bytes, or this one, completed by a commit that stopped
       // before the database recorded it): keep that, drop this upload and its object if it has one.
