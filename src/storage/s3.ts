@@ -168,8 +168,8 @@ export class S3BlobStore implements BlobStore {
 
   /**
    * Where the blob is, read from the bucket (never from what this process remembers): its key and stat.
-   * A linked blob's modifiedAt is its link's when that is later (on AWS S3 a multipart object carries the time its
-   * upload began), so that the collector's grace period counts from the commit.
+   * A linked blob's modifiedAt is its link's when that is later (on AWS S3 a multipart object carries the
+   * time its upload began), so that the collector's grace period counts from the commit.
    */
   private async find(digest: string): Promise<{ key: string; stat: BlobStat } | null> {
     const link = await this.readLinkObject(digest);
