@@ -615,7 +615,13 @@ export class S3BlobStore implements BlobStore {
     const source = this.uploadKey(id, state);
     if (!state.key) return this.commitByCopy(id, digest, size, state, source);
     // The caller holds the database's lock on this digest: what is found here is not being written.
-    const found = await this.find(digest);
+    // Independent reads, at once: whether the bytes are stored already, whether an earlier commit completed
+    // this upload, and the tail.
+    const [found, completed, tail] = await Promise.all([
+      this.find(digest),
+      this.completedEarlier(source, size),
+      state.tail > 0 ? this.getObject("GetObject upload tail", this.tailKey(id, size)) : null,
+    ]);
     const present = found && found.stat.size === size ? found.key : null;
     if (present !== null) {
       // Already stored (another upload of the same bytes, or this one, completed by a commit that stopped
@@ -624,20 +630,23 @@ export class S3BlobStore implements BlobStore {
       if (present !== source) await this.deleteKeys([source]);
       return;
     }
-    if (!(await this.completedEarlier(source, size))) {
+    if (!completed && state.tail > 0 && tail?.length !== state.tail) {
+      throw new Error(`upload ${id}: its tail object is missing`);
+    }
+    // The link before the completion: an object completed at its location always has a link naming it, so
+    // the collector finds it through list() even if the database never records the blob.
+    const link = this.putObject("PutObject blob link", this.linkKey(digest), source);
+    if (!completed) {
       const parts = [...state.parts];
-      if (state.tail > 0) {
-        const tail = await this.getObject("GetObject upload tail", this.tailKey(id, size));
-        if (!tail || tail.length !== state.tail) throw new Error(`upload ${id}: its tail object is missing`);
+      if (tail && state.tail > 0) {
         const n = (parts[parts.length - 1]?.n ?? 0) + 1;
-        parts.push({ n, etag: await this.uploadPart(source, state.mpu!, n, tail), size: tail.length });
+        const [etag] = await Promise.all([this.uploadPart(source, state.mpu!, n, tail), link]);
+        parts.push({ n, etag, size: tail.length });
       }
-      // The link first: an object completed at its location always has a link naming it, so the
-      // collector finds it through list() even if the database never records the blob.
-      await this.putObject("PutObject blob link", this.linkKey(digest), source);
+      await link;
       await this.completeMultipart(source, state.mpu!, parts);
     } else {
-      await this.putObject("PutObject blob link", this.linkKey(digest), source);
+      await link;
     }
     // No copy: the completed object is the blob, where it is.
     this.locations.set(digest, source);
