@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Builds Berth's optional native addons with node-gyp: native/sendfile (sendfile(2) for blob GETs) and
-// native/sha256 (OpenSSL's SHA-256 with a state that can be saved, for uploads to S3; needs libssl-dev).
+// native/sha256 (OpenSSL's SHA-256 with a state that can be saved, for uploads to S3; it calls the OpenSSL
+// inside Node, with the headers Node installs).
 // Never fails the install or the build: without them Berth streams blobs through Node and hashes S3
 // uploads with hash-wasm instead.
 import { spawnSync } from "node:child_process";

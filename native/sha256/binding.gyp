@@ -3,8 +3,7 @@
     {
       "target_name": "berth_sha256",
       "sources": ["sha256.c"],
-      "cflags": ["-O2", "-Wall"],
-      "libraries": ["-lcrypto"]
+      "cflags": ["-O2", "-Wall"]
     }
   ]
 }

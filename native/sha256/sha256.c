@@ -1,6 +1,11 @@
 // SHA-256 by OpenSSL (SHA-NI/AVX2 code paths) whose state can leave the process: Berth's S3 uploads save
 // the hash after every acknowledged chunk so that another replica can continue it (src/registry/sha256.ts).
 //
+// The OpenSSL is Node's own: compiled against the headers Node ships (include/node/openssl) and linked to
+// nothing, the SHA256_* symbols are those of the Node process that loads the addon (Node exports them for
+// addons), so the context's layout is that of the code that runs. A Node without them cannot load the
+// addon, and Berth uses hash-wasm instead.
+//
 // A hash in progress lives in a JS Buffer holding an OpenSSL SHA256_CTX; every call copies it into an
 // aligned local context, so the Buffer needs no alignment and no finalizer. save() and load() convert the
 // context to and from Berth's own state format, which does not depend on OpenSSL's struct layout:

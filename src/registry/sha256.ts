@@ -57,7 +57,7 @@ function loadAddon(): Addon | null {
     const loaded = createRequire(import.meta.url)(file) as Partial<Addon>;
     if (typeof loaded.update === "function" && typeof loaded.save === "function") addon = loaded as Addon;
   } catch {
-    // Not built (no compiler or no libssl-dev): hash-wasm instead.
+    // Not built (no compiler), or a Node that does not export OpenSSL's SHA-256: hash-wasm instead.
   }
   return addon;
 }

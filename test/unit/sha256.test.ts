@@ -25,8 +25,8 @@ function expected(parts: Buffer[]): string {
 }
 
 describe("resumable SHA-256", () => {
-  it("loads the native addon here (the build has libssl-dev)", () => {
-    // CI installs libssl-dev (.ci/run): without the addon the native half of these tests would not run.
+  it("loads the native addon here (npm run build compiles it)", () => {
+    // Without the addon the native half of these tests would not run.
     expect(sha256Implementation()).toBe("native");
   });
 
