@@ -1,7 +1,7 @@
 import { createHash, type Hash } from "node:crypto";
-import type { createSHA256 } from "hash-wasm";
 import type { BlobStore } from "../storage/blob-store.js";
 import { RegistryError } from "./errors.js";
+import { createResumableSha256 } from "./sha256.js";
 
 /** A SHA-256 in progress over an upload's bytes. */
 export interface RunningHash {
@@ -26,32 +26,6 @@ class NodeSha256 implements RunningHash {
   }
 }
 
-type WasmHasher = Awaited<ReturnType<typeof createSHA256>>;
-
-/** hash-wasm's SHA-256, whose state can be saved and loaded (uploads on stores that cannot read back). */
-class ResumableSha256 implements RunningHash {
-  constructor(private readonly hasher: WasmHasher) {}
-  static async create(state?: Uint8Array): Promise<ResumableSha256> {
-    // Loaded on first use: only stores that cannot read uploads back (S3) need it.
-    const hasher = await (await import("hash-wasm")).createSHA256();
-    hasher.init();
-    if (state) hasher.load(state);
-    return new ResumableSha256(hasher);
-  }
-  update(chunk: Buffer): void {
-    this.hasher.update(chunk);
-  }
-  hex(): string {
-    const state = this.hasher.save();
-    const hex = this.hasher.digest("hex");
-    this.hasher.load(state);
-    return hex;
-  }
-  save(): Uint8Array {
-    return this.hasher.save();
-  }
-}
-
 interface HashState {
   hash: RunningHash;
   size: number;
@@ -73,7 +47,7 @@ export class UploadHashes {
 
   /** A new hash for an upload that starts empty. */
   async fresh(): Promise<RunningHash> {
-    return this.store.resumableHashes ? ResumableSha256.create() : new NodeSha256();
+    return this.store.resumableHashes ? createResumableSha256() : new NodeSha256();
   }
 
   /** The hash over the first `size` bytes of the upload. */
@@ -88,7 +62,7 @@ export class UploadHashes {
     if (this.store.resumableHashes) {
       const saved = await this.store.uploadHashState?.(id, size);
       if (!saved) throw new Error(`upload ${id}: no saved hash state at ${size} bytes`);
-      return ResumableSha256.create(saved);
+      return createResumableSha256(saved);
     }
     const hash = createHash("sha256");
     for await (const chunk of await this.store.readUpload(id, size)) hash.update(chunk as Buffer);

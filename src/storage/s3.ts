@@ -70,6 +70,11 @@ interface Part {
  * and the SHA-256 state over all of it.
  */
 interface UploadStateObject {
+  /**
+   * Where the multipart upload puts the blob: `berth/blobs/<id>/data`, which becomes the blob's location at
+   * commit (no copy). Absent in states written before locations: `berth/uploads/<id>/data`, copied at commit.
+   */
+  key?: string;
   /** The S3 multipart upload, created with the first part (small blobs never need one). */
   mpu: string | null;
   parts: Part[];
@@ -80,10 +85,18 @@ interface UploadStateObject {
 }
 
 /**
- * Blobs in an S3 bucket, under `rootdirectory` in Distribution's layout
- * (`docker/registry/v2/blobs/sha256/ab/<hex>/data`), so that a registry:2 bucket is read as it is.
- * Uploads are S3 multipart uploads at `berth/uploads/<id>/data`; their state lives in the bucket
- * (never on local disk) so that another replica can take the next chunk.
+ * Blobs in an S3 bucket, under `rootdirectory`. A blob is found at its *location*:
+ * - blobs uploaded in parts are S3 multipart uploads at `berth/blobs/<upload id>/data`, completed there at
+ *   commit and never copied; a small *link* object `berth/links/sha256/<hex>` names that key. The link is
+ *   written before the multipart upload is completed, so every completed object has a link (the collector
+ *   finds it through list()), and deleting a blob deletes its object before its link;
+ * - everything else (small blobs, manifests, and every blob of a registry:2 bucket) is in Distribution's
+ *   layout, `docker/registry/v2/blobs/sha256/ab/<hex>/data`, so that a registry:2 bucket is read as it is.
+ * Reads try the link first, then Distribution's key. Each process remembers where it found a digest: a key
+ * is never reused and holds only that digest's bytes, so a remembered key is either right or gone (then the
+ * link is read again), never wrong.
+ * The state of an upload lives in the bucket (never on local disk) so that another replica can take the
+ * next chunk.
  */
 export class S3BlobStore implements BlobStore {
   readonly kind = "s3";
@@ -91,6 +104,8 @@ export class S3BlobStore implements BlobStore {
   readonly client: S3Client;
   private readonly prefix: string;
   private readonly partSize: number;
+  /** Where this process last found each digest (see above): a cache that no other process can make wrong. */
+  private readonly locations = new Map<string, string>();
 
   constructor(readonly options: S3Options) {
     const root = (options.rootdirectory ?? "").replace(/^\/+|\/+$/g, "");
@@ -99,14 +114,97 @@ export class S3BlobStore implements BlobStore {
     this.client = new S3Client(s3ClientConfig(options));
   }
 
-  private blobKey(digest: string): string {
+  private digestParts(digest: string): { algorithm: string; hex: string } {
     const colon = digest.indexOf(":");
     const algorithm = digest.slice(0, colon);
     const hex = digest.slice(colon + 1);
     if (!/^[a-z0-9]+$/.test(algorithm) || !/^[a-f0-9]{64,128}$/.test(hex)) {
       throw new Error(`refusing to build a key from digest ${JSON.stringify(digest)}`);
     }
+    return { algorithm, hex };
+  }
+
+  /** Distribution's key for a blob. */
+  private blobKey(digest: string): string {
+    const { algorithm, hex } = this.digestParts(digest);
     return `${this.prefix}docker/registry/v2/blobs/${algorithm}/${hex.slice(0, 2)}/${hex}/data`;
+  }
+
+  /** The link that names the location of a blob uploaded in parts. */
+  private linkKey(digest: string): string {
+    const { algorithm, hex } = this.digestParts(digest);
+    return `${this.prefix}berth/links/${algorithm}/${hex}`;
+  }
+
+  /** The key a new upload's multipart upload completes at, which becomes the blob's location. */
+  private locationKey(id: string): string {
+    this.uploadPrefix(id);
+    return `${this.prefix}berth/blobs/${id}/data`;
+  }
+
+  /** The location a link names, or null when there is no link. */
+  private async readLink(digest: string): Promise<string | null> {
+    return (await this.readLinkObject(digest))?.key ?? null;
+  }
+
+  /** The link: the location it names, and when it was written (when the blob became one). */
+  private async readLinkObject(digest: string): Promise<{ key: string; modifiedAt: number } | null> {
+    let out: { Body?: unknown; LastModified?: Date };
+    try {
+      out = await this.call("GetObject blob link", () =>
+        this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: this.linkKey(digest) })),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+    const body = await (out.Body as { transformToString(): Promise<string> }).transformToString();
+    const base = `${this.prefix}berth/blobs/`;
+    if (!body.startsWith(base) || !/^[a-zA-Z0-9-]{1,64}\/data$/.test(body.slice(base.length))) {
+      throw new Error(`the link of ${digest} names ${JSON.stringify(body)}, not a blob location`);
+    }
+    return { key: body, modifiedAt: out.LastModified?.getTime() ?? 0 };
+  }
+
+  /**
+   * Where the blob is, read from the bucket (never from what this process remembers): its key and stat.
+   * A linked blob's modifiedAt is its link's when that is later (on AWS S3 a multipart object carries the
+   * time its upload began), so that the collector's grace period counts from the commit.
+   */
+  private async find(digest: string): Promise<{ key: string; stat: BlobStat } | null> {
+    const link = await this.readLinkObject(digest);
+    if (link) {
+      const stat = await this.head(link.key);
+      if (stat)
+        return { key: link.key, stat: { ...stat, modifiedAt: Math.max(stat.modifiedAt, link.modifiedAt) } };
+    }
+    const key = this.blobKey(digest);
+    const stat = await this.head(key);
+    return stat ? { key, stat } : null;
+  }
+
+  /**
+   * Runs `at` on the key where `digest` is (null from `at`: nothing there): the remembered key, else the
+   * link's location, else Distribution's key. For reads; stat() does not use what is remembered.
+   */
+  private async atBlob<T>(digest: string, at: (key: string) => Promise<T | null>): Promise<T | null> {
+    const remembered = this.locations.get(digest);
+    if (remembered) {
+      const out = await at(remembered);
+      if (out !== null) return out;
+      this.locations.delete(digest);
+    }
+    const link = await this.readLink(digest);
+    for (const key of link ? [link, this.blobKey(digest)] : [this.blobKey(digest)]) {
+      if (key === remembered) continue;
+      const out = await at(key);
+      if (out !== null) {
+        if (this.locations.size >= 10_000) this.locations.clear();
+        this.locations.set(digest, key);
+        return out;
+      }
+    }
+    return null;
   }
 
   private uploadPrefix(id: string): string {
@@ -126,7 +224,10 @@ export class S3BlobStore implements BlobStore {
   }
 
   async stat(digest: string): Promise<BlobStat | null> {
-    const key = this.blobKey(digest);
+    return (await this.find(digest))?.stat ?? null;
+  }
+
+  private async head(key: string): Promise<BlobStat | null> {
     try {
       const head = await this.call("HeadObject", () =>
         this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key })),
@@ -139,31 +240,33 @@ export class S3BlobStore implements BlobStore {
   }
 
   async read(digest: string, range?: { start: number; end: number }): Promise<Readable> {
-    const key = this.blobKey(digest);
-    try {
-      const out = await this.call("GetObject", () =>
-        this.client.send(
-          new GetObjectCommand({
-            Bucket: this.options.bucket,
-            Key: key,
-            Range: range ? `bytes=${range.start}-${range.end}` : undefined,
-          }),
-        ),
-      );
-      return out.Body as Readable;
-    } catch (err) {
-      if (isNotFound(err)) throw Object.assign(new Error(`no blob ${digest}`), { code: "ENOENT" });
-      throw err;
-    }
+    const body = await this.atBlob(digest, async (key) => {
+      try {
+        const out = await this.call("GetObject", () =>
+          this.client.send(
+            new GetObjectCommand({
+              Bucket: this.options.bucket,
+              Key: key,
+              Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+            }),
+          ),
+        );
+        return out.Body as Readable;
+      } catch (err) {
+        if (isNotFound(err)) return null;
+        throw err;
+      }
+    });
+    if (!body) throw Object.assign(new Error(`no blob ${digest}`), { code: "ENOENT" });
+    return body;
   }
 
   /** A presigned GET for a blob, for storage.redirect. */
   async presign(digest: string, expiresIn: number): Promise<string> {
-    return getSignedUrl(
-      this.client,
-      new GetObjectCommand({ Bucket: this.options.bucket, Key: this.blobKey(digest) }),
-      { expiresIn },
-    );
+    const key = this.locations.get(digest) ?? (await this.readLink(digest)) ?? this.blobKey(digest);
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), {
+      expiresIn,
+    });
   }
 
   async put(digest: string, content: Buffer): Promise<void> {
@@ -201,17 +304,30 @@ export class S3BlobStore implements BlobStore {
     return out as ReturnType<S3BlobStore["writeParams"]>;
   }
 
+  /**
+   * Deletes the blob's object(s), then its link: a delete that fails part way leaves the link, so the next
+   * attempt (the collector retries: the row stays when this throws) still finds what is left.
+   */
   async delete(digest: string): Promise<void> {
-    const key = this.blobKey(digest);
-    await this.call("DeleteObject", () =>
-      this.client.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key })),
-    );
+    const link = await this.readLink(digest);
+    this.locations.delete(digest);
+    await this.deleteKeys(link ? [link, this.blobKey(digest)] : [this.blobKey(digest)]);
+    if (link) await this.deleteKeys([this.linkKey(digest)]);
   }
 
+  /**
+   * Every blob: those in Distribution's layout, then those with a link (the size given for these is the
+   * link's; stat() has the blob's).
+   */
   async *list(): AsyncIterable<StoredBlob> {
     const base = `${this.prefix}docker/registry/v2/blobs/`;
     for await (const obj of this.listObjects(base)) {
       const m = /^([a-z0-9]+)\/[a-f0-9]{2}\/([a-f0-9]{64,128})\/data$/.exec(obj.key.slice(base.length));
+      if (m) yield { digest: `${m[1]}:${m[2]}`, size: obj.size, modifiedAt: obj.modifiedAt };
+    }
+    const links = `${this.prefix}berth/links/`;
+    for await (const obj of this.listObjects(links)) {
+      const m = /^([a-z0-9]+)\/([a-f0-9]{64,128})$/.exec(obj.key.slice(links.length));
       if (m) yield { digest: `${m[1]}:${m[2]}`, size: obj.size, modifiedAt: obj.modifiedAt };
     }
   }
@@ -237,7 +353,7 @@ export class S3BlobStore implements BlobStore {
   private async deleteKeys(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
-      await this.call("DeleteObjects", () =>
+      const out = await this.call("DeleteObjects", () =>
         this.client.send(
           new DeleteObjectsCommand({
             Bucket: this.options.bucket,
@@ -245,6 +361,19 @@ export class S3BlobStore implements BlobStore {
           }),
         ),
       );
+      // DeleteObjects answers 200 even when some keys were not deleted: those are errors too.
+      const failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchKey");
+      if (failed.length > 0) {
+        const first = failed[0]!;
+        const err = Object.assign(new Error(`${first.Key}: ${first.Code}: ${first.Message ?? ""}`), {
+          name: first.Code ?? "DeleteError",
+        });
+        // Throttling and server errors make the store unavailable, like a failed request would.
+        if (["SlowDown", "InternalError", "ServiceUnavailable"].includes(first.Code ?? "")) {
+          throw new StoreUnavailableError(`s3 DeleteObjects (${failed.length} keys)`, err);
+        }
+        throw err;
+      }
     }
   }
 
@@ -252,15 +381,32 @@ export class S3BlobStore implements BlobStore {
 
   async createUpload(id: string): Promise<void> {
     this.uploadPrefix(id);
-    await this.saveState(id, { mpu: null, parts: [], size: 0, tail: 0, hash: null, createdAt: Date.now() });
+    await this.saveState(id, {
+      key: this.locationKey(id),
+      mpu: null,
+      parts: [],
+      size: 0,
+      tail: 0,
+      hash: null,
+      createdAt: Date.now(),
+    });
   }
 
-  private async createMultipart(id: string): Promise<string> {
+  /** The key of an upload's multipart upload (see UploadStateObject.key). */
+  private uploadKey(id: string, state: UploadStateObject): string {
+    const key = state.key ?? `${this.uploadPrefix(id)}data`;
+    if (key !== this.locationKey(id) && key !== `${this.uploadPrefix(id)}data`) {
+      throw new Error(`upload ${id}: its state names the key ${JSON.stringify(key)}`);
+    }
+    return key;
+  }
+
+  private async createMultipart(key: string): Promise<string> {
     const created = await this.call("CreateMultipartUpload", () =>
       this.client.send(
         new CreateMultipartUploadCommand({
           Bucket: this.options.bucket,
-          Key: `${this.uploadPrefix(id)}data`,
+          Key: key,
           ...this.writeParams(),
         }),
       ),
@@ -316,7 +462,7 @@ export class S3BlobStore implements BlobStore {
     return sizes.length === 0 ? null : sizes[sizes.length - 1]!.size;
   }
 
-  /** The SHA-256 state (hash-wasm's save()) over the first `size` bytes, when recorded. */
+  /** The SHA-256 state (src/registry/sha256.ts) over the first `size` bytes, when recorded. */
   async uploadHashState(id: string, size: number): Promise<Uint8Array | null> {
     const state = await this.loadState(id, size);
     return state?.hash ? Buffer.from(state.hash, "base64") : null;
@@ -331,6 +477,7 @@ export class S3BlobStore implements BlobStore {
   ): Promise<number> {
     const before = await this.loadState(id, offset);
     if (!before) throw new Error(`upload ${id} has no recorded state at ${offset} bytes`);
+    const key = this.uploadKey(id, before);
     const parts = [...before.parts];
     let pending: Buffer[] = [];
     let pendingBytes = 0;
@@ -347,9 +494,9 @@ export class S3BlobStore implements BlobStore {
       const n = (parts.length === 0 ? 0 : parts[parts.length - 1]!.n) + 1;
       const part: Part = { n, etag: "", size: body.length };
       parts.push(part);
-      mpu ??= this.createMultipart(id);
+      mpu ??= this.createMultipart(key);
       const p = mpu
-        .then((upload) => this.uploadPart(id, upload, n, body))
+        .then((upload) => this.uploadPart(key, upload, n, body))
         .then((etag) => {
           part.etag = etag;
         })
@@ -393,6 +540,7 @@ export class S3BlobStore implements BlobStore {
       );
     }
     await this.saveState(id, {
+      key: before.key,
       mpu: mpu ? await mpu : null,
       parts,
       size,
@@ -405,12 +553,12 @@ export class S3BlobStore implements BlobStore {
     return written;
   }
 
-  private async uploadPart(id: string, mpu: string, n: number, body: Buffer): Promise<string> {
+  private async uploadPart(key: string, mpu: string, n: number, body: Buffer): Promise<string> {
     const out = await this.call("UploadPart", () =>
       this.client.send(
         new UploadPartCommand({
           Bucket: this.options.bucket,
-          Key: `${this.uploadPrefix(id)}data`,
+          Key: key,
           UploadId: mpu,
           PartNumber: n,
           Body: body,
@@ -453,20 +601,83 @@ export class S3BlobStore implements BlobStore {
     if (size === null) throw new Error(`upload ${id} does not exist`);
     const state = await this.loadState(id, size);
     if (!state) throw new Error(`upload ${id} has no state at ${size} bytes`);
-    const target = this.blobKey(digest);
-    const bucket = this.options.bucket;
     if (size < MIN_PART) {
-      // Small blobs (configs, tiny layers): one PUT of the tail beats completing and copying.
+      // Small blobs (configs, tiny layers): one PUT of the tail to Distribution's key.
       const body =
         state.tail > 0
           ? await this.getObject("GetObject upload tail", this.tailKey(id, size))
           : Buffer.alloc(0);
       if (!body || body.length !== size) throw new Error(`upload ${id}: its tail object is missing`);
-      await this.putObject("PutObject blob", target, body);
+      await this.putObject("PutObject blob", this.blobKey(digest), body);
       await this.deleteUpload(id);
       return;
     }
-    const source = `${this.uploadPrefix(id)}data`;
+    const source = this.uploadKey(id, state);
+    if (!state.key) return this.commitByCopy(id, digest, size, state, source);
+    // The caller holds the database's lock on this digest: what is found here is not being written.
+    // Independent reads, at once: whether the bytes are stored already, whether an earlier commit completed
+    // this upload, and the tail.
+    const [found, completed, tail] = await Promise.all([
+      this.find(digest),
+      this.completedEarlier(source, size),
+      state.tail > 0 ? this.getObject("GetObject upload tail", this.tailKey(id, size)) : null,
+    ]);
+    const present = found && found.stat.size === size ? found.key : null;
+    if (present !== null) {
+      // Already stored (another upload of the same bytes, or this one, completed by a commit that stopped
+      // before the database recorded it): keep that, drop this upload and its object if it has one.
+      await this.deleteUpload(id);
+      if (present !== source) await this.deleteKeys([source]);
+      return;
+    }
+    if (!completed && state.tail > 0 && tail?.length !== state.tail) {
+      throw new Error(`upload ${id}: its tail object is missing`);
+    }
+    // The link before the completion: an object completed at its location always has a link naming it, so
+    // the collector finds it through list() even if the database never records the blob.
+    const link = this.putObject("PutObject blob link", this.linkKey(digest), source);
+    if (!completed) {
+      const parts = [...state.parts];
+      if (tail && state.tail > 0) {
+        const n = (parts[parts.length - 1]?.n ?? 0) + 1;
+        const [etag] = await Promise.all([this.uploadPart(source, state.mpu!, n, tail), link]);
+        parts.push({ n, etag, size: tail.length });
+      }
+      await link;
+      await this.completeMultipart(source, state.mpu!, parts);
+    } else {
+      await link;
+    }
+    // No copy: the completed object is the blob, where it is.
+    this.locations.set(digest, source);
+    await this.deleteUpload(id, { completed: true });
+  }
+
+  private async completeMultipart(key: string, mpu: string, parts: Part[]): Promise<void> {
+    await this.call("CompleteMultipartUpload", () =>
+      this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          UploadId: mpu,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
+        }),
+      ),
+    );
+  }
+
+  /**
+   * Uploads begun before blob locations (their multipart upload is at `berth/uploads/<id>/data`, which
+   * deleting the upload removes): completed, then copied to Distribution's key.
+   */
+  private async commitByCopy(
+    id: string,
+    digest: string,
+    size: number,
+    state: UploadStateObject,
+    source: string,
+  ): Promise<void> {
+    const target = this.blobKey(digest);
     if (await this.completedEarlier(source, size)) {
       // A commit that stopped (a crash) after completing the multipart upload: the object is whole already.
       await this.copyObject(source, target, size);
@@ -478,20 +689,10 @@ export class S3BlobStore implements BlobStore {
       const tail = await this.getObject("GetObject upload tail", this.tailKey(id, size));
       if (!tail || tail.length !== state.tail) throw new Error(`upload ${id}: its tail object is missing`);
       const n = (parts[parts.length - 1]?.n ?? 0) + 1;
-      parts.push({ n, etag: await this.uploadPart(id, state.mpu!, n, tail), size: tail.length });
+      parts.push({ n, etag: await this.uploadPart(source, state.mpu!, n, tail), size: tail.length });
     }
-    await this.call("CompleteMultipartUpload", () =>
-      this.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: bucket,
-          Key: source,
-          UploadId: state.mpu!,
-          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
-        }),
-      ),
-    );
-    // S3 cannot rename: the completed object is copied to its digest key inside the bucket (no bytes through
-    // Berth). See docs/scale-out.md for why, and for the location column that will remove this copy.
+    await this.completeMultipart(source, state.mpu!, parts);
+    // S3 cannot rename: the completed object is copied to its digest key inside the bucket.
     await this.copyObject(source, target, size);
     await this.deleteUpload(id, { completed: true });
   }
@@ -578,30 +779,33 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
-   * Aborts the upload's multipart uploads (all S3 knows at its key, so that one created by a request that
+   * Aborts the upload's multipart uploads (all S3 knows at its keys, so that one created by a request that
    * died before recording it goes too: nothing is left billing) and deletes its state and tail objects.
+   * A completed object at `berth/blobs/<id>/data` is left alone: it is a blob, and its link names it (the
+   * collector deletes it when the database has no row for it).
    * `completed`: the multipart upload was just completed, there is nothing to abort.
    */
   async deleteUpload(id: string, opts: { completed?: boolean } = {}): Promise<void> {
     const prefix = this.uploadPrefix(id);
-    const key = `${prefix}data`;
     if (!opts.completed) {
-      const open = await this.call("ListMultipartUploads", () =>
-        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.options.bucket, Prefix: key })),
-      );
-      for (const upload of open.Uploads ?? []) {
-        if (upload.Key !== key || !upload.UploadId) continue;
-        await this.call("AbortMultipartUpload", () =>
-          this.client.send(
-            new AbortMultipartUploadCommand({
-              Bucket: this.options.bucket,
-              Key: key,
-              UploadId: upload.UploadId,
-            }),
-          ),
-        ).catch((err) => {
-          if (!isNotFound(err)) throw err;
-        });
+      for (const key of [this.locationKey(id), `${prefix}data`]) {
+        const open = await this.call("ListMultipartUploads", () =>
+          this.client.send(new ListMultipartUploadsCommand({ Bucket: this.options.bucket, Prefix: key })),
+        );
+        for (const upload of open.Uploads ?? []) {
+          if (upload.Key !== key || !upload.UploadId) continue;
+          await this.call("AbortMultipartUpload", () =>
+            this.client.send(
+              new AbortMultipartUploadCommand({
+                Bucket: this.options.bucket,
+                Key: key,
+                UploadId: upload.UploadId,
+              }),
+            ),
+          ).catch((err) => {
+            if (!isNotFound(err)) throw err;
+          });
+        }
       }
     }
     const keys: string[] = [];

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
-import { ListMultipartUploadsCommand } from "@aws-sdk/client-s3";
+import { ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UploadHashes } from "../../src/registry/uploads.js";
 import type { BlobStore } from "../../src/storage/blob-store.js";
@@ -217,7 +217,126 @@ describe.each(["filesystem", "s3"])("BlobStore contract: %s", (kind) => {
     for (const d of results) await store.delete(d);
   });
 
+  it("keeps one copy when the same bytes are uploaded twice, and a delete removes every object", async () => {
+    const content = randomBytes(6 * MiB + 5);
+    const digest = digestOf(content);
+    const upload = async () => {
+      const store = await backend().open();
+      const id = randomUUID();
+      await store.createUpload(id);
+      expect(await append(store, id, 0, content)).toBe(digest);
+      await (await backend().open()).commitUpload(id, digest);
+      expect(await store.uploadSize(id)).toBeNull();
+      return id;
+    };
+    // One after the other, as the database's lock on the digest orders them in a registry.
+    const ids = [await upload(), await upload()];
+    const store = await backend().open();
+    expect((await store.stat(digest))?.size).toBe(content.length);
+    expect((await readAll(await store.read(digest))).equals(content)).toBe(true);
+    const listed: string[] = [];
+    for await (const b of store.list()) listed.push(b.digest);
+    expect(listed.filter((d) => d === digest)).toEqual([digest]);
+    if (store instanceof S3BlobStore) {
+      // The bytes stay where the multipart upload put them: no copy to Distribution's key.
+      const keys = await bucketKeys(store);
+      expect(keys.filter((k) => ids.some((id) => k.includes(id)))).toEqual([
+        `registry/berth/blobs/${ids[0]}/data`,
+      ]);
+      expect(keys.filter((k) => k.includes(digest.slice(7)))).toEqual([
+        `registry/berth/links/sha256/${digest.slice(7)}`,
+      ]);
+      expect((await openMultipartUploads(store)).filter((k) => ids.some((id) => k.includes(id)))).toEqual([]);
+    }
+    await (await backend().open()).delete(digest);
+    expect(await store.stat(digest)).toBeNull();
+    await expect(store.read(digest)).rejects.toMatchObject({ code: "ENOENT" });
+    if (store instanceof S3BlobStore) {
+      const keys = await bucketKeys(store);
+      expect(keys.filter((k) => ids.some((id) => k.includes(id)) || k.includes(digest.slice(7)))).toEqual([]);
+    }
+  });
+
+  it("reads the right bytes after another instance deleted a blob and it was uploaded again", async () => {
+    const content = randomBytes(5 * MiB + 1);
+    const digest = digestOf(content);
+    const push = async () => {
+      const store = await backend().open();
+      const id = randomUUID();
+      await store.createUpload(id);
+      await append(store, id, 0, content);
+      await store.commitUpload(id, digest);
+    };
+    await push();
+    const reader = await backend().open();
+    expect((await readAll(await reader.read(digest))).equals(content)).toBe(true);
+    await (await backend().open()).delete(digest);
+    expect(await reader.stat(digest)).toBeNull();
+    await push();
+    // The reader found the first copy before: it must find the second, wherever that is.
+    expect((await reader.stat(digest))?.size).toBe(content.length);
+    expect(
+      (await readAll(await reader.read(digest, { start: 10, end: 99 }))).equals(content.subarray(10, 100)),
+    ).toBe(true);
+    await reader.delete(digest);
+  });
+
   it("proves it can write", async () => {
     await (await backend().open()).probe();
+  });
+});
+
+async function bucketKeys(store: S3BlobStore): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await store.client.send(
+      new ListObjectsV2Command({ Bucket: store.options.bucket, ContinuationToken: token }),
+    );
+    for (const o of page.Contents ?? []) if (o.Key) keys.push(o.Key);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return keys;
+}
+
+async function openMultipartUploads(store: S3BlobStore): Promise<string[]> {
+  const open = await store.client.send(new ListMultipartUploadsCommand({ Bucket: store.options.bucket }));
+  return (open.Uploads ?? []).map((u) => u.Key ?? "");
+}
+
+describe("S3 store: a registry:2 bucket", () => {
+  it("reads, lists and deletes blobs at Distribution's keys", async () => {
+    const backend = backends.find((b) => b.name === "s3")!;
+    const store = (await backend.open()) as S3BlobStore;
+    const content = randomBytes(7 * MiB);
+    const digest = digestOf(content);
+    const hex = digest.slice(7);
+    const key = `registry/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+    await store.client.send(
+      new PutObjectCommand({
+        Bucket: store.options.bucket,
+        Key: key,
+        Body: content,
+        ContentLength: content.length,
+      }),
+    );
+    expect((await store.stat(digest))?.size).toBe(content.length);
+    expect(
+      (await readAll(await store.read(digest, { start: 5, end: 9 }))).equals(content.subarray(5, 10)),
+    ).toBe(true);
+    expect(await store.presign(digest, 60)).toContain(
+      `/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`,
+    );
+    const listed: string[] = [];
+    for await (const b of store.list()) listed.push(b.digest);
+    expect(listed).toContain(digest);
+    // An upload of the same bytes keeps the registry:2 object and adds nothing.
+    const id = randomUUID();
+    await store.createUpload(id);
+    await append(store, id, 0, content);
+    await (await backend.open()).commitUpload(id, digest);
+    expect((await bucketKeys(store)).filter((k) => k.includes(hex) || k.includes(id))).toEqual([key]);
+    await store.delete(digest);
+    expect(await store.stat(digest)).toBeNull();
   });
 });
