@@ -122,7 +122,7 @@ export async function adoptDirectory(
     onWait?: (holder: string) => void;
   },
 ): Promise<AdoptionReport | null> {
-  const lease = await waitForLease(meta.db, ADOPT_LOCK, { timeoutMs: 24 * 3_600_000, onWait: hooks.onWait });
+  const lease = await waitForLease(meta, ADOPT_LOCK, { timeoutMs: 24 * 3_600_000, onWait: hooks.onWait });
   if (!lease) throw new Error("could not take the adoption lease");
   try {
     const before = await queries.state();

@@ -32,7 +32,7 @@ export async function openRuntime(
     readOnly: config.storage.maintenance.readonly.enabled,
     maxManifestBytes: config.http.maxmanifestbytes,
     linkRefreshMs: config.gc.graceperiod / 2,
-    events: EventRecorder.fromConfig(metadata.db, config), // [events, issue 14]
+    events: EventRecorder.fromConfig(meta.events, config), // [events, issue 14]
   });
   registry.proxy = openProxy(config, meta, storage); // [pull-through cache, issue 13]
   // [adoption, issue 12] a registry:2 directory is adopted (by the migrating process) and its link files kept

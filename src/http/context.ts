@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { Config } from "../config/schema.js";
-import type { MetadataDb } from "../metadata/db.js";
+import type { MetadataStore } from "../metadata/store.js";
 import type { Registry } from "../registry/registry.js";
 import type { BlobStore } from "../storage/blob-store.js";
 
@@ -9,7 +9,8 @@ export interface AppContext {
   config: Config;
   dataDir: string;
   registry: Registry;
-  metadata: MetadataDb;
+  /** The metadata store, in domain terms: src/http runs no SQL of its own. */
+  metadata: MetadataStore;
   storage: BlobStore;
   log: Logger;
 }

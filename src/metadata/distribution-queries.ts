@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { type DistributionDatabase, distributionDb } from "./distribution-schema.js";
+import { manifestRow } from "./manifest-rows.js";
 import type { Dialect } from "./migrations.js";
 import type { Database } from "./schema.js";
 import type { NewManifest } from "./store.js";
@@ -158,19 +159,7 @@ export class DistributionQueries {
         if (id === undefined) throw new Error(`repository ${repo.name} was not created`);
         for (const l of repo.links) links.push({ repository_id: id, digest: l.digest, created_at: l.at });
         for (const m of repo.manifests) {
-          manifests.push({
-            repository_id: id,
-            digest: m.digest,
-            media_type: m.mediaType,
-            size: m.content.length,
-            content: m.content,
-            artifact_type: m.artifactType,
-            subject: m.subject,
-            annotations: m.annotations,
-            config_digest: m.configDigest,
-            created_at: m.createdAt,
-            last_pulled_at: null,
-          });
+          manifests.push(manifestRow(id, m, m.createdAt) as Record<string, unknown>);
           for (const b of new Set(m.blobs))
             manifestBlobs.push({ repository_id: id, manifest_digest: m.digest, blob_digest: b });
           for (const c of new Set(m.children))

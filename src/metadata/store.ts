@@ -1,9 +1,15 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { type CompiledQuery, type Kysely, sql, type Transaction } from "kysely";
+import { type Bound, bindQueries } from "./bound.js";
 import type { MetadataDb } from "./db.js";
 import { lockDigests } from "./dialect.js";
+import { eventQueries } from "./events-queries.js";
+import { type GcWrites, gcReads, gcWrites, lockQueries } from "./gc-store.js";
+import { deleteManifestRows, manifestRow, unrelease } from "./manifest-rows.js";
 import type { Database } from "./schema.js";
+import { uiQueries } from "./ui-queries.js";
+import { usageQueries } from "./usage-queries.js";
 
 export type Tx = Transaction<Database>;
 type Q = Kysely<Database> | Tx;
@@ -70,8 +76,24 @@ export class MetadataStore {
     linkedBlob: CompiledQuery;
   };
 
+  /** The web UI's read-only listings (src/metadata/ui-queries.ts). */
+  readonly ui: Bound<typeof uiQueries>;
+  /** Storage usage from the rows alone (src/metadata/usage-queries.ts). */
+  readonly usage: Bound<typeof usageQueries>;
+  /** The notification outbox: events, endpoint cursors and leases, the delivery log. */
+  readonly events: Bound<typeof eventQueries>;
+  /** Garbage collection, retention and upload purging: paged reads, and writes under a job lease. */
+  readonly gc: Bound<typeof gcReads> & GcWrites;
+  /** Job leases (rows of `locks`). */
+  readonly locks: Bound<typeof lockQueries>;
+
   constructor(readonly metadata: MetadataDb) {
     this.db = metadata.db;
+    this.ui = bindQueries(this.db, uiQueries);
+    this.usage = bindQueries(this.db, usageQueries);
+    this.events = bindQueries(this.db, eventQueries);
+    this.gc = { ...bindQueries(this.db, gcReads), ...gcWrites((fn) => this.transaction(fn)) };
+    this.locks = bindQueries(this.db, lockQueries);
     const manifestColumns = ["m.digest", "m.media_type", "m.size", "m.content", "m.last_pulled_at"] as const;
     this.hot = {
       manifestByTag: this.db
@@ -112,6 +134,11 @@ export class MetadataStore {
     const result = await this.db.transaction().execute(fn);
     for (const hook of this.afterCommit) await hook();
     return result;
+  }
+
+  /** Answers when the database does (readiness). */
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.db);
   }
 
   // ---------- repositories ----------
@@ -438,23 +465,11 @@ export class MetadataStore {
    */
   async insertManifest(trx: Tx, repositoryId: number, m: NewManifest, now = Date.now()): Promise<void> {
     // Pushed again: whoever pushed it wants it, whatever index it once belonged to.
-    await this.unrelease(trx, repositoryId, m.digest);
+    await unrelease(trx, repositoryId, m.digest);
     for (let attempt = 0; ; attempt++) {
       const inserted = await trx
         .insertInto("manifests")
-        .values({
-          repository_id: repositoryId,
-          digest: m.digest,
-          media_type: m.mediaType,
-          size: m.content.length,
-          content: m.content,
-          artifact_type: m.artifactType,
-          subject: m.subject,
-          annotations: m.annotations,
-          config_digest: m.configDigest,
-          created_at: now,
-          last_pulled_at: null,
-        })
+        .values(manifestRow(repositoryId, m, now))
         .onConflict((oc) => oc.columns(["repository_id", "digest"]).doNothing())
         .returning("digest")
         .executeTakeFirst();
@@ -515,59 +530,7 @@ export class MetadataStore {
 
   /** Removes a manifest, the tags that point at it and its reference rows. */
   async deleteManifest(trx: Tx, repositoryId: number, digest: string): Promise<boolean> {
-    const result = await trx
-      .deleteFrom("manifests")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .executeTakeFirst();
-    if (Number(result.numDeletedRows) === 0) return false;
-    await this.unrelease(trx, repositoryId, digest);
-    // The children of a deleted index are released: the collector removes those nothing else holds.
-    await trx
-      .insertInto("released_manifests")
-      .columns(["repository_id", "digest", "released_at"])
-      .expression((eb) =>
-        eb
-          .selectFrom("manifest_children")
-          .select([
-            "repository_id",
-            "child_digest as digest",
-            sql<number>`cast(${Date.now()} as bigint)`.as("released_at"),
-          ])
-          .where("repository_id", "=", repositoryId)
-          .where("parent_digest", "=", digest),
-      )
-      .onConflict((oc) => oc.doNothing())
-      .execute();
-    await trx
-      .deleteFrom("tags")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .execute();
-    await trx
-      .deleteFrom("manifest_blobs")
-      .where("repository_id", "=", repositoryId)
-      .where("manifest_digest", "=", digest)
-      .execute();
-    await trx
-      .deleteFrom("manifest_children")
-      .where("repository_id", "=", repositoryId)
-      .where("parent_digest", "=", digest)
-      .execute();
-    await trx
-      .deleteFrom("repository_blobs")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .execute();
-    return true;
-  }
-
-  private async unrelease(trx: Tx, repositoryId: number, digest: string): Promise<void> {
-    await trx
-      .deleteFrom("released_manifests")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .execute();
+    return deleteManifestRows(trx, repositoryId, digest);
   }
 
   /** Removes every row of a repository; returns the ids of its uploads so their files can go too. */

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import os from "node:os";
-import type { Kysely, Transaction } from "kysely";
+import type { Transaction } from "kysely";
 import type { Config } from "../config/schema.js";
-import { insertEvents, type NewEvent } from "../metadata/events-queries.js";
+import { type EventStore, insertEvents, type NewEvent } from "../metadata/events-queries.js";
 import type { Database } from "../metadata/schema.js";
 import { patternRegex } from "./retention.js";
 
@@ -122,7 +122,7 @@ export class EventRecorder {
   private readonly listeners = new Set<() => void>();
 
   constructor(
-    private readonly db: Kysely<Database> | null,
+    private readonly outbox: Pick<EventStore, "appendEvents"> | null,
     endpoints: EndpointConfig[],
     private readonly options: { includeReferences: boolean; pull: boolean; listenPort: string },
   ) {
@@ -135,9 +135,9 @@ export class EventRecorder {
     return new EventRecorder(null, [], { includeReferences: false, pull: false, listenPort: "" });
   }
 
-  static fromConfig(db: Kysely<Database>, config: Config): EventRecorder {
+  static fromConfig(outbox: Pick<EventStore, "appendEvents">, config: Config): EventRecorder {
     const port = /:(\d+)$/.exec(config.http.addr)?.[1] ?? "";
-    return new EventRecorder(db, enabledEndpoints(config), {
+    return new EventRecorder(outbox, enabledEndpoints(config), {
       includeReferences: config.notifications.events.includereferences,
       pull: config.notifications.events.pull,
       listenPort: port,
@@ -145,7 +145,7 @@ export class EventRecorder {
   }
 
   get active(): boolean {
-    return this.db !== null && this.filters.length > 0;
+    return this.outbox !== null && this.filters.length > 0;
   }
 
   get includeReferences(): boolean {
@@ -243,15 +243,14 @@ export class EventRecorder {
 
   /** Writes the pull events noted so far (also on shutdown). */
   async flush(): Promise<void> {
-    if (this.pulls.length === 0 || !this.db) return;
+    if (this.pulls.length === 0 || !this.outbox) return;
     const batch = this.pulls;
     this.pulls = [];
     try {
       // In slices: SQLite takes at most 32,766 parameters per statement.
       for (let i = 0; i < batch.length; i += 2_000) {
         const slice = batch.slice(i, i + 2_000);
-        // A transaction of its own: on PostgreSQL the outbox's ordering lock lasts until commit.
-        await this.db.transaction().execute((trx) => insertEvents(trx, slice));
+        await this.outbox.appendEvents(slice);
       }
       this.notify();
     } catch {

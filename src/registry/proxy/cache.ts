@@ -443,7 +443,7 @@ export class PullThroughCache {
         }
         return;
       }
-      const lease = await Lease.acquire(this.meta.db, `proxy:blob:${digest}`, { ttlMs: BLOB_LEASE_MS });
+      const lease = await Lease.acquire(this.meta, `proxy:blob:${digest}`, { ttlMs: BLOB_LEASE_MS });
       if (lease) {
         try {
           if (await this.meta.blob(digest)) continue; // stored between the check and the lease
