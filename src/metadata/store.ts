@@ -4,7 +4,7 @@ import { type CompiledQuery, type Kysely, sql, type Transaction } from "kysely";
 import { type Bound, bindQueries } from "./bound.js";
 import type { MetadataDb } from "./db.js";
 import { lockDigests } from "./dialect.js";
-import { eventQueries } from "./events-queries.js";
+import { eventQueries, insertEvents, type NewEvent } from "./events-queries.js";
 import { type GcWrites, gcReads, gcWrites, lockQueries } from "./gc-store.js";
 import { deleteManifestRows, manifestRow, unrelease } from "./manifest-rows.js";
 import type { Database } from "./schema.js";
@@ -577,5 +577,169 @@ export class MetadataStore {
       .orderBy("m.digest");
     if (artifactType !== undefined) query = query.where("m.artifact_type", "=", artifactType);
     return (await query.execute()).map((r) => ({ ...r, size: Number(r.size) }));
+  }
+
+  // ---------- domain operations: each one transaction, none hands out a Tx ----------
+
+  /**
+   * Records a blob whose bytes `place` moves into place (an upload's rename), links it to `name`, drops
+   * the upload row `uploadId` (when given) and appends `events`: in one transaction that holds the write
+   * lock before `place` runs, so that the collector can never delete bytes being made visible.
+   */
+  async commitBlob(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string | null; events: NewEvent[] },
+    place: () => Promise<void>,
+  ): Promise<void> {
+    await this.transaction(async (trx) => {
+      const repositoryId = await this.touchRepository(trx, name);
+      await this.upsertBlob(trx, blob.digest, blob.size);
+      await place();
+      await this.linkBlob(trx, repositoryId, blob.digest);
+      if (blob.uploadId !== null) await this.deleteUploadRow(blob.uploadId, trx);
+      await insertEvents(trx, blob.events);
+    });
+  }
+
+  /**
+   * Finishes a commit that stopped after its rename: under the write lock, `present` says whether the
+   * bytes are in place (then the blob is recorded and linked, and `events` appended); the upload row goes
+   * either way. Returns what `present` said.
+   */
+  async commitBlobInPlace(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string; events: NewEvent[] },
+    present: () => Promise<boolean>,
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.touchRepository(trx, name);
+      const ok = await present();
+      if (ok) {
+        await this.upsertBlob(trx, blob.digest, blob.size);
+        await this.linkBlob(trx, repositoryId, blob.digest);
+        await insertEvents(trx, blob.events);
+      }
+      await this.deleteUploadRow(blob.uploadId, trx);
+      return ok;
+    });
+  }
+
+  /**
+   * Links into `name` a blob that `source` links and that is still stored (a mount, or with `source`
+   * null a blob stored by the pull-through cache). `events` gets the blob's size. False when not.
+   */
+  async linkExistingBlob(
+    name: string,
+    digest: string,
+    source: string | null,
+    events: (size: number) => NewEvent[] = () => [],
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.touchRepository(trx, name);
+      if (source !== null) {
+        const sourceId = await this.repositoryId(source, trx);
+        if (sourceId === null || !(await this.isLinked(trx, sourceId, digest))) return false;
+      }
+      const blob = await this.blob(digest, trx);
+      if (!blob) return false;
+      await this.linkBlob(trx, repositoryId, digest);
+      await insertEvents(trx, events(blob.size));
+      return true;
+    });
+  }
+
+  /** Removes the link of `name` (whose id is `repositoryId`) to a blob, appending `events` when it existed. */
+  async unlinkBlobOf(
+    name: string,
+    repositoryId: number,
+    digest: string,
+    events: NewEvent[],
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      await this.touchRepository(trx, name);
+      const unlinked = await this.unlinkBlob(trx, repositoryId, digest);
+      if (unlinked) await insertEvents(trx, events);
+      return unlinked;
+    });
+  }
+
+  /**
+   * Commits a manifest with its tags and references, in one transaction: checks (with the locks that
+   * PostgreSQL needs, see lockLinkedBlobs) that `name` links every blob of `check.blobs` and holds every
+   * manifest of `check.manifests`; then `place` writes its bytes, and the blob, its link, the manifest
+   * rows, the tags and `events` are recorded. Returns what is missing (and changes nothing) or null.
+   */
+  async commitManifest(
+    name: string,
+    m: { manifest: NewManifest; tags: string[]; events: NewEvent[] },
+    place: () => Promise<void>,
+    check: { blobs: string[]; manifests: string[] } | null,
+  ): Promise<{ kind: "blob" | "manifest"; digest: string } | null> {
+    try {
+      await this.transaction(async (trx) => {
+        const repositoryId = await this.touchRepository(trx, name);
+        if (check) {
+          await this.lockLinkedBlobs(trx, repositoryId, check.blobs);
+          await this.lockManifests(trx, repositoryId, check.manifests);
+          for (const blob of check.blobs) {
+            if (!(await this.isLinked(trx, repositoryId, blob))) throw new Missing("blob", blob);
+          }
+          for (const child of check.manifests) {
+            if (!(await this.hasManifest(trx, repositoryId, child))) throw new Missing("manifest", child);
+          }
+        }
+        await place();
+        await this.upsertBlob(trx, m.manifest.digest, m.manifest.content.length);
+        await this.linkBlob(trx, repositoryId, m.manifest.digest);
+        await this.insertManifest(trx, repositoryId, m.manifest);
+        for (const tag of m.tags) await this.setTag(trx, repositoryId, tag, m.manifest.digest);
+        await insertEvents(trx, m.events);
+      });
+      return null;
+    } catch (err) {
+      if (err instanceof Missing) return { kind: err.kind, digest: err.digest };
+      throw err;
+    }
+  }
+
+  /**
+   * DELETE of a tag (that tag only) or of a manifest by digest (with every tag on it and its references),
+   * appending `events` when something went. False when there was nothing to delete.
+   */
+  async deleteReference(
+    name: string,
+    repositoryId: number,
+    ref: { tag: string } | { digest: string },
+    events: NewEvent[],
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      await this.touchRepository(trx, name);
+      const deleted =
+        "tag" in ref
+          ? await this.deleteTag(trx, repositoryId, ref.tag)
+          : await this.deleteManifest(trx, repositoryId, ref.digest);
+      if (deleted) await insertEvents(trx, events);
+      return deleted;
+    });
+  }
+
+  /** Removes every row of repository `name`, appending `events`; returns the ids of its uploads. */
+  async removeRepository(name: string, repositoryId: number, events: NewEvent[]): Promise<string[]> {
+    return this.transaction(async (trx) => {
+      await this.touchRepository(trx, name);
+      const uploads = await this.deleteRepository(trx, repositoryId);
+      await insertEvents(trx, events);
+      return uploads;
+    });
+  }
+}
+
+/** A reference a manifest needs and the repository lacks: ends commitManifest's transaction. */
+class Missing extends Error {
+  constructor(
+    readonly kind: "blob" | "manifest",
+    readonly digest: string,
+  ) {
+    super(`missing ${kind} ${digest}`);
   }
 }
