@@ -3,7 +3,7 @@ import type { Config } from "../config/schema.js";
 import { sqlitePath } from "../metadata/db.js";
 import { SqliteBulkImport } from "../metadata/distribution-bulk.js";
 import { DistributionQueries } from "../metadata/distribution-queries.js";
-import type { MetadataStore } from "../metadata/store.js";
+import type { SqlMetadataStore } from "../metadata/store.js";
 import {
   type AdoptionProgress,
   type AdoptionReport,
@@ -41,7 +41,7 @@ export const ADOPT_LOCK = "job:adopt";
 
 export async function openDistribution(
   config: Config,
-  target: { dataDir: string; meta: MetadataStore; storage: FilesystemBlobStore },
+  target: { dataDir: string; meta: SqlMetadataStore; storage: FilesystemBlobStore },
   options: { adopt: boolean; present: boolean; log?: Log },
 ): Promise<DistributionHandle | null> {
   const wanted = config.storage.filesystem.distributionlinks;
@@ -112,7 +112,7 @@ export async function openDistribution(
  */
 export async function adoptDirectory(
   queries: DistributionQueries,
-  meta: MetadataStore,
+  meta: SqlMetadataStore,
   layout: DistributionLayout,
   hooks: {
     linksWanted: boolean | undefined;
@@ -157,7 +157,7 @@ export async function adoptDirectory(
 /** Adopts with progress lines in the log. */
 async function adoptAtStartup(
   queries: DistributionQueries,
-  meta: MetadataStore,
+  meta: SqlMetadataStore,
   layout: DistributionLayout,
   log: Log,
   linksWanted: boolean | undefined,

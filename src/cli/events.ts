@@ -4,7 +4,7 @@ import type { Config, ConfigInput } from "../config/schema.js";
 import { dataDirOf } from "../config/schema.js";
 import { parseDuration } from "../config/sections/core.js";
 import { openMetadata } from "../metadata/db.js";
-import { MetadataStore } from "../metadata/store.js";
+import { SqlMetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import { type EventsStatus, eventsStatus, type RedeliverFrom, redeliver } from "../registry/event-status.js";
 
@@ -35,10 +35,10 @@ function load(flags: Flags): Config {
   }).config;
 }
 
-async function withDb<T>(config: Config, fn: (store: MetadataStore) => Promise<T>): Promise<T> {
+async function withDb<T>(config: Config, fn: (store: SqlMetadataStore) => Promise<T>): Promise<T> {
   const metadata = await openMetadata(databaseTarget(config.database), dataDirOf(config));
   try {
-    return await fn(new MetadataStore(metadata));
+    return await fn(new SqlMetadataStore(metadata));
   } finally {
     await metadata.close();
   }

@@ -3,7 +3,7 @@ import { loadConfig } from "../config/load.js";
 import type { ConfigInput } from "../config/schema.js";
 import { openMetadata } from "../metadata/db.js";
 import { DistributionQueries } from "../metadata/distribution-queries.js";
-import { MetadataStore } from "../metadata/store.js";
+import { SqlMetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import {
   type AdoptionProgress,
@@ -83,7 +83,7 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
     // The configured database: the SQLite file in the directory, or PostgreSQL (database.url).
     const metadata = await openMetadata(databaseTarget(config.database), root);
     try {
-      const meta = new MetadataStore(metadata);
+      const meta = new SqlMetadataStore(metadata);
       const queries = new DistributionQueries(meta.db, metadata.dialect);
       const state = await queries.state();
       if (state.adoption === "done" || state.links !== "off") {

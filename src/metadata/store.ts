@@ -63,11 +63,98 @@ function newLeaseHolder(): string {
 }
 
 /**
- * Every query the domain runs. Multi-row changes run in one transaction; the first statement of each
- * writing transaction is a write, so that SQLite takes its write lock before anything is read and
+ * The metadata store as the domain (src/registry) and src/http see it: every operation in domain terms.
+ * No Kysely type, SQL, transaction object, compiled query or file path crosses it. Each writing operation
+ * is one transaction inside the implementation; a step that is not the database's (renaming an upload into
+ * place, writing a manifest's bytes, a stat) is a callback that runs inside that transaction, after the
+ * write lock (SQLite) or the row locks (PostgreSQL) are held, as the collector's safety protocol needs.
+ *
+ * Declared here, beside its implementation, rather than in src/registry: the arrows point down
+ * (registry -> metadata), the rows it returns (ManifestRow, UsageSummary, RepositoryGraph...) are
+ * defined by the queries in this folder, and the interface changes together with its one implementation.
+ * The domain imports it with `import type` only; SqlMetadataStore (SQLite and PostgreSQL) implements it.
+ */
+export interface MetadataStore {
+  /** The web UI's read-only listings. */
+  readonly ui: Bound<typeof uiQueries>;
+  /** Storage usage from the rows alone. */
+  readonly usage: Bound<typeof usageQueries>;
+  /** The notification outbox: events, endpoint cursors and leases, the delivery log. */
+  readonly events: Bound<typeof eventQueries>;
+  /** Garbage collection, retention and upload purging: paged reads, and writes under a job lease. */
+  readonly gc: Bound<typeof gcReads> & GcWrites;
+  /** Job leases (rows of `locks`). */
+  readonly locks: Bound<typeof lockQueries>;
+
+  /** Answers when the database does (readiness). */
+  ping(): Promise<void>;
+
+  // repositories, blobs, links
+  repositoryId(name: string): Promise<number | null>;
+  listRepositories(limit: number, last?: string): Promise<string[]>;
+  /** The hot read: a prepared statement, no transaction. */
+  linkedBlob(repository: string, digest: string): Promise<{ size: number; linkedAt: number } | null>;
+  refreshLink(repository: string, digest: string, now?: number): Promise<boolean>;
+  repositoriesLinking(digest: string, limit?: number): Promise<string[]>;
+  blob(digest: string): Promise<{ size: number } | null>;
+
+  // uploads
+  createUpload(name: string, id: string, now?: number): Promise<void>;
+  upload(name: string, id: string): Promise<UploadRow | null>;
+  leaseUpload(id: string, ttlMs: number): Promise<string | null>;
+  renewUploadLease(id: string, holder: string, ttlMs: number): Promise<boolean>;
+  noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<void>;
+  finishUploadWrite(id: string, holder: string, size: number, digest: string | null): Promise<void>;
+  deleteUploadRow(id: string): Promise<void>;
+
+  // manifests and tags
+  /** The hot reads: prepared statements, no transaction. */
+  manifestByTag(repository: string, tag: string): Promise<ManifestRow | null>;
+  manifestByDigest(repository: string, digest: string): Promise<ManifestRow | null>;
+  markPulled(repository: string, digest: string, now?: number): Promise<void>;
+  markPulledMany(marks: { name: string; digest: string; at: number }[]): Promise<void>;
+  listTags(repositoryId: number, limit: number | undefined, last?: string): Promise<string[]>;
+  referrers(repository: string, subject: string, artifactType?: string): Promise<ReferrerRow[]>;
+
+  // changes, each one transaction
+  commitBlob(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string | null; events: NewEvent[] },
+    place: () => Promise<void>,
+  ): Promise<void>;
+  commitBlobInPlace(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string; events: NewEvent[] },
+    present: () => Promise<boolean>,
+  ): Promise<boolean>;
+  linkExistingBlob(
+    name: string,
+    digest: string,
+    source: string | null,
+    events?: (size: number) => NewEvent[],
+  ): Promise<boolean>;
+  unlinkBlobOf(name: string, repositoryId: number, digest: string, events: NewEvent[]): Promise<boolean>;
+  commitManifest(
+    name: string,
+    m: { manifest: NewManifest; tags: string[]; events: NewEvent[] },
+    place: () => Promise<void>,
+    check: { blobs: string[]; manifests: string[] } | null,
+  ): Promise<{ kind: "blob" | "manifest"; digest: string } | null>;
+  deleteReference(
+    name: string,
+    repositoryId: number,
+    ref: { tag: string } | { digest: string },
+    events: NewEvent[],
+  ): Promise<boolean>;
+  removeRepository(name: string, repositoryId: number, events: NewEvent[]): Promise<string[]>;
+}
+
+/**
+ * The metadata store on SQLite or PostgreSQL (through Kysely). Multi-row changes run in one transaction;
+ * the first statement of each writing transaction is a write, so that SQLite takes its write lock before anything is read and
  * concurrent writers (other workers, the garbage collector) are serialized.
  */
-export class MetadataStore {
+export class SqlMetadataStore implements MetadataStore {
   readonly db: Kysely<Database>;
   /** The hot read queries, built once; their parameters are bound per call. */
   private readonly hot: {

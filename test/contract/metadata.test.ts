@@ -20,7 +20,7 @@ import {
   stillGarbageBlobs,
 } from "../../src/metadata/gc-queries.js";
 import { knownMigrations, SchemaTooNewError } from "../../src/metadata/migrations.js";
-import { MetadataStore, type NewManifest } from "../../src/metadata/store.js";
+import { type NewManifest, SqlMetadataStore } from "../../src/metadata/store.js";
 import { isRegistryError } from "../../src/registry/errors.js";
 import { Registry } from "../../src/registry/registry.js";
 import { FilesystemBlobStore } from "../../src/storage/filesystem.js";
@@ -117,8 +117,8 @@ async function someoneWaitsOnALock(meta: MetadataDb, ms = 5000): Promise<boolean
 describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => {
   let a: MetadataDb;
   let b: MetadataDb;
-  let store: MetadataStore;
-  let other: MetadataStore;
+  let store: SqlMetadataStore;
+  let other: SqlMetadataStore;
   let cleanup: () => void;
   let open: () => Promise<MetadataDb>;
 
@@ -126,8 +126,8 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
     ({ open, cleanup } = await freshDatabase(kind));
     a = await open();
     b = await open();
-    store = new MetadataStore(a);
-    other = new MetadataStore(b);
+    store = new SqlMetadataStore(a);
+    other = new SqlMetadataStore(b);
   });
   afterAll(async () => {
     await a?.close();
