@@ -1,5 +1,3 @@
-import { existsSync } from "node:fs";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { LeaseLostError, type LinkKey, newHolder, type RepositoryGraph } from "../metadata/gc-queries.js";
 import type { HeldLease } from "../metadata/gc-store.js";
@@ -674,16 +672,9 @@ async function collectLinks(b: Batcher, cutoff: number, options: GcOptions): Pro
 // ------------------------------------------------------------------------------------------------
 // Orphan files
 
-/** A registry:2 data directory not imported yet holds real images with no rows: its files are never orphans. */
-function foreignRepositories(store: BlobStore): string | null {
-  const root = (store as { root?: unknown }).root;
-  if (typeof root !== "string") return null;
-  const dir = path.join(root, "docker", "registry", "v2", "repositories");
-  return existsSync(dir) ? dir : null;
-}
-
 async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): Promise<void> {
-  const foreign = foreignRepositories(b.target.store);
+  // A registry:2 data directory not imported yet holds real images with no rows: its files are never orphans.
+  const foreign = (await b.target.store.foreignRepositories?.()) ?? null;
   if (foreign) {
     const note = `orphan files are not collected: ${foreign} holds registry:2 repositories, whose blobs Berth has no rows for`;
     b.report.notes.push(note);
