@@ -52,7 +52,27 @@ const ROWS = 400;
  */
 const PG_PARAMETERS = 30_000;
 
-export class DistributionQueries {
+/**
+ * What the domain (src/registry/adopt.ts, distribution-sync.ts) asks of the metadata about a data
+ * directory shared with registry:2, in domain terms: DistributionQueries implements it on SQLite and
+ * PostgreSQL.
+ */
+export interface DistributionMetadata {
+  importBatch(batch: ImportBatch, now?: number): Promise<void>;
+  journal(limit: number): Promise<JournalEntry[]>;
+  clearJournal(ids: number[]): Promise<void>;
+  tagTarget(repository: string, tag: string): Promise<string | null>;
+  hasRevision(repository: string, digest: string): Promise<boolean>;
+  hasLayer(repository: string, digest: string): Promise<boolean>;
+  hasAnyManifest(repository: string): Promise<boolean>;
+  hasRepository(repository: string): Promise<boolean>;
+  repositoryPage(afterId: number, limit: number): Promise<{ id: number; name: string }[]>;
+  repositoryLinks(
+    repositoryId: number,
+  ): Promise<{ layers: string[]; revisions: string[]; tags: { name: string; digest: string }[] }>;
+}
+
+export class DistributionQueries implements DistributionMetadata {
   private readonly db: Kysely<DistributionDatabase>;
 
   /** A faster writer for importBatch (SQLite: distribution-bulk.ts), while an adoption runs. */

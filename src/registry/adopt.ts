@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import type {
-  DistributionQueries,
+  DistributionMetadata,
   ImportBatch,
   ImportedManifest,
   ImportedRepository,
@@ -71,7 +71,7 @@ export interface AdoptionReport {
 export interface AdoptionTarget {
   layout: DistributionLayout;
   /** Null in a dry run: nothing is written. */
-  queries: DistributionQueries | null;
+  queries: DistributionMetadata | null;
 }
 
 export interface AdoptionOptions {
