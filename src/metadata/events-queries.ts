@@ -1,5 +1,4 @@
 import { type Kysely, type SelectQueryBuilder, sql, type Transaction } from "kysely";
-import type { Bound } from "./bound.js";
 import { isPostgres } from "./dialect.js";
 import type { Database, EventDeliveriesTable, EventEndpointsTable } from "./schema.js";
 
@@ -350,5 +349,5 @@ export const eventQueries = {
   pruneEvents,
 };
 
-/** The outbox as the domain sees it: the queries above with the database given. */
-export type EventStore = Bound<typeof eventQueries>;
+/** The outbox as the domain sees it: the queries above with the database given (declared in facets.ts). */
+export type { EventStore } from "./facets.js";

@@ -1,4 +1,5 @@
 import type { Transaction } from "kysely";
+import type { GcWrites } from "./facets.js";
 import {
   acquireLock,
   blobPage,
@@ -123,7 +124,7 @@ export async function deleteManifestBatch(
 }
 
 /** The collector's writes, each one transaction under a lease (see above). */
-export function gcWrites(transaction: <T>(fn: (trx: Tx) => Promise<T>) => Promise<T>) {
+export function gcWrites(transaction: <T>(fn: (trx: Tx) => Promise<T>) => Promise<T>): GcWrites {
   const underLease = <T>(lease: HeldLease, fn: (trx: Tx) => Promise<T>): Promise<T> =>
     transaction(async (trx) => {
       if (!(await renewLock(trx, lease.name, lease.holder, lease.ttlMs)))
@@ -207,5 +208,3 @@ export function gcWrites(transaction: <T>(fn: (trx: Tx) => Promise<T>) => Promis
       }),
   };
 }
-
-export type GcWrites = ReturnType<typeof gcWrites>;

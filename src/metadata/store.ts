@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { type CompiledQuery, type Kysely, sql, type Transaction } from "kysely";
-import { type Bound, bindQueries } from "./bound.js";
+import { bindQueries } from "./bound.js";
 import type { MetadataDb } from "./db.js";
 import { lockDigests } from "./dialect.js";
 import { eventQueries, insertEvents, type NewEvent } from "./events-queries.js";
-import { type GcWrites, gcReads, gcWrites, lockQueries } from "./gc-store.js";
+import type { EventStore, GcReads, GcWrites, LockStore, UiReads, UsageReads } from "./facets.js";
+import { gcReads, gcWrites, lockQueries } from "./gc-store.js";
 import { deleteManifestRows, manifestRow, unrelease } from "./manifest-rows.js";
 import type { Database } from "./schema.js";
 import { uiQueries } from "./ui-queries.js";
@@ -76,15 +77,15 @@ function newLeaseHolder(): string {
  */
 export interface MetadataStore {
   /** The web UI's read-only listings. */
-  readonly ui: Bound<typeof uiQueries>;
+  readonly ui: UiReads;
   /** Storage usage from the rows alone. */
-  readonly usage: Bound<typeof usageQueries>;
+  readonly usage: UsageReads;
   /** The notification outbox: events, endpoint cursors and leases, the delivery log. */
-  readonly events: Bound<typeof eventQueries>;
+  readonly events: EventStore;
   /** Garbage collection, retention and upload purging: paged reads, and writes under a job lease. */
-  readonly gc: Bound<typeof gcReads> & GcWrites;
+  readonly gc: GcReads & GcWrites;
   /** Job leases (rows of `locks`). */
-  readonly locks: Bound<typeof lockQueries>;
+  readonly locks: LockStore;
 
   /** Answers when the database does (readiness). */
   ping(): Promise<void>;
@@ -164,15 +165,15 @@ export class SqlMetadataStore implements MetadataStore {
   };
 
   /** The web UI's read-only listings (src/metadata/ui-queries.ts). */
-  readonly ui: Bound<typeof uiQueries>;
+  readonly ui: UiReads;
   /** Storage usage from the rows alone (src/metadata/usage-queries.ts). */
-  readonly usage: Bound<typeof usageQueries>;
+  readonly usage: UsageReads;
   /** The notification outbox: events, endpoint cursors and leases, the delivery log. */
-  readonly events: Bound<typeof eventQueries>;
+  readonly events: EventStore;
   /** Garbage collection, retention and upload purging: paged reads, and writes under a job lease. */
-  readonly gc: Bound<typeof gcReads> & GcWrites;
+  readonly gc: GcReads & GcWrites;
   /** Job leases (rows of `locks`). */
-  readonly locks: Bound<typeof lockQueries>;
+  readonly locks: LockStore;
 
   constructor(readonly metadata: MetadataDb) {
     this.db = metadata.db;
