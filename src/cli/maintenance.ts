@@ -1,7 +1,6 @@
 import { loadConfig } from "../config/load.js";
 import type { Config, ConfigInput } from "../config/schema.js";
 import { parseDuration } from "../config/sections/core.js";
-import { repositoryByName, repositoryCounts } from "../metadata/gc-queries.js";
 import { collectGarbage, type GcLogger, type GcReport, waitForLease } from "../registry/gc.js";
 import { gcOptionsFromConfig, JOB_LOCK } from "../registry/jobs.js";
 import {
@@ -316,9 +315,9 @@ export interface RepoRmFlags extends CommonFlags {
 export async function runRepoRm(name: string, flags: RepoRmFlags): Promise<void> {
   const config = loadFor(flags);
   await withRuntime(config, async (runtime) => {
-    const repo = await repositoryByName(runtime.meta.db, name);
+    const repo = await runtime.meta.gc.repositoryByName(name);
     if (!repo) throw new Error(`repository ${name} not found`);
-    const counts = await repositoryCounts(runtime.meta.db, repo.id);
+    const counts = await runtime.meta.gc.repositoryCounts(repo.id);
     const usage = await runtime.meta.usage.usageOfRepository(name);
     await runtime.registry.deleteRepository(name);
     const result = { repository: name, ...counts, uniqueBytes: usage?.unique ?? 0 };
