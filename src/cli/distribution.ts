@@ -15,6 +15,7 @@ import { DistributionSync } from "../registry/distribution-sync.js";
 import { waitForLease } from "../registry/gc.js";
 import { DistributionLayout } from "../storage/distribution-layout.js";
 import type { FilesystemBlobStore } from "../storage/filesystem.js";
+import { adoptWorkerFile } from "./adopt-worker-file.js";
 
 /**
  * Start-up for a data directory shared with registry:2 (issue 12), called by openRuntime:
@@ -134,6 +135,7 @@ export async function adoptDirectory(
     const report = await adoptDistribution(
       { layout, queries },
       {
+        workerFile: adoptWorkerFile(),
         onListed: hooks.onListed,
         onProgress: hooks.onProgress,
         // Rows per transaction; smaller only to exercise interrupted adoptions in tests.

@@ -12,6 +12,7 @@ import {
   summaryLines,
 } from "../registry/adopt.js";
 import { DistributionLayout, hasDistributionRepositories } from "../storage/distribution-layout.js";
+import { adoptWorkerFile } from "./adopt-worker-file.js";
 import { adoptDirectory, pace } from "./distribution.js";
 
 /**
@@ -77,7 +78,12 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
   if (flags.dryRun) {
     report = await adoptDistribution(
       { layout, queries: null },
-      { dryRun: true, onProgress: (p) => bar.update(p), onListed: (n) => err(`${n} repositories found`) },
+      {
+        dryRun: true,
+        onProgress: (p) => bar.update(p),
+        onListed: (n) => err(`${n} repositories found`),
+        workerFile: adoptWorkerFile(),
+      },
     );
   } else {
     // The configured database: the SQLite file in the directory, or PostgreSQL (database.url).
