@@ -3,7 +3,7 @@ import type { Config } from "../config/schema.js";
 import { sqlitePath } from "../metadata/db.js";
 import { SqliteBulkImport } from "../metadata/distribution-bulk.js";
 import { DistributionQueries } from "../metadata/distribution-queries.js";
-import type { MetadataStore } from "../metadata/store.js";
+import type { SqlMetadataStore } from "../metadata/store.js";
 import {
   type AdoptionProgress,
   type AdoptionReport,
@@ -15,6 +15,7 @@ import { DistributionSync } from "../registry/distribution-sync.js";
 import { waitForLease } from "../registry/gc.js";
 import { DistributionLayout } from "../storage/distribution-layout.js";
 import type { FilesystemBlobStore } from "../storage/filesystem.js";
+import { adoptWorkerFile } from "./adopt-worker-file.js";
 
 /**
  * Start-up for a data directory shared with registry:2 (issue 12), called by openRuntime:
@@ -41,7 +42,7 @@ export const ADOPT_LOCK = "job:adopt";
 
 export async function openDistribution(
   config: Config,
-  target: { dataDir: string; meta: MetadataStore; storage: FilesystemBlobStore },
+  target: { dataDir: string; meta: SqlMetadataStore; storage: FilesystemBlobStore },
   options: { adopt: boolean; present: boolean; log?: Log },
 ): Promise<DistributionHandle | null> {
   const wanted = config.storage.filesystem.distributionlinks;
@@ -112,7 +113,7 @@ export async function openDistribution(
  */
 export async function adoptDirectory(
   queries: DistributionQueries,
-  meta: MetadataStore,
+  meta: SqlMetadataStore,
   layout: DistributionLayout,
   hooks: {
     linksWanted: boolean | undefined;
@@ -122,7 +123,7 @@ export async function adoptDirectory(
     onWait?: (holder: string) => void;
   },
 ): Promise<AdoptionReport | null> {
-  const lease = await waitForLease(meta.db, ADOPT_LOCK, { timeoutMs: 24 * 3_600_000, onWait: hooks.onWait });
+  const lease = await waitForLease(meta, ADOPT_LOCK, { timeoutMs: 24 * 3_600_000, onWait: hooks.onWait });
   if (!lease) throw new Error("could not take the adoption lease");
   try {
     const before = await queries.state();
@@ -134,6 +135,7 @@ export async function adoptDirectory(
     const report = await adoptDistribution(
       { layout, queries },
       {
+        workerFile: adoptWorkerFile(),
         onListed: hooks.onListed,
         onProgress: hooks.onProgress,
         // Rows per transaction; smaller only to exercise interrupted adoptions in tests.
@@ -157,7 +159,7 @@ export async function adoptDirectory(
 /** Adopts with progress lines in the log. */
 async function adoptAtStartup(
   queries: DistributionQueries,
-  meta: MetadataStore,
+  meta: SqlMetadataStore,
   layout: DistributionLayout,
   log: Log,
   linksWanted: boolean | undefined,

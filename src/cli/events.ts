@@ -3,7 +3,8 @@ import { loadConfig } from "../config/load.js";
 import type { Config, ConfigInput } from "../config/schema.js";
 import { dataDirOf } from "../config/schema.js";
 import { parseDuration } from "../config/sections/core.js";
-import { type MetadataDb, openMetadata } from "../metadata/db.js";
+import { openMetadata } from "../metadata/db.js";
+import { SqlMetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import { type EventsStatus, eventsStatus, type RedeliverFrom, redeliver } from "../registry/event-status.js";
 
@@ -34,10 +35,10 @@ function load(flags: Flags): Config {
   }).config;
 }
 
-async function withDb<T>(config: Config, fn: (db: MetadataDb) => Promise<T>): Promise<T> {
+async function withDb<T>(config: Config, fn: (store: SqlMetadataStore) => Promise<T>): Promise<T> {
   const metadata = await openMetadata(databaseTarget(config.database), dataDirOf(config));
   try {
-    return await fn(metadata);
+    return await fn(new SqlMetadataStore(metadata));
   } finally {
     await metadata.close();
   }
@@ -105,7 +106,7 @@ export function registerEventsCommand(program: Command): void {
         if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
           throw new Error("--limit: expected 1 to 1000");
         const status = await withDb(config, (m) =>
-          eventsStatus(m.db, config, { limit, endpoint: flags.endpoint, failuresOnly: flags.failures }),
+          eventsStatus(m.events, config, { limit, endpoint: flags.endpoint, failuresOnly: flags.failures }),
         );
         if (flags.json) out(JSON.stringify(status, null, 2));
         else for (const line of renderStatus(status)) out(line);
@@ -139,7 +140,7 @@ export function registerEventsCommand(program: Command): void {
         from = { since: Number.isNaN(at) ? Date.now() - (duration as number) : at };
       }
       const config = load(flags);
-      const result = await withDb(config, (m) => redeliver(m.db, config, endpoint, from));
+      const result = await withDb(config, (m) => redeliver(m.events, config, endpoint, from));
       out(
         `${result.endpoint}: redelivering from event ${result.from}; ${result.backlog} event${result.backlog === 1 ? "" : "s"} waiting (a running berth serve sends them within a second)`,
       );

@@ -3,7 +3,7 @@ import { loadConfig } from "../config/load.js";
 import type { ConfigInput } from "../config/schema.js";
 import { openMetadata } from "../metadata/db.js";
 import { DistributionQueries } from "../metadata/distribution-queries.js";
-import { MetadataStore } from "../metadata/store.js";
+import { SqlMetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import {
   type AdoptionProgress,
@@ -12,6 +12,7 @@ import {
   summaryLines,
 } from "../registry/adopt.js";
 import { DistributionLayout, hasDistributionRepositories } from "../storage/distribution-layout.js";
+import { adoptWorkerFile } from "./adopt-worker-file.js";
 import { adoptDirectory, pace } from "./distribution.js";
 
 /**
@@ -77,13 +78,18 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
   if (flags.dryRun) {
     report = await adoptDistribution(
       { layout, queries: null },
-      { dryRun: true, onProgress: (p) => bar.update(p), onListed: (n) => err(`${n} repositories found`) },
+      {
+        dryRun: true,
+        onProgress: (p) => bar.update(p),
+        onListed: (n) => err(`${n} repositories found`),
+        workerFile: adoptWorkerFile(),
+      },
     );
   } else {
     // The configured database: the SQLite file in the directory, or PostgreSQL (database.url).
     const metadata = await openMetadata(databaseTarget(config.database), root);
     try {
-      const meta = new MetadataStore(metadata);
+      const meta = new SqlMetadataStore(metadata);
       const queries = new DistributionQueries(meta.db, metadata.dialect);
       const state = await queries.state();
       if (state.adoption === "done" || state.links !== "off") {

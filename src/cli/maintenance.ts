@@ -1,7 +1,6 @@
 import { loadConfig } from "../config/load.js";
 import type { Config, ConfigInput } from "../config/schema.js";
 import { parseDuration } from "../config/sections/core.js";
-import { repositoryByName, repositoryCounts } from "../metadata/gc-queries.js";
 import { collectGarbage, type GcLogger, type GcReport, waitForLease } from "../registry/gc.js";
 import { gcOptionsFromConfig, JOB_LOCK } from "../registry/jobs.js";
 import {
@@ -10,7 +9,6 @@ import {
   formatDuration,
   type RetentionReport,
 } from "../registry/retention.js";
-import { repositoryUsage, usageOfRepository, usageSummary } from "../registry/usage.js";
 import type { Runtime } from "./runtime.js";
 
 /**
@@ -155,7 +153,7 @@ export async function runGc(flags: GcFlags): Promise<void> {
       report = await collectGarbage({ meta: runtime.meta, store: runtime.storage }, options);
     } else {
       const waitMs = flags.wait !== undefined ? durationFlag(flags.wait, "--wait") : 10 * 60_000;
-      const lease = await waitForLease(runtime.meta.db, JOB_LOCK.gc, {
+      const lease = await waitForLease(runtime.meta, JOB_LOCK.gc, {
         takeIdle: true,
         timeoutMs: waitMs,
         onWait: (holder) => err(`another collection is ${holder}; waiting for it to finish`),
@@ -237,7 +235,7 @@ export async function runRetention(flags: RetentionFlags): Promise<void> {
     if (dryRun || policies.length === 0) {
       report = await applyRetention(target, { ...base, dryRun: true, lease: null });
     } else {
-      const lease = await waitForLease(runtime.meta.db, JOB_LOCK.retention, {
+      const lease = await waitForLease(runtime.meta, JOB_LOCK.retention, {
         takeIdle: true,
         timeoutMs: 10 * 60_000,
         onWait: (holder) => err(`retention is ${holder}; waiting for it to finish`),
@@ -265,9 +263,9 @@ export interface UsageFlags extends CommonFlags {
 export async function runUsage(flags: UsageFlags): Promise<void> {
   const config = loadFor(flags);
   await withRuntime(config, async (runtime) => {
-    const db = runtime.meta.db;
+    const usageOf = runtime.meta.usage;
     if (flags.repository !== undefined) {
-      const usage = await usageOfRepository(db, flags.repository);
+      const usage = await usageOf.usageOfRepository(flags.repository);
       if (!usage) throw new Error(`repository ${flags.repository} not found`);
       if (flags.json) out(JSON.stringify(usage, null, 2));
       else
@@ -276,8 +274,8 @@ export async function runUsage(flags: UsageFlags): Promise<void> {
         );
       return;
     }
-    const summary = await usageSummary(db);
-    const repositories = await repositoryUsage(db);
+    const summary = await usageOf.usageSummary();
+    const repositories = await usageOf.repositoryUsage();
     if (flags.json) {
       out(JSON.stringify({ ...summary, repositories }, null, 2));
       return;
@@ -317,10 +315,10 @@ export interface RepoRmFlags extends CommonFlags {
 export async function runRepoRm(name: string, flags: RepoRmFlags): Promise<void> {
   const config = loadFor(flags);
   await withRuntime(config, async (runtime) => {
-    const repo = await repositoryByName(runtime.meta.db, name);
+    const repo = await runtime.meta.gc.repositoryByName(name);
     if (!repo) throw new Error(`repository ${name} not found`);
-    const counts = await repositoryCounts(runtime.meta.db, repo.id);
-    const usage = await usageOfRepository(runtime.meta.db, name);
+    const counts = await runtime.meta.gc.repositoryCounts(repo.id);
+    const usage = await runtime.meta.usage.usageOfRepository(name);
     await runtime.registry.deleteRepository(name);
     const result = { repository: name, ...counts, uniqueBytes: usage?.unique ?? 0 };
     if (flags.json) {

@@ -1,6 +1,6 @@
 import { type Config, dataDirOf } from "../config/schema.js";
 import { type MetadataDb, openMetadata } from "../metadata/db.js";
-import { MetadataStore } from "../metadata/store.js";
+import { SqlMetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
@@ -12,7 +12,7 @@ import { openProxy } from "./proxy-runtime.js";
 export interface Runtime {
   dataDir: string;
   metadata: MetadataDb;
-  meta: MetadataStore;
+  meta: SqlMetadataStore;
   storage: BlobStore;
   registry: Registry;
   close(): Promise<void>;
@@ -26,13 +26,13 @@ export async function openRuntime(
   const dataDir = dataDirOf(config);
   const storage = await openBlobStore(config, dataDir);
   const metadata = await openMetadata(databaseTarget(config.database), dataDir, { migrate: options.migrate });
-  const meta = new MetadataStore(metadata);
+  const meta = new SqlMetadataStore(metadata);
   const registry = new Registry(meta, storage, {
     deleteEnabled: config.storage.delete.enabled,
     readOnly: config.storage.maintenance.readonly.enabled,
     maxManifestBytes: config.http.maxmanifestbytes,
     linkRefreshMs: config.gc.graceperiod / 2,
-    events: EventRecorder.fromConfig(metadata.db, config), // [events, issue 14]
+    events: EventRecorder.fromConfig(meta.events, config), // [events, issue 14]
   });
   registry.proxy = openProxy(config, meta, storage); // [pull-through cache, issue 13]
   // [adoption, issue 12] a registry:2 directory is adopted (by the migrating process) and its link files kept

@@ -168,7 +168,7 @@ async function start(
       config,
       dataDir: runtime.dataDir,
       registry: runtime.registry,
-      metadata: runtime.metadata,
+      metadata: runtime.meta,
       storage: runtime.storage,
       log,
       tokenKey,
@@ -178,7 +178,7 @@ async function start(
   managedTls?.registerRoutes(app); // [tls, issue 15] /ca.crt
   // [events, issue 14] before listening, so that a new endpoint's cursor starts before the first request
   const stopEvents = await (await import("../registry/event-dispatch.js")).startEventDispatcher(
-    runtime.metadata.db,
+    runtime.meta.events,
     runtime.registry.events,
     config,
     log,

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { SigningKey } from "../auth/token.js";
 import type { Config } from "../config/schema.js";
-import type { MetadataDb } from "../metadata/db.js";
+import type { MetadataStore } from "../metadata/store.js";
 import type { Registry } from "../registry/registry.js";
 import type { BlobStore } from "../storage/blob-store.js";
 
@@ -10,7 +10,8 @@ export interface AppContext {
   config: Config;
   dataDir: string;
   registry: Registry;
-  metadata: MetadataDb;
+  /** The metadata store, in domain terms: src/http runs no SQL of its own. */
+  metadata: MetadataStore;
   storage: BlobStore;
   log: Logger;
   /** The token signing key shared through the metadata database (src/cli/token-key.ts), when one is used. */

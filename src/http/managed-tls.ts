@@ -14,13 +14,11 @@ import http from "node:http";
 import type net from "node:net";
 import tls from "node:tls";
 import type { FastifyInstance, FastifyServerOptions } from "fastify";
-import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import { watchFiles } from "../auth/file-watch.js";
 import type { Config } from "../config/schema.js";
 import { acmeHosts } from "../config/sections/tls.js";
-import type { Database } from "../metadata/schema.js";
-import { Lease } from "../registry/gc.js";
+import { Lease, type LockSource } from "../registry/gc.js";
 import { type TlsMaterial, tlsMinVersion } from "./tls.js";
 import { checkPair, type KeyAndCert, unbundle } from "./tls-certs.js";
 
@@ -41,17 +39,18 @@ export interface ManagedTls {
 interface Context {
   config: Config;
   dataDir: string;
-  db: Kysely<Database>;
+  /** The job leases: one process renews a certificate at a time. */
+  leases: LockSource;
   log: Logger;
 }
 
 export async function openManagedTls(
   mode: ManagedMode,
   config: Config,
-  runtime: { dataDir: string; meta: { db: Kysely<Database> } },
+  runtime: { dataDir: string; meta: LockSource },
   log: Logger,
 ): Promise<ManagedTls> {
-  const ctx: Context = { config, dataDir: runtime.dataDir, db: runtime.meta.db, log };
+  const ctx: Context = { config, dataDir: runtime.dataDir, leases: runtime.meta, log };
   return mode === "acme" ? openAcme(ctx) : openPrivateCa(ctx);
 }
 
@@ -125,7 +124,7 @@ function schedule(
     if (stopped) return;
     try {
       if (dueAt() > Date.now()) return arm(dueAt());
-      const lease = await Lease.acquire(ctx.db, lock, { ttlMs: 60_000 });
+      const lease = await Lease.acquire(ctx.leases, lock, { ttlMs: 60_000 });
       if (!lease) return arm(Date.now() + 10_000 + Math.random() * 10_000);
       try {
         if (dueAt() <= Date.now()) await run();

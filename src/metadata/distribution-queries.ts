@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { type DistributionDatabase, distributionDb } from "./distribution-schema.js";
+import { manifestRow } from "./manifest-rows.js";
 import type { Dialect } from "./migrations.js";
 import type { Database } from "./schema.js";
 import type { NewManifest } from "./store.js";
@@ -51,7 +52,27 @@ const ROWS = 400;
  */
 const PG_PARAMETERS = 30_000;
 
-export class DistributionQueries {
+/**
+ * What the domain (src/registry/adopt.ts, distribution-sync.ts) asks of the metadata about a data
+ * directory shared with registry:2, in domain terms: DistributionQueries implements it on SQLite and
+ * PostgreSQL.
+ */
+export interface DistributionMetadata {
+  importBatch(batch: ImportBatch, now?: number): Promise<void>;
+  journal(limit: number): Promise<JournalEntry[]>;
+  clearJournal(ids: number[]): Promise<void>;
+  tagTarget(repository: string, tag: string): Promise<string | null>;
+  hasRevision(repository: string, digest: string): Promise<boolean>;
+  hasLayer(repository: string, digest: string): Promise<boolean>;
+  hasAnyManifest(repository: string): Promise<boolean>;
+  hasRepository(repository: string): Promise<boolean>;
+  repositoryPage(afterId: number, limit: number): Promise<{ id: number; name: string }[]>;
+  repositoryLinks(
+    repositoryId: number,
+  ): Promise<{ layers: string[]; revisions: string[]; tags: { name: string; digest: string }[] }>;
+}
+
+export class DistributionQueries implements DistributionMetadata {
   private readonly db: Kysely<DistributionDatabase>;
 
   /** A faster writer for importBatch (SQLite: distribution-bulk.ts), while an adoption runs. */
@@ -158,19 +179,7 @@ export class DistributionQueries {
         if (id === undefined) throw new Error(`repository ${repo.name} was not created`);
         for (const l of repo.links) links.push({ repository_id: id, digest: l.digest, created_at: l.at });
         for (const m of repo.manifests) {
-          manifests.push({
-            repository_id: id,
-            digest: m.digest,
-            media_type: m.mediaType,
-            size: m.content.length,
-            content: m.content,
-            artifact_type: m.artifactType,
-            subject: m.subject,
-            annotations: m.annotations,
-            config_digest: m.configDigest,
-            created_at: m.createdAt,
-            last_pulled_at: null,
-          });
+          manifests.push(manifestRow(id, m, m.createdAt) as Record<string, unknown>);
           for (const b of new Set(m.blobs))
             manifestBlobs.push({ repository_id: id, manifest_digest: m.digest, blob_digest: b });
           for (const c of new Set(m.children))

@@ -1,4 +1,4 @@
-import { type Kysely, sql, type Transaction } from "kysely";
+import { type Kysely, type SelectQueryBuilder, sql, type Transaction } from "kysely";
 import { isPostgres } from "./dialect.js";
 import type { Database, EventDeliveriesTable, EventEndpointsTable } from "./schema.js";
 
@@ -290,37 +290,30 @@ export async function pruneEvents(db: Kysely<Database>, endpoints: string[], bef
     upTo = Number(row?.min ?? 0);
   }
   // In batches, so that the write lock is never held long (pushes wait on it).
+  await pruneInBatches(db, "events", (q) => q.where("created_at", "<", before).where("id", "<=", upTo));
+  await pruneInBatches(db, "event_deliveries", (q) => q.where("attempted_at", "<", before));
+}
+
+const PRUNE_BATCH = 2_000;
+
+/** Deletes the rows of `table` that `where` selects, PRUNE_BATCH at a time in id order. */
+async function pruneInBatches<T extends "events" | "event_deliveries">(
+  db: Kysely<Database>,
+  table: T,
+  where: (
+    q: SelectQueryBuilder<Database, T, { id: number }>,
+  ) => SelectQueryBuilder<Database, T, { id: number }>,
+): Promise<void> {
   for (;;) {
-    const batch = await db
-      .selectFrom("events")
-      .select("id")
-      .where("created_at", "<", before)
-      .where("id", "<=", upTo)
-      .orderBy("id")
-      .limit(PRUNE_BATCH)
-      .execute();
+    const query = db.selectFrom(table as "events").select("id") as unknown as SelectQueryBuilder<
+      Database,
+      T,
+      { id: number }
+    >;
+    const batch = await where(query).orderBy("id").limit(PRUNE_BATCH).execute();
     if (batch.length === 0) break;
     await db
-      .deleteFrom("events")
-      .where(
-        "id",
-        "in",
-        batch.map((r) => r.id),
-      )
-      .execute();
-    if (batch.length < PRUNE_BATCH) break;
-  }
-  for (;;) {
-    const batch = await db
-      .selectFrom("event_deliveries")
-      .select("id")
-      .where("attempted_at", "<", before)
-      .orderBy("id")
-      .limit(PRUNE_BATCH)
-      .execute();
-    if (batch.length === 0) break;
-    await db
-      .deleteFrom("event_deliveries")
+      .deleteFrom(table as "events")
       .where(
         "id",
         "in",
@@ -331,4 +324,30 @@ export async function pruneEvents(db: Kysely<Database>, endpoints: string[], bef
   }
 }
 
-const PRUNE_BATCH = 2_000;
+/** Appends events in a transaction of their own (pull events, which describe no change of rows). */
+export async function appendEvents(db: Kysely<Database>, events: NewEvent[]): Promise<void> {
+  // A transaction of its own: on PostgreSQL the outbox's ordering lock lasts until commit.
+  await db.transaction().execute((trx) => insertEvents(trx, events));
+}
+
+/** The queries above, as the store's `events` facet binds them (src/metadata/store.ts). */
+export const eventQueries = {
+  appendEvents,
+  lastEventId,
+  ensureEndpoints,
+  endpointRow,
+  endpointRows,
+  leaseEndpoint,
+  releaseEndpoint,
+  eventsAfter,
+  recordOutcome,
+  rewindEndpoint,
+  findEvent,
+  backlog,
+  recentDeliveries,
+  recentEvents,
+  pruneEvents,
+};
+
+/** The outbox as the domain sees it: the queries above with the database given (declared in facets.ts). */
+export type { EventStore } from "./facets.js";

@@ -1,9 +1,16 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { type CompiledQuery, type Kysely, sql, type Transaction } from "kysely";
+import { bindQueries } from "./bound.js";
 import type { MetadataDb } from "./db.js";
 import { lockDigests } from "./dialect.js";
+import { eventQueries, insertEvents, type NewEvent } from "./events-queries.js";
+import type { EventStore, GcReads, GcWrites, LockStore, UiReads, UsageReads } from "./facets.js";
+import { gcReads, gcWrites, lockQueries } from "./gc-store.js";
+import { deleteManifestRows, manifestRow, unrelease } from "./manifest-rows.js";
 import type { Database } from "./schema.js";
+import { uiQueries } from "./ui-queries.js";
+import { usageQueries } from "./usage-queries.js";
 
 export type Tx = Transaction<Database>;
 type Q = Kysely<Database> | Tx;
@@ -57,11 +64,98 @@ function newLeaseHolder(): string {
 }
 
 /**
- * Every query the domain runs. Multi-row changes run in one transaction; the first statement of each
- * writing transaction is a write, so that SQLite takes its write lock before anything is read and
+ * The metadata store as the domain (src/registry) and src/http see it: every operation in domain terms.
+ * No Kysely type, SQL, transaction object, compiled query or file path crosses it. Each writing operation
+ * is one transaction inside the implementation; a step that is not the database's (renaming an upload into
+ * place, writing a manifest's bytes, a stat) is a callback that runs inside that transaction, after the
+ * write lock (SQLite) or the row locks (PostgreSQL) are held, as the collector's safety protocol needs.
+ *
+ * Declared here, beside its implementation, rather than in src/registry: the arrows point down
+ * (registry -> metadata), the rows it returns (ManifestRow, UsageSummary, RepositoryGraph...) are
+ * defined by the queries in this folder, and the interface changes together with its one implementation.
+ * The domain imports it with `import type` only; SqlMetadataStore (SQLite and PostgreSQL) implements it.
+ */
+export interface MetadataStore {
+  /** The web UI's read-only listings. */
+  readonly ui: UiReads;
+  /** Storage usage from the rows alone. */
+  readonly usage: UsageReads;
+  /** The notification outbox: events, endpoint cursors and leases, the delivery log. */
+  readonly events: EventStore;
+  /** Garbage collection, retention and upload purging: paged reads, and writes under a job lease. */
+  readonly gc: GcReads & GcWrites;
+  /** Job leases (rows of `locks`). */
+  readonly locks: LockStore;
+
+  /** Answers when the database does (readiness). */
+  ping(): Promise<void>;
+
+  // repositories, blobs, links
+  repositoryId(name: string): Promise<number | null>;
+  listRepositories(limit: number, last?: string): Promise<string[]>;
+  /** The hot read: a prepared statement, no transaction. */
+  linkedBlob(repository: string, digest: string): Promise<{ size: number; linkedAt: number } | null>;
+  refreshLink(repository: string, digest: string, now?: number): Promise<boolean>;
+  repositoriesLinking(digest: string, limit?: number): Promise<string[]>;
+  blob(digest: string): Promise<{ size: number } | null>;
+
+  // uploads
+  createUpload(name: string, id: string, now?: number): Promise<void>;
+  upload(name: string, id: string): Promise<UploadRow | null>;
+  leaseUpload(id: string, ttlMs: number): Promise<string | null>;
+  renewUploadLease(id: string, holder: string, ttlMs: number): Promise<boolean>;
+  noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<void>;
+  finishUploadWrite(id: string, holder: string, size: number, digest: string | null): Promise<void>;
+  deleteUploadRow(id: string): Promise<void>;
+
+  // manifests and tags
+  /** The hot reads: prepared statements, no transaction. */
+  manifestByTag(repository: string, tag: string): Promise<ManifestRow | null>;
+  manifestByDigest(repository: string, digest: string): Promise<ManifestRow | null>;
+  markPulled(repository: string, digest: string, now?: number): Promise<void>;
+  markPulledMany(marks: { name: string; digest: string; at: number }[]): Promise<void>;
+  listTags(repositoryId: number, limit: number | undefined, last?: string): Promise<string[]>;
+  referrers(repository: string, subject: string, artifactType?: string): Promise<ReferrerRow[]>;
+
+  // changes, each one transaction
+  commitBlob(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string | null; events: NewEvent[] },
+    place: () => Promise<void>,
+  ): Promise<void>;
+  commitBlobInPlace(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string; events: NewEvent[] },
+    present: () => Promise<boolean>,
+  ): Promise<boolean>;
+  linkExistingBlob(
+    name: string,
+    digest: string,
+    source: string | null,
+    events?: (size: number) => NewEvent[],
+  ): Promise<boolean>;
+  unlinkBlobOf(name: string, repositoryId: number, digest: string, events: NewEvent[]): Promise<boolean>;
+  commitManifest(
+    name: string,
+    m: { manifest: NewManifest; tags: string[]; events: NewEvent[] },
+    place: () => Promise<void>,
+    check: { blobs: string[]; manifests: string[] } | null,
+  ): Promise<{ kind: "blob" | "manifest"; digest: string } | null>;
+  deleteReference(
+    name: string,
+    repositoryId: number,
+    ref: { tag: string } | { digest: string },
+    events: NewEvent[],
+  ): Promise<boolean>;
+  removeRepository(name: string, repositoryId: number, events: NewEvent[]): Promise<string[]>;
+}
+
+/**
+ * The metadata store on SQLite or PostgreSQL (through Kysely). Multi-row changes run in one transaction;
+ * the first statement of each writing transaction is a write, so that SQLite takes its write lock before anything is read and
  * concurrent writers (other workers, the garbage collector) are serialized.
  */
-export class MetadataStore {
+export class SqlMetadataStore implements MetadataStore {
   readonly db: Kysely<Database>;
   /** The hot read queries, built once; their parameters are bound per call. */
   private readonly hot: {
@@ -70,8 +164,24 @@ export class MetadataStore {
     linkedBlob: CompiledQuery;
   };
 
+  /** The web UI's read-only listings (src/metadata/ui-queries.ts). */
+  readonly ui: UiReads;
+  /** Storage usage from the rows alone (src/metadata/usage-queries.ts). */
+  readonly usage: UsageReads;
+  /** The notification outbox: events, endpoint cursors and leases, the delivery log. */
+  readonly events: EventStore;
+  /** Garbage collection, retention and upload purging: paged reads, and writes under a job lease. */
+  readonly gc: GcReads & GcWrites;
+  /** Job leases (rows of `locks`). */
+  readonly locks: LockStore;
+
   constructor(readonly metadata: MetadataDb) {
     this.db = metadata.db;
+    this.ui = bindQueries(this.db, uiQueries);
+    this.usage = bindQueries(this.db, usageQueries);
+    this.events = bindQueries(this.db, eventQueries);
+    this.gc = { ...bindQueries(this.db, gcReads), ...gcWrites((fn) => this.transaction(fn)) };
+    this.locks = bindQueries(this.db, lockQueries);
     const manifestColumns = ["m.digest", "m.media_type", "m.size", "m.content", "m.last_pulled_at"] as const;
     this.hot = {
       manifestByTag: this.db
@@ -112,6 +222,11 @@ export class MetadataStore {
     const result = await this.db.transaction().execute(fn);
     for (const hook of this.afterCommit) await hook();
     return result;
+  }
+
+  /** Answers when the database does (readiness). */
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.db);
   }
 
   // ---------- repositories ----------
@@ -438,23 +553,11 @@ export class MetadataStore {
    */
   async insertManifest(trx: Tx, repositoryId: number, m: NewManifest, now = Date.now()): Promise<void> {
     // Pushed again: whoever pushed it wants it, whatever index it once belonged to.
-    await this.unrelease(trx, repositoryId, m.digest);
+    await unrelease(trx, repositoryId, m.digest);
     for (let attempt = 0; ; attempt++) {
       const inserted = await trx
         .insertInto("manifests")
-        .values({
-          repository_id: repositoryId,
-          digest: m.digest,
-          media_type: m.mediaType,
-          size: m.content.length,
-          content: m.content,
-          artifact_type: m.artifactType,
-          subject: m.subject,
-          annotations: m.annotations,
-          config_digest: m.configDigest,
-          created_at: now,
-          last_pulled_at: null,
-        })
+        .values(manifestRow(repositoryId, m, now))
         .onConflict((oc) => oc.columns(["repository_id", "digest"]).doNothing())
         .returning("digest")
         .executeTakeFirst();
@@ -515,59 +618,7 @@ export class MetadataStore {
 
   /** Removes a manifest, the tags that point at it and its reference rows. */
   async deleteManifest(trx: Tx, repositoryId: number, digest: string): Promise<boolean> {
-    const result = await trx
-      .deleteFrom("manifests")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .executeTakeFirst();
-    if (Number(result.numDeletedRows) === 0) return false;
-    await this.unrelease(trx, repositoryId, digest);
-    // The children of a deleted index are released: the collector removes those nothing else holds.
-    await trx
-      .insertInto("released_manifests")
-      .columns(["repository_id", "digest", "released_at"])
-      .expression((eb) =>
-        eb
-          .selectFrom("manifest_children")
-          .select([
-            "repository_id",
-            "child_digest as digest",
-            sql<number>`cast(${Date.now()} as bigint)`.as("released_at"),
-          ])
-          .where("repository_id", "=", repositoryId)
-          .where("parent_digest", "=", digest),
-      )
-      .onConflict((oc) => oc.doNothing())
-      .execute();
-    await trx
-      .deleteFrom("tags")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .execute();
-    await trx
-      .deleteFrom("manifest_blobs")
-      .where("repository_id", "=", repositoryId)
-      .where("manifest_digest", "=", digest)
-      .execute();
-    await trx
-      .deleteFrom("manifest_children")
-      .where("repository_id", "=", repositoryId)
-      .where("parent_digest", "=", digest)
-      .execute();
-    await trx
-      .deleteFrom("repository_blobs")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .execute();
-    return true;
-  }
-
-  private async unrelease(trx: Tx, repositoryId: number, digest: string): Promise<void> {
-    await trx
-      .deleteFrom("released_manifests")
-      .where("repository_id", "=", repositoryId)
-      .where("digest", "=", digest)
-      .execute();
+    return deleteManifestRows(trx, repositoryId, digest);
   }
 
   /** Removes every row of a repository; returns the ids of its uploads so their files can go too. */
@@ -614,5 +665,169 @@ export class MetadataStore {
       .orderBy("m.digest");
     if (artifactType !== undefined) query = query.where("m.artifact_type", "=", artifactType);
     return (await query.execute()).map((r) => ({ ...r, size: Number(r.size) }));
+  }
+
+  // ---------- domain operations: each one transaction, none hands out a Tx ----------
+
+  /**
+   * Records a blob whose bytes `place` moves into place (an upload's rename), links it to `name`, drops
+   * the upload row `uploadId` (when given) and appends `events`: in one transaction that holds the write
+   * lock before `place` runs, so that the collector can never delete bytes being made visible.
+   */
+  async commitBlob(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string | null; events: NewEvent[] },
+    place: () => Promise<void>,
+  ): Promise<void> {
+    await this.transaction(async (trx) => {
+      const repositoryId = await this.touchRepository(trx, name);
+      await this.upsertBlob(trx, blob.digest, blob.size);
+      await place();
+      await this.linkBlob(trx, repositoryId, blob.digest);
+      if (blob.uploadId !== null) await this.deleteUploadRow(blob.uploadId, trx);
+      await insertEvents(trx, blob.events);
+    });
+  }
+
+  /**
+   * Finishes a commit that stopped after its rename: under the write lock, `present` says whether the
+   * bytes are in place (then the blob is recorded and linked, and `events` appended); the upload row goes
+   * either way. Returns what `present` said.
+   */
+  async commitBlobInPlace(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string; events: NewEvent[] },
+    present: () => Promise<boolean>,
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.touchRepository(trx, name);
+      const ok = await present();
+      if (ok) {
+        await this.upsertBlob(trx, blob.digest, blob.size);
+        await this.linkBlob(trx, repositoryId, blob.digest);
+        await insertEvents(trx, blob.events);
+      }
+      await this.deleteUploadRow(blob.uploadId, trx);
+      return ok;
+    });
+  }
+
+  /**
+   * Links into `name` a blob that `source` links and that is still stored (a mount, or with `source`
+   * null a blob stored by the pull-through cache). `events` gets the blob's size. False when not.
+   */
+  async linkExistingBlob(
+    name: string,
+    digest: string,
+    source: string | null,
+    events: (size: number) => NewEvent[] = () => [],
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.touchRepository(trx, name);
+      if (source !== null) {
+        const sourceId = await this.repositoryId(source, trx);
+        if (sourceId === null || !(await this.isLinked(trx, sourceId, digest))) return false;
+      }
+      const blob = await this.blob(digest, trx);
+      if (!blob) return false;
+      await this.linkBlob(trx, repositoryId, digest);
+      await insertEvents(trx, events(blob.size));
+      return true;
+    });
+  }
+
+  /** Removes the link of `name` (whose id is `repositoryId`) to a blob, appending `events` when it existed. */
+  async unlinkBlobOf(
+    name: string,
+    repositoryId: number,
+    digest: string,
+    events: NewEvent[],
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      await this.touchRepository(trx, name);
+      const unlinked = await this.unlinkBlob(trx, repositoryId, digest);
+      if (unlinked) await insertEvents(trx, events);
+      return unlinked;
+    });
+  }
+
+  /**
+   * Commits a manifest with its tags and references, in one transaction: checks (with the locks that
+   * PostgreSQL needs, see lockLinkedBlobs) that `name` links every blob of `check.blobs` and holds every
+   * manifest of `check.manifests`; then `place` writes its bytes, and the blob, its link, the manifest
+   * rows, the tags and `events` are recorded. Returns what is missing (and changes nothing) or null.
+   */
+  async commitManifest(
+    name: string,
+    m: { manifest: NewManifest; tags: string[]; events: NewEvent[] },
+    place: () => Promise<void>,
+    check: { blobs: string[]; manifests: string[] } | null,
+  ): Promise<{ kind: "blob" | "manifest"; digest: string } | null> {
+    try {
+      await this.transaction(async (trx) => {
+        const repositoryId = await this.touchRepository(trx, name);
+        if (check) {
+          await this.lockLinkedBlobs(trx, repositoryId, check.blobs);
+          await this.lockManifests(trx, repositoryId, check.manifests);
+          for (const blob of check.blobs) {
+            if (!(await this.isLinked(trx, repositoryId, blob))) throw new Missing("blob", blob);
+          }
+          for (const child of check.manifests) {
+            if (!(await this.hasManifest(trx, repositoryId, child))) throw new Missing("manifest", child);
+          }
+        }
+        await place();
+        await this.upsertBlob(trx, m.manifest.digest, m.manifest.content.length);
+        await this.linkBlob(trx, repositoryId, m.manifest.digest);
+        await this.insertManifest(trx, repositoryId, m.manifest);
+        for (const tag of m.tags) await this.setTag(trx, repositoryId, tag, m.manifest.digest);
+        await insertEvents(trx, m.events);
+      });
+      return null;
+    } catch (err) {
+      if (err instanceof Missing) return { kind: err.kind, digest: err.digest };
+      throw err;
+    }
+  }
+
+  /**
+   * DELETE of a tag (that tag only) or of a manifest by digest (with every tag on it and its references),
+   * appending `events` when something went. False when there was nothing to delete.
+   */
+  async deleteReference(
+    name: string,
+    repositoryId: number,
+    ref: { tag: string } | { digest: string },
+    events: NewEvent[],
+  ): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      await this.touchRepository(trx, name);
+      const deleted =
+        "tag" in ref
+          ? await this.deleteTag(trx, repositoryId, ref.tag)
+          : await this.deleteManifest(trx, repositoryId, ref.digest);
+      if (deleted) await insertEvents(trx, events);
+      return deleted;
+    });
+  }
+
+  /** Removes every row of repository `name`, appending `events`; returns the ids of its uploads. */
+  async removeRepository(name: string, repositoryId: number, events: NewEvent[]): Promise<string[]> {
+    return this.transaction(async (trx) => {
+      await this.touchRepository(trx, name);
+      const uploads = await this.deleteRepository(trx, repositoryId);
+      await insertEvents(trx, events);
+      return uploads;
+    });
+  }
+}
+
+/** A reference a manifest needs and the repository lacks: ends commitManifest's transaction. */
+class Missing extends Error {
+  constructor(
+    readonly kind: "blob" | "manifest",
+    readonly digest: string,
+  ) {
+    super(`missing ${kind} ${digest}`);
   }
 }

@@ -358,3 +358,18 @@ export async function referrersOf(db: Db, repositoryId: number, digest: string):
     .execute();
   return rows.map((r) => ({ ...r, size: Number(r.size), created_at: Number(r.created_at) }));
 }
+
+/** The queries above, as the store's `ui` facet binds them (src/metadata/store.ts). */
+export const uiQueries = {
+  repositoryNames,
+  repositoryByName,
+  repositoryStats,
+  tagPage,
+  manifestsByDigest,
+  childrenOf,
+  parentsOf,
+  manifestTotalSizes,
+  blobSizes,
+  tagsOf,
+  referrersOf,
+};

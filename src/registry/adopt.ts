@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import type {
-  DistributionQueries,
+  DistributionMetadata,
   ImportBatch,
   ImportedManifest,
   ImportedRepository,
@@ -71,7 +70,7 @@ export interface AdoptionReport {
 export interface AdoptionTarget {
   layout: DistributionLayout;
   /** Null in a dry run: nothing is written. */
-  queries: DistributionQueries | null;
+  queries: DistributionMetadata | null;
 }
 
 export interface AdoptionOptions {
@@ -83,6 +82,8 @@ export interface AdoptionOptions {
   batchRows?: number;
   /** Worker threads reading repositories (default: none below 200 repositories, else 8). */
   workers?: number;
+  /** The module the reading threads run (src/cli/adopt-worker-file.ts); without it, all is read here. */
+  workerFile?: URL;
 }
 
 const DEFAULT_BATCH_ROWS = 20_000;
@@ -235,6 +236,7 @@ function defaultWorkers(repositories: number): number {
 
 /** Reads `names` in `count` worker threads, in chunks, yielding results as they come. */
 async function* readInWorkers(
+  workerFile: URL,
   root: string,
   names: string[],
   count: number,
@@ -251,7 +253,7 @@ async function* readInWorkers(
     w?.();
   };
   const workers = Array.from({ length: count }, () => {
-    const worker = new Worker(adoptWorkerFile(), { workerData: { root } });
+    const worker = new Worker(workerFile, { workerData: { root } });
     const feed = () => {
       if (next >= names.length) {
         void worker.terminate();
@@ -343,9 +345,11 @@ export async function adoptDistribution(
     await target.queries.importBatch(current);
   };
 
-  const workers = options.workers ?? defaultWorkers(names.length);
+  const workers = options.workerFile ? (options.workers ?? defaultWorkers(names.length)) : 0;
   const source =
-    workers > 0 ? readInWorkers(target.layout.root, names, workers) : readHere(target.layout, names);
+    options.workerFile && workers > 0
+      ? readInWorkers(options.workerFile, target.layout.root, names, workers)
+      : readHere(target.layout, names);
   let done = 0;
   let lastProgress = started;
   for await (const results of source) {
@@ -406,13 +410,4 @@ export function summaryLines(report: AdoptionReport): string[] {
   for (const p of report.problems)
     lines.push(`  ${p.kind}: ${p.path}${p.detail ? ` (${p.detail})` : ""}: ${PROBLEM_TEXT[p.kind]}`);
   return lines;
-}
-
-/**
- * The thread's module: beside this one in dist/registry/, or, when this code runs from the bundled worker
- * (dist/cli/worker.bundle.mjs, see scripts/bundle-worker.mjs), in dist/registry/ next to the bundle's folder.
- */
-function adoptWorkerFile(): URL {
-  const beside = new URL("./adopt-worker.js", import.meta.url);
-  return existsSync(beside) ? beside : new URL("../registry/adopt-worker.js", import.meta.url);
 }

@@ -1,4 +1,4 @@
-import type { DistributionQueries, JournalEntry } from "../metadata/distribution-queries.js";
+import type { DistributionMetadata, JournalEntry } from "../metadata/distribution-queries.js";
 import { type DistributionLayout, forEachLimit } from "../storage/distribution-layout.js";
 
 /**
@@ -28,7 +28,7 @@ export class DistributionSync {
   private queued: Promise<void> | null = null;
 
   constructor(
-    readonly queries: DistributionQueries,
+    readonly queries: DistributionMetadata,
     readonly layout: DistributionLayout,
     readonly log?: SyncLogger,
   ) {}

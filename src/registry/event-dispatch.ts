@@ -3,24 +3,10 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import os from "node:os";
-import type { Kysely } from "kysely";
 import client from "prom-client";
 import { maskUrlPassword } from "../config/provenance.js";
 import type { Config } from "../config/schema.js";
-import {
-  backlog,
-  type EndpointRow,
-  type EventRow,
-  endpointRow,
-  endpointRows,
-  ensureEndpoints,
-  eventsAfter,
-  leaseEndpoint,
-  pruneEvents,
-  recordOutcome,
-  releaseEndpoint,
-} from "../metadata/events-queries.js";
-import type { Database } from "../metadata/schema.js";
+import type { EndpointRow, EventRow, EventStore } from "../metadata/events-queries.js";
 import {
   accepts,
   compileFilter,
@@ -282,7 +268,7 @@ class EndpointWorker {
   private readonly batch: number;
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly outbox: EventStore,
     private readonly e: EndpointConfig,
     private readonly secret: Buffer | null,
     private readonly log: DispatchLogger,
@@ -343,30 +329,30 @@ class EndpointWorker {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.busy;
-    await releaseEndpoint(this.db, this.e.name, HOLDER).catch(() => {});
+    await this.outbox.releaseEndpoint(this.e.name, HOLDER).catch(() => {});
   }
 
   /** One step; returns the delay before the next. */
   private async tick(): Promise<number> {
     const now = Date.now();
-    let row = await endpointRow(this.db, this.e.name);
+    let row = await this.outbox.endpointRow(this.e.name);
     if (!row) return this.pollMs;
     if (row.next_attempt_at > now) return Math.min(row.next_attempt_at - now, this.pollMs);
     const held = row.lease_holder !== null && row.lease_holder !== HOLDER && (row.lease_until ?? 0) >= now;
     if (held && !deadHolder(row.lease_holder as string)) return this.pollMs;
     // Read before writing: an idle endpoint costs no write at all.
     const limit = Math.max(this.batch * 4, 200);
-    let pending = await eventsAfter(this.db, row.cursor, limit);
+    let pending = await this.outbox.eventsAfter(row.cursor, limit);
     if (pending.length === 0) return this.pollMs;
     // The lease is written only when not ours or half gone, not once per delivery.
     const ttl = leaseTtl(this.e);
     if (row.lease_holder !== HOLDER || (row.lease_until ?? 0) - now < ttl / 2) {
       const stale = held ? row.lease_holder : null;
-      if (!(await leaseEndpoint(this.db, this.e.name, HOLDER, ttl, stale))) return this.pollMs;
+      if (!(await this.outbox.leaseEndpoint(this.e.name, HOLDER, ttl, stale))) return this.pollMs;
       const cursor = row.cursor;
-      row = await endpointRow(this.db, this.e.name);
+      row = await this.outbox.endpointRow(this.e.name);
       if (!row || row.next_attempt_at > Date.now()) return this.pollMs;
-      if (row.cursor !== cursor) pending = await eventsAfter(this.db, row.cursor, limit);
+      if (row.cursor !== cursor) pending = await this.outbox.eventsAfter(row.cursor, limit);
     }
     return this.deliverFrom(row, pending);
   }
@@ -394,7 +380,7 @@ class EndpointWorker {
     const now = Date.now();
     if (chosen.length === 0) {
       // Nothing here for this endpoint: move past what its filters leave out.
-      await recordOutcome(this.db, {
+      await this.outbox.recordOutcome({
         name: this.e.name,
         holder: HOLDER,
         from: row.cursor,
@@ -421,7 +407,7 @@ class EndpointWorker {
       duration_ms: Math.round(result.ms),
     };
     if (result.ok) {
-      const kept = await recordOutcome(this.db, {
+      const kept = await this.outbox.recordOutcome({
         name: this.e.name,
         holder: HOLDER,
         from: row.cursor,
@@ -450,7 +436,7 @@ class EndpointWorker {
     const delay = backoffDelay(this.e, failures);
     const failing = failures >= Math.max(1, this.e.threshold);
     const failingSince = failing ? (row.failing_since ?? now) : row.failing_since;
-    await recordOutcome(this.db, {
+    await this.outbox.recordOutcome({
       name: this.e.name,
       holder: HOLDER,
       from: row.cursor,
@@ -485,7 +471,7 @@ class EndpointWorker {
  * requests in flight finish (bounded by the endpoints' timeouts), leases are released.
  */
 export async function startEventDispatcher(
-  db: Kysely<Database>,
+  outbox: EventStore,
   recorder: EventRecorder,
   config: Config,
   log: DispatchLogger,
@@ -493,12 +479,9 @@ export async function startEventDispatcher(
 ): Promise<() => Promise<void>> {
   const endpoints = enabledEndpoints(config);
   if (endpoints.length === 0) return async () => {};
-  if (config.metrics?.enabled !== false) registerEventMetrics(db, config);
+  if (config.metrics?.enabled !== false) registerEventMetrics(outbox, config);
   const pollMs = options.pollMs ?? DEFAULT_POLL_MS;
-  await ensureEndpoints(
-    db,
-    endpoints.map((e) => e.name),
-  );
+  await outbox.ensureEndpoints(endpoints.map((e) => e.name));
   const workers: EndpointWorker[] = [];
   for (const e of endpoints) {
     let secret: Buffer | null = null;
@@ -512,7 +495,7 @@ export async function startEventDispatcher(
       );
       continue;
     }
-    workers.push(new EndpointWorker(db, e, secret, log, pollMs));
+    workers.push(new EndpointWorker(outbox, e, secret, log, pollMs));
   }
   const unsubscribe = recorder.onRecorded(() => {
     for (const w of workers) w.wake();
@@ -521,9 +504,9 @@ export async function startEventDispatcher(
   const names = endpoints.map((e) => e.name);
   const prune = setInterval(
     () => {
-      pruneEvents(db, names, Date.now() - config.notifications.events.keep).catch((err: unknown) =>
-        log.warn({ err: String(err) }, "events: pruning failed"),
-      );
+      outbox
+        .pruneEvents(names, Date.now() - config.notifications.events.keep)
+        .catch((err: unknown) => log.warn({ err: String(err) }, "events: pruning failed"));
     },
     PRUNE_EVERY_MS * (0.75 + Math.random() * 0.5),
   );
@@ -580,7 +563,7 @@ const deliverySeconds = () =>
   );
 
 /** Gauges read from the database when scraped: backlog and failing state per endpoint. */
-function registerEventMetrics(db: Kysely<Database>, config: Config): void {
+function registerEventMetrics(outbox: EventStore, config: Config): void {
   delivered();
   failed();
   deliverySeconds();
@@ -588,13 +571,15 @@ function registerEventMetrics(db: Kysely<Database>, config: Config): void {
   let cache: { at: number; value: Promise<{ row: EndpointRow; backlog: number }[]> } | null = null;
   const snapshot = () => {
     if (!cache || Date.now() - cache.at > 5_000) {
-      const value = endpointRows(db).then((rows) =>
-        Promise.all(
-          rows
-            .filter((r) => names.has(r.name))
-            .map(async (row) => ({ row, backlog: await backlog(db, row.cursor) })),
-        ),
-      );
+      const value = outbox
+        .endpointRows()
+        .then((rows) =>
+          Promise.all(
+            rows
+              .filter((r) => names.has(r.name))
+              .map(async (row) => ({ row, backlog: await outbox.backlog(row.cursor) })),
+          ),
+        );
       value.catch(() => {
         cache = null;
       });

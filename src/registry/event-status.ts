@@ -1,15 +1,6 @@
-import type { Kysely } from "kysely";
 import { maskUrlPassword } from "../config/provenance.js";
 import type { Config } from "../config/schema.js";
-import {
-  backlog,
-  endpointRows,
-  findEvent,
-  lastEventId,
-  recentDeliveries,
-  rewindEndpoint,
-} from "../metadata/events-queries.js";
-import type { Database } from "../metadata/schema.js";
+import type { EventStore } from "../metadata/events-queries.js";
 import { RegistryError } from "./errors.js";
 import type { DeliveryView, EndpointStatus, EventsStatus } from "./event-view.js";
 
@@ -24,11 +15,11 @@ export type { DeliveryView, EndpointStatus, EventsStatus };
 const iso = (ms: number | null) => (ms === null || ms === 0 ? null : new Date(ms).toISOString());
 
 export async function eventsStatus(
-  db: Kysely<Database>,
+  outbox: EventStore,
   config: Config,
   options: { limit?: number; endpoint?: string; failuresOnly?: boolean } = {},
 ): Promise<EventsStatus> {
-  const rows = new Map((await endpointRows(db)).map((r) => [r.name, r]));
+  const rows = new Map((await outbox.endpointRows()).map((r) => [r.name, r]));
   const now = Date.now();
   const endpoints: EndpointStatus[] = [];
   for (const e of config.notifications.endpoints) {
@@ -40,7 +31,7 @@ export async function eventsStatus(
       disabled: e.disabled,
       format: e.format,
       cursor: row?.cursor ?? 0,
-      backlog: row ? await backlog(db, row.cursor) : 0,
+      backlog: row ? await outbox.backlog(row.cursor) : 0,
       delivered: row?.delivered ?? 0,
       failures: row?.failures ?? 0,
       failing: row?.failing_since != null,
@@ -53,13 +44,13 @@ export async function eventsStatus(
     });
   }
   if (options.endpoint !== undefined && endpoints.length === 0) throw unknownEndpoint(options.endpoint);
-  const deliveries = await recentDeliveries(db, {
+  const deliveries = await outbox.recentDeliveries({
     endpoint: options.endpoint,
     failuresOnly: options.failuresOnly,
     limit: options.limit ?? 20,
   });
   return {
-    lastEvent: await lastEventId(db),
+    lastEvent: await outbox.lastEventId(),
     endpoints,
     deliveries: deliveries.map((d) => ({
       id: d.id,
@@ -83,28 +74,28 @@ export type RedeliverFrom = { event: string } | { since: number } | { all: true 
  * or all of them. Returns how many events are now waiting for it.
  */
 export async function redeliver(
-  db: Kysely<Database>,
+  outbox: EventStore,
   config: Config,
   endpoint: string,
   from: RedeliverFrom,
 ): Promise<{ endpoint: string; from: number; backlog: number }> {
   if (!config.notifications.endpoints.some((e) => e.name === endpoint)) throw unknownEndpoint(endpoint);
   let first: number | null;
-  if ("all" in from) first = await findEvent(db, {});
-  else if ("since" in from) first = await findEvent(db, { at: from.since });
+  if ("all" in from) first = await outbox.findEvent({});
+  else if ("since" in from) first = await outbox.findEvent({ at: from.since });
   else if (/^\d+$/.test(from.event)) first = Number(from.event);
-  else first = await findEvent(db, { eventId: from.event });
+  else first = await outbox.findEvent({ eventId: from.event });
   if (first === null) {
     throw new RegistryError("NOT_FOUND", "no kept event matches; nothing to redeliver", { from });
   }
-  if (!(await rewindEndpoint(db, endpoint, first - 1))) {
+  if (!(await outbox.rewindEndpoint(endpoint, first - 1))) {
     throw new RegistryError(
       "NOT_FOUND",
       "the endpoint has no delivery state yet (start berth serve with it configured first)",
       { endpoint },
     );
   }
-  return { endpoint, from: first, backlog: await backlog(db, first - 1) };
+  return { endpoint, from: first, backlog: await outbox.backlog(first - 1) };
 }
 
 function unknownEndpoint(name: string): RegistryError {

@@ -1,9 +1,7 @@
 import { randomUUID } from "node:crypto";
 import os from "node:os";
-import type { Kysely, Transaction } from "kysely";
 import type { Config } from "../config/schema.js";
-import { insertEvents, type NewEvent } from "../metadata/events-queries.js";
-import type { Database } from "../metadata/schema.js";
+import type { EventStore, NewEvent } from "../metadata/events-queries.js";
 import { patternRegex } from "./retention.js";
 
 /**
@@ -109,8 +107,8 @@ const PULL_FLUSH_AT = 1_000;
 const PULL_PENDING_MAX = 100_000;
 
 /**
- * Records events. `record` runs inside the caller's transaction: one small INSERT, or nothing at
- * all when no enabled endpoint would take the event. Pull events are batched (like pull times for
+ * Records events. `rows` builds what the metadata store appends in the transaction of the change: one
+ * small INSERT, or nothing at all when no enabled endpoint would take the event. Pull events are batched (like pull times for
  * retention) so that a GET never waits on a write. `onRecorded` wakes this process's dispatcher.
  */
 export class EventRecorder {
@@ -122,7 +120,7 @@ export class EventRecorder {
   private readonly listeners = new Set<() => void>();
 
   constructor(
-    private readonly db: Kysely<Database> | null,
+    private readonly outbox: Pick<EventStore, "appendEvents"> | null,
     endpoints: EndpointConfig[],
     private readonly options: { includeReferences: boolean; pull: boolean; listenPort: string },
   ) {
@@ -135,9 +133,9 @@ export class EventRecorder {
     return new EventRecorder(null, [], { includeReferences: false, pull: false, listenPort: "" });
   }
 
-  static fromConfig(db: Kysely<Database>, config: Config): EventRecorder {
+  static fromConfig(outbox: Pick<EventStore, "appendEvents">, config: Config): EventRecorder {
     const port = /:(\d+)$/.exec(config.http.addr)?.[1] ?? "";
-    return new EventRecorder(db, enabledEndpoints(config), {
+    return new EventRecorder(outbox, enabledEndpoints(config), {
       includeReferences: config.notifications.events.includereferences,
       pull: config.notifications.events.pull,
       listenPort: port,
@@ -145,7 +143,7 @@ export class EventRecorder {
   }
 
   get active(): boolean {
-    return this.db !== null && this.filters.length > 0;
+    return this.outbox !== null && this.filters.length > 0;
   }
 
   get includeReferences(): boolean {
@@ -207,21 +205,18 @@ export class EventRecorder {
     };
   }
 
-  /** Records events inside `trx`, the transaction that makes the change they describe. */
-  async record(
-    trx: Transaction<Database>,
-    request: RequestInfo | undefined,
-    action: EventAction,
-    ...targets: EventTarget[]
-  ): Promise<void> {
-    if (!this.active) return;
-    const rows = targets
-      .filter((t) => this.wanted(action, t))
-      .map((t) => this.row(this.build(action, t, request)));
-    if (rows.length === 0) return;
-    await insertEvents(trx, rows);
-    // The transaction commits right after the caller's last statement; wake the dispatcher then.
-    setImmediate(() => this.notify());
+  /**
+   * The outbox rows of events, for the metadata store to append in the transaction that makes the change
+   * they describe (none when no enabled endpoint would take them). Call `recorded` once it committed.
+   */
+  rows(request: RequestInfo | undefined, action: EventAction, ...targets: EventTarget[]): NewEvent[] {
+    if (!this.active) return [];
+    return targets.filter((t) => this.wanted(action, t)).map((t) => this.row(this.build(action, t, request)));
+  }
+
+  /** After a change that appended `rows` committed: wakes the dispatcher. */
+  recorded(rows: NewEvent[]): void {
+    if (rows.length > 0) setImmediate(() => this.notify());
   }
 
   /** A pull (manifest or blob GET): recorded within a second, in a batch, never on the request's path. */
@@ -243,15 +238,14 @@ export class EventRecorder {
 
   /** Writes the pull events noted so far (also on shutdown). */
   async flush(): Promise<void> {
-    if (this.pulls.length === 0 || !this.db) return;
+    if (this.pulls.length === 0 || !this.outbox) return;
     const batch = this.pulls;
     this.pulls = [];
     try {
       // In slices: SQLite takes at most 32,766 parameters per statement.
       for (let i = 0; i < batch.length; i += 2_000) {
         const slice = batch.slice(i, i + 2_000);
-        // A transaction of its own: on PostgreSQL the outbox's ordering lock lasts until commit.
-        await this.db.transaction().execute((trx) => insertEvents(trx, slice));
+        await this.outbox.appendEvents(slice);
       }
       this.notify();
     } catch {

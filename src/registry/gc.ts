@@ -1,38 +1,7 @@
-import { existsSync } from "node:fs";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Kysely } from "kysely";
-import {
-  acquireLock,
-  blobPage,
-  blobReferences,
-  deleteBlobRows,
-  deleteStaleLinks,
-  deleteStaleUploads,
-  existingBlobs,
-  existingManifests,
-  existingUploads,
-  forgetReleased,
-  hasOldUntagged,
-  LeaseLostError,
-  type LinkKey,
-  linkPage,
-  manifestBlobDigests,
-  newHolder,
-  type RepositoryGraph,
-  readLock,
-  referrersOf,
-  releasedManifests,
-  releasedRepositoryPage,
-  releaseLock,
-  renewLock,
-  repositoryGraph,
-  repositoryPage,
-  staleUploadPage,
-  stillGarbageBlobs,
-} from "../metadata/gc-queries.js";
-import type { Database } from "../metadata/schema.js";
-import type { MetadataStore, Tx } from "../metadata/store.js";
+import { LeaseLostError, type LinkKey, newHolder, type RepositoryGraph } from "../metadata/gc-queries.js";
+import type { HeldLease } from "../metadata/gc-store.js";
+import type { MetadataStore } from "../metadata/store.js";
 import type { BlobStore } from "../storage/blob-store.js";
 
 /**
@@ -78,13 +47,17 @@ export const LEASE_TTL_MS = 60_000;
 // ------------------------------------------------------------------------------------------------
 // Leases
 
+type Locks = MetadataStore["locks"];
+/** Whatever holds the job leases: the metadata store. */
+export type LockSource = Pick<MetadataStore, "locks">;
+
 /** A held job lease (a row in `locks`), renewed by every batch and by a heartbeat in between. */
 export class Lease {
   private heartbeat: NodeJS.Timeout | null = null;
   lost = false;
 
   private constructor(
-    readonly db: Kysely<Database>,
+    private readonly locks: Locks,
     readonly name: string,
     readonly holder: string,
     readonly ttlMs: number,
@@ -95,14 +68,14 @@ export class Lease {
    * (on-demand runs from the CLI); a job that is running is never interrupted.
    */
   static async acquire(
-    db: Kysely<Database>,
+    meta: LockSource,
     name: string,
     options: { ttlMs?: number; takeIdle?: boolean } = {},
   ): Promise<Lease | null> {
     const holder = newHolder();
     const ttl = options.ttlMs ?? LEASE_TTL_MS;
-    if (!(await acquireLock(db, name, holder, ttl, options.takeIdle ?? false))) return null;
-    const lease = new Lease(db, name, holder, ttl);
+    if (!(await meta.locks.acquireLock(name, holder, ttl, options.takeIdle ?? false))) return null;
+    const lease = new Lease(meta.locks, name, holder, ttl);
     lease.heartbeat = setInterval(
       () => {
         lease.renew().catch(() => {});
@@ -114,17 +87,22 @@ export class Lease {
   }
 
   /** Who holds `name` now, for messages. */
-  static async describe(db: Kysely<Database>, name: string): Promise<string> {
-    const row = await readLock(db, name);
+  static async describe(meta: LockSource, name: string): Promise<string> {
+    const row = await meta.locks.readLock(name);
     if (!row) return "nobody";
     const state = row.holder.startsWith("run:") ? "running in" : "last run by";
     return `${state} ${row.holder.replace(/^(run|idle):/, "").replace(/:[0-9a-f]{8}$/, "")} (until ${new Date(row.expires_at).toISOString()})`;
   }
 
-  /** Renews the lease; inside a transaction, as its first statement, this takes the write lock. */
-  async renew(q: Kysely<Database> | Tx = this.db): Promise<void> {
+  /** What a write under this lease names (the store renews it as the first statement of the write). */
+  get held(): HeldLease {
+    return { name: this.name, holder: this.holder, ttlMs: this.ttlMs };
+  }
+
+  /** Renews the lease (the heartbeat, and jobs between two writes). */
+  async renew(): Promise<void> {
     if (this.lost) throw new LeaseLostError(this.name);
-    if (!(await renewLock(q, this.name, this.holder, this.ttlMs))) {
+    if (!(await this.locks.renewLock(this.name, this.holder, this.ttlMs))) {
       this.lost = true;
       throw new LeaseLostError(this.name);
     }
@@ -134,7 +112,7 @@ export class Lease {
   async release(idleUntil = 0): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = null;
-    if (!this.lost) await releaseLock(this.db, this.name, this.holder, idleUntil);
+    if (!this.lost) await this.locks.releaseLock(this.name, this.holder, idleUntil);
   }
 }
 
@@ -243,8 +221,9 @@ export class Batcher {
     readonly signal?: AbortSignal,
   ) {}
 
-  get db(): Kysely<Database> {
-    return this.target.meta.db;
+  /** The collector's reads and writes of the metadata store. */
+  get gc(): MetadataStore["gc"] {
+    return this.target.meta.gc;
   }
 
   checkStop(): void {
@@ -257,15 +236,19 @@ export class Batcher {
    * least as long as the transaction was, so that the collector holds the write lock at most half of
    * the time however slow the disk is, and writers in other processes get their turn in between.
    */
-  async write<T>(fn: (trx: Tx) => Promise<T>): Promise<T> {
+  async write<T>(fn: (lease: HeldLease) => Promise<T>): Promise<T> {
     this.checkStop();
     if (!this.lease) throw new Error("the collector needs its lease to delete anything");
     const lease = this.lease;
+    if (lease.lost) throw new LeaseLostError(lease.name);
     const t0 = performance.now();
-    const result = await this.target.meta.transaction(async (trx) => {
-      await lease.renew(trx);
-      return fn(trx);
-    });
+    let result: T;
+    try {
+      result = await fn(lease.held);
+    } catch (err) {
+      if (err instanceof LeaseLostError) lease.lost = true;
+      throw err;
+    }
     const ms = performance.now() - t0;
     this.report.transactions++;
     this.report.longestTransactionMs = Math.max(this.report.longestTransactionMs, Math.round(ms * 10) / 10);
@@ -432,53 +415,6 @@ function removalReason(graph: RepositoryGraph, remove: Set<string>, digest: stri
   return base;
 }
 
-/**
- * Deletes, inside the caller's write transaction, those of `digests` (one repository) that are still
- * unheld: untagged, not newer than `cutoff`, and not held by a manifest that stays (a parent index, a
- * referrer, or its subject). Anything pushed or tagged since the plan was made is seen here and kept.
- */
-export async function deleteManifestBatch(
-  trx: Tx,
-  meta: MetadataStore,
-  repositoryId: number,
-  digests: string[],
-  cutoff: number,
-): Promise<Map<string, number>> {
-  const graph = await repositoryGraph(trx, repositoryId, digests);
-  const batch = new Set<string>([...graph.manifests.keys()]);
-  const parents = new Map<string, string[]>();
-  for (const [p, children] of graph.children) {
-    for (const c of children) parents.set(c, [...(parents.get(c) ?? []), p]);
-  }
-  const referrers = await referrersOf(trx, repositoryId, [...batch]);
-  const subjects = [
-    ...new Set([...graph.manifests.values()].map((m) => m.subject).filter((s): s is string => s !== null)),
-  ];
-  const existingSubjects = await existingManifests(trx, repositoryId, subjects);
-  for (const m of graph.manifests.values()) {
-    if (m.tags.length > 0 || m.freshAt >= cutoff) batch.delete(m.digest);
-  }
-  for (let changed = true; changed; ) {
-    changed = false;
-    for (const digest of [...batch]) {
-      const m = graph.manifests.get(digest);
-      const heldByParent = (parents.get(digest) ?? []).some((p) => !batch.has(p));
-      const heldByReferrer = referrers.some((r) => r.subject === digest && !batch.has(r.digest));
-      const heldBySubject = m?.subject != null && existingSubjects.has(m.subject) && !batch.has(m.subject);
-      if (heldByParent || heldByReferrer || heldBySubject) {
-        batch.delete(digest);
-        changed = true;
-      }
-    }
-  }
-  const removed = new Map<string, number>();
-  for (const digest of batch) {
-    if (await meta.deleteManifest(trx, repositoryId, digest))
-      removed.set(digest, graph.manifests.get(digest)?.size ?? 0);
-  }
-  return removed;
-}
-
 export interface ManifestPlan {
   digests: Set<string>;
   /** Why a planned manifest goes: `base` for the ones picked directly, else its relation to one that goes. */
@@ -515,7 +451,7 @@ export async function removeUnkeptManifests(
   from?: { digests: Set<string>; reason: string },
   released?: Set<string>,
 ): Promise<RemovedManifest[]> {
-  const graph = await repositoryGraph(b.db, repository.id);
+  const graph = await b.gc.repositoryGraph(repository.id);
   const plan = planManifestRemoval(graph, cutoff, from?.digests, released);
   if (plan.digests.size === 0) return [];
   const base = from?.reason ?? "untagged";
@@ -527,9 +463,7 @@ export async function removeUnkeptManifests(
     return out;
   }
   for (const batch of manifestBatches(graph, plan.digests, batchSize)) {
-    const removed = await b.write((trx) =>
-      deleteManifestBatch(trx, b.target.meta, repository.id, batch, cutoff),
-    );
+    const removed = await b.write((lease) => b.gc.removeManifests(lease, repository.id, batch, cutoff));
     for (const [digest, size] of removed) record(digest, size);
   }
   return out;
@@ -559,12 +493,12 @@ async function collectReleased(b: Batcher, cutoff: number, options: GcOptions): 
   const simulated: SimulatedManifests = new Map();
   for (let after = 0; ; ) {
     b.checkStop();
-    const repos = await releasedRepositoryPage(b.db, after, 100);
+    const repos = await b.gc.releasedRepositoryPage(after, 100);
     if (repos.length === 0) break;
     after = repos[repos.length - 1]?.id ?? after;
     for (const repo of repos) {
       b.checkStop();
-      const released = await releasedManifests(b.db, repo.id);
+      const released = await b.gc.releasedManifests(repo.id);
       const removed = await removeUnkeptManifests(
         b,
         repo,
@@ -578,9 +512,9 @@ async function collectReleased(b: Batcher, cutoff: number, options: GcOptions): 
       if (options.dryRun && removed.length > 0) simulated.set(repo.id, new Set(removed.map((m) => m.digest)));
       if (!options.dryRun) {
         // Marks of manifests that are gone (removed now, or deleted since) are dropped.
-        const graph = await repositoryGraph(b.db, repo.id, [...released]);
+        const graph = await b.gc.repositoryGraph(repo.id, [...released]);
         const gone = [...released].filter((d) => !graph.manifests.has(d));
-        if (gone.length > 0) await b.write((trx) => forgetReleased(trx, repo.id, gone));
+        if (gone.length > 0) await b.write((lease) => b.gc.forgetReleased(lease, repo.id, gone));
       }
       await b.breathe();
     }
@@ -610,12 +544,12 @@ async function collectUntagged(b: Batcher, cutoff: number, options: GcOptions): 
   const simulated: SimulatedManifests = new Map();
   for (let after = 0; ; ) {
     b.checkStop();
-    const repos = await repositoryPage(b.db, after, 100);
+    const repos = await b.gc.repositoryPage(after, 100);
     if (repos.length === 0) break;
     after = repos[repos.length - 1]?.id ?? after;
     for (const repo of repos) {
       b.checkStop();
-      if (!(await hasOldUntagged(b.db, repo.id, cutoff))) continue;
+      if (!(await b.gc.hasOldUntagged(repo.id, cutoff))) continue;
       const removed = await removeUnkeptManifests(b, repo, cutoff, options.batchSize, options.dryRun);
       b.report.manifests.push(...removed);
       if (options.dryRun && removed.length > 0) simulated.set(repo.id, new Set(removed.map((m) => m.digest)));
@@ -645,14 +579,12 @@ async function collectBlobs(
     const digests = pending;
     pending = [];
     if (digests.length === 0) return;
-    const removed = await b.write(async (trx) => {
-      const still = await stillGarbageBlobs(trx, digests, cutoff);
-      const gone = [...still.keys()];
-      await deleteBlobRows(trx, gone);
+    const removed = await b.write((lease) =>
       // Files go inside the transaction: no commit can make the same digest visible in between.
-      await forEachLimit(gone, FILE_DELETE_CONCURRENCY, (d) => b.target.store.delete(d));
-      return still;
-    });
+      b.gc.removeGarbageBlobs(lease, digests, cutoff, (gone) =>
+        forEachLimit(gone, FILE_DELETE_CONCURRENCY, (d) => b.target.store.delete(d)),
+      ),
+    );
     for (const [digest, size] of removed) {
       b.report.blobs.push({ digest, size });
       b.report.blobBytes += size;
@@ -661,7 +593,7 @@ async function collectBlobs(
   const seen = new Set<string>();
   for (let after = ""; ; ) {
     b.checkStop();
-    const page = await blobPage(b.db, after, SCAN_PAGE, cutoff);
+    const page = await b.gc.blobPage(after, SCAN_PAGE, cutoff);
     if (page.length === 0) break;
     after = page[page.length - 1]?.digest ?? after;
     for (const row of page) {
@@ -694,12 +626,12 @@ async function simulateBlobsOfRemovedManifests(
   for (const [repositoryId, digests] of simulated) {
     for (const manifest of digests) {
       candidates.add(manifest);
-      for (const blob of await manifestBlobDigests(b.db, repositoryId, manifest)) candidates.add(blob);
+      for (const blob of await b.gc.manifestBlobDigests(repositoryId, manifest)) candidates.add(blob);
     }
   }
   for (const digest of [...candidates].sort()) {
     if (seen.has(digest)) continue;
-    const refs = await blobReferences(b.db, digest, cutoff);
+    const refs = await b.gc.blobReferences(digest, cutoff);
     if (!refs || refs.createdAt >= cutoff) continue;
     const held =
       refs.manifests.some((m) => !removed(m.repositoryId, m.digest)) ||
@@ -720,11 +652,11 @@ async function collectLinks(b: Batcher, cutoff: number, options: GcOptions): Pro
     const keys = pending;
     pending = [];
     if (keys.length === 0) return;
-    b.report.links += await b.write((trx) => deleteStaleLinks(trx, keys, cutoff));
+    b.report.links += await b.write((lease) => b.gc.removeStaleLinks(lease, keys, cutoff));
   };
   for (let after: LinkKey = { repositoryId: -1, digest: "" }; ; ) {
     b.checkStop();
-    const page = await linkPage(b.db, after, SCAN_PAGE, cutoff);
+    const page = await b.gc.linkPage(after, SCAN_PAGE, cutoff);
     if (page.length === 0) break;
     const last = page[page.length - 1] as LinkKey;
     after = { repositoryId: last.repositoryId, digest: last.digest };
@@ -740,16 +672,9 @@ async function collectLinks(b: Batcher, cutoff: number, options: GcOptions): Pro
 // ------------------------------------------------------------------------------------------------
 // Orphan files
 
-/** A registry:2 data directory not imported yet holds real images with no rows: its files are never orphans. */
-function foreignRepositories(store: BlobStore): string | null {
-  const root = (store as { root?: unknown }).root;
-  if (typeof root !== "string") return null;
-  const dir = path.join(root, "docker", "registry", "v2", "repositories");
-  return existsSync(dir) ? dir : null;
-}
-
 async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): Promise<void> {
-  const foreign = foreignRepositories(b.target.store);
+  // A registry:2 data directory not imported yet holds real images with no rows: its files are never orphans.
+  const foreign = (await b.target.store.foreignRepositories?.()) ?? null;
   if (foreign) {
     const note = `orphan files are not collected: ${foreign} holds registry:2 repositories, whose blobs Berth has no rows for`;
     b.report.notes.push(note);
@@ -761,10 +686,7 @@ async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): P
     const entries = chunk;
     chunk = [];
     if (entries.length === 0) return;
-    const known = await existingBlobs(
-      b.db,
-      entries.map((e) => e.digest),
-    );
+    const known = await b.gc.existingBlobs(entries.map((e) => e.digest));
     const orphans = entries.filter((e) => !known.has(e.digest));
     for (let i = 0; i < orphans.length; i += options.batchSize) {
       const batch = orphans.slice(i, i + options.batchSize);
@@ -772,24 +694,22 @@ async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): P
         for (const o of batch) recordOrphan(b, o);
         continue;
       }
-      const removed = await b.write(async (trx) => {
-        const nowKnown = await existingBlobs(
-          trx,
+      const removed = await b.write((lease) =>
+        b.gc.withOrphanBlobs(
+          lease,
           batch.map((o) => o.digest),
-        );
-        const gone: { digest: string; size: number }[] = [];
-        await forEachLimit(
-          batch.filter((o) => !nowKnown.has(o.digest)),
-          FILE_DELETE_CONCURRENCY,
-          async (o) => {
-            const st = await b.target.store.stat(o.digest);
-            if (!st || st.modifiedAt >= cutoff) return;
-            await b.target.store.delete(o.digest);
-            gone.push({ digest: o.digest, size: st.size });
+          async (unknown) => {
+            const gone: { digest: string; size: number }[] = [];
+            await forEachLimit(unknown, FILE_DELETE_CONCURRENCY, async (digest) => {
+              const st = await b.target.store.stat(digest);
+              if (!st || st.modifiedAt >= cutoff) return;
+              await b.target.store.delete(digest);
+              gone.push({ digest, size: st.size });
+            });
+            return gone;
           },
-        );
-        return gone;
-      });
+        ),
+      );
       for (const o of removed) recordOrphan(b, o);
     }
   };
@@ -854,23 +774,23 @@ async function purgeUploadsWith(
   for (let after = ""; ; ) {
     b.checkStop();
     const now = Date.now();
-    const page = await staleUploadPage(b.db, after, options.batchSize, cutoff, now);
+    const page = await b.gc.staleUploadPage(after, options.batchSize, cutoff, now);
     if (page.length === 0) break;
     after = page[page.length - 1]?.id ?? after;
     if (options.dryRun) {
       for (const u of page) recordUpload(b, { id: u.id, size: u.size, kind: "session" });
       continue;
     }
-    const removed = await b.write(async (trx) => {
-      const ids = await deleteStaleUploads(
-        trx,
+    const ids = await b.write((lease) =>
+      b.gc.removeStaleUploads(
+        lease,
         page.map((u) => u.id),
         cutoff,
         Date.now(),
-      );
-      await forEachLimit(ids, FILE_DELETE_CONCURRENCY, (id) => b.target.store.deleteUpload(id));
-      return new Set(ids);
-    });
+        (gone) => forEachLimit(gone, FILE_DELETE_CONCURRENCY, (id) => b.target.store.deleteUpload(id)),
+      ),
+    );
+    const removed = new Set(ids);
     for (const u of page) if (removed.has(u.id)) recordUpload(b, { id: u.id, size: u.size, kind: "session" });
   }
   // Files without a row (a monolithic upload that died, a crash between file and row), by mtime.
@@ -879,25 +799,25 @@ async function purgeUploadsWith(
     const entries = chunk;
     chunk = [];
     if (entries.length === 0) return;
-    const known = await existingUploads(
-      b.db,
-      entries.map((e) => e.id),
-    );
+    const known = await b.gc.existingUploads(entries.map((e) => e.id));
     const orphans = entries.filter((e) => !known.has(e.id));
     if (orphans.length === 0) return;
     if (options.dryRun) {
       for (const o of orphans) recordUpload(b, { ...o, kind: "file" });
       return;
     }
-    const removed = await b.write(async (trx) => {
-      const nowKnown = await existingUploads(
-        trx,
+    const removed = await b.write((lease) =>
+      b.gc.withOrphanUploads(
+        lease,
         orphans.map((o) => o.id),
-      );
-      const gone = orphans.filter((o) => !nowKnown.has(o.id));
-      await forEachLimit(gone, FILE_DELETE_CONCURRENCY, (o) => b.target.store.deleteUpload(o.id));
-      return gone;
-    });
+        async (unknown) => {
+          const ids = new Set(unknown);
+          const gone = orphans.filter((o) => ids.has(o.id));
+          await forEachLimit(gone, FILE_DELETE_CONCURRENCY, (o) => b.target.store.deleteUpload(o.id));
+          return gone;
+        },
+      ),
+    );
     for (const o of removed) recordUpload(b, { ...o, kind: "file" });
   };
   for await (const upload of b.target.store.listUploads()) {
@@ -929,18 +849,18 @@ export interface WaitForLeaseOptions {
 
 /** Takes a job lease, waiting for a running job elsewhere to finish when asked to. */
 export async function waitForLease(
-  db: Kysely<Database>,
+  meta: LockSource,
   name: string,
   options: WaitForLeaseOptions = {},
 ): Promise<Lease | null> {
   const deadline = Date.now() + (options.timeoutMs ?? 0);
   let told = false;
   for (;;) {
-    const lease = await Lease.acquire(db, name, { takeIdle: options.takeIdle });
+    const lease = await Lease.acquire(meta, name, { takeIdle: options.takeIdle });
     if (lease) return lease;
     if (Date.now() >= deadline || options.signal?.aborted) return null;
     if (!told) {
-      options.onWait?.(await Lease.describe(db, name));
+      options.onWait?.(await Lease.describe(meta, name));
       told = true;
     }
     await sleep(500);

@@ -1,6 +1,7 @@
 import client from "prom-client";
 import type { Config } from "../config/schema.js";
 import type { MetadataStore } from "../metadata/store.js";
+import type { RepositoryUsage, UsageSummary } from "../metadata/usage-queries.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import {
   collectGarbage,
@@ -12,7 +13,6 @@ import {
   summarize,
 } from "./gc.js";
 import { applyRetention, compilePolicies, type RetentionReport } from "./retention.js";
-import { repositoryUsage, usageSummary } from "./usage.js";
 
 /**
  * The background jobs (issue 6): garbage collection, retention and upload purging, each on its own
@@ -73,7 +73,7 @@ export function startBackgroundJobs(
   log: GcLogger,
 ): () => Promise<void> {
   const target = { meta: runtime.meta, store: runtime.storage };
-  const db = runtime.meta.db;
+  const meta = runtime.meta;
   if (config.metrics?.enabled !== false) registerMaintenanceMetrics(runtime.meta);
   if (config.storage.maintenance.readonly.enabled) {
     log.info({}, "background jobs: not started (read-only mode: nothing is deleted)");
@@ -184,16 +184,12 @@ export function startBackgroundJobs(
       if (stopped) return nextDue;
       const name = JOB_LOCK[job.name];
       // Read first: most ticks find the job resting and need no write at all.
-      const row = await db
-        .selectFrom("locks")
-        .select("expires_at")
-        .where("name", "=", name)
-        .executeTakeFirst();
-      if (row && Number(row.expires_at) >= Date.now()) {
-        nextDue = Math.min(nextDue, Number(row.expires_at));
+      const row = await meta.locks.readLock(name);
+      if (row && row.expires_at >= Date.now()) {
+        nextDue = Math.min(nextDue, row.expires_at);
         continue;
       }
-      const lease = await Lease.acquire(db, name);
+      const lease = await Lease.acquire(meta, name);
       if (!lease) {
         // Another process took it just now: look again after a tick.
         nextDue = Math.min(nextDue, Date.now() + tickMs);
@@ -321,8 +317,8 @@ let usageSource: MetadataStore | null = null;
 let usageCache: { at: number; value: Promise<UsageSnapshot> } | null = null;
 
 interface UsageSnapshot {
-  summary: Awaited<ReturnType<typeof usageSummary>>;
-  repositories: Awaited<ReturnType<typeof repositoryUsage>>;
+  summary: UsageSummary;
+  repositories: RepositoryUsage[];
 }
 
 function usageSnapshot(): Promise<UsageSnapshot> | null {
@@ -330,8 +326,8 @@ function usageSnapshot(): Promise<UsageSnapshot> | null {
   const meta = usageSource;
   if (!usageCache || Date.now() - usageCache.at > USAGE_CACHE_MS) {
     const value = (async () => ({
-      summary: await usageSummary(meta.db),
-      repositories: await repositoryUsage(meta.db),
+      summary: await meta.usage.usageSummary(),
+      repositories: await meta.usage.repositoryUsage(),
     }))();
     usageCache = { at: Date.now(), value };
     value.catch(() => {

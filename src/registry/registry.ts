@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
+import type { NewEvent } from "../metadata/events-queries.js";
 import type { ManifestRow, MetadataStore, ReferrerRow } from "../metadata/store.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { RegistryError } from "./errors.js";
@@ -179,12 +180,9 @@ export class Registry {
     assertDigest(digest);
     this.assertDeletable();
     const repositoryId = await this.repositoryIdOrUnknown(name);
-    const removed = await this.meta.transaction(async (trx) => {
-      await this.meta.touchRepository(trx, name);
-      const unlinked = await this.meta.unlinkBlob(trx, repositoryId, digest);
-      if (unlinked) await this.events.record(trx, request, "delete", { repository: name, digest }); // [events]
-      return unlinked;
-    });
+    const events = this.events.rows(request, "delete", { repository: name, digest }); // [events, issue 14]
+    const removed = await this.meta.unlinkBlobOf(name, repositoryId, digest, events);
+    if (removed) this.events.recorded(events);
     if (!removed) throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
   }
 
@@ -212,23 +210,20 @@ export class Registry {
       if (source === undefined) return false;
     }
     const sourceName = source;
-    return this.meta.transaction(async (trx) => {
-      const repositoryId = await this.meta.touchRepository(trx, name);
-      const sourceId = await this.meta.repositoryId(sourceName, trx);
-      if (sourceId === null || !(await this.meta.isLinked(trx, sourceId, digest))) return false;
-      const blob = await this.meta.blob(digest, trx);
-      if (!blob) return false;
-      await this.meta.linkBlob(trx, repositoryId, digest);
+    let events: NewEvent[] = [];
+    const mounted = await this.meta.linkExistingBlob(name, digest, sourceName, (size) => {
       // [events, issue 14]
-      await this.events.record(trx, request, "mount", {
+      events = this.events.rows(request, "mount", {
         repository: name,
         digest,
         mediaType: BLOB_MEDIA_TYPE,
-        size: blob.size,
+        size,
         fromRepository: sourceName,
       });
-      return true;
+      return events;
     });
+    if (mounted) this.events.recorded(events);
+    return mounted;
   }
 
   // ---------------------------------------------------------------- uploads
@@ -533,20 +528,17 @@ export class Registry {
   ): Promise<void> {
     await this.store.syncUpload(id);
     if (row && !row.recorded) await this.meta.noteUploadWrite(id, row.holder, size, digest);
-    await this.meta.transaction(async (trx) => {
-      const repositoryId = await this.meta.touchRepository(trx, name);
-      await this.meta.upsertBlob(trx, digest, size);
-      await this.store.commitUpload(id, digest);
-      await this.meta.linkBlob(trx, repositoryId, digest);
-      if (row) await this.meta.deleteUploadRow(id, trx);
-      // [events, issue 14]
-      await this.events.record(trx, request, "push", {
-        repository: name,
-        digest,
-        mediaType: BLOB_MEDIA_TYPE,
-        size,
-      });
+    // [events, issue 14]
+    const events = this.events.rows(request, "push", {
+      repository: name,
+      digest,
+      mediaType: BLOB_MEDIA_TYPE,
+      size,
     });
+    await this.meta.commitBlob(name, { digest, size, uploadId: row ? id : null, events }, () =>
+      this.store.commitUpload(id, digest),
+    );
+    this.events.recorded(events);
     this.hashes.forget(id);
   }
 
@@ -558,24 +550,23 @@ export class Registry {
     size: number,
     request?: RequestInfo,
   ): Promise<void> {
-    const committed = await this.meta.transaction(async (trx) => {
-      const repositoryId = await this.meta.touchRepository(trx, name);
-      // Under the write lock, so the collector cannot be removing the file at this moment.
-      const stat = await this.store.stat(digest);
-      if (stat && stat.size === size) {
-        await this.meta.upsertBlob(trx, digest, size);
-        await this.meta.linkBlob(trx, repositoryId, digest);
-        // [events, issue 14]
-        await this.events.record(trx, request, "push", {
-          repository: name,
-          digest,
-          mediaType: BLOB_MEDIA_TYPE,
-          size,
-        });
-      }
-      await this.meta.deleteUploadRow(id, trx);
-      return stat !== null && stat.size === size;
+    // [events, issue 14]
+    const events = this.events.rows(request, "push", {
+      repository: name,
+      digest,
+      mediaType: BLOB_MEDIA_TYPE,
+      size,
     });
+    const committed = await this.meta.commitBlobInPlace(
+      name,
+      { digest, size, uploadId: id, events },
+      async () => {
+        // Under the write lock, so the collector cannot be removing the file at this moment.
+        const stat = await this.store.stat(digest);
+        return stat !== null && stat.size === size;
+      },
+    );
+    if (committed) this.events.recorded(events);
     this.hashes.forget(id);
     if (!committed) throw unknownUpload(id);
   }
@@ -613,52 +604,35 @@ export class Registry {
         actual: digest,
       });
     }
-    await this.meta.transaction(async (trx) => {
-      const repositoryId = await this.meta.touchRepository(trx, name);
-      await this.meta.lockLinkedBlobs(trx, repositoryId, requiredBlobs(parsed));
-      await this.meta.lockManifests(
-        trx,
-        repositoryId,
-        parsed.manifests.map((m) => m.digest),
+    // [events, issue 14] one push event per tag (or one without a tag), as registry:2 sends them
+    const target = {
+      repository: name,
+      digest,
+      mediaType: parsed.mediaType,
+      size: content.length,
+      references: manifestReferences(parsed),
+    };
+    const events = this.events.rows(
+      request,
+      "push",
+      ...(tags.length === 0 ? [target] : tags.map((tag) => ({ ...target, tag }))),
+    );
+    const missing = await this.meta.commitManifest(
+      name,
+      { manifest: manifestRecord(digest, content, parsed), tags, events },
+      () => this.store.put(digest, content),
+      { blobs: requiredBlobs(parsed), manifests: parsed.manifests.map((m) => m.digest) },
+    );
+    if (missing) {
+      throw new RegistryError(
+        "MANIFEST_BLOB_UNKNOWN",
+        missing.kind === "blob"
+          ? "manifest references a blob unknown to this repository"
+          : "index references a manifest unknown to this repository",
+        { digest: missing.digest },
       );
-      for (const blob of requiredBlobs(parsed)) {
-        if (!(await this.meta.isLinked(trx, repositoryId, blob))) {
-          throw new RegistryError(
-            "MANIFEST_BLOB_UNKNOWN",
-            "manifest references a blob unknown to this repository",
-            { digest: blob },
-          );
-        }
-      }
-      for (const child of parsed.manifests) {
-        if (!(await this.meta.hasManifest(trx, repositoryId, child.digest))) {
-          throw new RegistryError(
-            "MANIFEST_BLOB_UNKNOWN",
-            "index references a manifest unknown to this repository",
-            { digest: child.digest },
-          );
-        }
-      }
-      await this.store.put(digest, content);
-      await this.meta.upsertBlob(trx, digest, content.length);
-      await this.meta.linkBlob(trx, repositoryId, digest);
-      await this.meta.insertManifest(trx, repositoryId, manifestRecord(digest, content, parsed));
-      for (const tag of tags) await this.meta.setTag(trx, repositoryId, tag, digest);
-      // [events, issue 14] one push event per tag (or one without a tag), as registry:2 sends them
-      const target = {
-        repository: name,
-        digest,
-        mediaType: parsed.mediaType,
-        size: content.length,
-        references: manifestReferences(parsed),
-      };
-      await this.events.record(
-        trx,
-        request,
-        "push",
-        ...(tags.length === 0 ? [target] : tags.map((tag) => ({ ...target, tag }))),
-      );
-    });
+    }
+    this.events.recorded(events);
     return { digest, subject: parsed.subject?.digest ?? null, tags };
   }
 
@@ -722,25 +696,21 @@ export class Registry {
     const repositoryId = await this.repositoryIdOrUnknown(name);
     if (ref === null)
       throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
-    const removed = await this.meta.transaction(async (trx) => {
-      await this.meta.touchRepository(trx, name);
-      const deleted =
-        ref.kind === "tag"
-          ? await this.meta.deleteTag(trx, repositoryId, ref.tag)
-          : await this.meta.deleteManifest(trx, repositoryId, ref.digest.digest);
-      // [events, issue 14]
-      if (deleted) {
-        await this.events.record(
-          trx,
-          request,
-          "delete",
-          ref.kind === "tag"
-            ? { repository: name, tag: ref.tag }
-            : { repository: name, digest: ref.digest.digest },
-        );
-      }
-      return deleted;
-    });
+    // [events, issue 14]
+    const events = this.events.rows(
+      request,
+      "delete",
+      ref.kind === "tag"
+        ? { repository: name, tag: ref.tag }
+        : { repository: name, digest: ref.digest.digest },
+    );
+    const removed = await this.meta.deleteReference(
+      name,
+      repositoryId,
+      ref.kind === "tag" ? { tag: ref.tag } : { digest: ref.digest.digest },
+      events,
+    );
+    if (removed) this.events.recorded(events);
     if (!removed) throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
   }
 
@@ -754,12 +724,9 @@ export class Registry {
     assertName(name);
     this.assertDeletable();
     const repositoryId = await this.repositoryIdOrUnknown(name);
-    const uploads = await this.meta.transaction(async (trx) => {
-      await this.meta.touchRepository(trx, name);
-      const removed = await this.meta.deleteRepository(trx, repositoryId);
-      await this.events.record(trx, request, "delete", { repository: name }); // [events, issue 14]
-      return removed;
-    });
+    const events = this.events.rows(request, "delete", { repository: name }); // [events, issue 14]
+    const uploads = await this.meta.removeRepository(name, repositoryId, events);
+    this.events.recorded(events);
     for (const id of uploads) {
       this.hashes.forget(id);
       await this.store.deleteUpload(id).catch(() => {});

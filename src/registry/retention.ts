@@ -1,12 +1,5 @@
 import type { RetentionPolicyConfig } from "../config/sections/gc.js";
-import {
-  deleteTagIfUnchanged,
-  LeaseLostError,
-  repositoryGraph,
-  repositoryPage,
-  type TagInfo,
-  tagsOfRepository,
-} from "../metadata/gc-queries.js";
+import { LeaseLostError, type TagInfo } from "../metadata/gc-queries.js";
 import {
   Aborted,
   Batcher,
@@ -220,7 +213,7 @@ export async function applyRetention(target: GcTarget, options: RetentionOptions
     if (options.policies.length > 0) {
       for (let after = 0; ; ) {
         b.checkStop();
-        const repos = await repositoryPage(b.db, after, 100);
+        const repos = await b.gc.repositoryPage(after, 100);
         if (repos.length === 0) break;
         after = repos[repos.length - 1]?.id ?? after;
         for (const repo of repos) {
@@ -262,7 +255,7 @@ async function explainRepository(
   options: RetentionOptions,
 ): Promise<RepositoryRetention> {
   const now = Date.now();
-  const decisions = evaluatePolicy(policy, await tagsOfRepository(b.db, repo.id), now);
+  const decisions = evaluatePolicy(policy, await b.gc.tagsOfRepository(repo.id), now);
   const removed = decisions.filter((d) => d.remove);
   const result: RepositoryRetention = {
     repository: repo.name,
@@ -272,7 +265,7 @@ async function explainRepository(
   };
   if (removed.length === 0) return result;
   // Simulate: the repository's graph without the removed tags, then what would no longer be kept.
-  const graph = await repositoryGraph(b.db, repo.id);
+  const graph = await b.gc.repositoryGraph(repo.id);
   const gone = new Set(removed.map((d) => d.tag));
   for (const m of graph.manifests.values()) m.tags = m.tags.filter((t) => !gone.has(t));
   const untaggedNow = new Set(
@@ -306,13 +299,17 @@ async function retainRepository(
   const touched = new Set<string>();
   for (;;) {
     // Decide again inside each transaction: what was pushed, moved, deleted or pulled meanwhile counts.
-    const step = await b.write(async (trx) => {
-      const decisions = evaluatePolicy(policy, await tagsOfRepository(trx, repo.id), Date.now());
-      const toRemove = decisions.filter((d) => d.remove);
-      const batch = toRemove.slice(0, options.batchSize);
-      const removed: TagDecision[] = [];
-      for (const d of batch) if (await deleteTagIfUnchanged(trx, repo.id, d.info)) removed.push(d);
-      return { removed, more: toRemove.length > batch.length && removed.length > 0 };
+    const step = await b.write(async (lease) => {
+      let batch: TagDecision[] = [];
+      let more = false;
+      const gone = await b.gc.removeTags(lease, repo.id, (tags) => {
+        const toRemove = evaluatePolicy(policy, tags, Date.now()).filter((d) => d.remove);
+        batch = toRemove.slice(0, options.batchSize);
+        more = toRemove.length > batch.length;
+        return batch.map((d) => d.info);
+      });
+      const removed = batch.filter((d) => gone.includes(d.info));
+      return { removed, more: more && removed.length > 0 };
     });
     for (const d of step.removed) {
       result.tags.push({ tag: d.tag, digest: d.digest, reason: d.reason });

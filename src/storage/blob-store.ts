@@ -54,6 +54,12 @@ export interface BlobStore {
   readonly resumableHashes?: boolean;
   /** The saved SHA-256 state over the first `size` bytes of an upload (stores with resumableHashes). */
   uploadHashState?(id: string, size: number): Promise<Uint8Array | null>;
+  /**
+   * Where the store holds registry:2 repositories that have not been imported (real images with no rows:
+   * their blobs are never orphan files), for messages; null when there are none. Stores that cannot
+   * share a directory with registry:2 leave it out.
+   */
+  foreignRepositories?(): Promise<string | null>;
   /** A short-lived URL a client may GET the blob from directly (storage.redirect), when the store has one. */
   presign?(digest: string, expiresInSeconds: number): Promise<string>;
   /** Stream the first `length` bytes of an upload (to rebuild a hash state). */

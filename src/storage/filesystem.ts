@@ -4,6 +4,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import type { BlobStat, BlobStore, StoredBlob, StoredUpload } from "./blob-store.js";
+import { repositoriesDir } from "./distribution-probe.js";
 
 /** Flush threshold when streaming an upload to disk: large writes, few syscalls, flat memory. */
 const WRITE_BATCH = 1024 * 1024;
@@ -52,6 +53,16 @@ export class FilesystemBlobStore implements BlobStore {
     if (!/^[a-zA-Z0-9-]{1,64}$/.test(id))
       throw new Error(`refusing to build a path from upload id ${JSON.stringify(id)}`);
     return path.join(this.uploadRoot, id);
+  }
+
+  async foreignRepositories(): Promise<string | null> {
+    const dir = repositoriesDir(this.root);
+    try {
+      await fs.stat(dir);
+      return dir;
+    } catch {
+      return null;
+    }
   }
 
   async stat(digest: string): Promise<BlobStat | null> {

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
 import { ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UploadHashes } from "../../src/registry/uploads.js";
@@ -283,6 +284,20 @@ describe.each(["filesystem", "s3"])("BlobStore contract: %s", (kind) => {
 
   it("proves it can write", async () => {
     await (await backend().open()).probe();
+  });
+
+  it("says whether it holds registry:2 repositories Berth has no rows for (their blobs are never orphans)", async () => {
+    const store = await backend().open();
+    expect((await store.foreignRepositories?.()) ?? null).toBeNull();
+    if (store instanceof FilesystemBlobStore) {
+      const dir = path.join(store.root, "docker", "registry", "v2", "repositories");
+      mkdirSync(path.join(dir, "library", "app"), { recursive: true });
+      try {
+        expect(await store.foreignRepositories()).toBe(dir);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
   });
 });
 

@@ -13,14 +13,17 @@ import path from "node:path";
 import { CompiledQuery, sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type MetadataDb, openPostgres, openSqlite } from "../../src/metadata/db.js";
+import type { NewEvent } from "../../src/metadata/events-queries.js";
 import {
   acquireLock,
   deleteBlobRows,
+  LeaseLostError,
   releaseLock,
   stillGarbageBlobs,
 } from "../../src/metadata/gc-queries.js";
+import type { HeldLease } from "../../src/metadata/gc-store.js";
 import { knownMigrations, SchemaTooNewError } from "../../src/metadata/migrations.js";
-import { MetadataStore, type NewManifest } from "../../src/metadata/store.js";
+import { type NewManifest, SqlMetadataStore } from "../../src/metadata/store.js";
 import { isRegistryError } from "../../src/registry/errors.js";
 import { Registry } from "../../src/registry/registry.js";
 import { FilesystemBlobStore } from "../../src/storage/filesystem.js";
@@ -117,8 +120,8 @@ async function someoneWaitsOnALock(meta: MetadataDb, ms = 5000): Promise<boolean
 describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => {
   let a: MetadataDb;
   let b: MetadataDb;
-  let store: MetadataStore;
-  let other: MetadataStore;
+  let store: SqlMetadataStore;
+  let other: SqlMetadataStore;
   let cleanup: () => void;
   let open: () => Promise<MetadataDb>;
 
@@ -126,8 +129,8 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
     ({ open, cleanup } = await freshDatabase(kind));
     a = await open();
     b = await open();
-    store = new MetadataStore(a);
-    other = new MetadataStore(b);
+    store = new SqlMetadataStore(a);
+    other = new SqlMetadataStore(b);
   });
   afterAll(async () => {
     await a?.close();
@@ -387,6 +390,346 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
     }
   });
 
+  // ---------------------------------------------------------------- the interface's domain operations
+
+  /** A job lease of the store's own, for the collector's writes. */
+  async function heldLease(name: string): Promise<HeldLease> {
+    const holder = `contract:${process.pid}:${name.length.toString(16)}${Date.now().toString(16)}`;
+    expect(await store.locks.acquireLock(name, holder, 60_000, true)).toBe(true);
+    return { name, holder, ttlMs: 60_000 };
+  }
+
+  const outboxEvent = (id: string, repository: string): NewEvent => ({
+    eventId: id,
+    createdAt: Date.now(),
+    action: "push",
+    repository,
+    body: JSON.stringify({ id }),
+  });
+
+  async function eventIds(): Promise<string[]> {
+    return (await store.events.recentEvents(1000)).map((e) => e.event_id);
+  }
+
+  it("answers ping, and counts uploads and blobs", async () => {
+    await store.ping();
+    await other.ping();
+    const before = await store.usage.uploadUsage();
+    await store.createUpload("usage/app", "usage-upload", 1000);
+    expect(await other.usage.uploadUsage()).toEqual({ count: before.count + 1, bytes: before.bytes });
+    await store.deleteUploadRow("usage-upload");
+    expect((await store.usage.totalUsage()).blobs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("commitBlob records, links and drops the upload in one go, with the file step inside", async () => {
+    const digest = digestOf("commit-blob");
+    await store.createUpload("ops/blob", "ops-upload", 1000);
+    const steps: string[] = [];
+    await store.commitBlob(
+      "ops/blob",
+      { digest, size: 11, uploadId: "ops-upload", events: [outboxEvent("ev-commit", "ops/blob")] },
+      async () => {
+        steps.push("place");
+        // Inside the transaction: not visible to another connection yet.
+        if (kind === "postgres") expect(await other.linkedBlob("ops/blob", digest)).toBeNull();
+      },
+    );
+    expect(steps).toEqual(["place"]);
+    expect(await other.linkedBlob("ops/blob", digest)).toMatchObject({ size: 11 });
+    expect(await store.upload("ops/blob", "ops-upload")).toBeNull();
+    expect(await eventIds()).toContain("ev-commit");
+
+    // The file step fails: nothing is recorded, the upload row stays, no event.
+    const failed = digestOf("commit-blob-failed");
+    await store.createUpload("ops/blob", "ops-upload-2", 1000);
+    await expect(
+      store.commitBlob(
+        "ops/blob",
+        { digest: failed, size: 3, uploadId: "ops-upload-2", events: [outboxEvent("ev-failed", "ops/blob")] },
+        async () => {
+          throw new Error("rename failed");
+        },
+      ),
+    ).rejects.toThrow("rename failed");
+    expect(await store.blob(failed)).toBeNull();
+    expect(await store.upload("ops/blob", "ops-upload-2")).not.toBeNull();
+    expect(await eventIds()).not.toContain("ev-failed");
+  });
+
+  it("commitBlobInPlace records the blob only when its bytes are there, and drops the upload row either way", async () => {
+    const digest = digestOf("in-place");
+    await store.createUpload("ops/inplace", "inplace-1", 1000);
+    await store.createUpload("ops/inplace", "inplace-2", 1000);
+    expect(
+      await store.commitBlobInPlace(
+        "ops/inplace",
+        { digest, size: 8, uploadId: "inplace-1", events: [outboxEvent("ev-absent", "ops/inplace")] },
+        async () => false,
+      ),
+    ).toBe(false);
+    expect(await store.blob(digest)).toBeNull();
+    expect(await store.upload("ops/inplace", "inplace-1")).toBeNull();
+    expect(await eventIds()).not.toContain("ev-absent");
+    expect(
+      await store.commitBlobInPlace(
+        "ops/inplace",
+        { digest, size: 8, uploadId: "inplace-2", events: [outboxEvent("ev-present", "ops/inplace")] },
+        async () => true,
+      ),
+    ).toBe(true);
+    expect(await other.linkedBlob("ops/inplace", digest)).toMatchObject({ size: 8 });
+    expect(await store.upload("ops/inplace", "inplace-2")).toBeNull();
+    expect(await eventIds()).toContain("ev-present");
+  });
+
+  it("linkExistingBlob mounts only what the source links and what is stored; unlinkBlobOf removes a link once", async () => {
+    const digest = digestOf("mount-me");
+    await store.commitBlob("ops/source", { digest, size: 8, uploadId: null, events: [] }, async () => {});
+    const sizes: number[] = [];
+    const events = (size: number) => {
+      sizes.push(size);
+      return [outboxEvent(`ev-mount-${sizes.length}`, "ops/target")];
+    };
+    expect(await store.linkExistingBlob("ops/target", digest, "ops/nowhere", events)).toBe(false);
+    expect(await store.linkExistingBlob("ops/target", digestOf("not stored"), null, events)).toBe(false);
+    expect(sizes).toEqual([]);
+    expect(await other.linkExistingBlob("ops/target", digest, "ops/source", events)).toBe(true);
+    expect(sizes).toEqual([8]);
+    expect(await store.linkedBlob("ops/target", digest)).toMatchObject({ size: 8 });
+    expect(await store.linkExistingBlob("ops/cached", digest, null)).toBe(true);
+    expect(await eventIds()).toContain("ev-mount-1");
+
+    const id = (await store.repositoryId("ops/target"))!;
+    expect(await store.unlinkBlobOf("ops/target", id, digest, [outboxEvent("ev-unlink", "ops/target")])).toBe(
+      true,
+    );
+    expect(
+      await store.unlinkBlobOf("ops/target", id, digest, [outboxEvent("ev-unlink-2", "ops/target")]),
+    ).toBe(false);
+    expect(await store.linkedBlob("ops/target", digest)).toBeNull();
+    expect(await store.blob(digest)).toEqual({ size: 8 });
+    const ids = await eventIds();
+    expect(ids).toContain("ev-unlink");
+    expect(ids).not.toContain("ev-unlink-2");
+  });
+
+  it("commitManifest checks references, writes everything or nothing, and reports what is missing", async () => {
+    const layer = digestOf("manifest-layer");
+    const m = manifest("ops-manifest", [layer]);
+    const place = async () => {};
+    // Nothing linked: refused, and the repository is not even created.
+    expect(
+      await store.commitManifest("ops/fresh", { manifest: m, tags: ["v1"], events: [] }, place, {
+        blobs: [layer],
+        manifests: [],
+      }),
+    ).toEqual({ kind: "blob", digest: layer });
+    expect(await store.repositoryId("ops/fresh")).toBeNull();
+
+    await store.commitBlob("ops/man", { digest: layer, size: 14, uploadId: null, events: [] }, place);
+    const child = digestOf("absent-child");
+    expect(
+      await store.commitManifest("ops/man", { manifest: m, tags: ["v1"], events: [] }, place, {
+        blobs: [layer],
+        manifests: [child],
+      }),
+    ).toEqual({ kind: "manifest", digest: child });
+    expect(await store.manifestByTag("ops/man", "v1")).toBeNull();
+
+    // The bytes step fails: nothing recorded.
+    await expect(
+      store.commitManifest(
+        "ops/man",
+        { manifest: m, tags: ["v1"], events: [] },
+        async () => {
+          throw new Error("disk full");
+        },
+        { blobs: [layer], manifests: [] },
+      ),
+    ).rejects.toThrow("disk full");
+    expect(await store.manifestByDigest("ops/man", m.digest)).toBeNull();
+
+    const placed: string[] = [];
+    expect(
+      await store.commitManifest(
+        "ops/man",
+        { manifest: m, tags: ["v1", "latest"], events: [outboxEvent("ev-manifest", "ops/man")] },
+        async () => {
+          placed.push(m.digest);
+        },
+        { blobs: [layer], manifests: [] },
+      ),
+    ).toBeNull();
+    expect(placed).toEqual([m.digest]);
+    expect((await other.manifestByTag("ops/man", "v1"))?.digest).toBe(m.digest);
+    expect((await other.manifestByTag("ops/man", "latest"))?.digest).toBe(m.digest);
+    expect(await other.linkedBlob("ops/man", m.digest)).toMatchObject({ size: m.content.length });
+    expect(await eventIds()).toContain("ev-manifest");
+    // Without checks (the pull-through cache stores what its upstream verified).
+    const unchecked = manifest("ops-unchecked", [digestOf("upstream-only")]);
+    expect(
+      await store.commitManifest("ops/cache", { manifest: unchecked, tags: [], events: [] }, place, null),
+    ).toBeNull();
+    expect((await store.manifestByDigest("ops/cache", unchecked.digest))?.digest).toBe(unchecked.digest);
+  });
+
+  it("two connections committing the same manifest and tags at once agree", async () => {
+    const layer = digestOf("both-layer");
+    await store.commitBlob(
+      "ops/both",
+      { digest: layer, size: 10, uploadId: null, events: [] },
+      async () => {},
+    );
+    const m = manifest("ops-both", [layer]);
+    const commit = (s: SqlMetadataStore) =>
+      s.commitManifest("ops/both", { manifest: m, tags: ["latest"], events: [] }, async () => {}, {
+        blobs: [layer],
+        manifests: [],
+      });
+    const results =
+      kind === "postgres"
+        ? await Promise.all([commit(store), commit(other), commit(store), commit(other)])
+        : [await commit(store), await commit(other), await commit(store), await commit(other)];
+    expect(results).toEqual([null, null, null, null]);
+    expect((await store.manifestByTag("ops/both", "latest"))?.digest).toBe(m.digest);
+  });
+
+  it("deleteReference removes a tag, or a manifest with its tags, once; removeRepository returns its uploads", async () => {
+    const layer = digestOf("delete-layer");
+    await store.commitBlob(
+      "ops/del",
+      { digest: layer, size: 12, uploadId: null, events: [] },
+      async () => {},
+    );
+    const m = manifest("ops-del", [layer]);
+    await store.commitManifest(
+      "ops/del",
+      { manifest: m, tags: ["a", "b"], events: [] },
+      async () => {},
+      null,
+    );
+    const id = (await store.repositoryId("ops/del"))!;
+    expect(
+      await store.deleteReference("ops/del", id, { tag: "a" }, [outboxEvent("ev-del-a", "ops/del")]),
+    ).toBe(true);
+    expect(
+      await store.deleteReference("ops/del", id, { tag: "a" }, [outboxEvent("ev-del-a2", "ops/del")]),
+    ).toBe(false);
+    expect((await store.manifestByTag("ops/del", "b"))?.digest).toBe(m.digest);
+    expect(await other.deleteReference("ops/del", id, { digest: m.digest }, [])).toBe(true);
+    expect(await store.manifestByTag("ops/del", "b")).toBeNull();
+    expect(await store.manifestByDigest("ops/del", m.digest)).toBeNull();
+    expect(await store.deleteReference("ops/del", id, { digest: m.digest }, [])).toBe(false);
+    const ids = await eventIds();
+    expect(ids).toContain("ev-del-a");
+    expect(ids).not.toContain("ev-del-a2");
+
+    await store.createUpload("ops/del", "del-upload", 1000);
+    expect(await store.removeRepository("ops/del", id, [outboxEvent("ev-repo", "ops/del")])).toEqual([
+      "del-upload",
+    ]);
+    expect(await store.repositoryId("ops/del")).toBeNull();
+    expect(await eventIds()).toContain("ev-repo");
+  });
+
+  it("the collector's writes run under its lease, and change nothing once the lease is lost", async () => {
+    // An old, unreferenced blob linked long ago.
+    const garbage = digestOf("gc-garbage");
+    await store.transaction(async (trx) => {
+      const rid = await store.touchRepository(trx, "ops/gc");
+      await store.upsertBlob(trx, garbage, 7, 1000);
+      await store.linkBlob(trx, rid, garbage, 1000);
+    });
+    const lease = await heldLease("contract-gc-ops");
+    const lost = { ...lease, holder: "somebody-else" };
+    await expect(
+      store.gc.removeGarbageBlobs(lost, [garbage], Date.now(), async () => {}),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+    expect(await store.blob(garbage)).toEqual({ size: 7 });
+    // The files step fails: the rows stay.
+    await expect(
+      store.gc.removeGarbageBlobs(lease, [garbage], Date.now(), async () => {
+        throw new Error("unlink failed");
+      }),
+    ).rejects.toThrow("unlink failed");
+    expect(await store.blob(garbage)).toEqual({ size: 7 });
+    const files: string[][] = [];
+    const removed = await store.gc.removeGarbageBlobs(
+      lease,
+      [garbage, digestOf("no such blob")],
+      Date.now(),
+      async (gone) => {
+        files.push(gone);
+      },
+    );
+    expect([...removed]).toEqual([[garbage, 7]]);
+    expect(files).toEqual([[garbage]]);
+    expect(await store.blob(garbage)).toBeNull();
+
+    // Orphans: digests with no row, as seen under the lease.
+    const kept = digestOf("gc-kept");
+    await store.commitBlob("ops/gc", { digest: kept, size: 5, uploadId: null, events: [] }, async () => {});
+    expect(await store.gc.withOrphanBlobs(lease, [kept, garbage], async (orphans) => orphans)).toEqual([
+      garbage,
+    ]);
+    await expect(store.gc.withOrphanBlobs(lost, [garbage], async (o) => o)).rejects.toBeInstanceOf(
+      LeaseLostError,
+    );
+
+    // Upload sessions: stale ones go with their files step; files without a row are reported.
+    await store.createUpload("ops/gc", "gc-stale", 1000);
+    const before = Date.now() + 1000;
+    const deletedFiles: string[] = [];
+    expect(
+      await store.gc.removeStaleUploads(lease, ["gc-stale", "gc-none"], before, Date.now(), async (gone) => {
+        deletedFiles.push(...gone);
+      }),
+    ).toEqual(["gc-stale"]);
+    expect(deletedFiles).toEqual(["gc-stale"]);
+    await store.createUpload("ops/gc", "gc-live", 1000);
+    expect(await store.gc.withOrphanUploads(lease, ["gc-live", "gc-file-only"], async (o) => o)).toEqual([
+      "gc-file-only",
+    ]);
+    await store.deleteUploadRow("gc-live");
+
+    // Stale links: a link older than the cutoff that no manifest needs.
+    const rid = (await store.repositoryId("ops/gc"))!;
+    await store.transaction((trx) => store.linkBlob(trx, rid, kept, 1000));
+    expect(await store.gc.removeStaleLinks(lease, [{ repositoryId: rid, digest: kept }], Date.now())).toBe(1);
+    expect(await store.linkedBlob("ops/gc", kept)).toBeNull();
+    await expect(store.gc.removeStaleLinks(lost, [], Date.now())).rejects.toBeInstanceOf(LeaseLostError);
+    await store.locks.releaseLock(lease.name, lease.holder, 0);
+  });
+
+  it("retention's and the manifest collector's writes: tags not moved meanwhile, manifests nothing holds", async () => {
+    const lease = await heldLease("contract-retention-ops");
+    const m1 = manifest("ret-1", []);
+    const m2 = manifest("ret-2", []);
+    await store.commitManifest(
+      "ops/ret",
+      { manifest: m1, tags: ["old", "moved"], events: [] },
+      async () => {},
+      null,
+    );
+    await store.commitManifest("ops/ret", { manifest: m2, tags: [], events: [] }, async () => {}, null);
+    const rid = (await store.repositoryId("ops/ret"))!;
+    const removed = await store.gc.removeTags(lease, rid, (tags) => {
+      // Between the read and the delete, "moved" is pushed again elsewhere: it must stay.
+      return tags.map((t) => (t.name === "moved" ? { ...t, updatedAt: t.updatedAt - 1 } : t));
+    });
+    expect(removed.map((t) => t.name)).toEqual(["old"]);
+    expect((await store.manifestByTag("ops/ret", "moved"))?.digest).toBe(m1.digest);
+    // m1 is tagged: kept; m2 is untagged and older than the cutoff: removed.
+    const gone = await store.gc.removeManifests(lease, rid, [m1.digest, m2.digest], Date.now() + 1000);
+    expect([...gone.keys()]).toEqual([m2.digest]);
+    expect(await store.manifestByDigest("ops/ret", m2.digest)).toBeNull();
+    await store.gc.forgetReleased(lease, rid, [m2.digest]);
+    await expect(store.gc.removeTags({ ...lease, holder: "nobody" }, rid, () => [])).rejects.toBeInstanceOf(
+      LeaseLostError,
+    );
+    await store.locks.releaseLock(lease.name, lease.holder, 0);
+  });
+
   describe("the collector against a manifest PUT referencing the blob it deletes", () => {
     let dir: string;
     let registry: Registry;
@@ -522,6 +865,90 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
       expect(await store.blob(blob)).not.toBeNull();
       expect((await store.manifestByTag("racing/second", "latest"))?.digest).toBe(m.digest);
       expect(await dangling(blob)).toBe(0);
+    });
+    it("through the interface, collector first: commitManifest waits for it, then reports the blob missing", async () => {
+      const blob = await oldUnreferencedBlob("racing/ops-first", "ops-collector-first");
+      const lease = await heldLease("contract-race-ops-first");
+      let open!: () => void;
+      const gate = new Promise<void>((r) => {
+        open = r;
+      });
+      let decided!: () => void;
+      const hasDecided = new Promise<void>((r) => {
+        decided = r;
+      });
+      // The collector's blob phase, paused in its files step: the rows are deleted, not committed yet.
+      const collecting = store.gc.removeGarbageBlobs(lease, [blob], Date.now(), async () => {
+        decided();
+        if (kind === "postgres") await gate;
+      });
+      await hasDecided;
+      // SQLite admits one writer: the PUT can only come after the collector's commit.
+      if (kind === "sqlite") expect([...(await collecting).keys()]).toEqual([blob]);
+      const m = manifest("ops-collector-first", [blob]);
+      const put = other.commitManifest(
+        "racing/ops-first",
+        { manifest: m, tags: ["latest"], events: [] },
+        async () => {},
+        { blobs: [blob], manifests: [] },
+      );
+      if (kind === "postgres") {
+        expect(await someoneWaitsOnALock(a)).toBe(true);
+        open();
+        expect([...(await collecting).keys()]).toEqual([blob]);
+      }
+      expect(await put).toEqual({ kind: "blob", digest: blob });
+      expect(await store.blob(blob)).toBeNull();
+      expect(await store.manifestByTag("racing/ops-first", "latest")).toBeNull();
+      expect(await dangling(blob)).toBe(0);
+      await store.locks.releaseLock(lease.name, lease.holder, 0);
+    });
+
+    it("through the interface, PUT first: the collector waits for commitManifest, then keeps the blob", async () => {
+      const blob = await oldUnreferencedBlob("racing/ops-second", "ops-put-first");
+      const lease = await heldLease("contract-race-ops-second");
+      const m = manifest("ops-put-first", [blob]);
+      let open!: () => void;
+      const gate = new Promise<void>((r) => {
+        open = r;
+      });
+      let locked!: () => void;
+      const hasLocked = new Promise<void>((r) => {
+        locked = r;
+      });
+      // Paused in its bytes step: its references are checked and locked, its rows not written yet.
+      const putting = other.commitManifest(
+        "racing/ops-second",
+        { manifest: m, tags: ["latest"], events: [] },
+        async () => {
+          locked();
+          await gate;
+        },
+        { blobs: [blob], manifests: [] },
+      );
+      await hasLocked;
+      const files: string[][] = [];
+      const collect = () =>
+        store.gc.removeGarbageBlobs(lease, [blob], Date.now(), async (gone) => {
+          files.push(gone);
+        });
+      let collecting: Promise<Map<string, number>>;
+      if (kind === "postgres") {
+        collecting = collect();
+        expect(await someoneWaitsOnALock(a)).toBe(true);
+        open();
+        expect(await putting).toBeNull();
+      } else {
+        open();
+        expect(await putting).toBeNull();
+        collecting = collect();
+      }
+      expect([...(await collecting).keys()]).toEqual([]);
+      expect(files).toEqual([[]]);
+      expect(await store.blob(blob)).not.toBeNull();
+      expect((await store.manifestByTag("racing/ops-second", "latest"))?.digest).toBe(m.digest);
+      expect(await dangling(blob)).toBe(0);
+      await store.locks.releaseLock(lease.name, lease.holder, 0);
     });
   });
 });

@@ -14,6 +14,7 @@ import {
   recordOutcome,
   rewindEndpoint,
 } from "../../src/metadata/events-queries.js";
+import { SqlMetadataStore } from "../../src/metadata/store.js";
 import { EventRecorder } from "../../src/registry/events.js";
 
 let dir: string;
@@ -113,7 +114,7 @@ describe("the outbox", () => {
       format: "distribution" as const,
       repositories: ["team/*"],
     };
-    const recorder = new EventRecorder(m.db, [endpoint], {
+    const recorder = new EventRecorder(new SqlMetadataStore(m).events, [endpoint], {
       includeReferences: false,
       pull: true,
       listenPort: "5000",
@@ -137,7 +138,7 @@ describe("the outbox", () => {
     expect(rows).toHaveLength(2500);
     expect(new Set(rows.map((r) => r.event_id)).size).toBe(2500);
     expect(rows.every((r) => r.action === "pull" && r.repository === "team/app")).toBe(true);
-    const off = new EventRecorder(m.db, [endpoint], {
+    const off = new EventRecorder(new SqlMetadataStore(m).events, [endpoint], {
       includeReferences: false,
       pull: false,
       listenPort: "5000",

@@ -2,7 +2,8 @@ import { mkdirSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { acquireLock, readLock } from "../../src/metadata/gc-queries.js";
-import { collectGarbage, deleteManifestBatch, Lease, purgeUploads } from "../../src/registry/gc.js";
+import { deleteManifestBatch } from "../../src/metadata/gc-store.js";
+import { collectGarbage, Lease, purgeUploads } from "../../src/registry/gc.js";
 import { blob, bytes, Fixture, image, referrer } from "./gc-fixture.js";
 
 const HOUR = 3_600_000;
@@ -71,7 +72,7 @@ describe("blobs", () => {
     await fx.pushBlob("r", layer);
     await fx.age(2 * HOUR);
     // Found to be garbage; then a push commits the same blob before the collection deletes anything.
-    const lease = (await Lease.acquire(fx.db, "job:gc"))!;
+    const lease = (await Lease.acquire(fx.rt.meta, "job:gc"))!;
     const { stillGarbageBlobs } = await import("../../src/metadata/gc-queries.js");
     const cutoff = Date.now() - HOUR;
     expect([...(await stillGarbageBlobs(fx.db, [layer.digest], cutoff)).keys()]).toEqual([layer.digest]);
@@ -199,7 +200,7 @@ describe("orphan files and uploads", () => {
     utimesSync(path.join(uploads, stale.id), past, past);
     utimesSync(path.join(uploads, fresh.id), past, past);
 
-    const lease = (await Lease.acquire(fx.db, "job:uploadpurging"))!;
+    const lease = (await Lease.acquire(fx.rt.meta, "job:uploadpurging"))!;
     const report = await purgeUploads(
       { meta: fx.rt.meta, store: fx.rt.storage },
       { ageMs: HOUR, batchSize: 10, pauseMs: 0, dryRun: false, lease },
@@ -299,7 +300,7 @@ describe("untagged manifests", () => {
     const idx = index([child]);
     await fx.registry.putManifest("r", "idx", idx.manifest, "application/vnd.oci.image.index.v1+json");
     const removed = await fx.rt.meta.transaction((trx) =>
-      deleteManifestBatch(trx, fx.rt.meta, repositoryId, [loose.digest, child.digest], Date.now() - HOUR),
+      deleteManifestBatch(trx, repositoryId, [loose.digest, child.digest], Date.now() - HOUR),
     );
     expect([...removed.keys()]).toEqual([]);
   });
@@ -307,14 +308,14 @@ describe("untagged manifests", () => {
 
 describe("leases", () => {
   test("one collector at a time; an idle lease is taken only on demand; a lost lease stops the run", async () => {
-    const first = await Lease.acquire(fx.db, "job:gc");
+    const first = await Lease.acquire(fx.rt.meta, "job:gc");
     expect(first).not.toBeNull();
-    expect(await Lease.acquire(fx.db, "job:gc")).toBeNull();
-    expect(await Lease.acquire(fx.db, "job:gc", { takeIdle: true })).toBeNull();
+    expect(await Lease.acquire(fx.rt.meta, "job:gc")).toBeNull();
+    expect(await Lease.acquire(fx.rt.meta, "job:gc", { takeIdle: true })).toBeNull();
     await first!.release(Date.now() + HOUR);
     expect((await readLock(fx.db, "job:gc"))?.holder).toMatch(/^idle:/);
-    expect(await Lease.acquire(fx.db, "job:gc")).toBeNull();
-    const onDemand = await Lease.acquire(fx.db, "job:gc", { takeIdle: true });
+    expect(await Lease.acquire(fx.rt.meta, "job:gc")).toBeNull();
+    const onDemand = await Lease.acquire(fx.rt.meta, "job:gc", { takeIdle: true });
     expect(onDemand).not.toBeNull();
 
     // Someone else takes the lease over (it expired, say): our next batch notices and stops.
@@ -335,7 +336,7 @@ describe("leases", () => {
     await sql`insert into locks (name, holder, expires_at) values ('job:gc', ${`run:${os.hostname()}:99999999:abcd1234`}, ${Date.now() + HOUR})`.execute(
       fx.db,
     );
-    const lease = await Lease.acquire(fx.db, "job:gc");
+    const lease = await Lease.acquire(fx.rt.meta, "job:gc");
     expect(lease).not.toBeNull();
     await lease!.release();
   });

@@ -146,7 +146,7 @@ export class Fixture {
       ...overrides,
     };
     if (base.dryRun) return collectGarbage({ meta: this.rt.meta, store: this.rt.storage }, base);
-    const lease = base.lease ?? (await Lease.acquire(this.db, "job:gc", { takeIdle: true }));
+    const lease = base.lease ?? (await Lease.acquire(this.rt.meta, "job:gc", { takeIdle: true }));
     if (!lease) throw new Error("gc lease is held");
     try {
       return await collectGarbage({ meta: this.rt.meta, store: this.rt.storage }, { ...base, lease });

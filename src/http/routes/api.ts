@@ -1,25 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Action } from "../../auth/types.js";
-import {
-  childrenOf,
-  manifestsByDigest,
-  manifestTotalSizes,
-  parentsOf,
-  type RepositoryRef,
-  type RepositoryStats,
-  referrersOf,
-  repositoryByName,
-  repositoryNames,
-  repositoryStats,
-  tagPage,
-  tagsOf,
-} from "../../metadata/ui-queries.js";
+import type { RepositoryRef, RepositoryStats } from "../../metadata/ui-queries.js";
 import { isRegistryError, RegistryError } from "../../registry/errors.js";
 import { type Descriptor, type ParsedManifest, parseManifest } from "../../registry/manifests.js";
 import { INDEX_TYPES } from "../../registry/media-types.js";
 import { assertName, assertTag, parseDigest } from "../../registry/names.js";
 import type { Registry } from "../../registry/registry.js";
-import { repositoryUsage, usageOfRepository, usageSummary } from "../../registry/usage.js";
 import { canPull, getIdentity, pullsEverything, requireAccess } from "../access.js";
 import type { ImageConfigSummary } from "../api-types.js";
 import type { AppContext } from "../context.js";
@@ -259,7 +245,8 @@ function compareNames(a: string, b: string): number {
 // ------------------------------------------------------------------ routes
 
 export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): Promise<void> {
-  const db = ctx.metadata.db;
+  const ui = ctx.metadata.ui;
+  const usageOf = ctx.metadata.usage;
   const registry = ctx.registry;
   const configs = new ConfigReader(registry);
 
@@ -281,7 +268,7 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
   }
 
   async function existingRepository(name: string): Promise<RepositoryRef> {
-    const repo = await repositoryByName(db, name);
+    const repo = await ui.repositoryByName(name);
     if (!repo) throw new RegistryError("NAME_UNKNOWN", "repository name not known to registry", { name });
     return repo;
   }
@@ -317,7 +304,7 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     const page = intParam(q.page, 1, 1, 1_000_000, "page");
     const namespace = q.namespace;
 
-    const matching = (await repositoryNames(db, q.q)).filter((r) => canPull(request, r.name));
+    const matching = (await ui.repositoryNames(q.q)).filter((r) => canPull(request, r.name));
     const namespaceCounts = new Map<string, number>();
     for (const r of matching) {
       const ns = namespaceOf(r.name);
@@ -332,13 +319,10 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     if (sort === "name") {
       const ordered = descending ? [...visible].reverse() : visible;
       pageRepos = ordered.slice(offset, offset + limit);
-      stats = await repositoryStats(
-        db,
-        pageRepos.map((r) => r.id),
-      );
+      stats = await ui.repositoryStats(pageRepos.map((r) => r.id));
     } else {
       // Sorting by size or date needs the figures of every visible repository: four grouped queries.
-      stats = await repositoryStats(db, visible.length > 2000 ? undefined : visible.map((r) => r.id));
+      stats = await ui.repositoryStats(visible.length > 2000 ? undefined : visible.map((r) => r.id));
       const key = (r: RepositoryRef) => {
         const s = stats.get(r.id);
         return sort === "size" ? (s?.size ?? 0) : (s?.lastPush ?? 0);
@@ -376,8 +360,8 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     await requireAccess(request, [{ type: "repository", name, actions: ["pull"] }]);
     const repo = await existingRepository(name);
     const [stats, usage, perms] = await Promise.all([
-      repositoryStats(db, [repo.id]),
-      usageOfRepository(db, name),
+      ui.repositoryStats([repo.id]),
+      usageOf.usageOfRepository(name),
       permissions(request, name),
     ]);
     const s = stats.get(repo.id);
@@ -397,10 +381,10 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
 
   /** Platforms and creation time of manifests, from index children or from image configs. */
   async function describeManifests(name: string, repositoryId: number, digests: string[]) {
-    const rows = await manifestsByDigest(db, repositoryId, digests);
+    const rows = await ui.manifestsByDigest(repositoryId, digests);
     const indexDigests = [...rows.values()].filter((r) => INDEX_TYPES.has(r.media_type)).map((r) => r.digest);
-    const children = await childrenOf(db, repositoryId, indexDigests);
-    const childRows = await manifestsByDigest(db, repositoryId, [...children.values()].flat());
+    const children = await ui.childrenOf(repositoryId, indexDigests);
+    const childRows = await ui.manifestsByDigest(repositoryId, [...children.values()].flat());
     const out = new Map<string, { platforms: Platform[]; created: string | null }>();
     await Promise.all(
       digests.map(async (digest) => {
@@ -444,7 +428,7 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     const descending = (q.order ?? (sort === "name" ? "asc" : "desc")) === "desc";
     const limit = intParam(q.limit, 50, 1, 500, "limit");
     const page = intParam(q.page, 1, 1, 1_000_000, "page");
-    const { total, rows } = await tagPage(db, repo.id, {
+    const { total, rows } = await ui.tagPage(repo.id, {
       search: q.q,
       sort,
       descending,
@@ -453,7 +437,7 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     });
     const digests = [...new Set(rows.map((r) => r.digest))];
     const [sizes, described] = await Promise.all([
-      manifestTotalSizes(db, repo.id, digests),
+      ui.manifestTotalSizes(repo.id, digests),
       describeManifests(name, repo.id, digests),
     ]);
     return {
@@ -481,7 +465,7 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     const found = await registry.getManifest(name, reference);
     const repo = await existingRepository(name);
     const digest = found.digest;
-    const info = (await manifestsByDigest(db, repo.id, [digest])).get(digest);
+    const info = (await ui.manifestsByDigest(repo.id, [digest])).get(digest);
     if (!info) throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     const parsed = safeParse(info.content, info.media_type);
     const isIndex = INDEX_TYPES.has(info.media_type);
@@ -490,17 +474,16 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
       !isIndex && configDescriptor !== null && IMAGE_CONFIG_TYPES.has(configDescriptor.mediaType);
 
     const [tags, parents, referrerRows, totals, perms] = await Promise.all([
-      tagsOf(db, repo.id, digest),
-      parentsOf(db, repo.id, digest),
-      referrersOf(db, repo.id, digest),
-      manifestTotalSizes(db, repo.id, [digest, ...(parsed?.manifests.map((m) => m.digest) ?? [])]),
+      ui.tagsOf(repo.id, digest),
+      ui.parentsOf(repo.id, digest),
+      ui.referrersOf(repo.id, digest),
+      ui.manifestTotalSizes(repo.id, [digest, ...(parsed?.manifests.map((m) => m.digest) ?? [])]),
       permissions(request, name),
     ]);
 
     let manifests: IndexChild[] = [];
     if (isIndex && parsed) {
-      const present = await manifestsByDigest(
-        db,
+      const present = await ui.manifestsByDigest(
         repo.id,
         parsed.manifests.map((m) => m.digest),
       );
@@ -580,7 +563,10 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     const search = q.q?.trim().toLowerCase();
     // Registry-wide totals describe every repository: only for callers who may pull them all.
     const everything = pullsEverything(request);
-    const [summary, all] = await Promise.all([everything ? usageSummary(db) : null, repositoryUsage(db)]);
+    const [summary, all] = await Promise.all([
+      everything ? usageOf.usageSummary() : null,
+      usageOf.repositoryUsage(),
+    ]);
     const visible = all.filter((r) => (!search || r.name.includes(search)) && canPull(request, r.name));
     const key = (r: (typeof all)[number]) =>
       sort === "unique" ? r.unique : sort === "shared" ? r.shared : r.bytes;

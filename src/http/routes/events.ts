@@ -30,7 +30,7 @@ function stringParam(q: Record<string, unknown>, key: string): string | undefine
 }
 
 export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext): Promise<void> {
-  const db = ctx.metadata.db;
+  const outbox = ctx.metadata.events;
   await app.register(async (api) => {
     api.addHook("onSend", async (_request, reply, payload) => {
       reply.header("cache-control", "no-store");
@@ -47,7 +47,7 @@ export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext)
           limit: rawLimit,
         });
       }
-      return eventsStatus(db, ctx.config, {
+      return eventsStatus(outbox, ctx.config, {
         limit,
         endpoint: stringParam(q, "endpoint"),
         failuresOnly: stringParam(q, "failures") === "true",
@@ -72,7 +72,7 @@ export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext)
       } else {
         throw badRequest('give "event" (an id), "since" (a time or duration) or "all": true');
       }
-      return redeliver(db, ctx.config, endpoint, from);
+      return redeliver(outbox, ctx.config, endpoint, from);
     });
   });
 }

@@ -4,9 +4,7 @@ import fs from "node:fs/promises";
 import type net from "node:net";
 import path from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { sql } from "kysely";
 import type { Config } from "../../config/schema.js";
-import { totalUsage } from "../../registry/usage.js";
 import type { AppContext } from "../context.js";
 import { contentType, metricsEndpoint, processMetrics, scrape, setMetricsSource } from "../metrics.js";
 import { sendfileBytes } from "../sendfile.js";
@@ -159,17 +157,11 @@ function registerMetrics(app: FastifyInstance, ctx: AppContext): void {
   const endpoint = metricsEndpoint(ctx.config);
   if (endpoint.where === "off") return;
   const m = processMetrics();
-  const db = ctx.metadata.db;
+  const usage = ctx.metadata.usage;
   setMetricsSource({
-    async uploads() {
-      const row = await db
-        .selectFrom("uploads")
-        .select((eb) => [eb.fn.countAll<number>().as("count"), eb.fn.sum<number>("size").as("bytes")])
-        .executeTakeFirst();
-      return { count: Number(row?.count ?? 0), bytes: Number(row?.bytes ?? 0) };
-    },
+    uploads: () => usage.uploadUsage(),
     async blobs() {
-      const usage = await totalUsage(db);
+      const usage = await ctx.metadata.usage.totalUsage();
       return { count: usage.blobs, bytes: usage.bytes };
     },
   });
@@ -291,7 +283,7 @@ function registerHealth(app: FastifyInstance, ctx: AppContext): void {
             : () => probeWritable(ctx.dataDir),
         ),
         timed("database", async () => {
-          await sql`select 1`.execute(ctx.metadata.db);
+          await ctx.metadata.ping();
         }),
       ]);
       const ok = checks.every((c) => c.ok);

@@ -299,14 +299,12 @@ export class PullThroughCache {
     const parsed = parseManifest(content, header(res.headers, "content-type"));
     for (const d of [...parsed.layers, ...(parsed.config ? [parsed.config] : [])])
       remember(this.sizes, d.digest, d.size);
-    await this.meta.transaction(async (trx) => {
-      const repositoryId = await this.meta.touchRepository(trx, name);
-      await this.store.put(stored, content);
-      await this.meta.upsertBlob(trx, stored, content.length);
-      await this.meta.linkBlob(trx, repositoryId, stored);
-      await this.meta.insertManifest(trx, repositoryId, manifestRecord(stored, content, parsed));
-      if (tag !== null) await this.meta.setTag(trx, repositoryId, tag, stored);
-    });
+    await this.meta.commitManifest(
+      name,
+      { manifest: manifestRecord(stored, content, parsed), tags: tag !== null ? [tag] : [], events: [] },
+      () => this.store.put(stored, content),
+      null,
+    );
     if (tag !== null) remember(this.checked, `${name}:${tag}`, Date.now());
     const row = await this.meta.manifestByDigest(name, stored);
     if (!row) throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
@@ -412,12 +410,7 @@ export class PullThroughCache {
   /** Links a stored blob into `name` (a mirror shares blobs like a mount); false when it is not stored. */
   private async linkIfStored(name: string, digest: string): Promise<boolean> {
     if (!(await this.meta.blob(digest))) return false;
-    return this.meta.transaction(async (trx) => {
-      const repositoryId = await this.meta.touchRepository(trx, name);
-      if (!(await this.meta.blob(digest, trx))) return false;
-      await this.meta.linkBlob(trx, repositoryId, digest);
-      return true;
-    });
+    return this.meta.linkExistingBlob(name, digest, null);
   }
 
   /**
@@ -443,7 +436,7 @@ export class PullThroughCache {
         }
         return;
       }
-      const lease = await Lease.acquire(this.meta.db, `proxy:blob:${digest}`, { ttlMs: BLOB_LEASE_MS });
+      const lease = await Lease.acquire(this.meta, `proxy:blob:${digest}`, { ttlMs: BLOB_LEASE_MS });
       if (lease) {
         try {
           if (await this.meta.blob(digest)) continue; // stored between the check and the lease
@@ -550,12 +543,9 @@ export class PullThroughCache {
         out.end();
       }
       await this.store.syncUpload(id);
-      await this.meta.transaction(async (trx) => {
-        const repositoryId = await this.meta.touchRepository(trx, name);
-        await this.meta.upsertBlob(trx, digest, size);
-        await this.store.commitUpload(id, digest);
-        await this.meta.linkBlob(trx, repositoryId, digest);
-      });
+      await this.meta.commitBlob(name, { digest, size, uploadId: null, events: [] }, () =>
+        this.store.commitUpload(id, digest),
+      );
     } catch (err) {
       body.destroy();
       await this.store.deleteUpload(id).catch(() => {});

@@ -1,5 +1,5 @@
 import { type Kysely, sql } from "kysely";
-import type { Database } from "../metadata/schema.js";
+import type { Database } from "./schema.js";
 
 /**
  * Storage usage, computed from the metadata database alone (no filesystem walk).
@@ -169,3 +169,23 @@ export async function usageOfRepository(db: Kysely<Database>, name: string): Pro
   const [usage] = await repositoryUsage(db, { repositoryIds: [Number(repo.id)] });
   return usage ?? null;
 }
+
+/** Upload sessions in progress: how many, and the bytes they hold so far. */
+export async function uploadUsage(db: Kysely<Database>): Promise<{ count: number; bytes: number }> {
+  const row = await db
+    .selectFrom("uploads")
+    .select((eb) => [eb.fn.countAll<number>().as("count"), eb.fn.sum<number>("size").as("bytes")])
+    .executeTakeFirst();
+  return { count: num(row?.count), bytes: num(row?.bytes) };
+}
+
+/** The queries above, as the store's `usage` facet binds them (src/metadata/store.ts). */
+export const usageQueries = {
+  uploadUsage,
+  totalUsage,
+  sharedUsage,
+  unlinkedUsage,
+  usageSummary,
+  repositoryUsage,
+  usageOfRepository,
+};
