@@ -52,6 +52,8 @@ export interface UploadRow {
    */
   digest: string | null;
   created_at: number;
+  /** Until when a request's lease on it runs (ms since the epoch), or null when nobody writes to it. */
+  lease_until: number | null;
 }
 
 /**
@@ -433,12 +435,18 @@ export class SqlMetadataStore implements MetadataStore {
     const row = await this.db
       .selectFrom("uploads as u")
       .innerJoin("repositories as r", "r.id", "u.repository_id")
-      .select(["u.id", "u.size", "u.digest", "u.created_at"])
+      .select(["u.id", "u.size", "u.digest", "u.created_at", "u.lease_until"])
       .where("u.id", "=", id)
       .where("r.name", "=", name)
       .executeTakeFirst();
     return row
-      ? { id: row.id, size: Number(row.size), digest: row.digest, created_at: Number(row.created_at) }
+      ? {
+          id: row.id,
+          size: Number(row.size),
+          digest: row.digest,
+          created_at: Number(row.created_at),
+          lease_until: row.lease_until === null ? null : Number(row.lease_until),
+        }
       : null;
   }
 

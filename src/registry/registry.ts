@@ -76,11 +76,15 @@ export interface ReferrerDescriptor {
 
 /**
  * How long an upload's lease lasts unless renewed. A request renews it every UPLOAD_LEASE_RENEW_MS while
- * it writes; the lease of a request that died (with its process) ends when its time runs out, and only then
- * may another request take the upload over. Nothing is judged by process ids.
+ * it writes; the lease of a request that died (with its process, or its whole machine) ends when its time
+ * runs out, and only then may another request take the upload over. Nothing is judged by process ids.
+ * A request that finds the lease taken watches it for a while (leaseOrWait): a holder that renews it is
+ * alive and the request is refused with 416; one that lets it go or run out was done or dead, and the
+ * request goes on, so a client that retries on another replica after a crash waits seconds, not a refusal.
  */
-const UPLOAD_LEASE_MS = 30_000;
-const UPLOAD_LEASE_RENEW_MS = 5_000;
+const UPLOAD_LEASE_MS = 15_000;
+const UPLOAD_LEASE_RENEW_MS = 3_000;
+const UPLOAD_LEASE_POLL_MS = 200;
 const PULL_MARK_INTERVAL_MS = 60_000;
 const PULL_FLUSH_MS = 1_000;
 
@@ -381,6 +385,29 @@ export class Registry {
    * Runs `fn` while holding the upload's lease, with what was acknowledged so far (its size, and the
    * SHA-256 of those bytes), and records what `fn` leaves behind, whether it succeeded or not.
    */
+  /**
+   * Takes an upload's lease; when another request holds it, watches the lease until its holder either
+   * renews it (alive: null, the caller refuses with 416), lets it go (done) or lets it run out (dead), and
+   * takes it then. Waits at most one lease time and one renewal interval.
+   */
+  private async leaseOrWait(name: string, id: string, seenUntil: number | null): Promise<string | null> {
+    const deadline = Date.now() + UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS;
+    let until = seenUntil;
+    for (;;) {
+      const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+      if (holder !== null) return holder;
+      const row = await this.meta.upload(name, id);
+      if (!row) throw unknownUpload(id);
+      // Renewed since we first looked: the holder is alive and writing.
+      if (until !== null && row.lease_until !== null && row.lease_until > until) return null;
+      until = row.lease_until ?? until;
+      // A lease longer than any this version takes (an older Berth's 30 s ones) is not watched to its end.
+      if (until !== null && until - Date.now() > UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS) return null;
+      if (Date.now() >= deadline) return null;
+      await new Promise((resolve) => setTimeout(resolve, UPLOAD_LEASE_POLL_MS));
+    }
+  }
+
   private async withUploadLease<T>(
     name: string,
     id: string,
@@ -388,7 +415,7 @@ export class Registry {
   ): Promise<T> {
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
-    const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+    const holder = await this.leaseOrWait(name, id, row.lease_until);
     if (holder === null) {
       throw new RegistryError(
         "BLOB_UPLOAD_INVALID",

@@ -86,6 +86,59 @@ describe("upload leases", () => {
     expect(put.status).toBe(201);
   });
 
+  it("wait for a lease that its holder stopped renewing and take it when it runs out; refuse while it is renewed", async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const blob = randomBlob(2000);
+    const { client } = await start(dataDir);
+    const post = await client.fetch("/v2/lease/dead/blobs/uploads/", { method: "POST" });
+    const location = new URL(post.headers.get("location")!).pathname;
+    const id = post.headers.get("docker-upload-uuid")!;
+    const first = await client.fetch(location, {
+      method: "PATCH",
+      body: blob.data.subarray(0, 1000),
+      headers: { "content-type": "application/octet-stream", "content-range": "0-999" },
+    });
+    expect(first.status).toBe(202);
+    const second = () =>
+      client.fetch(location, {
+        method: "PATCH",
+        body: blob.data.subarray(1000),
+        headers: { "content-type": "application/octet-stream", "content-range": "1000-1999" },
+      });
+
+    // A holder on another machine that is alive: it renews its lease, so a second writer is refused.
+    const holder = "other-machine:1:abc";
+    await setLease(dataDir, id, holder, Date.now() + 4_000);
+    let renewing = true;
+    const renewals = (async () => {
+      while (renewing) {
+        await new Promise((r) => setTimeout(r, 500));
+        if (renewing) await setLease(dataDir, id, holder, Date.now() + 4_000);
+      }
+    })();
+    let t0 = Date.now();
+    const refused = await second();
+    renewing = false;
+    await renewals;
+    expect(refused.status).toBe(416);
+    expect(refused.headers.get("range")).toBe("0-999");
+    expect(Date.now() - t0).toBeLessThan(4_000);
+
+    // The same holder dies (kill -9 of its machine): its lease is no longer renewed and runs out in 4 s.
+    // The next write waits for that, not for a refusal and a retry by the client, and is not let in early.
+    await setLease(dataDir, id, holder, Date.now() + 4_000);
+    t0 = Date.now();
+    const taken = await second();
+    const waited = Date.now() - t0;
+    expect(taken.status).toBe(202);
+    expect(taken.headers.get("range")).toBe("0-1999");
+    expect(waited).toBeGreaterThanOrEqual(3_500);
+    expect(waited).toBeLessThan(10_000);
+    const put = await client.fetch(`${location}?digest=${blob.digest}`, { method: "PUT" });
+    expect(put.status).toBe(201);
+  });
+
   it("are released after each request, so the next chunk goes on at once", async () => {
     const dataDir = tempDir();
     dirs.push(dataDir);
