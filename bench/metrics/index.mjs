@@ -9,6 +9,9 @@ import events from "./events.mjs";
 import gc from "./gc.mjs";
 import idle from "./idle.mjs";
 import manifestGet from "./manifest-get.mjs";
+import pgBlobHead from "./pg-blob-head.mjs";
+import pgManifestGet from "./pg-manifest-get.mjs";
+import pgSkopeo from "./pg-skopeo.mjs";
 import proxy from "./proxy.mjs";
 import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
@@ -33,4 +36,7 @@ export const METRICS = [
   startup,
   idle,
   adopt,
+  pgManifestGet,
+  pgBlobHead,
+  pgSkopeo,
 ];
