@@ -23,11 +23,13 @@ export async function curlBatch(configFile, requests, { parallel = 16, expect = 
     if (r.dataFile !== undefined) lines.push(`data-binary = ${quote(`@${r.dataFile}`)}`);
     lines.push(`output = "/dev/null"`, `write-out = "%{http_code} %{url}\\n"`, "next");
   }
+  // A trailing `next` would add an empty transfer that fails.
+  lines.pop();
   writeFileSync(configFile, `${lines.join("\n")}\n`);
   const t0 = performance.now();
   const res = await run(
     "curl",
-    ["-sS", "--parallel", "--parallel-immediate", "--parallel-max", String(parallel), "-K", configFile],
+    ["-sS", "--no-progress-meter", "--parallel", "--parallel-max", String(parallel), "-K", configFile],
     { timeoutMs: 60 * 60_000, allowFailure: true },
   );
   const seconds = (performance.now() - t0) / 1000;
@@ -64,6 +66,7 @@ export async function curlTimes(configFile, urls) {
       "next",
     );
   }
+  lines.pop();
   writeFileSync(configFile, `${lines.join("\n")}\n`);
   const res = await run("curl", ["-sS", "-K", configFile], { timeoutMs: 30 * 60_000 });
   const times = [];
@@ -100,10 +103,10 @@ export async function curlOne(
     .trim()
     .split(" ")
     .map(Number);
-  const headers = {};
+  const answered = {};
   for (const line of res.stdout.slice(0, marker).split(/\r?\n/)) {
     const i = line.indexOf(":");
-    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+    if (i > 0) answered[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
   }
-  return { status, headers, seconds, bytes, speed, redirects };
+  return { status, headers: answered, seconds, bytes, speed, redirects };
 }

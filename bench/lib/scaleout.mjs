@@ -81,6 +81,7 @@ export function trioRows(result, { id, label, ...row }) {
       result: { berth: result.sqlite, distribution: result.distribution },
       ...row,
       target: null,
+      notes: [],
     }),
   ];
 }

@@ -149,6 +149,7 @@ export async function startServer({
     pid: child.pid,
     dataDir,
     logFile,
+    configFile,
     command: [cmd, ...args].join(" "),
     exited: null,
     child,

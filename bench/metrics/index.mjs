@@ -10,6 +10,8 @@ import gc from "./gc.mjs";
 import idle from "./idle.mjs";
 import manifestGet from "./manifest-get.mjs";
 import pgBlobHead from "./pg-blob-head.mjs";
+import pgCatalog from "./pg-catalog.mjs";
+import pgGc from "./pg-gc.mjs";
 import pgManifestGet from "./pg-manifest-get.mjs";
 import pgSkopeo from "./pg-skopeo.mjs";
 import proxy from "./proxy.mjs";
@@ -39,4 +41,6 @@ export const METRICS = [
   pgManifestGet,
   pgBlobHead,
   pgSkopeo,
+  pgCatalog,
+  pgGc,
 ];
