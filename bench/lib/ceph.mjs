@@ -75,6 +75,9 @@ export async function startCeph(workDir) {
         `aws:amz:${s3.region}:s3`,
         "-u",
         `${s3.accessKey}:${s3.secretKey}`,
+        // radosgw refuses a signed request without the payload hash header (403).
+        "-H",
+        "x-amz-content-sha256: UNSIGNED-PAYLOAD",
         `${s3.endpoint}/${bucket}`,
       ]);
       return { ...s3, bucket };

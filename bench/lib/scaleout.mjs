@@ -110,3 +110,45 @@ export function skippedRows(metric, why, labels) {
     }),
   );
 }
+
+/** A new bucket on the run's radosgw; returns the `s3` settings for servers.startServer. */
+export async function newBucket(ctx, name) {
+  const s3 = await ceph(ctx);
+  return s3.createBucket(name);
+}
+
+/**
+ * Berth and Distribution on the run's radosgw, each on a bucket of its own (the same buckets and
+ * data directories every time, so that a pair restarted with `redirect` sees what the last one
+ * stored). Berth keeps its metadata in SQLite in its data directory. Returns { berth, distribution },
+ * a server that failed to start being { key, error }.
+ */
+export async function startS3Pair(ctx, { redirect = false } = {}) {
+  const buckets = await ctx.once("s3-buckets", async () => ({
+    berth: await newBucket(ctx, "bench-berth"),
+    distribution: await newBucket(ctx, "bench-distribution"),
+  }));
+  const pair = {};
+  for (const key of ["berth", "distribution"]) {
+    try {
+      pair[key] = await startServer({
+        key,
+        impl: ctx.implFor(key),
+        dataDir: path.join(ctx.opts.workDir, "s3", `${key}-data`),
+        workDir: path.join(ctx.opts.workDir, "s3"),
+        extraArgs: key === "berth" ? ctx.opts.berthArgs : [],
+        s3: buckets[key],
+        redirect,
+      });
+    } catch (err) {
+      pair[key] = { key, error: err instanceof Error ? err.message : String(err) };
+    }
+  }
+  ctx.pairs.push(pair);
+  return pair;
+}
+
+/** The S3 pair (streaming, no redirect) most S3 rows share, started once. */
+export function s3Pair(ctx) {
+  return ctx.once("s3-pair", () => startS3Pair(ctx));
+}

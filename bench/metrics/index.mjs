@@ -19,6 +19,7 @@ import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
+import s3Push from "./s3-push.mjs";
 import skopeo from "./skopeo.mjs";
 import startup from "./startup.mjs";
 
@@ -43,4 +44,5 @@ export const METRICS = [
   pgSkopeo,
   pgCatalog,
   pgGc,
+  s3Push,
 ];
