@@ -40,7 +40,10 @@ function registryConfig({ addr, dataDir, cache, htpasswd, extraConfig = [], s3, 
         `    secretkey: ${s3.secretKey}`,
         "    forcepathstyle: true",
         "    secure: false",
-        ...(redirect ? [] : ["  redirect:", "    disable: true"]),
+        // Berth streams unless a storage.redirect section asks otherwise; registry:2 redirects
+        // unless told not to: say it explicitly for both.
+        "  redirect:",
+        `    disable: ${redirect ? "false" : "true"}`,
       ]
     : ["  filesystem:", `    rootdirectory: ${dataDir}`];
   return [

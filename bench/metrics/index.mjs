@@ -19,7 +19,9 @@ import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
+import s3Pull from "./s3-pull.mjs";
 import s3Push from "./s3-push.mjs";
+import s3Skopeo from "./s3-skopeo.mjs";
 import skopeo from "./skopeo.mjs";
 import startup from "./startup.mjs";
 
@@ -45,4 +47,6 @@ export const METRICS = [
   pgCatalog,
   pgGc,
   s3Push,
+  s3Pull,
+  s3Skopeo,
 ];
