@@ -26,25 +26,18 @@ export function parseAb(text) {
 }
 
 /**
- * ab -k -c <concurrency> -n <requests> [-i] [-H ...] <url>. Resolves with the parsed report.
+ * ab -k -c <concurrency> -n <requests> (or -t <seconds>) [-i] [-H ...] <url>. Resolves with the parsed report.
  * Throws when ab fails, or when any request failed or was answered with a non-2xx status (a
  * benchmark of error responses measures nothing useful).
  */
 export async function runAb(
   url,
-  { concurrency = 64, requests, head = false, headers = [], timeoutSec = 30 } = {},
+  { concurrency = 64, requests, seconds, head = false, headers = [], timeoutSec = 30 } = {},
 ) {
-  const args = [
-    "-q",
-    "-k",
-    "-r",
-    "-s",
-    String(timeoutSec),
-    "-c",
-    String(concurrency),
-    "-n",
-    String(requests),
-  ];
+  const args = ["-q", "-k", "-r", "-s", String(timeoutSec), "-c", String(concurrency)];
+  // With a time limit (-t), -n only caps the number of requests (and must come after -t).
+  if (seconds !== undefined) args.push("-t", String(seconds), "-n", "100000000");
+  else args.push("-n", String(requests));
   if (head) args.push("-i");
   for (const h of headers) args.push("-H", h);
   args.push(url);

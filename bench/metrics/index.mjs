@@ -21,6 +21,7 @@ import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
 import s3Pull from "./s3-pull.mjs";
 import s3Push from "./s3-push.mjs";
+import s3Replicas from "./s3-replicas.mjs";
 import s3Skopeo from "./s3-skopeo.mjs";
 import skopeo from "./skopeo.mjs";
 import startup from "./startup.mjs";
@@ -49,4 +50,5 @@ export const METRICS = [
   s3Push,
   s3Pull,
   s3Skopeo,
+  s3Replicas,
 ];
