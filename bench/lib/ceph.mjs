@@ -8,11 +8,10 @@ import path from "node:path";
 import { REPO_ROOT, registerCleanup } from "./servers.mjs";
 import { freePort, log, run } from "./util.mjs";
 
-const TOOL_DIRS = [
-  process.env.BENCH_CEPH_S3_TOOLS ?? "",
-  path.resolve(REPO_ROOT, "..", "shared", "tools", "ceph-s3"),
-  "/work/shared/tools/ceph-s3",
-].filter(Boolean);
+// BENCH_CEPH_S3_TOOLS, when set, is the only place looked at.
+const TOOL_DIRS = process.env.BENCH_CEPH_S3_TOOLS
+  ? [process.env.BENCH_CEPH_S3_TOOLS]
+  : [path.resolve(REPO_ROOT, "..", "shared", "tools", "ceph-s3"), "/work/shared/tools/ceph-s3"];
 
 function toolsDir() {
   return TOOL_DIRS.find((dir) => existsSync(path.join(dir, "start-ceph-s3.sh")));

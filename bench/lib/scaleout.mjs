@@ -105,8 +105,8 @@ export function skippedRows(metric, why, labels) {
       id,
       label,
       unit,
-      higherIsBetter: true,
-      result: { berth: { error }, distribution: { error } },
+      higherIsBetter: !["s", "ms"].includes(unit),
+      result: { berth: { error }, distribution: { error: "skipped" } },
     }),
   );
 }
