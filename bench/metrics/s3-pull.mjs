@@ -48,7 +48,8 @@ export default {
             const head = await request(`${server.baseUrl}/v2/${REPO}/blobs/${blob.digest}`, {
               method: "HEAD",
             });
-            if (head.status !== 200) {
+            // A redirecting registry may answer a HEAD with its redirect too.
+            if (head.status !== 200 && head.status !== 307) {
               log(`${label}: pushing the ${ctx.opts.blobLabel} blob to ${server.label} first`);
               await blobFile(blob.file, blob);
               await curlPushMonolithic(server, REPO, blob.file, blob.digest);
