@@ -23,7 +23,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
 
   --only <list>        comma-separated metric ids or numbers to run (default: all)
                        ${METRICS.map((m, i) => `${i + 1}=${m.id}`).join(", ")}
-  --quick              smaller, faster run (256 MiB blob, 3 repetitions, 1,000 repositories)
+  --quick              smaller, faster run (256 MiB blob, 3 repetitions, 1,000 repositories,
+                       10,000 blobs for pg-gc, one repetition of the S3 pushes)
   --reps <n>           repetitions per measurement and server (default 5, quick 3)
   --blob-mib <n>       size of the large blob in MiB (default 1024, quick 256)
   --repos <n>          repositories for the catalog metric (default 10000, quick 1000)
@@ -35,6 +36,10 @@ const USAGE = `Usage: node bench/run.mjs [options]
   --keep               keep the temporary work directory (data dirs, server logs)
   --work-dir <dir>     where data directories and logs go (default: a new directory in ${os.tmpdir()})
   -h, --help           this text
+
+The pg-* rows need PostgreSQL 15 (BENCH_PG_BIN, default /usr/lib/postgresql/15/bin), the s3-* rows Ceph
+radosgw (../shared/tools/ceph-s3, or BENCH_CEPH_S3_TOOLS; s3-replicas needs both); without them they are
+skipped. BENCH_PG_GC_BLOBS sets the blobs pg-gc collects (default 100000), BENCH_GC_BLOBS those of gc.
 `;
 
 function parseOptions(argv) {

@@ -10,7 +10,7 @@ const MAX_REQUESTS = 2_000_000;
  * urlFor(server) → URL; abOptions: { head, headers, concurrency }.
  * Returns the Context.alternate result with value = requests/second.
  */
-export async function abSeries(ctx, pair, { label, urlFor, abOptions, setup }) {
+export async function abSeries(ctx, pair, { label, urlFor, abOptions, setup, keys }) {
   const sized = new Map();
   return ctx.alternate(
     pair,
@@ -28,6 +28,7 @@ export async function abSeries(ctx, pair, { label, urlFor, abOptions, setup }) {
     },
     {
       label,
+      keys,
       setup: async (server) => {
         await setup(server);
         const warm = await runAb(urlFor(server), { ...abOptions, requests: MIN_REQUESTS });

@@ -1,4 +1,5 @@
 // Runs ApacheBench (ab) and parses its report.
+import { spawn } from "node:child_process";
 import { run } from "./util.mjs";
 
 export const AB_BIN = process.env.BENCH_AB_BIN ?? "ab";
@@ -25,25 +26,18 @@ export function parseAb(text) {
 }
 
 /**
- * ab -k -c <concurrency> -n <requests> [-i] [-H ...] <url>. Resolves with the parsed report.
+ * ab -k -c <concurrency> -n <requests> (or -t <seconds>) [-i] [-H ...] <url>. Resolves with the parsed report.
  * Throws when ab fails, or when any request failed or was answered with a non-2xx status (a
  * benchmark of error responses measures nothing useful).
  */
 export async function runAb(
   url,
-  { concurrency = 64, requests, head = false, headers = [], timeoutSec = 30 } = {},
+  { concurrency = 64, requests, seconds, head = false, headers = [], timeoutSec = 30 } = {},
 ) {
-  const args = [
-    "-q",
-    "-k",
-    "-r",
-    "-s",
-    String(timeoutSec),
-    "-c",
-    String(concurrency),
-    "-n",
-    String(requests),
-  ];
+  const args = ["-q", "-k", "-r", "-s", String(timeoutSec), "-c", String(concurrency)];
+  // With a time limit (-t), -n only caps the number of requests (and must come after -t).
+  if (seconds !== undefined) args.push("-t", String(seconds), "-n", "100000000");
+  else args.push("-n", String(requests));
   if (head) args.push("-i");
   for (const h of headers) args.push("-H", h);
   args.push(url);
@@ -63,4 +57,52 @@ export async function runAb(
     );
   }
   return { ...report, command };
+}
+
+/**
+ * Starts ab -k -c <concurrency> in the background, for as long as it takes: stop() interrupts it
+ * (SIGINT, on which ab prints its report for the requests done so far) and resolves with the parsed
+ * report. Throws then when any request failed or was not answered 2xx.
+ */
+export function startAb(url, { concurrency = 8, headers = [], timeoutSec = 30 } = {}) {
+  const args = [
+    "-q",
+    "-k",
+    "-r",
+    "-s",
+    String(timeoutSec),
+    "-c",
+    String(concurrency),
+    "-t",
+    "36000",
+    "-n",
+    "100000000",
+  ];
+  for (const h of headers) args.push("-H", h);
+  args.push(url);
+  const child = spawn(AB_BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (d) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding("utf8").on("data", (d) => {
+    stderr += d;
+  });
+  const closed = new Promise((resolve) => child.on("close", resolve));
+  return {
+    async stop() {
+      child.kill("SIGINT");
+      await closed;
+      const report = parseAb(stdout);
+      const command = `ab ${args.join(" ")}`;
+      if (report.rps === null) throw new Error(`${command}: no report (${stderr.trim().split("\n").pop()})`);
+      if (report.non2xx > 0 || report.failed > 0) {
+        throw new Error(
+          `${command}: ${report.non2xx} non-2xx and ${report.failed} failed of ${report.complete}`,
+        );
+      }
+      return report;
+    },
+  };
 }

@@ -12,6 +12,17 @@ export class Context {
     this.shared = new Map();
     this.pairs = [];
     this.mainPair = null;
+    this.resources = new Map();
+  }
+
+  /**
+   * A server the bench needs besides the registries (PostgreSQL, Ceph radosgw), started once by
+   * `start()` → { stop() } and stopped by stopAll after the registries. Rejects again for every
+   * metric asking after a failed start.
+   */
+  resource(name, start) {
+    if (!this.resources.has(name)) this.resources.set(name, start());
+    return this.resources.get(name);
   }
 
   /** Server implementation behind a key (Berth may be replaced by a Distribution stand-in). */
@@ -70,6 +81,14 @@ export class Context {
 
   async stopAll() {
     for (const pair of [...this.pairs]) await this.stopPair(pair);
+    for (const [name, promise] of [...this.resources].reverse()) {
+      this.resources.delete(name);
+      try {
+        await (await promise).stop();
+      } catch (err) {
+        log(`stopping ${name}: ${errorMessage(err)}`);
+      }
+    }
   }
 
   /**
@@ -77,14 +96,16 @@ export class Context {
    * collects the numbers it returns. An exception stops that server's series and is recorded.
    * `setup(server)` runs once per server before the first rep (also guarded).
    * Returns { berth: { samples, value, error, details }, distribution: { ... } } with value = median.
+   * `keys` names the servers of `pair` to measure (default berth and distribution; the PostgreSQL
+   * rows measure three), rotated each rep so that each goes first in turn.
    */
-  async alternate(pair, reps, fn, { setup, label = "" } = {}) {
+  async alternate(pair, reps, fn, { setup, label = "", keys = SERVER_KEYS } = {}) {
     const out = {};
-    for (const key of SERVER_KEYS) {
+    for (const key of keys) {
       out[key] = { samples: [], details: [], error: pair[key]?.error ?? null };
     }
     if (setup) {
-      for (const key of SERVER_KEYS) {
+      for (const key of keys) {
         if (out[key].error) continue;
         try {
           await setup(pair[key]);
@@ -95,7 +116,12 @@ export class Context {
       }
     }
     for (let rep = 0; rep < reps; rep++) {
-      const order = rep % 2 === 0 ? SERVER_KEYS : [...SERVER_KEYS].reverse();
+      const order =
+        keys.length === 2
+          ? rep % 2 === 0
+            ? keys
+            : [...keys].reverse()
+          : [...keys.slice(rep % keys.length), ...keys.slice(0, rep % keys.length)];
       for (const key of order) {
         if (out[key].error) continue;
         const server = pair[key];
@@ -118,7 +144,7 @@ export class Context {
         }
       }
     }
-    for (const key of SERVER_KEYS) {
+    for (const key of keys) {
       out[key].value = out[key].samples.length > 0 ? median(out[key].samples) : null;
     }
     return out;

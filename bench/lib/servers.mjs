@@ -29,7 +29,23 @@ export const SERVER_LABELS = { berth: "Berth", distribution: "Distribution" };
  * explicitly so that no configuration found on the host (/etc/berth/config.yml, REGISTRY_*
  * variables) changes what is measured.
  */
-function registryConfig({ addr, dataDir, cache, htpasswd, extraConfig = [] }) {
+function registryConfig({ addr, dataDir, cache, htpasswd, extraConfig = [], s3, redirect }) {
+  const storage = s3
+    ? [
+        "  s3:",
+        `    region: ${s3.region}`,
+        `    regionendpoint: ${s3.endpoint}`,
+        `    bucket: ${s3.bucket}`,
+        `    accesskey: ${s3.accessKey}`,
+        `    secretkey: ${s3.secretKey}`,
+        "    forcepathstyle: true",
+        "    secure: false",
+        // Berth streams unless a storage.redirect section asks otherwise; registry:2 redirects
+        // unless told not to: say it explicitly for both.
+        "  redirect:",
+        `    disable: ${redirect ? "false" : "true"}`,
+      ]
+    : ["  filesystem:", `    rootdirectory: ${dataDir}`];
   return [
     "version: 0.1",
     "log:",
@@ -38,8 +54,7 @@ function registryConfig({ addr, dataDir, cache, htpasswd, extraConfig = [] }) {
     "    disabled: true",
     "storage:",
     ...(cache ? ["  cache:", "    blobdescriptor: inmemory"] : []),
-    "  filesystem:",
-    `    rootdirectory: ${dataDir}`,
+    ...storage,
     "  delete:",
     "    enabled: true",
     "  maintenance:",
@@ -62,6 +77,11 @@ function registryConfig({ addr, dataDir, cache, htpasswd, extraConfig = [] }) {
  *   workDir:   where config and log files go
  *   extraArgs: more command-line arguments for Berth
  *   extraConfig: more lines of YAML for both servers' configuration (top-level keys)
+ *   berthConfig: more lines of YAML for Berth only (e.g. its `database:` section)
+ *   s3:        { endpoint, bucket, accessKey, secretKey, region }: blobs on S3 instead of dataDir
+ *              (Berth still gets --data-dir, for its scratch and, without a database URL, SQLite)
+ *   redirect:  with s3, blob GETs answer 307 to a presigned URL (registry:2's default; without it
+ *              both servers stream blobs themselves: `storage.redirect.disable: true`)
  */
 export async function startServer({
   key,
@@ -72,6 +92,9 @@ export async function startServer({
   readyTimeoutMs = 30_000,
   htpasswd,
   extraConfig = [],
+  berthConfig = [],
+  s3,
+  redirect = false,
   pollMs = 100,
 }) {
   mkdirSync(dataDir, { recursive: true });
@@ -82,13 +105,27 @@ export async function startServer({
   let args;
   const configFile = path.join(workDir, `${key}-${impl}.yml`);
   if (impl === "distribution") {
-    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: true, htpasswd, extraConfig }));
+    writeFileSync(
+      configFile,
+      registryConfig({ addr, dataDir, cache: true, htpasswd, extraConfig, s3, redirect }),
+    );
     cmd = DISTRIBUTION_BIN;
     args = ["serve", configFile];
   } else if (impl === "berth") {
     if (!existsSync(BERTH_MAIN)) throw new Error(`${BERTH_MAIN} is missing: run "npm run build" first`);
     // Berth keeps blob descriptors in its database and warns about storage.cache: leave it out.
-    writeFileSync(configFile, registryConfig({ addr, dataDir, cache: false, htpasswd, extraConfig }));
+    writeFileSync(
+      configFile,
+      registryConfig({
+        addr,
+        dataDir,
+        cache: false,
+        htpasswd,
+        extraConfig: [...extraConfig, ...berthConfig],
+        s3,
+        redirect,
+      }),
+    );
     cmd = process.execPath;
     args = [BERTH_MAIN, "serve", "--config", configFile, "--addr", addr, "--data-dir", dataDir, ...extraArgs];
   } else {
@@ -100,6 +137,8 @@ export async function startServer({
     Object.entries(process.env).filter(([name]) => !name.startsWith("REGISTRY_")),
   );
   env.NODE_ENV = "production";
+  // Distribution's AWS SDK stops at start-up when AWS_CA_BUNDLE is set (as it is on some hosts).
+  if (impl === "distribution") delete env.AWS_CA_BUNDLE;
   const spawnedAt = performance.now();
   const child = spawn(cmd, args, { stdio: ["ignore", fd, fd], cwd: workDir, env });
   closeSync(fd);
@@ -113,6 +152,7 @@ export async function startServer({
     pid: child.pid,
     dataDir,
     logFile,
+    configFile,
     command: [cmd, ...args].join(" "),
     exited: null,
     child,
@@ -212,8 +252,26 @@ export async function stopAll() {
   await Promise.all([...live].map((s) => stopServer(s)));
 }
 
+const cleanups = new Set();
+
+/**
+ * Registers a synchronous last-resort cleanup (stopping a database or S3 server the bench started)
+ * run by killAllSync; returns a function that unregisters it.
+ */
+export function registerCleanup(fn) {
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
+}
+
 /** Last-resort cleanup on an unexpected exit: SIGKILL each live server's processes by pid. */
 export function killAllSync() {
+  for (const fn of [...cleanups]) {
+    try {
+      fn();
+    } catch {
+      // Best effort.
+    }
+  }
   for (const server of live) {
     for (const pid of processTree(server.pid)) {
       try {

@@ -133,22 +133,19 @@ function manifestLoad(server, images) {
   };
 }
 
-/** Starts Berth with its own scheduled collector off, so that only the measured `berth gc` collects. */
-async function startBerthWithoutSchedule(ctx, dataDir) {
-  const saved = process.env.REGISTRY_GC_ENABLED;
-  process.env.REGISTRY_GC_ENABLED = "false";
-  try {
-    return await startServer({
-      key: "berth",
-      impl: "berth",
-      dataDir,
-      workDir: path.join(ctx.opts.workDir, "gc"),
-      extraArgs: ctx.opts.berthArgs,
-    });
-  } finally {
-    if (saved === undefined) delete process.env.REGISTRY_GC_ENABLED;
-    else process.env.REGISTRY_GC_ENABLED = saved;
-  }
+/**
+ * Starts Berth with its own scheduled collector off, so that only the measured `berth gc` collects
+ * (in its configuration file: startServer removes REGISTRY_* variables from the environment).
+ */
+function startBerthWithoutSchedule(ctx, dataDir) {
+  return startServer({
+    key: "berth",
+    impl: "berth",
+    dataDir,
+    workDir: path.join(ctx.opts.workDir, "gc"),
+    extraArgs: ctx.opts.berthArgs,
+    berthConfig: ["gc:", "  enabled: false"],
+  });
 }
 
 async function berthRep(ctx, dataDir, images) {

@@ -9,11 +9,20 @@ import events from "./events.mjs";
 import gc from "./gc.mjs";
 import idle from "./idle.mjs";
 import manifestGet from "./manifest-get.mjs";
+import pgBlobHead from "./pg-blob-head.mjs";
+import pgCatalog from "./pg-catalog.mjs";
+import pgGc from "./pg-gc.mjs";
+import pgManifestGet from "./pg-manifest-get.mjs";
+import pgSkopeo from "./pg-skopeo.mjs";
 import proxy from "./proxy.mjs";
 import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
+import s3Pull from "./s3-pull.mjs";
+import s3Push from "./s3-push.mjs";
+import s3Replicas from "./s3-replicas.mjs";
+import s3Skopeo from "./s3-skopeo.mjs";
 import skopeo from "./skopeo.mjs";
 import startup from "./startup.mjs";
 
@@ -33,4 +42,13 @@ export const METRICS = [
   startup,
   idle,
   adopt,
+  pgManifestGet,
+  pgBlobHead,
+  pgSkopeo,
+  pgCatalog,
+  pgGc,
+  s3Push,
+  s3Pull,
+  s3Skopeo,
+  s3Replicas,
 ];

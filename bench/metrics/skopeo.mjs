@@ -11,13 +11,13 @@ import { formatBytes, log, run } from "../lib/util.mjs";
 
 const SKOPEO = process.env.BENCH_SKOPEO_BIN ?? "skopeo";
 
-function layout(ctx, seed) {
+export function layout(ctx, seed) {
   const { skopeoLayers, skopeoLayerBytes } = ctx.opts;
   const dir = path.join(ctx.opts.cacheDir, "images", `${seed}-${skopeoLayers}x${skopeoLayerBytes}`);
   return buildOciLayout(dir, { seed, layers: skopeoLayers, layerBytes: skopeoLayerBytes });
 }
 
-async function skopeoCopy(src, dest, flags) {
+export async function skopeoCopy(src, dest, flags) {
   const t0 = performance.now();
   await run(SKOPEO, ["copy", "--quiet", ...flags, src, dest], { timeoutMs: 10 * 60_000 });
   return (performance.now() - t0) / 1000;
