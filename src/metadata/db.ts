@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import SQLite from "better-sqlite3";
@@ -6,6 +5,7 @@ import { type CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from "kyse
 import type pg from "pg";
 import { markConnectionError } from "./dialect.js";
 import { type Dialect, migrate } from "./migrations.js";
+import { HotReads } from "./pg-batch.js";
 import type { Database } from "./schema.js";
 import { sqlitePath } from "./target.js";
 
@@ -131,18 +131,12 @@ export async function openPostgres(config: pg.PoolConfig, options: OpenOptions =
     await db.destroy();
     throw err;
   }
-  const names = new Map<string, string>();
+  const hot = new HotReads(pool);
   return {
     db,
     dialect: "postgres",
-    async read<T>(query: CompiledQuery, parameters: readonly unknown[]) {
-      let name = names.get(query.sql);
-      if (!name) {
-        name = `berth_${createHash("sha1").update(query.sql).digest("hex").slice(0, 16)}`;
-        names.set(query.sql, name);
-      }
-      const result = await pool.query({ name, text: query.sql, values: parameters as unknown[] });
-      return result.rows[0] as T | undefined;
+    read<T>(query: CompiledQuery, parameters: readonly unknown[]) {
+      return hot.read<T>(query.sql, parameters);
     },
     async close() {
       await db.destroy();

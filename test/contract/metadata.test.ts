@@ -240,6 +240,60 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
     expect(await store.listTags(id, undefined)).toEqual(["latest"]);
   });
 
+  it("answers many hot reads at once, each with its own row (PostgreSQL sends them as one query)", async () => {
+    const layer = digestOf("hot-layer");
+    const ms = Array.from({ length: 12 }, (_, i) => manifest(`hot-${i}`, [layer]));
+    await store.transaction(async (trx) => {
+      for (let r = 0; r < 3; r++) {
+        const rid = await store.touchRepository(trx, `hot/r${r}`);
+        for (let i = r; i < ms.length; i += 3) {
+          await store.insertManifest(trx, rid, ms[i]!, 5000);
+          await store.setTag(trx, rid, `t${i}`, ms[i]!.digest, 5000);
+        }
+      }
+    });
+    await store.transaction(async (trx) => {
+      const rid = await store.touchRepository(trx, "hot/blobs");
+      await store.upsertBlob(trx, layer, 321, 5000);
+      await store.linkBlob(trx, rid, layer, 5000);
+    });
+    // Every manifest by its tag and by its digest, in its own repository and (absent) in the next one,
+    // some asked several times, and a tag that does not exist: all in one turn of the event loop.
+    const asks: Promise<void>[] = [];
+    for (let round = 0; round < 3; round++) {
+      ms.forEach((m, i) => {
+        const repo = `hot/r${i % 3}`;
+        const elsewhere = `hot/r${(i + 1) % 3}`;
+        asks.push(
+          store.manifestByTag(repo, `t${i}`).then((row) => {
+            expect(row?.digest).toBe(m.digest);
+            expect(row?.content.equals(m.content)).toBe(true);
+          }),
+          store.manifestByDigest(repo, m.digest).then((row) => expect(row?.size).toBe(m.content.length)),
+          store.manifestByTag(elsewhere, `t${i}`).then((row) => expect(row).toBeNull()),
+          store.manifestByDigest(elsewhere, m.digest).then((row) => expect(row).toBeNull()),
+        );
+      });
+      asks.push(store.manifestByTag("hot/r0", "missing").then((row) => expect(row).toBeNull()));
+    }
+    await Promise.all(asks);
+    expect(
+      (await Promise.all([store.linkedBlob("hot/blobs", layer), store.linkedBlob("hot/r0", layer)])).map(
+        (b) => b?.size ?? null,
+      ),
+    ).toEqual([321, null]);
+    // A tag moved by another connection is seen by the very next read, batched or not.
+    const rid = (await other.repositoryId("hot/r0"))!;
+    await other.transaction(async (trx) => {
+      await other.setTag(trx, rid, "t0", ms[3]!.digest, 6000);
+    });
+    const after = await Promise.all([
+      store.manifestByTag("hot/r0", "t0"),
+      store.manifestByTag("hot/r0", "t3"),
+    ]);
+    expect(after.map((r) => r?.digest)).toEqual([ms[3]!.digest, ms[3]!.digest]);
+  });
+
   it("keeps upload sessions and leases them to one writer at a time, across connections", async () => {
     await store.createUpload("up/app", "upload-1", 1000);
     expect(await store.upload("up/app", "upload-1")).toEqual({
