@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { RegistryError } from "../../../registry/errors.js";
 import type { AppContext } from "../../context.js";
 import { bodyEndedEarly } from "../../errors.js";
+import { BodyMemory } from "../../memory.js";
 
 export interface V2Request {
   request: FastifyRequest;
@@ -46,8 +47,10 @@ export function hasBody(request: FastifyRequest): boolean {
  */
 export async function* requestBody(request: FastifyRequest): AsyncIterable<Buffer> {
   let received = 0;
+  const memory = new BodyMemory();
   for await (const chunk of request.raw as AsyncIterable<Buffer>) {
     received += chunk.length;
+    memory.received(chunk.length);
     yield chunk;
   }
   if (bodyEndedEarly(request.raw)) {
