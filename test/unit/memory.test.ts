@@ -1,6 +1,7 @@
+import net from "node:net";
 import { constants, PerformanceObserver } from "node:perf_hooks";
-import { describe, expect, it } from "vitest";
-import { BODY_COLLECT_EVERY, BodyMemory } from "../../src/http/memory.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { BODY_COLLECT_EVERY, BodyMemory, collectWhenIdle } from "../../src/http/memory.js";
 
 /** Garbage collections of the given kind seen while `during` runs and a little after. */
 async function collections(kind: number, during: () => Promise<void> | void, settleMs = 50): Promise<number> {
@@ -20,6 +21,13 @@ async function collections(kind: number, during: () => Promise<void> | void, set
   return seen;
 }
 
+const stops: (() => void)[] = [];
+const servers: net.Server[] = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) stop();
+  for (const server of servers.splice(0)) await new Promise((r) => server.close(r));
+});
+
 describe("worker memory", () => {
   it("runs a young-generation collection for every BODY_COLLECT_EVERY bytes of body", async () => {
     const memory = new BodyMemory();
@@ -27,5 +35,33 @@ describe("worker memory", () => {
       for (let sent = 0; sent < 3 * BODY_COLLECT_EVERY; sent += 64 * 1024) memory.received(64 * 1024);
     });
     expect(minor).toBeGreaterThanOrEqual(3);
+  });
+
+  it("runs one full collection once the process rests, and again after a new connection", async () => {
+    const server = net.createServer((socket) => socket.end());
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const major = constants.NODE_PERFORMANCE_GC_MAJOR;
+    const atStart = await collections(
+      major,
+      () => {
+        stops.push(collectWhenIdle(server, 100));
+      },
+      1500,
+    );
+    expect(atStart).toBeGreaterThanOrEqual(1);
+    const port = (server.address() as net.AddressInfo).port;
+    const afterConnection = await collections(
+      major,
+      async () => {
+        await new Promise<void>((resolve, reject) => {
+          const socket = net.connect(port, "127.0.0.1", () => socket.end());
+          socket.on("close", () => resolve());
+          socket.on("error", reject);
+        });
+      },
+      1500,
+    );
+    expect(afterConnection).toBeGreaterThanOrEqual(1);
   });
 });
