@@ -44,4 +44,27 @@ describe("an idle worker", () => {
     expect(min).toBeGreaterThan(0);
     expect(min).toBeLessThan(5);
   }, 90_000);
+
+  it("is forked with small-memory settings, unless the user chose their own", async () => {
+    const settings = async (env: Record<string, string>) => {
+      const berth = await startBerth({ workers: 2, env });
+      started.push(berth);
+      const pid = berth.process.pid as number;
+      const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/);
+      expect(children).toHaveLength(2);
+      const child = children[0] as string;
+      const args = readFileSync(`/proc/${child}/cmdline`, "utf8").split("\0");
+      const arena = /^MALLOC_ARENA_MAX=(.*)$/m.exec(
+        readFileSync(`/proc/${child}/environ`, "utf8").replaceAll("\0", "\n"),
+      );
+      return { args, arena: arena?.[1] };
+    };
+    const ours = await settings({});
+    expect(ours.args).toEqual(expect.arrayContaining(["--max-semi-space-size=4", "--v8-pool-size=1"]));
+    expect(ours.arena).toBe("2");
+    const theirs = await settings({ NODE_OPTIONS: "--v8-pool-size=3", MALLOC_ARENA_MAX: "4" });
+    expect(theirs.args).toContain("--max-semi-space-size=4");
+    expect(theirs.args).not.toContain("--v8-pool-size=1");
+    expect(theirs.arena).toBe("4");
+  });
 });
