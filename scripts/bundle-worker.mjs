@@ -26,6 +26,21 @@ const removeBundle = () => {
 };
 removeBundle();
 
+/**
+ * zod's package index re-exports all of its ~60 message locales (`z.locales`), 250 KB of source that every
+ * worker would hold; Berth's configuration uses none but English, which zod loads by a path of its own.
+ * `z.locales` is then English alone.
+ */
+const zodEnglishOnly = {
+  name: "zod-english-only",
+  setup(build) {
+    build.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) => {
+      if (!/[\\/]zod[\\/]v4[\\/](classic|core)[\\/]/.test(args.importer)) return undefined;
+      return { path: path.resolve(path.dirname(args.importer), "../locales/en.js") };
+    });
+  },
+};
+
 let esbuild;
 try {
   esbuild = await import("esbuild");
@@ -67,6 +82,7 @@ try {
     banner: {
       js: "import { createRequire as __berthRequire } from 'node:module'; const require = __berthRequire(import.meta.url);",
     },
+    plugins: [zodEnglishOnly],
     logLevel: "error",
     legalComments: "none",
     minifyWhitespace: true,

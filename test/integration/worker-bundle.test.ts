@@ -30,4 +30,12 @@ describe("the bundled worker", () => {
     expect(Math.max(...sizes)).toBeLessThan(1024 * 1024);
     expect(sizes.reduce((a, b) => a + b, 0)).toBeLessThan(3 * 1024 * 1024);
   });
+
+  it("holds zod's English messages alone, not its 60 locales", () => {
+    const text = files.map((f) => readFileSync(path.join(dir, f), "utf8")).join("\n");
+    expect(text).toContain("Invalid input");
+    // Catalan and German, two of the locales zod's index re-exports.
+    expect(text).not.toContain("Entrada inv");
+    expect(text).not.toContain("Ung\\xFCltige Eingabe");
+  });
 });
