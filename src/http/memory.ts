@@ -66,7 +66,7 @@ export class BodyMemory {
 }
 
 /** How long a worker rests before the collection. */
-export const IDLE_AFTER_MS = 10_000;
+export const IDLE_AFTER_MS = 5_000;
 /** Busy: the event loop worked more than this share of the last interval. */
 const BUSY_UTILIZATION = 0.01;
 

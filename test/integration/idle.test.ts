@@ -27,7 +27,8 @@ describe("an idle worker", () => {
     const pid = berth.process.pid as number;
     expect((await fetch(`${berth.url}/v2/`)).status).toBe(200);
     // The first background jobs run within 7.5 s of start-up (src/registry/jobs.ts); the collection once
-    // the worker rests comes 10 s after start-up, or 10 s later again if it was busy (src/http/memory.ts).
+    // the worker rests comes 5 s after start-up, or 5 s later again (and again) while it is busy
+    // (src/http/memory.ts).
     await sleep(22_000);
     const before = wakeups(pid);
     await sleep(5_000);
