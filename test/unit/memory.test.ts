@@ -1,7 +1,8 @@
 import net from "node:net";
 import { constants, PerformanceObserver } from "node:perf_hooks";
 import { afterEach, describe, expect, it } from "vitest";
-import { BODY_COLLECT_EVERY, BodyMemory, collectWhenIdle } from "../../src/http/memory.js";
+import { collectWhenIdle } from "../../src/http/memory.js";
+import { STREAM_COLLECT_EVERY, StreamMemory } from "../../src/storage/memory.js";
 
 /** Garbage collections of the given kind seen while `during` runs and a little after. */
 async function collections(kind: number, during: () => Promise<void> | void, settleMs = 50): Promise<number> {
@@ -29,10 +30,10 @@ afterEach(async () => {
 });
 
 describe("worker memory", () => {
-  it("runs a young-generation collection for every BODY_COLLECT_EVERY bytes of body", async () => {
-    const memory = new BodyMemory();
+  it("runs a young-generation collection for every STREAM_COLLECT_EVERY bytes of a stream", async () => {
+    const memory = new StreamMemory();
     const minor = await collections(constants.NODE_PERFORMANCE_GC_MINOR, () => {
-      for (let sent = 0; sent < 3 * BODY_COLLECT_EVERY; sent += 64 * 1024) memory.received(64 * 1024);
+      for (let sent = 0; sent < 3 * STREAM_COLLECT_EVERY; sent += 64 * 1024) memory.received(64 * 1024);
     });
     expect(minor).toBeGreaterThanOrEqual(3);
   });

@@ -1,8 +1,8 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { RegistryError } from "../../../registry/errors.js";
+import { StreamMemory } from "../../../storage/memory.js";
 import type { AppContext } from "../../context.js";
 import { bodyEndedEarly } from "../../errors.js";
-import { BodyMemory } from "../../memory.js";
 
 export interface V2Request {
   request: FastifyRequest;
@@ -47,7 +47,7 @@ export function hasBody(request: FastifyRequest): boolean {
  */
 export async function* requestBody(request: FastifyRequest): AsyncIterable<Buffer> {
   let received = 0;
-  const memory = new BodyMemory();
+  const memory = new StreamMemory();
   for await (const chunk of request.raw as AsyncIterable<Buffer>) {
     received += chunk.length;
     memory.received(chunk.length);
