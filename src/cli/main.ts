@@ -2,7 +2,6 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { registerConfigCommand, registerMaintenanceCommands, registerServeCommand } from "./commands.js";
-import { registerUserCommand } from "./user.js"; // [auth wiring, issue 3]
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
   version: string;
@@ -15,16 +14,16 @@ const program = new Command()
   )
   .version(pkg.version);
 
-registerServeCommand(program);
-registerConfigCommand(program); // [ops wiring, issue 4]
-registerUserCommand(program); // [auth wiring, issue 3]
-registerMaintenanceCommands(program); // [gc wiring, issue 6]
-// Commands whose modules load more than commander (the configuration schema, the database) are declared
-// only when they are asked for, or for the command list of `berth --help`: `berth serve` (the supervisor and
-// every worker, which run this file too) never loads them.
+// Commands whose modules load more than commander (the configuration schema, the database, the htpasswd
+// editor) are declared only when they are asked for, or for the command list of `berth --help`: `berth serve`
+// (the supervisor and every worker, which run this file too) never loads them.
 const command = process.argv.slice(2).find((arg) => !arg.startsWith("-"));
 const listing = command === "help" || (command === undefined && /^(-h|--help)$/.test(process.argv[2] ?? ""));
 const wanted = (name: string) => listing || command === name;
+registerServeCommand(program);
+registerConfigCommand(program); // [ops wiring, issue 4]
+if (wanted("user")) (await import("./user.js")).registerUserCommand(program); // [auth wiring, issue 3]
+registerMaintenanceCommands(program); // [gc wiring, issue 6]
 if (wanted("tls")) (await import("./tls.js")).registerTlsCommand(program); // [tls, issue 15] berth tls init|trust
 if (wanted("events")) (await import("./events.js")).registerEventsCommand(program); // [events, issue 14]
 if (wanted("db")) (await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]

@@ -146,13 +146,23 @@ function supervise(): Promise<void> {
     // several MB less resident, and blob bytes live outside the JS heap anyway. 1 MB saved a few MB more
     // but cost about 30% of manifest GETs per second (more frequent scavenges on the hot path); 4 MB costs
     // none measurably. A flag of the user's own (NODE_OPTIONS or node's command line) wins.
+    // One V8 helper thread per worker instead of four: a worker runs one per core already, and each thread
+    // holds a stack and malloc memory of its own.
+    // glibc gives each thread that allocates an arena of its own (up to 8 per core), kept for the life of
+    // the process; two are plenty for a worker whose threads (V8's helpers, libuv's pool) allocate little.
+    // Together: about 3 MB less per idle worker (67-69 -> 65-66 MB, two runs each on a loaded machine),
+    // and no difference in pulls or manifest GETs per second that the machine's noise would show.
+    // The user's own flags and MALLOC_ARENA_MAX win.
     const ownFlags = `${process.execArgv.join(" ")} ${process.env.NODE_OPTIONS ?? ""}`;
-    if (!/semi[-_]space/.test(ownFlags)) {
-      cluster.setupPrimary({ execArgv: [...process.execArgv, "--max-semi-space-size=4"] });
-    }
+    const workerFlags = [
+      /semi[-_]space/.test(ownFlags) ? [] : ["--max-semi-space-size=4"],
+      /v8[-_]pool[-_]size/.test(ownFlags) ? [] : ["--v8-pool-size=1"],
+    ].flat();
+    if (workerFlags.length > 0) cluster.setupPrimary({ execArgv: [...process.execArgv, ...workerFlags] });
+    const workerEnv = process.env.MALLOC_ARENA_MAX === undefined ? { MALLOC_ARENA_MAX: "2" } : {};
     const fork = (env: Record<string, string> = {}): Worker => {
       // Workers ask the supervisor for the metrics of all workers when /metrics is scraped.
-      const worker = cluster.fork({ BERTH_METRICS_PRIMARY: "1", ...env });
+      const worker = cluster.fork({ BERTH_METRICS_PRIMARY: "1", ...workerEnv, ...env });
       states.set(worker.id, { ready: false });
       return worker;
     };

@@ -5,6 +5,7 @@ import pino, { type Logger } from "pino";
 import { parseAddr } from "../config/addr.js";
 import { loadConfig } from "../config/load.js";
 import { type Config, dataDirOf } from "../config/schema.js";
+import { collectWhenIdle } from "../http/memory.js";
 import { databaseTarget, describeTarget } from "../metadata/target.js";
 import { textLine } from "./log-line.js";
 import { FLAG_NAMES, flagsToConfig, type ServeFlags, WORKER_MESSAGE, type WorkerMessage } from "./serve.js";
@@ -195,6 +196,8 @@ async function start(
   }
   // Signals are handled from here on, before the TLS watch and the jobs start, so that a SIGTERM
   // that arrives just after the server listens still drains.
+  // A full garbage collection once the worker rests after start-up or after work (src/http/memory.ts).
+  const stopIdleCollection = collectWhenIdle(app.server);
   let stopTlsWatch: () => void = () => {};
   let stopManagedTls: () => Promise<void> = async () => {};
   let stopJobs: () => Promise<void> = async () => {};
@@ -210,6 +213,7 @@ async function start(
     timer.unref();
     try {
       stopTlsWatch();
+      stopIdleCollection();
       await stopManagedTls(); // [tls, issue 15]
       await stopJobs(); // [gc wiring, issue 6] the running job stops after its current batch
       await app.close();

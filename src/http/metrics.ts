@@ -12,6 +12,7 @@
  * The supervisor's side is src/http/metrics-primary.ts (it loads prom-client only when asked).
  */
 import cluster from "node:cluster";
+import perfHooks, { type IntervalHistogram } from "node:perf_hooks";
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, register } from "prom-client";
 import type { Config } from "../config/schema.js";
 
@@ -52,8 +53,64 @@ export interface MetricsSource {
   blobs(): Promise<{ count: number; bytes: number }>;
 }
 
-/** How often the event-loop delay is sampled (nodejs_eventloop_lag_* metrics). */
+/** How often the event-loop delay is sampled (nodejs_eventloop_lag_* metrics), once metrics are scraped. */
 const EVENT_LOOP_SAMPLE_MS = 1_000;
+
+/**
+ * prom-client's event-loop delay sampler, started at the process's first scrape instead of at start-up:
+ * its timer woke an idle worker every second for ever, whether or not anything read the figures. A
+ * registry that Prometheus does not scrape now runs no timer at all. The first scrape has no samples
+ * yet and reports zeros (not the sampler's empty-histogram minimum of 9.2e9 s).
+ */
+class DelayFromFirstScrape {
+  private started = false;
+  constructor(private readonly real: IntervalHistogram) {}
+  private sampled(): boolean {
+    if (!this.started) {
+      this.started = true;
+      this.real.enable();
+    }
+    return this.real.count > 0;
+  }
+  enable(): boolean {
+    return false;
+  }
+  disable(): boolean {
+    this.started = false;
+    return this.real.disable();
+  }
+  reset(): void {
+    this.real.reset();
+  }
+  percentile(p: number): number {
+    return this.sampled() ? this.real.percentile(p) : 0;
+  }
+  get min(): number {
+    return this.sampled() ? this.real.min : 0;
+  }
+  get max(): number {
+    return this.sampled() ? this.real.max : 0;
+  }
+  get mean(): number {
+    return this.sampled() ? this.real.mean : 0;
+  }
+  get stddev(): number {
+    return this.sampled() ? this.real.stddev : 0;
+  }
+}
+
+/** prom-client's default process metrics, with the event-loop sampler started at the first scrape. */
+function defaultMetrics(): void {
+  const monitor = perfHooks.monitorEventLoopDelay;
+  // prom-client asks node:perf_hooks for the sampler when its metrics are created, and enables it.
+  perfHooks.monitorEventLoopDelay = ((options?: Parameters<typeof monitor>[0]) =>
+    new DelayFromFirstScrape(monitor(options))) as unknown as typeof monitor;
+  try {
+    collectDefaultMetrics({ eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+  } finally {
+    perfHooks.monitorEventLoopDelay = monitor;
+  }
+}
 
 let metrics: ProcessMetrics | undefined;
 let source: MetricsSource | undefined;
@@ -80,8 +137,9 @@ export function setMetricsSource(s: MetricsSource | undefined): void {
 export function processMetrics(): ProcessMetrics {
   if (metrics) return metrics;
   // prom-client samples event-loop delay with a timer; at its default 10 ms resolution an idle worker
-  // woke 100 times a second (about 1% of a core). Once a second still shows a blocked loop.
-  collectDefaultMetrics({ eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+  // woke 100 times a second (about 1% of a core). Once a second still shows a blocked loop, and only
+  // from the first scrape on (DelayFromFirstScrape).
+  defaultMetrics();
   // Installs prom-client's answer to the primary's requests in a worker.
   if (cluster.isWorker) new AggregatorRegistry();
   metrics = {

@@ -5,6 +5,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type { BlobStat, BlobStore, StoredBlob, StoredUpload } from "./blob-store.js";
 import { repositoriesDir } from "./distribution-probe.js";
+import { StreamMemory } from "./memory.js";
 
 /** Flush threshold when streaming an upload to disk: large writes, few syscalls, flat memory. */
 const WRITE_BATCH = 1024 * 1024;
@@ -213,7 +214,23 @@ export class FilesystemBlobStore implements BlobStore {
       const { Readable } = await import("node:stream");
       return Readable.from([]);
     }
-    return createReadStream(this.uploadPath(id), { start: 0, end: length - 1, highWaterMark: READ_CHUNK });
+    const { Readable } = await import("node:stream");
+    const file = createReadStream(this.uploadPath(id), {
+      start: 0,
+      end: length - 1,
+      highWaterMark: READ_CHUNK,
+    });
+    // Read back to hash it, a whole upload goes by in 1 MB buffers: collected as they go (memory.ts).
+    const memory = new StreamMemory();
+    return Readable.from(
+      (async function* () {
+        for await (const chunk of file) {
+          memory.received((chunk as Buffer).length);
+          yield chunk as Buffer;
+        }
+      })(),
+      { objectMode: false },
+    );
   }
 
   async truncateUpload(id: string, size: number): Promise<void> {

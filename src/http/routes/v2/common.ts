@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { RegistryError } from "../../../registry/errors.js";
+import { StreamMemory } from "../../../storage/memory.js";
 import type { AppContext } from "../../context.js";
 import { bodyEndedEarly } from "../../errors.js";
 
@@ -46,8 +47,10 @@ export function hasBody(request: FastifyRequest): boolean {
  */
 export async function* requestBody(request: FastifyRequest): AsyncIterable<Buffer> {
   let received = 0;
+  const memory = new StreamMemory();
   for await (const chunk of request.raw as AsyncIterable<Buffer>) {
     received += chunk.length;
+    memory.received(chunk.length);
     yield chunk;
   }
   if (bodyEndedEarly(request.raw)) {
