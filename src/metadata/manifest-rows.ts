@@ -8,7 +8,7 @@ import type { Database, ManifestsTable } from "./schema.js";
 
 type Tx = Transaction<Database>;
 
-/** What a manifest row is made of (NewManifest in store.ts carries these and its references). */
+/** What a manifest row is made of (NewManifest in store.ts adds its references). */
 export interface ManifestFields {
   digest: string;
   mediaType: string;

@@ -7,7 +7,7 @@ import { lockDigests } from "./dialect.js";
 import { eventQueries, insertEvents, type NewEvent } from "./events-queries.js";
 import type { EventStore, GcReads, GcWrites, LockStore, UiReads, UsageReads } from "./facets.js";
 import { gcReads, gcWrites, lockQueries } from "./gc-store.js";
-import { deleteManifestRows, manifestRow, unrelease } from "./manifest-rows.js";
+import { deleteManifestRows, type ManifestFields, manifestRow, unrelease } from "./manifest-rows.js";
 import type { Database } from "./schema.js";
 import { uiQueries } from "./ui-queries.js";
 import { usageQueries } from "./usage-queries.js";
@@ -23,14 +23,8 @@ export interface ManifestRow {
   last_pulled_at: number | null;
 }
 
-export interface NewManifest {
-  digest: string;
-  mediaType: string;
-  content: Buffer;
-  artifactType: string | null;
-  subject: string | null;
-  annotations: string | null;
-  configDigest: string | null;
+/** A manifest to store: its row's fields and what it references. */
+export interface NewManifest extends ManifestFields {
   blobs: string[];
   children: string[];
 }

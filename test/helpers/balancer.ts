@@ -1,8 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
-import { freePort, tempDir } from "./server.js";
+import { freePort, portOpen, tempDir } from "./server.js";
 
 /**
  * A round-robin load balancer in front of several `berth serve` replicas: Debian's nginx, started with a
@@ -86,7 +85,7 @@ export async function startBalancer(upstreams: string[]): Promise<Balancer> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`nginx exited: ${errors()}`);
-    if (await listening(port)) break;
+    if (await portOpen(port)) break;
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
       throw new Error(`nginx did not listen on ${port}: ${errors()}`);
@@ -107,15 +106,4 @@ export async function startBalancer(upstreams: string[]): Promise<Balancer> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }

@@ -179,7 +179,8 @@ export async function startBerth(options: StartOptions = {}): Promise<Berth> {
   return berth;
 }
 
-function portOpen(port: number, host = "127.0.0.1"): Promise<boolean> {
+/** Whether something accepts TCP connections on `host:port`. */
+export function portOpen(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect(port, host);
     socket.once("connect", () => {

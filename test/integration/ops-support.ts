@@ -1,8 +1,7 @@
 // Shared by the ops-* integration tests: run `berth` from dist/ with a given environment, either to
 // its exit (configuration errors) or as a server without --data-dir (so that REGISTRY_* decide).
 import { type ChildProcess, spawn } from "node:child_process";
-import net from "node:net";
-import { CLI, freePort, tempDir } from "../helpers/server.js";
+import { CLI, freePort, portOpen, tempDir } from "../helpers/server.js";
 
 export interface Exited {
   code: number | null;
@@ -111,17 +110,6 @@ export async function serveWithEnv(
     process.kill(-child.pid!, "SIGKILL");
   } catch {}
   throw new Error(`berth did not start:\n${logs.slice(-40).join("\n")}`);
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }
 
 /** Parses Prometheus text: `name{labels}` → value. */

@@ -2,10 +2,9 @@
 // Distribution 2.8 (docker-registry) with htpasswd behind TLS.
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { type Blob, blobOf, OCI_MANIFEST, RegistryClient, sha256 } from "../helpers/registry.js";
-import { type Berth, freePort, startBerth, tempDir } from "../helpers/server.js";
+import { type Berth, freePort, portOpen, startBerth, tempDir } from "../helpers/server.js";
 import { basic, htpasswdText } from "./auth-fixtures.js";
 
 /** Starts a Berth in token mode: `mirror` may pull everything, `admin` push. */
@@ -140,17 +139,6 @@ export async function startDistribution(
       await exited;
     },
   };
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }
 
 /** Pushes an image the way Distribution 2.8 takes it (chunked blob uploads; it ignores POST ?digest=). */
