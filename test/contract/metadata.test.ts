@@ -301,6 +301,7 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
       size: 0,
       digest: null,
       created_at: 1000,
+      lease_until: null,
     });
     expect(await store.upload("up/other", "upload-1")).toBeNull();
     const leases = await Promise.all([
@@ -312,13 +313,19 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
     const held = leases.filter((h): h is string => h !== null);
     expect(held).toHaveLength(1);
     const holder = held[0] as string;
+    const leased = (await other.upload("up/app", "upload-1"))!.lease_until!;
+    expect(leased).toBeGreaterThan(Date.now() + 50_000);
     expect(await store.renewUploadLease("upload-1", holder, 60_000)).toBe(true);
     expect(await other.renewUploadLease("upload-1", "someone-else", 60_000)).toBe(false);
     // Only the holder's write counts, and it ends the lease.
     await other.finishUploadWrite("upload-1", "someone-else", 99, null);
     expect(await store.upload("up/app", "upload-1")).toMatchObject({ size: 0, digest: null });
     await store.finishUploadWrite("upload-1", holder, 4096, digestOf("part"));
-    expect(await other.upload("up/app", "upload-1")).toMatchObject({ size: 4096, digest: digestOf("part") });
+    expect(await other.upload("up/app", "upload-1")).toMatchObject({
+      size: 4096,
+      digest: digestOf("part"),
+      lease_until: null,
+    });
     const next = await other.leaseUpload("upload-1", 60_000);
     expect(next).not.toBeNull();
     await other.finishUploadWrite("upload-1", next as string, 4096, digestOf("part"));
