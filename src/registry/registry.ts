@@ -437,7 +437,9 @@ export class Registry {
       if (!current) throw unknownUpload(id);
       state = { size: current.size, digest: current.digest };
       // The file is the truth for bytes, the row for what was acknowledged: trim anything unacknowledged.
-      const onDisk = await this.store.uploadSize(id);
+      const onDisk = this.store.continueUpload
+        ? await this.store.continueUpload(id, state.size)
+        : await this.store.uploadSize(id);
       if (onDisk === null) {
         if (await this.bytesInPlace(state)) {
           state = { ...state, inPlace: true };
@@ -563,7 +565,7 @@ export class Registry {
       size,
     });
     await this.meta.commitBlob(name, { digest, size, uploadId: row ? id : null, events }, () =>
-      this.store.commitUpload(id, digest),
+      this.store.commitUpload(id, digest, size),
     );
     this.events.recorded(events);
     this.hashes.forget(id);

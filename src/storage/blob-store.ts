@@ -36,6 +36,13 @@ export interface BlobStore {
   /** Current length of an upload's data, or null when it does not exist. */
   uploadSize(id: string): Promise<number | null>;
   /**
+   * For the holder of an upload's lease, who knows that `acknowledged` bytes were acknowledged: what
+   * uploadSize would say, where a store can answer more cheaply. It may answer `acknowledged` when it can
+   * continue from there even though a write that was never acknowledged left more (which it then never
+   * trusts). Stores without it are asked uploadSize.
+   */
+  continueUpload?(id: string, acknowledged: number): Promise<number | null>;
+  /**
    * Write `source` at `offset`, calling `onChunk` for every chunk in order before it is written.
    * Resolves with the bytes written. On failure the upload is cut back to `offset`.
    */
@@ -67,8 +74,11 @@ export interface BlobStore {
   truncateUpload(id: string, size: number): Promise<void>;
   /** Flush an upload's bytes to stable storage (before its digest is committed). */
   syncUpload(id: string): Promise<void>;
-  /** Make a synced upload visible as `digest` (an atomic rename). The caller has verified the digest. */
-  commitUpload(id: string, digest: string): Promise<void>;
+  /**
+   * Make a synced upload visible as `digest` (an atomic rename). The caller has verified the digest.
+   * `size`: the upload's acknowledged size, when the caller knows it (stores that keep state per size use it).
+   */
+  commitUpload(id: string, digest: string, size?: number): Promise<void>;
   deleteUpload(id: string): Promise<void>;
   listUploads(): AsyncIterable<StoredUpload>;
   /** Proves the store can take a write (readiness). */

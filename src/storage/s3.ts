@@ -29,6 +29,8 @@ import {
 /** S3 refuses parts below this size, except the last part of an upload. */
 export const MIN_PART = 5 * 1024 * 1024;
 const MiB = 1024 * 1024;
+/** How long the state read for an upload's writer (S3BlobStore.resumed) is used: within one request. */
+const RESUMED_MS = 60_000;
 /** The largest object one CopyObject may copy. */
 const MAX_COPY_OBJECT = 5 * 1024 * MiB;
 
@@ -82,6 +84,12 @@ interface UploadStateObject {
   tail: number;
   hash: string | null;
   createdAt: number;
+  /**
+   * The size of the state this one continued from. Once a write continues from this state, the database
+   * has acknowledged this size, so `prev`'s state and tail are no longer needed: they are deleted by name
+   * (no listing). Absent in the first state and in states written before it was added.
+   */
+  prev?: number;
 }
 
 /**
@@ -106,6 +114,12 @@ export class S3BlobStore implements BlobStore {
   private readonly partSize: number;
   /** Where this process last found each digest (see above): a cache that no other process can make wrong. */
   private readonly locations = new Map<string, string>();
+  /**
+   * The state an upload's writer read in continueUpload, for the requests it makes next under the same
+   * lease (the hash state, the write, the commit): read from the bucket at the start of each leased
+   * request, never kept from a write of this process, so that what another replica wrote is always seen.
+   */
+  private readonly resumed = new Map<string, { size: number; state: UploadStateObject; at: number }>();
 
   constructor(readonly options: S3Options) {
     const root = (options.rootdirectory ?? "").replace(/^\/+|\/+$/g, "");
@@ -462,9 +476,31 @@ export class S3BlobStore implements BlobStore {
     return sizes.length === 0 ? null : sizes[sizes.length - 1]!.size;
   }
 
+  /**
+   * One GET of the state at the acknowledged size instead of listing them all. States beyond it (left by
+   * writes that were never acknowledged) are not cut back: nothing trusts them, since a state is read only
+   * at a size the database acknowledged, and the write that reached that size wrote it last; they go when
+   * the upload is committed or deleted. The state read is kept for this request (see `resumed`).
+   */
+  async continueUpload(id: string, acknowledged: number): Promise<number | null> {
+    this.resumed.delete(id);
+    const state = await this.loadState(id, acknowledged);
+    if (!state) return this.uploadSize(id);
+    if (this.resumed.size >= 10_000) this.resumed.clear();
+    this.resumed.set(id, { size: acknowledged, state, at: Date.now() });
+    return acknowledged;
+  }
+
+  /** The state continueUpload read at `size` for this upload's current writer, if that is recent. */
+  private resumedState(id: string, size: number): UploadStateObject | null {
+    const seen = this.resumed.get(id);
+    if (!seen || seen.size !== size || Date.now() - seen.at > RESUMED_MS) return null;
+    return seen.state;
+  }
+
   /** The SHA-256 state (src/registry/sha256.ts) over the first `size` bytes, when recorded. */
   async uploadHashState(id: string, size: number): Promise<Uint8Array | null> {
-    const state = await this.loadState(id, size);
+    const state = this.resumedState(id, size) ?? (await this.loadState(id, size));
     return state?.hash ? Buffer.from(state.hash, "base64") : null;
   }
 
@@ -475,7 +511,8 @@ export class S3BlobStore implements BlobStore {
     onChunk: (chunk: Buffer) => void,
     hashState?: () => Uint8Array | null,
   ): Promise<number> {
-    const before = await this.loadState(id, offset);
+    const before = this.resumedState(id, offset) ?? (await this.loadState(id, offset));
+    this.resumed.delete(id);
     if (!before) throw new Error(`upload ${id} has no recorded state at ${offset} bytes`);
     const key = this.uploadKey(id, before);
     const parts = [...before.parts];
@@ -528,17 +565,19 @@ export class S3BlobStore implements BlobStore {
       pending = [];
       pendingBytes = 0;
     }
-    await Promise.all(inFlight);
-    if (failure) throw failure;
     const size = offset + written;
+    // The tail goes up while the last parts do: nothing trusts it before the state that names it.
+    const tail =
+      !failure && pendingBytes > 0
+        ? this.putObject(
+            "PutObject upload tail",
+            this.tailKey(id, size),
+            Buffer.concat(pending, pendingBytes),
+          )
+        : null;
+    await Promise.all([...inFlight, tail]);
+    if (failure) throw failure;
     const hash = hashState?.() ?? null;
-    if (pendingBytes > 0) {
-      await this.putObject(
-        "PutObject upload tail",
-        this.tailKey(id, size),
-        Buffer.concat(pending, pendingBytes),
-      );
-    }
     await this.saveState(id, {
       key: before.key,
       mpu: mpu ? await mpu : null,
@@ -547,9 +586,14 @@ export class S3BlobStore implements BlobStore {
       tail: pendingBytes,
       hash: hash ? Buffer.from(hash).toString("base64") : null,
       createdAt: before.createdAt,
+      prev: offset,
     });
-    // States before `offset` can no longer be asked for: the database has acknowledged at least `offset`.
-    if (offset > 0) await this.dropStates(id, (s) => s < offset).catch(() => {});
+    // The state this write continued from was acknowledged (the caller passes the acknowledged size as
+    // `offset`), so the one before it can no longer be asked for: deleted in the background, by name. A
+    // delete that fails leaves objects that the upload's deletion (at commit or purge) lists and removes.
+    if (before.prev !== undefined && before.prev < offset) {
+      this.deleteKeys([this.stateKey(id, before.prev), this.tailKey(id, before.prev)]).catch(() => {});
+    }
     return written;
   }
 
@@ -587,6 +631,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async truncateUpload(id: string, size: number): Promise<void> {
+    this.resumed.delete(id);
     if (!(await this.loadState(id, size))) {
       throw new Error(`upload ${id} has no recorded state at ${size} bytes to go back to`);
     }
@@ -596,10 +641,15 @@ export class S3BlobStore implements BlobStore {
   /** S3 acknowledges a write once it is durable: nothing to flush. */
   async syncUpload(_id: string): Promise<void> {}
 
-  async commitUpload(id: string, digest: string): Promise<void> {
-    const size = await this.uploadSize(id);
+  /**
+   * `acknowledged`: the size the database acknowledged, when the caller knows it (then the state at that
+   * size is read, and states beyond it, never acknowledged, are ignored); else the largest state's.
+   */
+  async commitUpload(id: string, digest: string, acknowledged?: number): Promise<void> {
+    const size = acknowledged ?? (await this.uploadSize(id));
     if (size === null) throw new Error(`upload ${id} does not exist`);
-    const state = await this.loadState(id, size);
+    const state = this.resumedState(id, size) ?? (await this.loadState(id, size));
+    this.resumed.delete(id);
     if (!state) throw new Error(`upload ${id} has no state at ${size} bytes`);
     if (size < MIN_PART) {
       // Small blobs (configs, tiny layers): one PUT of the tail to Distribution's key.
@@ -787,6 +837,7 @@ export class S3BlobStore implements BlobStore {
    */
   async deleteUpload(id: string, opts: { completed?: boolean } = {}): Promise<void> {
     const prefix = this.uploadPrefix(id);
+    this.resumed.delete(id);
     if (!opts.completed) {
       for (const key of [this.locationKey(id), `${prefix}data`]) {
         const open = await this.call("ListMultipartUploads", () =>
