@@ -30,10 +30,17 @@ describe("an idle worker", () => {
     // the worker rests comes 5 s after start-up, or 5 s later again (and again) while it is busy
     // (src/http/memory.ts).
     await sleep(22_000);
-    const before = wakeups(pid);
-    await sleep(5_000);
-    // prom-client's event-loop sampler, started at start-up, woke the main thread once a second.
-    expect(wakeups(pid) - before).toBeLessThanOrEqual(1);
+    // prom-client's event-loop sampler, started at start-up, woke the main thread once a second: a timer
+    // like it wakes the worker in every 5 s window. On a loaded machine (the whole suite runs two files at
+    // once) start-up's jobs can run late, so a few windows are looked at: one quiet window is enough.
+    const windows: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const before = wakeups(pid);
+      await sleep(5_000);
+      windows.push(wakeups(pid) - before);
+      if (windows.at(-1)! <= 1) break;
+    }
+    expect(Math.min(...windows), `wake-ups per 5 s window: ${windows.join(", ")}`).toBeLessThanOrEqual(1);
 
     const first = await (await fetch(`${berth.url}/metrics`)).text();
     // Nothing sampled yet: zeros, not the empty sampler's minimum of 9.2e9 s.
@@ -44,7 +51,7 @@ describe("an idle worker", () => {
     const min = metric(second, "nodejs_eventloop_lag_min_seconds") as number;
     expect(min).toBeGreaterThan(0);
     expect(min).toBeLessThan(5);
-  }, 90_000);
+  }, 120_000);
 
   it("is forked with small-memory settings, unless the user chose their own", async () => {
     const settings = async (env: Record<string, string>) => {

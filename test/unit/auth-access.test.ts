@@ -3,6 +3,7 @@ import path from "node:path";
 import Fastify, { type FastifyInstance } from "fastify";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateSigningKeyPem, signingKeyFromPem } from "../../src/auth/token.js";
 import { type ConfigInput, configSchema } from "../../src/config/schema.js";
 import { canList, canPull, getIdentity, registerAuth, requireAccess } from "../../src/http/access.js";
 import type { AppContext } from "../../src/http/context.js";
@@ -22,7 +23,9 @@ async function makeApp(auth: ConfigInput["auth"]): Promise<FastifyInstance> {
   const file = path.join(dataDir, "htpasswd");
   fs.writeFileSync(file, htpasswdText({ dev: "devpw", admin: "adminpw", outsider: "outpw" }));
   const config = configSchema.parse({ auth: JSON.parse(JSON.stringify(auth).replaceAll("HTPASSWD", file)) });
-  const ctx = { config, dataDir, log: undefined } as unknown as AppContext;
+  // The key replicas share through the database (src/cli/token-key.ts); one of its own here.
+  const tokenKey = signingKeyFromPem(generateSigningKeyPem(), "test");
+  const ctx = { config, dataDir, log: undefined, tokenKey } as unknown as AppContext;
   const app = Fastify();
   app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
   await registerAuth(app, ctx);
