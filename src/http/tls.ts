@@ -144,7 +144,7 @@ export function watchTls(server: unknown, config: Config, log?: Logger): () => v
   const files = tlsFiles(config);
   const target = targetOf(server);
   if (!files || !target) return () => {};
-  const reload = () => {
+  const reload = (announce: boolean) => {
     try {
       const material = readTlsMaterial(config)!;
       checkMaterial(material);
@@ -154,6 +154,7 @@ export function watchTls(server: unknown, config: Config, log?: Logger): () => v
         ...(material.ca ? { ca: material.ca } : {}),
         minVersion: material.minVersion,
       });
+      if (!announce) return;
       const cert = new crypto.X509Certificate(material.cert);
       log?.info({ subject: cert.subject, validTo: cert.validTo }, "TLS certificate reloaded");
     } catch (err) {
@@ -163,8 +164,13 @@ export function watchTls(server: unknown, config: Config, log?: Logger): () => v
       );
     }
   };
-  return watchFiles([files.certificate, files.key, ...files.clientcas], reload, {
+  const stop = watchFiles([files.certificate, files.key, ...files.clientcas], () => reload(true), {
     pollMs: 2_000,
     debounceMs: 200,
   });
+  // The files may have changed between the server's first read of them and the watcher's first look
+  // (a worker that starts slowly while a certificate is renewed): read them once more, now that any
+  // later change is seen, so that no worker keeps serving the older pair.
+  reload(false);
+  return stop;
 }

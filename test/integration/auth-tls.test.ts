@@ -116,6 +116,30 @@ describe("a TLS server", () => {
     expect(after.status).toBe(200);
   });
 
+  it("serves files renewed between the server's first read and the start of watching them", async () => {
+    // A worker that starts slowly while a certificate is renewed: it read the old pair, and the watcher's
+    // first look already sees the new one, so no later change would ever be noticed.
+    const dir = tmp();
+    const cert = path.join(dir, "tls.crt");
+    const key = path.join(dir, "tls.key");
+    fs.copyFileSync(pki.serverChain, cert);
+    fs.copyFileSync(pki.serverKey, key);
+    const config = configSchema.parse({ http: { tls: { certificate: cert, key } } });
+    const app = Fastify(tlsServerOptions(config) as object) as unknown as FastifyInstance;
+    app.get("/v2/", async () => ({}));
+    const port = await freePort();
+    await app.listen({ host: "127.0.0.1", port });
+    pki.reissueServer(cert, key, "berth-renewed-before-watch");
+    const stop = watchTls(app, config);
+    try {
+      const res = await httpsRequest(`https://127.0.0.1:${port}/v2/`, { ca: fs.readFileSync(pki.caCert) });
+      expect(res.peerSubject).toBe("berth-renewed-before-watch");
+    } finally {
+      stop();
+      await app.close();
+    }
+  });
+
   it("keeps serving the old certificate when the new files are broken", async () => {
     const ca = fs.readFileSync(pki.caCert);
     const before = (await httpsRequest(`${server.url}/v2/`, { ca })).peerSubject;
