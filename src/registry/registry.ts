@@ -78,8 +78,8 @@ export interface ReferrerDescriptor {
  * How long an upload's lease lasts unless renewed. A request renews it every UPLOAD_LEASE_RENEW_MS while
  * it writes; the lease of a request that died (with its process, or its whole machine) ends when its time
  * runs out, and only then may another request take the upload over. Nothing is judged by process ids.
- * A request that finds the lease taken watches it for a while (leaseOrWait): a holder that renews it is
- * alive and the request is refused with 416; one that lets it go or run out was done or dead, and the
+ * A request that finds the lease taken watches it for a while (leaseOrWait): a holder that renews it or
+ * lets it go was alive, and the request is refused with 416; one that lets it run out died, and the
  * request goes on, so a client that retries on another replica after a crash waits seconds, not a refusal.
  */
 const UPLOAD_LEASE_MS = 15_000;
@@ -386,24 +386,28 @@ export class Registry {
    * SHA-256 of those bytes), and records what `fn` leaves behind, whether it succeeded or not.
    */
   /**
-   * Takes an upload's lease; when another request holds it, watches the lease until its holder either
-   * renews it (alive: null, the caller refuses with 416), lets it go (done) or lets it run out (dead), and
-   * takes it then. Waits at most one lease time and one renewal interval.
+   * Takes an upload's lease. When another request holds it, watches the lease: renewed, its holder is
+   * alive and writing; released, its holder wrote and what this request was sent for has moved on;
+   * either way null (the caller refuses with 416 and the current Range). Left to run out, its holder died
+   * (a replica killed mid-chunk), and the lease is taken once it has. Waits at most one lease time and one
+   * renewal interval.
    */
-  private async leaseOrWait(name: string, id: string, seenUntil: number | null): Promise<string | null> {
+  private async leaseOrWait(name: string, id: string): Promise<string | null> {
+    const first = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+    if (first !== null) return first;
     const deadline = Date.now() + UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS;
-    let until = seenUntil;
+    let until: number | null = null;
     for (;;) {
-      const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
-      if (holder !== null) return holder;
       const row = await this.meta.upload(name, id);
       if (!row) throw unknownUpload(id);
-      // Renewed since we first looked: the holder is alive and writing.
-      if (until !== null && row.lease_until !== null && row.lease_until > until) return null;
-      until = row.lease_until ?? until;
+      if (row.lease_until === null) return null;
+      if (until !== null && row.lease_until > until) return null;
+      until = row.lease_until;
+      const now = Date.now();
       // A lease longer than any this version takes (an older Berth's 30 s ones) is not watched to its end.
-      if (until !== null && until - Date.now() > UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS) return null;
-      if (Date.now() >= deadline) return null;
+      if (until - now > UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS) return null;
+      if (until < now) return this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+      if (now >= deadline) return null;
       await new Promise((resolve) => setTimeout(resolve, UPLOAD_LEASE_POLL_MS));
     }
   }
@@ -415,13 +419,14 @@ export class Registry {
   ): Promise<T> {
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
-    const holder = await this.leaseOrWait(name, id, row.lease_until);
+    const holder = await this.leaseOrWait(name, id);
     if (holder === null) {
+      const now = await this.meta.upload(name, id);
       throw new RegistryError(
         "BLOB_UPLOAD_INVALID",
         "another request is writing to this upload",
         { id },
-        rangeHeader(row.size),
+        rangeHeader((now ?? row).size),
         416,
       );
     }

@@ -30,7 +30,12 @@ async function stop(berth: Berth): Promise<void> {
   started.splice(started.indexOf(berth), 1);
 }
 
-async function setLease(dataDir: string, id: string, holder: string, until: number): Promise<void> {
+async function setLease(
+  dataDir: string,
+  id: string,
+  holder: string | null,
+  until: number | null,
+): Promise<void> {
   const db = await openTestDb(dataDir);
   await db.run("update uploads set lease_holder = ?, lease_until = ? where id = ?", holder, until, id);
   await db.close();
@@ -123,6 +128,21 @@ describe("upload leases", () => {
     await renewals;
     expect(refused.status).toBe(416);
     expect(refused.headers.get("range")).toBe("0-999");
+    expect(Date.now() - t0).toBeLessThan(4_000);
+
+    // A holder that finishes while the second write waits: that write was sent for an upload that has
+    // moved on since, so it is refused too, even without a Content-Range, with the Range as it stands.
+    await setLease(dataDir, id, holder, Date.now() + 4_000);
+    const released = setTimeout(() => void setLease(dataDir, id, null, null), 600);
+    t0 = Date.now();
+    const appended = await client.fetch(location, {
+      method: "PATCH",
+      body: blob.data.subarray(1000),
+      headers: { "content-type": "application/octet-stream" },
+    });
+    clearTimeout(released);
+    expect(appended.status).toBe(416);
+    expect(appended.headers.get("range")).toBe("0-999");
     expect(Date.now() - t0).toBeLessThan(4_000);
 
     // The same holder dies (kill -9 of its machine): its lease is no longer renewed and runs out in 4 s.
