@@ -42,7 +42,8 @@ export interface GcLogger {
 
 const SCAN_PAGE = 1000;
 const FILE_DELETE_CONCURRENCY = 8;
-export const LEASE_TTL_MS = 60_000;
+/** A job lease lasts this long unless renewed (by every batch, and by a heartbeat every third of it). */
+export const LEASE_TTL_MS = 20_000;
 
 // ------------------------------------------------------------------------------------------------
 // Leases

@@ -60,6 +60,7 @@ interface Job {
 }
 
 const FIRST_RUN_DELAY_MS = 5_000;
+const RUN_CHECK_MS = 5_000;
 const RETRY_AFTER_ERROR_MS = 5 * 60_000;
 
 /**
@@ -176,6 +177,8 @@ export function startBackgroundJobs(
   // one's expiry if its process dies), not on a fixed tick: an idle registry wakes rarely. It still
   // looks at least every MAX_SLEEP_MS, in case another process moved a schedule earlier.
   const MAX_SLEEP_MS = 10 * 60_000;
+  /** When each job's run in another process is next looked at (see runDue). */
+  const checkedRun = new Map<string, number>();
 
   /** Runs the jobs that are due; returns when the next one falls due (ms since the epoch). */
   const runDue = async (): Promise<number> => {
@@ -186,8 +189,15 @@ export function startBackgroundJobs(
       // Read first: most ticks find the job resting and need no write at all.
       const row = await meta.locks.readLock(name);
       if (row && row.expires_at >= Date.now()) {
-        nextDue = Math.min(nextDue, row.expires_at);
-        continue;
+        // Resting until its next run: sleep until then. Running in another process: look again every
+        // few seconds, as Lease.acquire takes over at once a run whose process died on this host;
+        // elsewhere it is taken when the lease runs out.
+        const lookAgain = row.holder.startsWith("run:") ? (checkedRun.get(name) ?? 0) : Infinity;
+        if (Date.now() < lookAgain) {
+          nextDue = Math.min(nextDue, row.expires_at, lookAgain);
+          continue;
+        }
+        checkedRun.set(name, Date.now() + RUN_CHECK_MS);
       }
       const lease = await Lease.acquire(meta, name);
       if (!lease) {
