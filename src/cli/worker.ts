@@ -6,13 +6,15 @@ import { parseAddr } from "../config/addr.js";
 import { loadConfig } from "../config/load.js";
 import { type Config, dataDirOf } from "../config/schema.js";
 import { collectWhenIdle } from "../http/memory.js";
+// Static: esbuild's bundle gives an import() of this CommonJS module no named exports. It is small.
+import { startPrimaryMetrics } from "../http/metrics-primary.cjs";
 import { databaseTarget, describeTarget } from "../metadata/target.js";
-import { textLine } from "./log-line.js";
+import { textLine } from "./log-line.cjs";
 import { FLAG_NAMES, flagsToConfig, type ServeFlags, WORKER_MESSAGE, type WorkerMessage } from "./serve.js";
 
 /**
  * One serving process of `berth serve`: loads and checks the configuration, opens the stores, builds
- * the HTTP app and listens. Run under the supervisor (src/cli/serve.ts) or alone with `--workers 1`.
+ * the HTTP app and listens. Run under the supervisor (src/cli/supervisor.cts) or alone with `--workers 1`.
  *
  * The lead worker (the first one forked, or the only process) also does what must happen once:
  * it logs the configuration's warnings, checks the authentication set-up (and generates the token key
@@ -143,7 +145,7 @@ async function start(
     } else {
       // [ops wiring, issue 4] a single process serves its own metrics on metrics.addr, if set.
       const { metricsEndpoint } = await import("../http/metrics.js");
-      await (await import("../http/metrics-primary.js")).startPrimaryMetrics(metricsEndpoint(config), log);
+      await startPrimaryMetrics(metricsEndpoint(config), log);
     }
   }
   const { openRuntime } = await import("./runtime.js");

@@ -9,14 +9,14 @@
  *  - `metrics.addr` (or Distribution's `http.debug.addr` with `http.debug.prometheus.enabled`) is a
  *    listener in the primary itself, and then `/metrics` is not served on the main port.
  *
- * The supervisor's side is src/http/metrics-primary.ts (it loads prom-client only when asked).
+ * The supervisor's side is src/http/metrics-primary.cts (it loads prom-client only when asked).
  */
 import cluster from "node:cluster";
 import perfHooks, { type IntervalHistogram } from "node:perf_hooks";
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, register } from "prom-client";
 import type { Config } from "../config/schema.js";
 
-import { AGGREGATE_ENV, REQUEST, RESPONSE } from "./metrics-primary.js";
+import { AGGREGATE_ENV, REQUEST, RESPONSE } from "./metrics-primary.cjs";
 
 /** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
 export function metricsEndpoint(config: Config): {

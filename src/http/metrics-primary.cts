@@ -1,5 +1,5 @@
 import cluster from "node:cluster";
-import http from "node:http";
+import type http from "node:http";
 
 /**
  * The supervisor's side of the metrics (see src/http/metrics.ts for a worker's): it answers workers
@@ -7,8 +7,9 @@ import http from "node:http";
  * on `metrics.addr` (or http.debug.addr) when one is set. In a single-process serve it serves that
  * process's own metrics on the address.
  *
- * This module loads only node:cluster and node:http; prom-client is imported at the first scrape,
- * so that an unscraped supervisor stays small.
+ * This module loads only node:cluster (and node:http when metrics have an address of their own);
+ * prom-client is loaded at the first scrape, so that an unscraped supervisor stays small. CommonJS,
+ * as the supervisor is (src/cli/supervisor.cts).
  */
 
 export const AGGREGATE_ENV = "BERTH_METRICS_PRIMARY";
@@ -40,7 +41,10 @@ export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger):
     | Promise<{ prom: PromClient; aggregator: InstanceType<PromClient["AggregatorRegistry"]> }>
     | undefined;
   const load = () => {
-    client ??= import("prom-client").then((prom) => ({ prom, aggregator: new prom.AggregatorRegistry() }));
+    client ??= Promise.resolve().then(() => {
+      const prom = require("prom-client") as PromClient;
+      return { prom, aggregator: new prom.AggregatorRegistry() };
+    });
     return client;
   };
   const collect = async (): Promise<{ text: string; contentType: string }> => {
@@ -63,7 +67,8 @@ export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger):
   let address: string | undefined;
   if (endpoint.where === "own" && endpoint.addr) {
     const { host, port } = splitAddr(endpoint.addr);
-    server = http.createServer((req, res) => {
+    const { createServer } = require("node:http") as typeof http; // about 1 MB: only when used
+    server = createServer((req, res) => {
       const path = (req.url ?? "/").split("?")[0];
       if ((req.method === "GET" || req.method === "HEAD") && path === endpoint.path) {
         collect().then(
