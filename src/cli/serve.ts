@@ -4,10 +4,13 @@ import { ACME_FLAG_NAMES, type AcmeFlags, acmeFlagsToConfig } from "./tls-flags.
 
 export { parseAddr } from "../config/addr.js";
 
-import { knownWorkers, supervise } from "./supervisor.cjs";
+import { CONFIG_CHECK_ENV, knownWorkers, supervise } from "./supervisor.cjs";
 
 export {
+  type CheckedConfig,
+  CONFIG_CHECK_ENV,
   type MetricsEndpointInfo,
+  SUPERVISOR_MESSAGE,
   WORKER_MESSAGE,
   type WorkerMessage,
 } from "./supervisor.cjs";
@@ -85,7 +88,9 @@ async function loadWorker(): Promise<WorkerModule> {
 
 export async function serve(flags: ServeFlags): Promise<void> {
   if (cluster.isWorker) {
-    await (await loadWorker()).runWorker(flags, true);
+    const worker = await loadWorker();
+    if (process.env[CONFIG_CHECK_ENV] === "1") await worker.checkConfig(flags);
+    else await worker.runWorker(flags, true);
     return;
   }
   if (flags.addr !== undefined && flags.addr.trim() === "") throw new Error("--addr is empty");

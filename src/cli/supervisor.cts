@@ -24,7 +24,27 @@ export const WORKER_MESSAGE = {
   config: "berth:worker:config",
   ready: "berth:worker:ready",
   fatal: "berth:worker:fatal",
+  /** A worker asks for the checked configuration (answered with SUPERVISOR_MESSAGE.config). */
+  wantConfig: "berth:worker:want-config",
+  /** The configuration process's answer: the configuration as checked, and its warnings. */
+  checked: "berth:worker:checked",
 } as const;
+
+/** Messages from the supervisor to workers. */
+export const SUPERVISOR_MESSAGE = { config: "berth:supervisor:config" } as const;
+
+/**
+ * Set in the environment of the process that reads and checks the configuration (and then exits), so
+ * that no worker loads the configuration schema (zod).
+ */
+export const CONFIG_CHECK_ENV = "BERTH_CONFIG_CHECK";
+
+/** The configuration as checked, passed from the configuration process to every worker. */
+export interface CheckedConfig {
+  /** The configuration (src/config/schema.ts), as JSON. */
+  config: unknown;
+  warnings: string[];
+}
 
 export interface MetricsEndpointInfo {
   where: "main" | "own" | "off";
@@ -45,7 +65,9 @@ export type WorkerMessage =
       metrics: MetricsEndpointInfo;
     }
   | { type: typeof WORKER_MESSAGE.ready; port?: number }
-  | { type: typeof WORKER_MESSAGE.fatal; message: string };
+  | { type: typeof WORKER_MESSAGE.fatal; message: string }
+  | { type: typeof WORKER_MESSAGE.wantConfig }
+  | ({ type: typeof WORKER_MESSAGE.checked } & CheckedConfig);
 
 /** The worker count when flags or environment settle it without reading the file (they win over it). */
 export function knownWorkers(flags: { workers?: string }): number | undefined {
@@ -111,10 +133,42 @@ export function supervise(): Promise<void> {
       exitAll(1);
     };
 
+    // The configuration is read and checked once, by a process of its own that then exits, forked
+    // beside the lead worker; workers ask for it (WORKER_MESSAGE.wantConfig) and get it as JSON, so
+    // that no worker loads the configuration schema (zod: about 4 MB of heap in every worker).
+    let checked: CheckedConfig | undefined;
+    let checkFatal: string | undefined;
+    let waiting: Worker[] = [];
+    const answer = (worker: Worker, config: CheckedConfig) => {
+      if (worker.isConnected()) worker.send({ type: SUPERVISOR_MESSAGE.config, ...config });
+    };
+    const checker = cluster.fork({ ...workerEnv, [CONFIG_CHECK_ENV]: "1" });
+    checker.on("message", (raw: unknown) => {
+      const message = raw as WorkerMessage | undefined;
+      if (message?.type === WORKER_MESSAGE.fatal) checkFatal = message.message;
+      else if (message?.type === WORKER_MESSAGE.checked && !checked) {
+        checked = { config: message.config, warnings: message.warnings };
+        for (const worker of waiting) answer(worker, checked);
+        waiting = [];
+      }
+    });
+    checker.on("exit", (code, signal) => {
+      // Its messages may still be in the channel when it exits: decide once the channel is closed.
+      const decide = () =>
+        checked || fail(checkFatal ?? `checking the configuration failed (exit ${signal ?? `code ${code}`})`);
+      if (checker.isConnected()) checker.once("disconnect", decide);
+      else decide();
+    });
+
     cluster.on("message", (worker, raw: unknown) => {
       const message = raw as WorkerMessage | undefined;
       const state = states.get(worker.id);
       if (!message || typeof message !== "object" || !state) return;
+      if (message.type === WORKER_MESSAGE.wantConfig) {
+        if (checked) answer(worker, checked);
+        else waiting.push(worker);
+        return;
+      }
       if (message.type === WORKER_MESSAGE.fatal) {
         state.fatal = message.message;
       } else if (message.type === WORKER_MESSAGE.config && !settings) {
@@ -156,6 +210,7 @@ export function supervise(): Promise<void> {
     });
 
     cluster.on("exit", (worker, code, signal) => {
+      if (worker === checker) return; // its own handler above
       const state = states.get(worker.id);
       states.delete(worker.id);
       if (stopping) return;

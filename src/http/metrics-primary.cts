@@ -1,5 +1,6 @@
 import cluster from "node:cluster";
 import type http from "node:http";
+import type { Config } from "../config/schema.js";
 
 /**
  * The supervisor's side of the metrics (see src/http/metrics.ts for a worker's): it answers workers
@@ -30,6 +31,21 @@ interface Endpoint {
 
 interface InfoLogger {
   info(fields: Record<string, unknown>, msg: string): void;
+}
+
+/** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
+export function metricsEndpoint(config: Config): {
+  where: "main" | "own" | "off";
+  addr?: string;
+  path: string;
+} {
+  const debug = config.http.debug;
+  if (!config.metrics.enabled) return { where: "off", path: config.metrics.path };
+  if (config.metrics.addr) return { where: "own", addr: config.metrics.addr, path: config.metrics.path };
+  if (debug?.addr && debug.prometheus?.enabled) {
+    return { where: "own", addr: debug.addr, path: debug.prometheus.path ?? "/metrics" };
+  }
+  return { where: "main", path: config.metrics.path };
 }
 
 type PromClient = typeof import("prom-client");

@@ -14,24 +14,10 @@
 import cluster from "node:cluster";
 import perfHooks, { type IntervalHistogram } from "node:perf_hooks";
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, register } from "prom-client";
-import type { Config } from "../config/schema.js";
 
 import { AGGREGATE_ENV, REQUEST, RESPONSE } from "./metrics-primary.cjs";
 
-/** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
-export function metricsEndpoint(config: Config): {
-  where: "main" | "own" | "off";
-  addr?: string;
-  path: string;
-} {
-  const debug = config.http.debug;
-  if (!config.metrics.enabled) return { where: "off", path: config.metrics.path };
-  if (config.metrics.addr) return { where: "own", addr: config.metrics.addr, path: config.metrics.path };
-  if (debug?.addr && debug.prometheus?.enabled) {
-    return { where: "own", addr: debug.addr, path: debug.prometheus.path ?? "/metrics" };
-  }
-  return { where: "main", path: config.metrics.path };
-}
+export { metricsEndpoint } from "./metrics-primary.cjs";
 
 // ---------------------------------------------------------------------------------------------
 // The metrics of one process

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { CLI, startBerth, tempDir } from "../helpers/server.js";
@@ -13,7 +13,10 @@ afterAll(() => {
   spawnSync("rm", ["-rf", dir]);
 });
 
-/** A script preloaded into every process of the tree: the primary writes what it loaded when it exits. */
+/**
+ * A script preloaded into every process of the tree: the primary writes what it loaded when it exits,
+ * and so does each worker (zod keeps its settings in a global of its own once loaded).
+ */
 const report = path.join(dir, "loaded.json");
 const probe = path.join(dir, "probe.cjs");
 writeFileSync(
@@ -25,6 +28,11 @@ if (cluster.isPrimary) process.on("exit", () => {
     modules: Object.keys(require.cache),
   }));
 });
+else process.on("exit", () => {
+  if (process.env.BERTH_CONFIG_CHECK === "1") return;
+  require("node:fs").writeFileSync(${JSON.stringify(dir)} + "/worker-" + process.pid + ".json",
+    JSON.stringify({ zod: globalThis.__zod_globalConfig !== undefined }));
+});
 `,
 );
 
@@ -35,6 +43,10 @@ describe("the berth command", () => {
     const berth = await startBerth({ workers: 2, env: { NODE_OPTIONS: `--require ${probe}` } });
     try {
       expect((await fetch(`${berth.url}/v2/`)).status).toBe(200);
+      // Both workers listen (the second starts once the first has reported).
+      const deadline = Date.now() + 20_000;
+      while (berth.logs.filter((l) => l.includes("Server listening")).length < 2 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
     } finally {
       await berth.cleanup();
     }
@@ -42,6 +54,16 @@ describe("the berth command", () => {
     expect(loaded.esm).toBe(false);
     expect(loaded.modules.filter((m) => m.includes("commander"))).toEqual([]);
     expect(loaded.modules.map((m) => path.basename(m))).toContain("supervisor.cjs");
+    // The configuration is checked by a process of its own: no worker loads the schema (zod).
+    const workers = readdirSync(dir).filter((f) => f.startsWith("worker-"));
+    expect(workers).toHaveLength(2);
+    for (const file of workers) expect(readFileSync(path.join(dir, file), "utf8")).toBe('{"zod":false}');
+  });
+
+  it("stops with the configuration's own message when it is invalid", () => {
+    const bad = run(["serve", "--addr", "127.0.0.1:1", "--log-level", "loud", "--workers", "2"]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/log\.level/);
   });
 
   it("hands help, unknown flags and other commands to commander", () => {
