@@ -77,6 +77,8 @@ try {
       "@fastify/ajv-compiler",
       "@fastify/fast-json-stringify-compiler",
       "light-my-request",
+      // Loaded at the first scrape only (src/registry/meters.ts), and shared with src/http/metrics-primary.cjs.
+      "prom-client",
     ],
     // The CommonJS packages in the bundle call require() for Node's modules.
     banner: {

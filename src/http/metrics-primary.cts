@@ -50,6 +50,16 @@ export function metricsEndpoint(config: Config): {
 
 type PromClient = typeof import("prom-client");
 
+let localMetrics: (() => Promise<unknown>) | undefined;
+
+/**
+ * In a process that serves by itself: what loads its own meters into prom-client's registry
+ * (src/http/metrics.ts), run before the registry is read.
+ */
+export function setLocalMetrics(load: () => Promise<unknown>): void {
+  localMetrics = load;
+}
+
 export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger): Promise<PrimaryMetrics> {
   if (endpoint.where === "off") return { close: async () => {} };
   process.env[AGGREGATE_ENV] = "1";
@@ -64,6 +74,7 @@ export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger):
     return client;
   };
   const collect = async (): Promise<{ text: string; contentType: string }> => {
+    if (localMetrics) await localMetrics();
     const { prom, aggregator } = await load();
     const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
     const text = workers.length === 0 ? await prom.register.metrics() : await aggregator.clusterMetrics();

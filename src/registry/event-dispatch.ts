@@ -3,7 +3,6 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import os from "node:os";
-import client from "prom-client";
 import { maskUrlPassword } from "../config/provenance.js";
 import type { Config } from "../config/schema.js";
 import type { EndpointRow, EventRow, EventStore } from "../metadata/events-queries.js";
@@ -17,6 +16,7 @@ import {
   type EventRecorder,
   enabledEndpoints,
 } from "./events.js";
+import { Counter, Gauge, Histogram, meterNamed } from "./meters.js";
 
 /**
  * The dispatcher (issue 14): delivers the outbox to each configured endpoint, in commit order, at
@@ -527,14 +527,14 @@ export async function startEventDispatcher(
 // Metrics (prom-client's default registry; workers are summed by the primary, gauges take the max)
 
 function metric<T>(name: string, make: () => T): T {
-  return (client.register.getSingleMetric(name) as T | undefined) ?? make();
+  return (meterNamed(name) as T | undefined) ?? make();
 }
 
 const delivered = () =>
   metric(
     "berth_events_delivered_total",
     () =>
-      new client.Counter({
+      new Counter({
         name: "berth_events_delivered_total",
         help: "Events delivered to a webhook endpoint (answered 2xx or 3xx).",
         labelNames: ["endpoint"],
@@ -544,7 +544,7 @@ const failed = () =>
   metric(
     "berth_events_delivery_failures_total",
     () =>
-      new client.Counter({
+      new Counter({
         name: "berth_events_delivery_failures_total",
         help: "Delivery attempts to a webhook endpoint that failed (error status, timeout, refused).",
         labelNames: ["endpoint"],
@@ -554,7 +554,7 @@ const deliverySeconds = () =>
   metric(
     "berth_events_delivery_seconds",
     () =>
-      new client.Histogram({
+      new Histogram({
         name: "berth_events_delivery_seconds",
         help: "How long a webhook endpoint took to answer a delivery.",
         labelNames: ["endpoint"],
@@ -590,7 +590,7 @@ function registerEventMetrics(outbox: EventStore, config: Config): void {
   metric(
     "berth_events_backlog",
     () =>
-      new client.Gauge({
+      new Gauge({
         name: "berth_events_backlog",
         help: "Events recorded but not yet delivered to a webhook endpoint (before its filters).",
         labelNames: ["endpoint"],
@@ -603,7 +603,7 @@ function registerEventMetrics(outbox: EventStore, config: Config): void {
   metric(
     "berth_events_endpoint_failing",
     () =>
-      new client.Gauge({
+      new Gauge({
         name: "berth_events_endpoint_failing",
         help: "1 while a webhook endpoint has failed `threshold` times in a row, else 0.",
         labelNames: ["endpoint"],

@@ -31,7 +31,10 @@ if (cluster.isPrimary) process.on("exit", () => {
 else process.on("exit", () => {
   if (process.env.BERTH_CONFIG_CHECK === "1") return;
   require("node:fs").writeFileSync(${JSON.stringify(dir)} + "/worker-" + process.pid + ".json",
-    JSON.stringify({ zod: globalThis.__zod_globalConfig !== undefined }));
+    JSON.stringify({
+      zod: globalThis.__zod_globalConfig !== undefined,
+      promClient: Object.keys(require.cache).some((m) => m.includes("prom-client")),
+    }));
 });
 `,
 );
@@ -54,10 +57,12 @@ describe("the berth command", () => {
     expect(loaded.esm).toBe(false);
     expect(loaded.modules.filter((m) => m.includes("commander"))).toEqual([]);
     expect(loaded.modules.map((m) => path.basename(m))).toContain("supervisor.cjs");
-    // The configuration is checked by a process of its own: no worker loads the schema (zod).
+    // The configuration is checked by a process of its own: no worker loads the schema (zod); and
+    // prom-client waits for the first scrape (src/registry/meters.ts).
     const workers = readdirSync(dir).filter((f) => f.startsWith("worker-"));
     expect(workers).toHaveLength(2);
-    for (const file of workers) expect(readFileSync(path.join(dir, file), "utf8")).toBe('{"zod":false}');
+    for (const file of workers)
+      expect(readFileSync(path.join(dir, file), "utf8")).toBe('{"zod":false,"promClient":false}');
   });
 
   it("stops with the configuration's own message when it is invalid", () => {
