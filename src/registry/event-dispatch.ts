@@ -1,7 +1,6 @@
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
-import https from "node:https";
 import os from "node:os";
 import { maskUrlPassword } from "../config/provenance.js";
 import type { Config } from "../config/schema.js";
@@ -16,6 +15,7 @@ import {
   type EventRecorder,
   enabledEndpoints,
 } from "./events.js";
+import { httpsModule } from "./https-module.js";
 import { Counter, Gauge, Histogram, meterNamed } from "./meters.js";
 
 /**
@@ -150,9 +150,12 @@ export interface SendResult {
 }
 
 /** Keep-alive connections to the receivers, a few per endpoint (one request at a time per endpoint). */
-const AGENTS = {
+const AGENTS: { http: http.Agent; https?: http.Agent } = {
   http: new http.Agent({ keepAlive: true, maxSockets: 4 }),
-  https: new https.Agent({ keepAlive: true, maxSockets: 4 }),
+};
+const httpsAgent = () => {
+  AGENTS.https ??= new (httpsModule().Agent)({ keepAlive: true, maxSockets: 4 });
+  return AGENTS.https;
 };
 
 class DeliveryTimeout extends Error {}
@@ -170,10 +173,10 @@ function post(
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     const tls = url.protocol === "https:";
-    const req = (tls ? https : http).request(url, {
+    const req = (tls ? httpsModule() : http).request(url, {
       method: "POST",
       headers: { ...headers, "content-length": String(body.length) },
-      agent: tls ? AGENTS.https : AGENTS.http,
+      agent: tls ? httpsAgent() : AGENTS.http,
     });
     const timer = setTimeout(() => req.destroy(new DeliveryTimeout()), timeoutMs);
     req.on("error", (err) => {
