@@ -34,6 +34,7 @@ else process.on("exit", () => {
     JSON.stringify({
       zod: globalThis.__zod_globalConfig !== undefined,
       promClient: Object.keys(require.cache).some((m) => m.includes("prom-client")),
+      https: process.moduleLoadList.filter((m) => /^NativeModule (https|http2)$/.test(m)),
     }));
 });
 `,
@@ -58,11 +59,12 @@ describe("the berth command", () => {
     expect(loaded.modules.filter((m) => m.includes("commander"))).toEqual([]);
     expect(loaded.modules.map((m) => path.basename(m))).toContain("supervisor.cjs");
     // The configuration is checked by a process of its own: no worker loads the schema (zod); and
-    // prom-client waits for the first scrape (src/registry/meters.ts).
+    // prom-client waits for the first scrape (src/registry/meters.ts), node:https and node:http2 for TLS
+    // or a call out.
     const workers = readdirSync(dir).filter((f) => f.startsWith("worker-"));
     expect(workers).toHaveLength(2);
     for (const file of workers)
-      expect(readFileSync(path.join(dir, file), "utf8")).toBe('{"zod":false,"promClient":false}');
+      expect(readFileSync(path.join(dir, file), "utf8")).toBe('{"zod":false,"promClient":false,"https":[]}');
   });
 
   it("stops with the configuration's own message when it is invalid", () => {
