@@ -1,6 +1,6 @@
 // Starting and stopping the two registries under test.
 //
-// Berth:        node dist/cli/main.js serve --addr 127.0.0.1:PORT --data-dir DIR   (one worker per core)
+// Berth:        node dist/cli/berth.cjs serve --addr 127.0.0.1:PORT --data-dir DIR   (one worker per core)
 // Distribution: docker-registry serve config.yml   (filesystem storage, delete enabled, quiet logs)
 //
 // Each server's stdout/stderr goes to a log file under the run's work directory; nothing is
@@ -14,7 +14,7 @@ import { processTree } from "./proc.mjs";
 import { freePort, log, sleep } from "./util.mjs";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const BERTH_MAIN = path.join(REPO_ROOT, "dist", "cli", "main.js");
+export const BERTH_MAIN = path.join(REPO_ROOT, "dist", "cli", "berth.cjs");
 export const DISTRIBUTION_BIN = process.env.BENCH_DISTRIBUTION_BIN ?? "/usr/bin/docker-registry";
 
 const live = new Set();

@@ -1,4 +1,5 @@
-import { type Config, dataDirOf } from "../config/schema.js";
+import { dataDirOf } from "../config/data-dir.js";
+import type { Config } from "../config/schema.js";
 import { type MetadataDb, openMetadata } from "../metadata/db.js";
 import { SqlMetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";

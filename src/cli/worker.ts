@@ -3,16 +3,28 @@ import net from "node:net";
 import os from "node:os";
 import pino, { type Logger } from "pino";
 import { parseAddr } from "../config/addr.js";
-import { loadConfig } from "../config/load.js";
-import { type Config, dataDirOf } from "../config/schema.js";
+import { dataDirOf } from "../config/data-dir.js";
+import type { Config } from "../config/schema.js";
 import { collectWhenIdle } from "../http/memory.js";
+// Static: esbuild's bundle gives an import() of this CommonJS module no named exports. It is small.
+import { metricsEndpoint, startPrimaryMetrics } from "../http/metrics-primary.cjs";
 import { databaseTarget, describeTarget } from "../metadata/target.js";
-import { textLine } from "./log-line.js";
-import { FLAG_NAMES, flagsToConfig, type ServeFlags, WORKER_MESSAGE, type WorkerMessage } from "./serve.js";
+import { textLine } from "./log-line.cjs";
+import {
+  type CheckedConfig,
+  FLAG_NAMES,
+  flagsToConfig,
+  type ServeFlags,
+  SUPERVISOR_MESSAGE,
+  WORKER_MESSAGE,
+  type WorkerMessage,
+} from "./serve.js";
 
 /**
- * One serving process of `berth serve`: loads and checks the configuration, opens the stores, builds
- * the HTTP app and listens. Run under the supervisor (src/cli/serve.ts) or alone with `--workers 1`.
+ * One serving process of `berth serve`: gets the configuration, opens the stores, builds the HTTP app
+ * and listens. Run under the supervisor (src/cli/supervisor.cts) or alone with `--workers 1`. Alone, it
+ * reads and checks the configuration itself; supervised, it asks the supervisor, which has a process of
+ * its own check it once (checkConfig), so that workers never load the schema (zod).
  *
  * The lead worker (the first one forked, or the only process) also does what must happen once:
  * it logs the configuration's warnings, checks the authentication set-up (and generates the token key
@@ -80,6 +92,42 @@ async function clearStaleSocket(file: string): Promise<void> {
   rmSync(file, { force: true });
 }
 
+/** Reads and checks the configuration (zod, in src/config/): the file, the environment and the flags. */
+async function readConfig(flags: ServeFlags): Promise<{ config: Config; warnings: string[] }> {
+  const { loadConfig } = await import("../config/load.js");
+  return loadConfig({ file: flags.config, flags: flagsToConfig(flags), flagNames: FLAG_NAMES });
+}
+
+/**
+ * The supervisor's configuration process: reads and checks the configuration once, hands it to the
+ * supervisor for the workers (src/cli/supervisor.cts) and exits; an invalid one stops `berth serve`
+ * with its message.
+ */
+export async function checkConfig(flags: ServeFlags): Promise<void> {
+  try {
+    const { config, warnings } = await readConfig(flags);
+    await tell({ type: WORKER_MESSAGE.checked, config, warnings });
+    process.exit(0);
+  } catch (err) {
+    await tell({ type: WORKER_MESSAGE.fatal, message: err instanceof Error ? err.message : String(err) });
+    process.exit(1);
+  }
+}
+
+/** A supervised worker's configuration: checked by the configuration process, passed on as JSON. */
+function configFromSupervisor(): Promise<{ config: Config; warnings: string[] }> {
+  return new Promise((resolve) => {
+    const onMessage = (raw: unknown) => {
+      const message = raw as ({ type?: string } & CheckedConfig) | undefined;
+      if (message?.type !== SUPERVISOR_MESSAGE.config) return;
+      process.off("message", onMessage);
+      resolve({ config: message.config as Config, warnings: message.warnings });
+    };
+    process.on("message", onMessage);
+    void tell({ type: WORKER_MESSAGE.wantConfig });
+  });
+}
+
 /**
  * Runs a worker. `supervised`: forked by the supervisor, which hears about start-up errors as a
  * message (and stops) instead of restarting this worker for ever. Unsupervised, errors are thrown.
@@ -88,11 +136,7 @@ export async function runWorker(flags: ServeFlags, supervised: boolean): Promise
   const lead = !supervised || process.env.BERTH_LEAD === "1";
   let log: Logger | undefined;
   try {
-    const { config, warnings } = loadConfig({
-      file: flags.config,
-      flags: flagsToConfig(flags),
-      flagNames: FLAG_NAMES,
-    });
+    const { config, warnings } = supervised ? await configFromSupervisor() : await readConfig(flags);
     log = makeLogger(config);
     await start(config, warnings, log, lead, supervised);
   } catch (err) {
@@ -125,7 +169,6 @@ async function start(
     (await import("../auth/preflight.js")).checkAuth(config, dataDir);
     if (unix) await clearStaleSocket(config.http.addr);
     if (supervised) {
-      const { metricsEndpoint } = await import("../http/metrics.js");
       await tell({
         type: WORKER_MESSAGE.config,
         workers: workerCount(config),
@@ -142,8 +185,7 @@ async function start(
       });
     } else {
       // [ops wiring, issue 4] a single process serves its own metrics on metrics.addr, if set.
-      const { metricsEndpoint } = await import("../http/metrics.js");
-      await (await import("../http/metrics-primary.js")).startPrimaryMetrics(metricsEndpoint(config), log);
+      await startPrimaryMetrics(metricsEndpoint(config), log);
     }
   }
   const { openRuntime } = await import("./runtime.js");

@@ -1,4 +1,3 @@
-import path from "node:path";
 import { z } from "zod";
 import { authSection } from "./sections/auth.js";
 import { httpSection, logSection, storageSection } from "./sections/core.js";
@@ -23,7 +22,4 @@ export const configSchema = z.object({
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 
-/** The data directory (blobs, database, keys), absolute. */
-export function dataDirOf(config: Config): string {
-  return path.resolve(config.storage.filesystem.rootdirectory);
-}
+export { dataDirOf } from "./data-dir.js";

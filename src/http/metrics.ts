@@ -9,29 +9,21 @@
  *  - `metrics.addr` (or Distribution's `http.debug.addr` with `http.debug.prometheus.enabled`) is a
  *    listener in the primary itself, and then `/metrics` is not served on the main port.
  *
- * The supervisor's side is src/http/metrics-primary.ts (it loads prom-client only when asked).
+ * The supervisor's side is src/http/metrics-primary.cts (it loads prom-client only when asked).
+ *
+ * A worker counts in meters of its own (src/registry/meters.ts) and loads prom-client only when
+ * metrics are first read (a scrape, or the primary asking for this worker's numbers): then the meters
+ * and Node's default metrics join prom-client's registry. The default metrics that count events (the
+ * garbage collections) count from then on.
  */
 import cluster from "node:cluster";
 import perfHooks, { type IntervalHistogram } from "node:perf_hooks";
-import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, register } from "prom-client";
-import type { Config } from "../config/schema.js";
+import { attachMeters, Counter, Gauge, Histogram } from "../registry/meters.js";
+import { AGGREGATE_ENV, REQUEST, RESPONSE, setLocalMetrics } from "./metrics-primary.cjs";
 
-import { AGGREGATE_ENV, REQUEST, RESPONSE } from "./metrics-primary.js";
+type PromClient = typeof import("prom-client");
 
-/** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
-export function metricsEndpoint(config: Config): {
-  where: "main" | "own" | "off";
-  addr?: string;
-  path: string;
-} {
-  const debug = config.http.debug;
-  if (!config.metrics.enabled) return { where: "off", path: config.metrics.path };
-  if (config.metrics.addr) return { where: "own", addr: config.metrics.addr, path: config.metrics.path };
-  if (debug?.addr && debug.prometheus?.enabled) {
-    return { where: "own", addr: debug.addr, path: debug.prometheus.path ?? "/metrics" };
-  }
-  return { where: "main", path: config.metrics.path };
-}
+export { metricsEndpoint } from "./metrics-primary.cjs";
 
 // ---------------------------------------------------------------------------------------------
 // The metrics of one process
@@ -100,7 +92,7 @@ class DelayFromFirstScrape {
 }
 
 /** prom-client's default process metrics, with the event-loop sampler started at the first scrape. */
-function defaultMetrics(): void {
+function defaultMetrics({ collectDefaultMetrics }: PromClient): void {
   const monitor = perfHooks.monitorEventLoopDelay;
   // prom-client asks node:perf_hooks for the sampler when its metrics are created, and enables it.
   perfHooks.monitorEventLoopDelay = ((options?: Parameters<typeof monitor>[0]) =>
@@ -133,15 +125,51 @@ export function setMetricsSource(s: MetricsSource | undefined): void {
   cache = undefined;
 }
 
-/** This process's metrics, created once in prom-client's global registry. */
+let prometheus: Promise<PromClient> | undefined;
+
+/** prom-client, loaded when metrics are first read, with every meter and Node's default metrics in it. */
+function loadPrometheus(): Promise<PromClient> {
+  prometheus ??= import("prom-client").then((prom) => {
+    // prom-client samples event-loop delay with a timer; at its default 10 ms resolution an idle worker
+    // woke 100 times a second (about 1% of a core). Once a second still shows a blocked loop, and only
+    // from the first scrape on (DelayFromFirstScrape).
+    defaultMetrics(prom);
+    attachMeters((meter) =>
+      prom.register.registerMetric(meter as unknown as Parameters<typeof prom.register.registerMetric>[0]),
+    );
+    return prom;
+  });
+  return prometheus;
+}
+
+/** prom-client's messages between the primary's AggregatorRegistry and a worker (its cluster.js). */
+const PROM_REQUEST = "prom-client:getMetricsReq";
+const PROM_RESPONSE = "prom-client:getMetricsRes";
+
+/**
+ * A worker's answer to the primary's AggregatorRegistry (what prom-client's AggregatorRegistry installs
+ * in a worker), loading prom-client at the first request.
+ */
+function answerAggregator(): void {
+  process.on("message", (raw: unknown) => {
+    const message = raw as { type?: string; requestId?: unknown } | undefined;
+    if (message?.type !== PROM_REQUEST) return;
+    loadPrometheus()
+      .then((prom) => prom.register.getMetricsAsJSON())
+      .then(
+        (json) => process.send?.({ type: PROM_RESPONSE, requestId: message.requestId, metrics: [json] }),
+        (err: Error) =>
+          process.send?.({ type: PROM_RESPONSE, requestId: message.requestId, error: err.message }),
+      );
+  });
+}
+
+/** This process's metrics, created once. */
 export function processMetrics(): ProcessMetrics {
   if (metrics) return metrics;
-  // prom-client samples event-loop delay with a timer; at its default 10 ms resolution an idle worker
-  // woke 100 times a second (about 1% of a core). Once a second still shows a blocked loop, and only
-  // from the first scrape on (DelayFromFirstScrape).
-  defaultMetrics();
-  // Installs prom-client's answer to the primary's requests in a worker.
-  if (cluster.isWorker) new AggregatorRegistry();
+  if (cluster.isWorker) answerAggregator();
+  // A process that serves alone and on metrics.addr: the primary's side reads this process's meters.
+  else setLocalMetrics(loadPrometheus);
   metrics = {
     requests: new Counter({
       name: "berth_http_requests_total",
@@ -206,7 +234,8 @@ export function processMetrics(): ProcessMetrics {
 // ---------------------------------------------------------------------------------------------
 // Scrapes
 
-export const contentType = register.contentType;
+/** prom-client's register.contentType (Prometheus's text format 0.0.4). */
+export const contentType = "text/plain; version=0.0.4; charset=utf-8";
 
 /**
  * The text of a scrape as seen from this process: every worker's numbers when the primary
@@ -220,7 +249,7 @@ export async function scrape(): Promise<string> {
       // The primary did not answer in time: better this worker's numbers than none.
     }
   }
-  return register.metrics();
+  return (await loadPrometheus()).register.metrics();
 }
 
 let nextId = 1;

@@ -2,7 +2,7 @@
  * The HTTP side of the pull-through cache (issue 13): its metrics, its log lines, and containerd's
  * `?ns=` parameter. The cache itself is in src/registry/proxy/.
  */
-import { Counter } from "prom-client";
+import { Counter } from "../registry/meters.js";
 import type { PullThroughCache } from "../registry/proxy/cache.js";
 import type { AppContext } from "./context.js";
 

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { ConnectionOptions } from "node:tls";
 import type pg from "pg";
-import { type DatabaseConfig, usesPostgres } from "../config/sections/database.js";
+import type { DatabaseConfig } from "../config/sections/database.js";
 import type { DatabaseTarget } from "./db.js";
 
 /** Where the embedded SQLite database lives inside the data directory. */
@@ -77,4 +77,10 @@ export function describeTarget(target: DatabaseTarget, dataDir: string): string 
     } catch {}
   }
   return `postgresql ${host ?? "localhost"}:${port ?? 5432}/${db ?? "(default)"}`;
+}
+
+/** Whether the configuration puts the metadata on PostgreSQL. */
+export function usesPostgres(database: DatabaseConfig): boolean {
+  if (database.enabled === false) return false;
+  return database.enabled === true || database.url !== undefined;
 }

@@ -1,9 +1,7 @@
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
-import https from "node:https";
 import os from "node:os";
-import client from "prom-client";
 import { maskUrlPassword } from "../config/provenance.js";
 import type { Config } from "../config/schema.js";
 import type { EndpointRow, EventRow, EventStore } from "../metadata/events-queries.js";
@@ -17,6 +15,8 @@ import {
   type EventRecorder,
   enabledEndpoints,
 } from "./events.js";
+import { httpsModule } from "./https-module.js";
+import { Counter, Gauge, Histogram, meterNamed } from "./meters.js";
 
 /**
  * The dispatcher (issue 14): delivers the outbox to each configured endpoint, in commit order, at
@@ -150,9 +150,12 @@ export interface SendResult {
 }
 
 /** Keep-alive connections to the receivers, a few per endpoint (one request at a time per endpoint). */
-const AGENTS = {
+const AGENTS: { http: http.Agent; https?: http.Agent } = {
   http: new http.Agent({ keepAlive: true, maxSockets: 4 }),
-  https: new https.Agent({ keepAlive: true, maxSockets: 4 }),
+};
+const httpsAgent = () => {
+  AGENTS.https ??= new (httpsModule().Agent)({ keepAlive: true, maxSockets: 4 });
+  return AGENTS.https;
 };
 
 class DeliveryTimeout extends Error {}
@@ -170,10 +173,10 @@ function post(
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     const tls = url.protocol === "https:";
-    const req = (tls ? https : http).request(url, {
+    const req = (tls ? httpsModule() : http).request(url, {
       method: "POST",
       headers: { ...headers, "content-length": String(body.length) },
-      agent: tls ? AGENTS.https : AGENTS.http,
+      agent: tls ? httpsAgent() : AGENTS.http,
     });
     const timer = setTimeout(() => req.destroy(new DeliveryTimeout()), timeoutMs);
     req.on("error", (err) => {
@@ -527,14 +530,14 @@ export async function startEventDispatcher(
 // Metrics (prom-client's default registry; workers are summed by the primary, gauges take the max)
 
 function metric<T>(name: string, make: () => T): T {
-  return (client.register.getSingleMetric(name) as T | undefined) ?? make();
+  return (meterNamed(name) as T | undefined) ?? make();
 }
 
 const delivered = () =>
   metric(
     "berth_events_delivered_total",
     () =>
-      new client.Counter({
+      new Counter({
         name: "berth_events_delivered_total",
         help: "Events delivered to a webhook endpoint (answered 2xx or 3xx).",
         labelNames: ["endpoint"],
@@ -544,7 +547,7 @@ const failed = () =>
   metric(
     "berth_events_delivery_failures_total",
     () =>
-      new client.Counter({
+      new Counter({
         name: "berth_events_delivery_failures_total",
         help: "Delivery attempts to a webhook endpoint that failed (error status, timeout, refused).",
         labelNames: ["endpoint"],
@@ -554,7 +557,7 @@ const deliverySeconds = () =>
   metric(
     "berth_events_delivery_seconds",
     () =>
-      new client.Histogram({
+      new Histogram({
         name: "berth_events_delivery_seconds",
         help: "How long a webhook endpoint took to answer a delivery.",
         labelNames: ["endpoint"],
@@ -590,7 +593,7 @@ function registerEventMetrics(outbox: EventStore, config: Config): void {
   metric(
     "berth_events_backlog",
     () =>
-      new client.Gauge({
+      new Gauge({
         name: "berth_events_backlog",
         help: "Events recorded but not yet delivered to a webhook endpoint (before its filters).",
         labelNames: ["endpoint"],
@@ -603,7 +606,7 @@ function registerEventMetrics(outbox: EventStore, config: Config): void {
   metric(
     "berth_events_endpoint_failing",
     () =>
-      new client.Gauge({
+      new Gauge({
         name: "berth_events_endpoint_failing",
         help: "1 while a webhook endpoint has failed `threshold` times in a row, else 0.",
         labelNames: ["endpoint"],

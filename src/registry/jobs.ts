@@ -1,4 +1,3 @@
-import client from "prom-client";
 import type { Config } from "../config/schema.js";
 import type { MetadataStore } from "../metadata/store.js";
 import type { RepositoryUsage, UsageSummary } from "../metadata/usage-queries.js";
@@ -12,6 +11,7 @@ import {
   purgeUploads,
   summarize,
 } from "./gc.js";
+import { Counter, Gauge, Histogram, meterNamed } from "./meters.js";
 import { applyRetention, compilePolicies, type RetentionReport } from "./retention.js";
 
 /**
@@ -260,21 +260,21 @@ export function startBackgroundJobs(
  * a minute). They live in prom-client's default registry; gauges aggregate across workers with `max`
  * (every worker reads the same database), counters with `sum`.
  */
-function counter(name: string, help: string, labelNames: string[]): client.Counter<string> {
-  const existing = client.register.getSingleMetric(name);
-  if (existing) return existing as client.Counter<string>;
-  return new client.Counter({ name, help, labelNames });
+function counter(name: string, help: string, labelNames: string[]): Counter<string> {
+  const existing = meterNamed(name);
+  if (existing) return existing as Counter<string>;
+  return new Counter({ name, help, labelNames });
 }
 
 function gauge(
   name: string,
   help: string,
   labelNames: string[],
-  collect?: (this: client.Gauge<string>) => Promise<void>,
-): client.Gauge<string> {
-  const existing = client.register.getSingleMetric(name);
-  if (existing) return existing as client.Gauge<string>;
-  return new client.Gauge({ name, help, labelNames, aggregator: "max", ...(collect ? { collect } : {}) });
+  collect?: (this: Gauge<string>) => Promise<void>,
+): Gauge<string> {
+  const existing = meterNamed(name);
+  if (existing) return existing as Gauge<string>;
+  return new Gauge({ name, help, labelNames, aggregator: "max", ...(collect ? { collect } : {}) });
 }
 
 const jobRuns = counter(

@@ -13,7 +13,7 @@ import {
 } from "./postgres.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const CLI = path.join(ROOT, "dist/cli/main.js");
+export const CLI = path.join(ROOT, "dist/cli/berth.cjs");
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -42,9 +42,3 @@ export const databaseSection = z
   .prefault({});
 
 export type DatabaseConfig = z.infer<typeof databaseSection>;
-
-/** Whether the configuration puts the metadata on PostgreSQL. */
-export function usesPostgres(database: DatabaseConfig): boolean {
-  if (database.enabled === false) return false;
-  return database.enabled === true || database.url !== undefined;
-}

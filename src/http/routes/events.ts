@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { parseDuration } from "../../config/sections/core.js";
+import { parseDuration } from "../../config/duration.js";
 import { RegistryError } from "../../registry/errors.js";
 import { eventsStatus, type RedeliverFrom, redeliver } from "../../registry/event-status.js";
 import { getIdentity, requireAccess } from "../access.js";

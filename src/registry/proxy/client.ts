@@ -7,8 +7,8 @@
  * Credentials never leave this module in a message: errors name the upstream by its URL and status alone.
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
-import https from "node:https";
 import tls from "node:tls";
+import { httpsModule } from "../https-module.js";
 
 export interface UpstreamClientOptions {
   /** Base URL, such as https://registry-1.docker.io */
@@ -88,7 +88,7 @@ export class UpstreamClient {
     const ca = options.ca ? [...tls.rootCertificates, options.ca] : undefined;
     this.agent =
       this.base.protocol === "https:"
-        ? new https.Agent({ keepAlive: true, maxSockets: 64, ca })
+        ? new (httpsModule().Agent)({ keepAlive: true, maxSockets: 64, ca })
         : new http.Agent({ keepAlive: true, maxSockets: 64 });
   }
 
@@ -255,7 +255,7 @@ export class UpstreamClient {
     const sameOrigin = url.origin === this.base.origin;
     const agent = sameOrigin ? this.agent : undefined;
     return new Promise((resolve, reject) => {
-      const req = (secure ? https : http).request(
+      const req = (secure ? httpsModule() : http).request(
         url,
         {
           method,

@@ -6,6 +6,8 @@
  * lines and the workers' lines read alike in one stream.
  */
 
+import { writeSync } from "node:fs";
+
 export type LogFormat = "json" | "text";
 
 export const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
@@ -62,6 +64,26 @@ export interface LineLogger {
   error(fields: Record<string, unknown>, msg: string): void;
 }
 
+let stream = false;
+
+/**
+ * One line to stdout, written straight to file descriptor 1 while that works: process.stdout on a pipe
+ * is a socket object that loads Node's network and stream modules into the supervisor (about 0.2 MB).
+ * A full non-blocking pipe (EAGAIN) or any other error hands this and later lines to process.stdout.
+ */
+function writeLine(line: string): void {
+  let rest = Buffer.from(line);
+  if (!stream) {
+    try {
+      while (rest.length > 0) rest = rest.subarray(writeSync(1, rest));
+      return;
+    } catch {
+      stream = true;
+    }
+  }
+  process.stdout.write(rest);
+}
+
 /** A logger that writes whole lines to stdout (the supervisor's; workers use pino). */
 export function lineLogger(options: {
   level: string;
@@ -72,7 +94,7 @@ export function lineLogger(options: {
   const write = (level: number, fields: Record<string, unknown>, msg: string) => {
     if (level < threshold) return;
     const record = { level, time: Date.now(), ...options.base, ...fields, msg };
-    process.stdout.write(options.format === "text" ? textLine(record) : `${JSON.stringify(record)}\n`);
+    writeLine(options.format === "text" ? textLine(record) : `${JSON.stringify(record)}\n`);
   };
   return {
     info: (fields, msg) => write(30, fields, msg),

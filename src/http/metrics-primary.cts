@@ -1,5 +1,6 @@
 import cluster from "node:cluster";
-import http from "node:http";
+import type http from "node:http";
+import type { Config } from "../config/schema.js";
 
 /**
  * The supervisor's side of the metrics (see src/http/metrics.ts for a worker's): it answers workers
@@ -7,8 +8,9 @@ import http from "node:http";
  * on `metrics.addr` (or http.debug.addr) when one is set. In a single-process serve it serves that
  * process's own metrics on the address.
  *
- * This module loads only node:cluster and node:http; prom-client is imported at the first scrape,
- * so that an unscraped supervisor stays small.
+ * This module loads only node:cluster (and node:http when metrics have an address of their own);
+ * prom-client is loaded at the first scrape, so that an unscraped supervisor stays small. CommonJS,
+ * as the supervisor is (src/cli/supervisor.cts).
  */
 
 export const AGGREGATE_ENV = "BERTH_METRICS_PRIMARY";
@@ -31,7 +33,32 @@ interface InfoLogger {
   info(fields: Record<string, unknown>, msg: string): void;
 }
 
+/** Where metrics are served: on the main port (worker routes) or on an address of their own (primary). */
+export function metricsEndpoint(config: Config): {
+  where: "main" | "own" | "off";
+  addr?: string;
+  path: string;
+} {
+  const debug = config.http.debug;
+  if (!config.metrics.enabled) return { where: "off", path: config.metrics.path };
+  if (config.metrics.addr) return { where: "own", addr: config.metrics.addr, path: config.metrics.path };
+  if (debug?.addr && debug.prometheus?.enabled) {
+    return { where: "own", addr: debug.addr, path: debug.prometheus.path ?? "/metrics" };
+  }
+  return { where: "main", path: config.metrics.path };
+}
+
 type PromClient = typeof import("prom-client");
+
+let localMetrics: (() => Promise<unknown>) | undefined;
+
+/**
+ * In a process that serves by itself: what loads its own meters into prom-client's registry
+ * (src/http/metrics.ts), run before the registry is read.
+ */
+export function setLocalMetrics(load: () => Promise<unknown>): void {
+  localMetrics = load;
+}
 
 export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger): Promise<PrimaryMetrics> {
   if (endpoint.where === "off") return { close: async () => {} };
@@ -40,10 +67,14 @@ export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger):
     | Promise<{ prom: PromClient; aggregator: InstanceType<PromClient["AggregatorRegistry"]> }>
     | undefined;
   const load = () => {
-    client ??= import("prom-client").then((prom) => ({ prom, aggregator: new prom.AggregatorRegistry() }));
+    client ??= Promise.resolve().then(() => {
+      const prom = require("prom-client") as PromClient;
+      return { prom, aggregator: new prom.AggregatorRegistry() };
+    });
     return client;
   };
   const collect = async (): Promise<{ text: string; contentType: string }> => {
+    if (localMetrics) await localMetrics();
     const { prom, aggregator } = await load();
     const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
     const text = workers.length === 0 ? await prom.register.metrics() : await aggregator.clusterMetrics();
@@ -63,7 +94,8 @@ export async function startPrimaryMetrics(endpoint: Endpoint, log?: InfoLogger):
   let address: string | undefined;
   if (endpoint.where === "own" && endpoint.addr) {
     const { host, port } = splitAddr(endpoint.addr);
-    server = http.createServer((req, res) => {
+    const { createServer } = require("node:http") as typeof http; // about 1 MB: only when used
+    server = createServer((req, res) => {
       const path = (req.url ?? "/").split("?")[0];
       if ((req.method === "GET" || req.method === "HEAD") && path === endpoint.path) {
         collect().then(
