@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import pino, { type Logger } from "pino";
@@ -225,6 +225,7 @@ async function start(
     runtime.registry.events,
     config,
     log,
+    { readFile: (file) => readFileSync(file, "utf8") },
   );
   await app.listen(listenOn);
   const address = app.server.address();

@@ -1,5 +1,4 @@
 import { createHmac } from "node:crypto";
-import { readFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import { maskUrlPassword } from "../config/provenance.js";
@@ -38,6 +37,8 @@ export interface DispatchLogger {
 export interface DispatcherOptions {
   /** How often an idle endpoint looks for events committed by other processes. */
   pollMs?: number;
+  /** Reads a file named by the configuration (`signature.secretfile`) as text: the caller knows files. */
+  readFile: (file: string) => string;
 }
 
 const DEFAULT_POLL_MS = 1_000;
@@ -88,11 +89,11 @@ export function signature(secret: Buffer, body: string): string {
 }
 
 /** The endpoint's secret, from the configuration or its file (trailing newline dropped). */
-export function endpointSecret(e: EndpointConfig): Buffer | null {
+export function endpointSecret(e: EndpointConfig, readFile: (file: string) => string): Buffer | null {
   if (!e.signature) return null;
   if (e.signature.secret !== undefined) return Buffer.from(e.signature.secret, "utf8");
   const file = e.signature.secretfile as string;
-  return Buffer.from(readFileSync(file, "utf8").replace(/\r?\n$/, ""), "utf8");
+  return Buffer.from(readFile(file).replace(/\r?\n$/, ""), "utf8");
 }
 
 export function batchSizeOf(e: EndpointConfig): number {
@@ -478,7 +479,7 @@ export async function startEventDispatcher(
   recorder: EventRecorder,
   config: Config,
   log: DispatchLogger,
-  options: DispatcherOptions = {},
+  options: DispatcherOptions,
 ): Promise<() => Promise<void>> {
   const endpoints = enabledEndpoints(config);
   if (endpoints.length === 0) return async () => {};
@@ -489,7 +490,7 @@ export async function startEventDispatcher(
   for (const e of endpoints) {
     let secret: Buffer | null = null;
     try {
-      secret = endpointSecret(e);
+      secret = endpointSecret(e, options.readFile);
     } catch (err) {
       // Events stay in the outbox until the file is readable and Berth restarts.
       log.error(

@@ -230,7 +230,7 @@ describe("delivery rules", () => {
     const secretFile = path.join(dir, "secret");
     writeFileSync(secretFile, "from-file\n");
     const e = endpoint({ signature: { secretfile: secretFile } } as never);
-    expect(endpointSecret(e)?.toString()).toBe("from-file");
+    expect(endpointSecret(e, (f) => readFileSync(f, "utf8"))?.toString()).toBe("from-file");
     // RFC 4231 test case 2.
     expect(signature(Buffer.from("Jefe"), "what do ya want for nothing?")).toBe(
       "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
