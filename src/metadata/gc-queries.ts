@@ -113,13 +113,18 @@ export async function releaseLock(db: Q, name: string, holder: string, idleUntil
     .execute();
 }
 
-/** Whether `host:pid:nonce` names a process on this host that no longer exists. */
-export function holderIsDead(holder: string): boolean {
+/**
+ * Whether the lease holder `host:pid:nonce` names a process on this host that no longer exists. This
+ * process's own pid counts as alive, unless `self` is given: then a holder with our pid and another name
+ * is an earlier process that had this pid (a restarted container), gone.
+ */
+export function holderIsDead(holder: string, self?: string): boolean {
   const parts = holder.split(":");
   if (parts.length < 3) return false;
   const pid = Number(parts[parts.length - 2]);
   const host = parts.slice(0, -2).join(":");
-  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return self !== undefined && holder !== self;
   try {
     process.kill(pid, 0);
     return false;

@@ -4,6 +4,7 @@ import os from "node:os";
 import { maskUrlPassword } from "../config/provenance.js";
 import type { Config } from "../config/schema.js";
 import type { EndpointRow, EventRow, EventStore } from "../metadata/events-queries.js";
+import { holderIsDead } from "../metadata/gc-queries.js";
 import {
   accepts,
   compileFilter,
@@ -111,24 +112,6 @@ function leaseTtl(e: EndpointConfig): number {
 }
 
 const HOLDER = `${os.hostname()}:${process.pid}:${Math.random().toString(16).slice(2, 10)}`;
-
-/** A lease holder on this host whose process is gone (kill -9, crash): its lease may be taken at once. */
-function deadHolder(holder: string): boolean {
-  const parts = holder.split(":");
-  if (parts.length < 3) return false;
-  const pid = Number(parts[parts.length - 2]);
-  const host = parts.slice(0, -2).join(":");
-  if (host !== os.hostname() || !Number.isSafeInteger(pid)) return false;
-  // Our own pid under another name: an earlier process with this pid (a restarted container), gone.
-  // (Were it wrong, two processes would send for a while: duplicates, never a loss.)
-  if (pid === process.pid) return holder !== HOLDER;
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ESRCH";
-  }
-}
 
 const NETWORK_ERRORS: Record<string, string> = {
   ECONNREFUSED: "connection refused",
@@ -343,7 +326,9 @@ class EndpointWorker {
     if (!row) return this.pollMs;
     if (row.next_attempt_at > now) return Math.min(row.next_attempt_at - now, this.pollMs);
     const held = row.lease_holder !== null && row.lease_holder !== HOLDER && (row.lease_until ?? 0) >= now;
-    if (held && !deadHolder(row.lease_holder as string)) return this.pollMs;
+    // A holder on this host whose process is gone (kill -9, crash) is taken over at once; were that wrong,
+    // two processes would send for a while: duplicates, never a loss.
+    if (held && !holderIsDead(row.lease_holder as string, HOLDER)) return this.pollMs;
     // Read before writing: an idle endpoint costs no write at all.
     const limit = Math.max(this.batch * 4, 200);
     let pending = await this.outbox.eventsAfter(row.cursor, limit);
