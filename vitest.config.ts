@@ -5,6 +5,8 @@ import { defineConfig } from "vitest/config";
 // on a throwaway PostgreSQL server (test/helpers/postgres-global.ts). One file on one database:
 // `npx vitest run --project sqlite test/integration/v2-blobs.test.ts`.
 export default defineConfig({
+  // The CommonJS modules in src (*.cts, for the supervisor) are TypeScript too.
+  oxc: { include: /\.(m?ts|[jt]sx|cts)$/ },
   test: {
     testTimeout: 120_000,
     hookTimeout: 300_000,

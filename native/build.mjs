@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds Berth's optional native addons with node-gyp: native/sendfile (sendfile(2) for blob GETs) and
 // native/sha256 (OpenSSL's SHA-256 with a state that can be saved, for uploads to S3; it calls the OpenSSL
-// inside Node, with the headers Node installs).
+// inside Node, with the headers Node installs) and native/memory (memory back to the system when a process
+// rests: V8's low-memory collection and malloc_trim).
 // Never fails the install or the build: without them Berth streams blobs through Node and hashes S3
 // uploads with hash-wasm instead.
 import { spawnSync } from "node:child_process";
@@ -13,6 +14,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const addons = [
   { dir: "sendfile", without: "blobs will be streamed without sendfile(2)" },
   { dir: "sha256", without: "uploads to S3 will be hashed with hash-wasm (slower)" },
+  { dir: "memory", without: "idle processes will keep more memory" },
 ];
 if (process.platform !== "linux" || process.env.BERTH_NO_NATIVE === "1") process.exit(0);
 

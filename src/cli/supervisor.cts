@@ -15,6 +15,14 @@
  * code 1, instead of being restarted for ever; a worker that dies after it served is replaced.
  */
 import cluster, { type Worker } from "node:cluster";
+import {
+  memoryAddonFile,
+  nativeRelease,
+  releaseWhenIdle,
+  SERVING_BUDGET_ENV,
+  STARTUP_INTERRUPT_BUDGET,
+  V8_INTERRUPT_BUDGET,
+} from "../http/idle-memory.cjs";
 import { type LineLogger, type LogFormat, lineLogger } from "./log-line.cjs";
 
 type MetricsPrimaryModule = typeof import("../http/metrics-primary.cjs");
@@ -87,6 +95,9 @@ export function supervise(): Promise<void> {
     let stopping = false;
     let failedRestarts = 0;
     let metricsPrimary: Promise<{ close(): Promise<void> }> | undefined;
+    // Memory back to the system once the supervisor rests after start-up and after its workers' messages
+    // (src/http/idle-memory.cts): about 0.5 MB here, where the rest is Node's own.
+    const idle = releaseWhenIdle(() => nativeRelease(memoryAddonFile(__dirname))?.());
 
     // A young generation of 4 MB per semi-space instead of V8's default of up to 16: an idle worker keeps
     // several MB less resident, and blob bytes live outside the JS heap anyway. 1 MB saved a few MB more
@@ -100,12 +111,18 @@ export function supervise(): Promise<void> {
     // and no difference in pulls or manifest GETs per second that the machine's noise would show.
     // The user's own flags and MALLOC_ARENA_MAX win.
     const ownFlags = `${process.execArgv.join(" ")} ${process.env.NODE_OPTIONS ?? ""}`;
+    const ownBudget = /interrupt[-_]budget(=|\s|$)/.test(ownFlags);
     const workerFlags = [
       /semi[-_]space/.test(ownFlags) ? [] : ["--max-semi-space-size=4"],
+      ownBudget ? [] : [`--interrupt-budget=${STARTUP_INTERRUPT_BUDGET}`],
       /v8[-_]pool[-_]size/.test(ownFlags) ? [] : ["--v8-pool-size=1"],
     ].flat();
     if (workerFlags.length > 0) cluster.setupPrimary({ execArgv: [...process.execArgv, ...workerFlags] });
-    const workerEnv = process.env.MALLOC_ARENA_MAX === undefined ? { MALLOC_ARENA_MAX: "2" } : {};
+    const workerEnv: Record<string, string> = {
+      ...(process.env.MALLOC_ARENA_MAX === undefined ? { MALLOC_ARENA_MAX: "2" } : {}),
+      // Set back by the worker at its first connection (src/http/idle-memory.cts).
+      ...(ownBudget ? {} : { [SERVING_BUDGET_ENV]: String(V8_INTERRUPT_BUDGET) }),
+    };
     const fork = (env: Record<string, string> = {}): Worker => {
       // Workers ask the supervisor for the metrics of all workers when /metrics is scraped.
       const worker = cluster.fork({ BERTH_METRICS_PRIMARY: "1", ...workerEnv, ...env });
@@ -161,6 +178,7 @@ export function supervise(): Promise<void> {
     });
 
     cluster.on("message", (worker, raw: unknown) => {
+      idle.arm();
       const message = raw as WorkerMessage | undefined;
       const state = states.get(worker.id);
       if (!message || typeof message !== "object" || !state) return;
@@ -236,6 +254,7 @@ export function supervise(): Promise<void> {
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      idle.stop();
       log.info({ signal }, "stopping: finishing requests in flight");
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGTERM");
       const deadline = setTimeout(

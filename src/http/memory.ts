@@ -1,50 +1,35 @@
 import type { Server } from "node:net";
-import { performance } from "node:perf_hooks";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { garbageCollector } from "../storage/memory.js";
+import {
+  IDLE_AFTER_MS,
+  memoryAddonFile,
+  releaseWhenIdle,
+  releaseWithFlush,
+  servingBudget,
+} from "./idle-memory.cjs";
+
+export { IDLE_AFTER_MS };
 
 /**
- * A full garbage collection once a worker falls idle, after start-up and after work (the collections
- * during large streams are in src/storage/memory.ts). V8 grows its young generation under load (to 8 MB
- * with the workers' 4 MB semi-spaces) and gives it back only at a full collection run at low allocation, which
- * an idle process never reaches; buffers that lived long enough to be promoted wait for one too. One full
- * collection once the worker has rested IDLE_AFTER_MS (about 10 ms of CPU for a worker's heap) gave an idle
- * worker back 4 to 8 MB. Nothing runs while the worker stays idle: the timer is armed by a new connection
- * (and at start-up) and disarmed by the collection.
- */
-
-/** How long a worker rests before the collection. */
-export const IDLE_AFTER_MS = 5_000;
-/** Busy: the event loop worked more than this share of the last interval. */
-const BUSY_UTILIZATION = 0.01;
-
-/**
- * Runs a full collection once the process has rested IDLE_AFTER_MS after start-up or after work that came
- * on a new connection of `server`. Returns a function that stops it.
+ * A worker gives memory back once it falls idle, after start-up and after work that came on a new
+ * connection of `server` (src/http/idle-memory.cts; the collections during large streams are in
+ * src/storage/memory.ts). V8 grows its young generation under load and gives it back only at a
+ * memory-reducing collection, which an idle process never reaches on its own; buffers that lived long
+ * enough to be promoted wait for a full one; malloc keeps what they freed. At the first connection the
+ * optimizing compiler's budget goes back to V8's default (STARTUP_INTERRUPT_BUDGET in
+ * src/http/idle-memory.cts). Returns a function that stops it.
  */
 export function collectWhenIdle(server: Server, idleAfterMs = IDLE_AFTER_MS): () => void {
-  let timer: NodeJS.Timeout | undefined;
-  let last = performance.eventLoopUtilization();
-  const check = () => {
-    const now = performance.eventLoopUtilization();
-    const busy = performance.eventLoopUtilization(now, last).utilization > BUSY_UTILIZATION;
-    last = now;
-    if (busy) {
-      timer = setTimeout(check, idleAfterMs).unref();
-      return;
-    }
-    timer = undefined;
-    garbageCollector()?.();
-  };
-  const arm = () => {
-    if (timer) return;
-    last = performance.eventLoopUtilization();
-    timer = setTimeout(check, idleAfterMs).unref();
-  };
-  server.on("connection", arm);
-  arm();
+  // This module's directory is two levels below the package: dist/http, src/http, or the bundle's dist/cli.
+  const addon = memoryAddonFile(path.dirname(fileURLToPath(import.meta.url)));
+  const idle = releaseWhenIdle(() => releaseWithFlush(addon) || garbageCollector()?.(), idleAfterMs);
+  server.on("connection", idle.arm);
+  server.once("connection", servingBudget);
   return () => {
-    server.off("connection", arm);
-    if (timer) clearTimeout(timer);
-    timer = undefined;
+    server.off("connection", servingBudget);
+    server.off("connection", idle.arm);
+    idle.stop();
   };
 }

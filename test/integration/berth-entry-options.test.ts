@@ -27,4 +27,36 @@ describe("the berth command's own reading of serve", () => {
     expect(plainServe(["serve", "--no-such-flag"])).toBeUndefined();
     expect(plainServe(["user", "list"])).toBeUndefined();
   });
+
+  // Workers and `--workers 1` take their flags from plainServe, not from commander: the same command line
+  // must give the same flags, down to lists, switches and the last of a repeated option.
+  it("reads a command line into the flags commander would give serve", () => {
+    const lines = [
+      ["serve"],
+      [],
+      ["serve", "--addr", "127.0.0.1:5000", "--data-dir", "/srv/berth", "--workers", "3"],
+      ["--addr=:5000", "-c", "/etc/berth/config.yml", "--read-only", "--log-level", "debug"],
+      ["serve", "--config=/a.yml", "--config", "/b.yml", "--tls-cert", "c.pem", "--tls-key=k.pem"],
+      [
+        "serve",
+        "--acme-host",
+        "a.example, b.example",
+        "--acme-host=c.example",
+        "--acme-email",
+        "x@example.org",
+      ],
+      ["serve", "--acme-directory", "https://acme.example/dir", "--acme-http-addr", ":80", "--data-dir="],
+    ];
+    for (const args of lines) {
+      let parsed: object | undefined;
+      const program = new Command().exitOverride();
+      registerServeCommand(program);
+      const serve = program.commands.find((c) => c.name() === "serve")!;
+      serve.action((flags: object) => {
+        parsed = { ...flags };
+      });
+      program.parse(["node", "berth", ...args]);
+      expect(plainServe(args), args.join(" ")).toEqual(parsed);
+    }
+  });
 });

@@ -30,6 +30,8 @@ describe("an idle worker", () => {
     // the worker rests comes 5 s after start-up, or 5 s later again (and again) while it is busy
     // (src/http/memory.ts).
     await sleep(22_000);
+    // It gave memory back once it rested (src/http/idle-memory.cts): the release's addon is loaded then.
+    expect(readFileSync(`/proc/${pid}/maps`, "utf8")).toContain("berth_memory.node");
     // prom-client's event-loop sampler, started at start-up, woke the main thread once a second: a timer
     // like it wakes the worker in every 5 s window. On a loaded machine (the whole suite runs two files at
     // once) start-up's jobs can run late, so a few windows are looked at: one quiet window is enough.
@@ -65,11 +67,17 @@ describe("an idle worker", () => {
       const arena = /^MALLOC_ARENA_MAX=(.*)$/m.exec(
         readFileSync(`/proc/${child}/environ`, "utf8").replaceAll("\0", "\n"),
       );
-      return { args, arena: arena?.[1] };
+      const budget = /^BERTH_SERVING_INTERRUPT_BUDGET=(.*)$/m.exec(
+        readFileSync(`/proc/${child}/environ`, "utf8").replaceAll("\0", "\n"),
+      );
+      return { args, arena: arena?.[1], budget: budget?.[1] };
     };
     const ours = await settings({});
     expect(ours.args).toEqual(expect.arrayContaining(["--max-semi-space-size=4", "--v8-pool-size=1"]));
     expect(ours.arena).toBe("2");
+    // A high optimization budget while starting, V8's default (told in the environment) once serving.
+    expect(ours.args).toContain(`--interrupt-budget=${8 * 66 * 1024}`);
+    expect(ours.budget).toBe(String(66 * 1024));
     const theirs = await settings({ NODE_OPTIONS: "--v8-pool-size=3", MALLOC_ARENA_MAX: "4" });
     expect(theirs.args).toContain("--max-semi-space-size=4");
     expect(theirs.args).not.toContain("--v8-pool-size=1");
