@@ -5,11 +5,14 @@ import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { TLSSocket } from "node:tls";
+import { isSocketBody } from "../storage/socket-body.js";
 import { packageRoot } from "./package-root.js";
 
 /**
  * The fast path for blob GETs: the bytes go from the file to the socket with sendfile(2), in the
  * kernel, instead of being read into buffers and written out again by Node (about twice the speed).
+ * From S3 over plain HTTP the same: the store's response socket is spliced into the client's with
+ * splice(2) (src/storage/socket-body.ts).
  *
  * It needs the optional native addon (native/sendfile, built by node-gyp at install and by
  * `npm run build`) and a plain HTTP/1.x connection: TLS encrypts in user space and HTTP/2 frames
@@ -26,6 +29,9 @@ interface Addon {
     done: (errno: number, sent: number) => void,
   ): unknown;
   cancel(transfer: unknown): void;
+  /** Older builds of the addon have no splice. */
+  splice?(inFd: number, outFd: number, length: number, done: (errno: number, sent: number) => void): unknown;
+  cancelSplice?(transfer: unknown): void;
 }
 
 let addon: Addon | null | undefined;
@@ -49,6 +55,16 @@ export function sendfileAvailable(): boolean {
   return loadAddon() !== null;
 }
 
+/**
+ * Whether a body for `request` can be spliced from another socket (see ReadOptions in
+ * src/storage/blob-store.ts): plain HTTP/1.x and an addon with splice. BERTH_SPLICE=0 turns it off.
+ */
+export function spliceable(request: IncomingMessage): boolean {
+  if (process.env.BERTH_SPLICE === "0") return false;
+  const native = loadAddon();
+  return typeof native?.splice === "function" && plainSocketFd(request) !== null;
+}
+
 /** The socket's descriptor when the request came over plain TCP with HTTP/1.x, else null. */
 function plainSocketFd(request: IncomingMessage): number | null {
   if (request.httpVersionMajor !== 1) return null;
@@ -69,11 +85,28 @@ export function blobBody(
   length: number,
 ): Readable {
   const native = loadAddon();
-  if (!native || !(stream instanceof ReadStream) || plainSocketFd(request) === null) return stream;
+  if (!native || plainSocketFd(request) === null) return stream;
+  if (isSocketBody(stream)) {
+    const fd = stream.fd();
+    if (fd === null || !native.splice || !native.cancelSplice || stream.length !== length) return stream;
+    return new NativeBody(
+      stream,
+      stream.head,
+      (out, done) => native.splice!(fd, out, length - stream.head.length, done),
+      (t) => native.cancelSplice!(t),
+      () => stream.handOver(),
+    );
+  }
+  if (!(stream instanceof ReadStream)) return stream;
   // fs.ReadStream keeps its descriptor in this (untyped) field.
   const fd = (stream as ReadStream & { fd?: unknown }).fd;
   if (typeof fd !== "number") return stream;
-  return new SendfileBody(native, stream, fd, offset, length);
+  return new NativeBody(
+    stream,
+    EMPTY,
+    (out, done) => native.start(out, fd, offset, length, done),
+    (t) => native.cancel(t),
+  );
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -86,22 +119,25 @@ export function sendfileBytes(socket: object): number {
   return sentBySocket.get(socket) ?? 0;
 }
 
+type Done = (errno: number, sent: number) => void;
+
 /**
  * A Readable that carries no data through JavaScript: piped into an http.ServerResponse (which is
- * what Fastify does with a stream body), it flushes the response's headers and hands the file range
- * to sendfile(2) on the response's socket, then ends the response. It ends ('end') when every byte
- * was sent, and is destroyed with the error when the client goes away; destroying it (Fastify does
- * when the response closes early) stops the transfer and closes the file.
+ * what Fastify does with a stream body), it flushes the response's headers and `head` (bytes of the
+ * body already in hand), then has the addon send the rest on the response's socket (`begin`: sendfile(2)
+ * from a file, or splice(2) from the store's socket), then ends the response. It ends ('end') when every
+ * byte was sent, and is destroyed with the error when the client goes away; destroying it (Fastify does
+ * when the response closes early) stops the transfer and destroys the source.
  */
-class SendfileBody extends Readable {
+class NativeBody extends Readable {
   private transfer: unknown = null;
 
   constructor(
-    private readonly native: Addon,
-    private readonly source: ReadStream,
-    private readonly fileFd: number,
-    private readonly offset: number,
-    private readonly length: number,
+    private readonly source: Readable,
+    private readonly head: Buffer,
+    private readonly begin: (socketFd: number, done: Done) => unknown,
+    private readonly cancel: (transfer: unknown) => void,
+    private readonly handOver: () => void = () => {},
   ) {
     super();
   }
@@ -114,7 +150,7 @@ class SendfileBody extends Readable {
     const res = destination as unknown as ServerResponse;
     const fd = res.req ? plainSocketFd(res.req) : null;
     if (fd === null || options?.end === false) {
-      // Not the plain HTTP/1.x response it was made for: stream the file after all.
+      // Not the plain HTTP/1.x response it was made for: stream the source after all.
       this.source.on("end", () => {
         this.push(null);
         this.resume();
@@ -123,22 +159,26 @@ class SendfileBody extends Readable {
       return this.source.pipe(destination, options);
     }
     const socket = res.socket!;
+    this.handOver();
     res.flushHeaders();
-    // Once the headers are in the kernel, the body may follow them on the socket.
-    socket.write(EMPTY, (err) => {
+    // Once the headers (and the head of the body) are in the kernel, the rest may follow on the socket.
+    socket.write(this.head, (err) => {
       if (err) return this.destroy(err);
       if (this.destroyed) return;
       try {
-        this.transfer = this.native.start(fd, this.fileFd, this.offset, this.length, (errno, sent) => {
+        this.transfer = this.begin(fd, (errno, sent) => {
           this.transfer = null;
           sentBySocket.set(socket, sendfileBytes(socket) + sent);
           if (errno !== 0) {
             const name =
               Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
-            const error = Object.assign(new Error(`sendfile: ${name} after ${sent} bytes`), { code: name });
+            const error = Object.assign(new Error(`zero-copy send: ${name} after ${sent} bytes`), {
+              code: name,
+            });
             this.destroy(error);
             return;
           }
+          this.source.destroy();
           this.push(null);
           this.resume();
           res.end();
@@ -152,7 +192,7 @@ class SendfileBody extends Readable {
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     if (this.transfer !== null) {
-      this.native.cancel(this.transfer);
+      this.cancel(this.transfer);
       this.transfer = null;
     }
     this.source.destroy();

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { NewEvent } from "../metadata/events-queries.js";
 import type { ManifestRow, MetadataStore, ReferrerRow } from "../metadata/store.js";
-import type { BlobStore } from "../storage/blob-store.js";
+import type { BlobStore, ReadOptions } from "../storage/blob-store.js";
 import { RegistryError } from "./errors.js";
 import { BLOB_MEDIA_TYPE, EventRecorder, type RequestInfo } from "./events.js"; // [events, issue 14]
 import { manifestRecord, type ParsedManifest, parseManifest, requiredBlobs } from "./manifests.js";
@@ -163,6 +163,7 @@ export class Registry {
     name: string,
     digest: string,
     range?: ByteRange,
+    options?: ReadOptions,
   ): Promise<{ size: number; stream: Readable }> {
     const { size } = await this.statBlob(name, digest);
     if (this.proxy && !(await this.meta.linkedBlob(name, digest))) {
@@ -170,7 +171,7 @@ export class Registry {
       if (stream) return { size, stream };
     }
     try {
-      return { size, stream: await this.store.read(digest, range) };
+      return { size, stream: await this.store.read(digest, range, options) };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") {
         throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });

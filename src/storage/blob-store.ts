@@ -17,6 +17,16 @@ export interface StoredUpload {
   modifiedAt: number;
 }
 
+/** How the caller will use what `read` returns. */
+export interface ReadOptions {
+  /**
+   * The caller hands the body to a plain TCP socket and can splice a SocketBody (src/storage/socket-body.ts)
+   * into it: a store that reads over plain HTTP may return one. `size` is the blob's size (from the
+   * database), which such a read checks against the store's answer.
+   */
+  socket?: { size: number };
+}
+
 /**
  * Blob bytes, content-addressed, one copy per digest. Uploads are append-only files of their own,
  * made visible only by `commitUpload` (fsync, then an atomic rename into place).
@@ -26,7 +36,7 @@ export interface BlobStore {
   readonly kind: string;
   stat(digest: string): Promise<BlobStat | null>;
   /** Stream `[start, end]` (inclusive) of a blob, or all of it. */
-  read(digest: string, range?: { start: number; end: number }): Promise<Readable>;
+  read(digest: string, range?: { start: number; end: number }, options?: ReadOptions): Promise<Readable>;
   /** Store small content (manifests) atomically under its digest. */
   put(digest: string, content: Buffer): Promise<void>;
   delete(digest: string): Promise<void>;

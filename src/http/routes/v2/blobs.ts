@@ -2,7 +2,7 @@ import { RegistryError } from "../../../registry/errors.js";
 import { BLOB_MEDIA_TYPE } from "../../../registry/events.js";
 import { requireAccess } from "../../access.js";
 import { requestInfo } from "../../event-info.js";
-import { blobBody } from "../../sendfile.js";
+import { blobBody, spliceable } from "../../sendfile.js";
 import type { V2Request } from "./common.js";
 
 /** "bytes=a-b", "bytes=a-" or "bytes=-n" against a blob of `size` bytes. */
@@ -61,7 +61,9 @@ export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Pr
     reply.removeHeader("Content-Range");
     return reply.code(307).header("Location", location).header("Content-Length", 0).send();
   }
-  const { stream } = await ctx.registry.openBlob(name, ref, range);
+  // Plain HTTP/1.x: a store read over plain HTTP may hand over its socket, for splice(2).
+  const socket = spliceable(request.raw) ? { size } : undefined;
+  const { stream } = await ctx.registry.openBlob(name, ref, range, socket && { socket });
   // [events, issue 14] registry:2 sends a pull event for a blob GET (a ranged one too)
   ctx.registry.events.notePull(requestInfo(request, ctx.config, ctx.registry.events), {
     repository: name,
@@ -69,7 +71,7 @@ export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Pr
     mediaType: BLOB_MEDIA_TYPE,
     size,
   });
-  // Plain HTTP/1.x: sendfile(2) when the native addon is built (src/http/sendfile.ts).
+  // Plain HTTP/1.x: sendfile(2) or splice(2) when the native addon is built (src/http/sendfile.ts).
   const offset = range ? range.start : 0;
   const length = range ? range.end - range.start + 1 : size;
   return reply.send(blobBody(request.raw, stream, offset, length));
