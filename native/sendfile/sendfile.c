@@ -28,45 +28,99 @@
 #include <unistd.h>
 #include <uv.h>
 
+/*
+ * What both kinds of transfer share: how they end. A transfer is closed once (finish), then reports
+ * (errno, bytes sent) to its JavaScript callback from the event loop, unless it was cancelled.
+ */
+typedef struct report_s {
+  int error;
+  int cancelled;
+  int closing;
+  int open_handles;
+  int64_t sent;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  void (*finish)(struct report_s*, int error);
+} report_t;
+
+static void report_init(report_t* r, napi_env env, napi_value callback, const char* name,
+                        void (*finish)(report_t*, int)) {
+  r->env = env;
+  r->finish = finish;
+  napi_create_reference(env, callback, 1, &r->callback);
+  napi_value resource_name;
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
+  napi_async_init(env, NULL, resource_name, &r->context);
+}
+
+/* Calls back (unless cancelled) and lets go of the callback; the caller frees the transfer. */
+static void report_end(report_t* r) {
+  napi_env env = r->env;
+  if (!r->cancelled) {
+    napi_handle_scope scope;
+    napi_open_handle_scope(env, &scope);
+    napi_value callback, recv, argv[2], result;
+    napi_get_reference_value(env, r->callback, &callback);
+    napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
+    napi_create_int32(env, r->error, &argv[0]);
+    napi_create_int64(env, r->sent, &argv[1]);
+    napi_make_callback(env, r->context, recv, callback, 2, argv, &result);
+    napi_close_handle_scope(env, scope);
+  }
+  napi_delete_reference(env, r->callback);
+  napi_async_destroy(env, r->context);
+}
+
+/* The handle returned to JavaScript; or, when the first poll could not start, an exception. */
+static napi_value report_started(napi_env env, report_t* r, int poll_rc) {
+  if (poll_rc != 0) {
+    r->cancelled = 1; /* the caller hears it as an exception, not through the callback */
+    r->finish(r, EIO);
+    napi_throw_error(env, NULL, "uv_poll_start failed");
+    return NULL;
+  }
+  napi_value handle;
+  napi_create_external(env, r, NULL, NULL, &handle);
+  return handle;
+}
+
+/* cancel(transfer) and cancelSplice(transfer): stops it; its callback is never called. */
+static napi_value cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void* data = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return NULL;
+  report_t* r = (report_t*)data;
+  r->cancelled = 1;
+  r->finish(r, ECANCELED);
+  return NULL;
+}
+
+/* ---- file to socket ---- */
+
 typedef struct {
+  report_t r; /* first: a transfer_t* is a report_t* */
   uv_poll_t poll;
   int out_fd;
   int in_fd;
   int64_t offset;
   int64_t remaining;
-  int64_t sent;
-  int error;
-  int cancelled;
-  int closing;
-  napi_env env;
-  napi_ref callback;
-  napi_async_context context;
 } transfer_t;
 
 static void on_close(uv_handle_t* handle) {
   transfer_t* t = (transfer_t*)handle->data;
   close(t->out_fd);
-  napi_env env = t->env;
-  if (!t->cancelled) {
-    napi_handle_scope scope;
-    napi_open_handle_scope(env, &scope);
-    napi_value callback, recv, argv[2], result;
-    napi_get_reference_value(env, t->callback, &callback);
-    napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
-    napi_create_int32(env, t->error, &argv[0]);
-    napi_create_int64(env, t->sent, &argv[1]);
-    napi_make_callback(env, t->context, recv, callback, 2, argv, &result);
-    napi_close_handle_scope(env, scope);
-  }
-  napi_delete_reference(env, t->callback);
-  napi_async_destroy(env, t->context);
+  report_end(&t->r);
   free(t);
 }
 
-static void finish(transfer_t* t, int error) {
-  if (t->closing) return;
-  t->closing = 1;
-  t->error = error;
+static void finish(report_t* r, int error) {
+  transfer_t* t = (transfer_t*)r;
+  if (r->closing) return;
+  r->closing = 1;
+  r->error = error;
   uv_poll_stop(&t->poll);
   uv_close((uv_handle_t*)&t->poll, on_close);
 }
@@ -80,21 +134,21 @@ static void pump(transfer_t* t) {
     if (n > 0) {
       t->offset += n;
       t->remaining -= n;
-      t->sent += n;
+      t->r.sent += n;
       continue;
     }
-    if (n == 0) return finish(t, EIO); /* the file is shorter than its range */
+    if (n == 0) return finish(&t->r, EIO); /* the file is shorter than its range */
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return; /* wait for the poll */
-    return finish(t, errno);
+    return finish(&t->r, errno);
   }
-  finish(t, 0);
+  finish(&t->r, 0);
 }
 
 static void on_poll(uv_poll_t* handle, int status, int events) {
   transfer_t* t = (transfer_t*)handle->data;
-  if (status < 0) return finish(t, -status);
   (void)events;
+  if (status < 0) return finish(&t->r, -status);
   pump(t);
 }
 
@@ -136,47 +190,22 @@ static napi_value start(napi_env env, napi_callback_info info) {
   t->in_fd = file_fd;
   t->offset = offset;
   t->remaining = length;
-  t->env = env;
-  napi_create_reference(env, argv[4], 1, &t->callback);
-  napi_value resource_name;
-  napi_create_string_utf8(env, "berth:sendfile", NAPI_AUTO_LENGTH, &resource_name);
-  napi_async_init(env, NULL, resource_name, &t->context);
   if (uv_poll_init(loop, &t->poll, out_fd) != 0) {
     close(out_fd);
-    napi_delete_reference(env, t->callback);
-    napi_async_destroy(env, t->context);
     free(t);
     napi_throw_error(env, NULL, "uv_poll_init failed");
     return NULL;
   }
   t->poll.data = t;
+  report_init(&t->r, env, argv[4], "berth:sendfile", finish);
   /* Always report through the callback, from the event loop: start() itself never calls back. */
-  if (uv_poll_start(&t->poll, UV_WRITABLE | UV_DISCONNECT, on_poll) != 0) {
-    t->cancelled = 1; /* the caller hears it as an exception, not through the callback */
-    finish(t, EIO);
-    napi_throw_error(env, NULL, "uv_poll_start failed");
-    return NULL;
-  }
-  napi_value handle;
-  napi_create_external(env, t, NULL, NULL, &handle);
-  return handle;
-}
-
-static napi_value cancel(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void* data = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return NULL;
-  transfer_t* t = (transfer_t*)data;
-  t->cancelled = 1;
-  finish(t, ECANCELED);
-  return NULL;
+  return report_started(env, &t->r, uv_poll_start(&t->poll, UV_WRITABLE | UV_DISCONNECT, on_poll));
 }
 
 /* ---- socket to socket ---- */
 
 typedef struct {
+  report_t r; /* first: a splice_t* is a report_t* */
   uv_poll_t in_poll;
   uv_poll_t out_poll;
   int in_fd;
@@ -185,47 +214,27 @@ typedef struct {
   int pipe_w;
   int64_t remaining; /* still to read from the in socket */
   int64_t buffered;  /* in the pipe */
-  int64_t sent;
-  int error;
-  int cancelled;
-  int closing;
-  int open_handles;
-  napi_env env;
-  napi_ref callback;
-  napi_async_context context;
 } splice_t;
 
 static void splice_closed(uv_handle_t* handle) {
   splice_t* t = (splice_t*)handle->data;
-  if (--t->open_handles > 0) return;
+  if (--t->r.open_handles > 0) return;
   close(t->in_fd);
   close(t->out_fd);
   close(t->pipe_r);
   close(t->pipe_w);
-  napi_env env = t->env;
-  if (!t->cancelled) {
-    napi_handle_scope scope;
-    napi_open_handle_scope(env, &scope);
-    napi_value callback, recv, argv[2], result;
-    napi_get_reference_value(env, t->callback, &callback);
-    napi_get_global(env, &recv);
-    napi_create_int32(env, t->error, &argv[0]);
-    napi_create_int64(env, t->sent, &argv[1]);
-    napi_make_callback(env, t->context, recv, callback, 2, argv, &result);
-    napi_close_handle_scope(env, scope);
-  }
-  napi_delete_reference(env, t->callback);
-  napi_async_destroy(env, t->context);
+  report_end(&t->r);
   free(t);
 }
 
-static void splice_finish(splice_t* t, int error) {
-  if (t->closing) return;
-  t->closing = 1;
-  t->error = error;
+static void splice_finish(report_t* r, int error) {
+  splice_t* t = (splice_t*)r;
+  if (r->closing) return;
+  r->closing = 1;
+  r->error = error;
   uv_poll_stop(&t->in_poll);
   uv_poll_stop(&t->out_poll);
-  t->open_handles = 2;
+  r->open_handles = 2;
   uv_close((uv_handle_t*)&t->in_poll, splice_closed);
   uv_close((uv_handle_t*)&t->out_poll, splice_closed);
 }
@@ -244,10 +253,10 @@ static void splice_pump(splice_t* t) {
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         t->buffered -= n;
-        t->sent += n;
+        t->r.sent += n;
         moved = 1;
       } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-        return splice_finish(t, errno);
+        return splice_finish(&t->r, errno);
       }
     }
     if (t->remaining > 0) {
@@ -258,12 +267,12 @@ static void splice_pump(splice_t* t) {
         t->buffered += n;
         moved = 1;
       } else if (n == 0) {
-        return splice_finish(t, ECONNRESET); /* the store closed before the whole body */
+        return splice_finish(&t->r, ECONNRESET); /* the store closed before the whole body */
       } else if (errno != EAGAIN && errno != EINTR) {
-        return splice_finish(t, errno);
+        return splice_finish(&t->r, errno);
       }
     }
-    if (t->remaining == 0 && t->buffered == 0) return splice_finish(t, 0);
+    if (t->remaining == 0 && t->buffered == 0) return splice_finish(&t->r, 0);
     if (!moved) break;
   }
   int rc;
@@ -274,13 +283,13 @@ static void splice_pump(splice_t* t) {
     uv_poll_stop(&t->out_poll);
     rc = uv_poll_start(&t->in_poll, UV_READABLE | UV_DISCONNECT, splice_on_poll);
   }
-  if (rc != 0) splice_finish(t, EIO);
+  if (rc != 0) splice_finish(&t->r, EIO);
 }
 
 static void splice_on_poll(uv_poll_t* handle, int status, int events) {
   splice_t* t = (splice_t*)handle->data;
   (void)events;
-  if (status < 0) return splice_finish(t, -status);
+  if (status < 0) return splice_finish(&t->r, -status);
   splice_pump(t);
 }
 
@@ -310,12 +319,14 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   int in_dup = fcntl(in_fd, F_DUPFD_CLOEXEC, 0);
   int out_dup = in_dup < 0 ? -1 : fcntl(out_fd, F_DUPFD_CLOEXEC, 0);
   splice_t* t = out_dup < 0 ? NULL : calloc(1, sizeof(splice_t));
-  if (!t) {
+  if (!t || uv_poll_init(loop, &t->in_poll, in_dup) != 0 || uv_poll_init(loop, &t->out_poll, out_dup) != 0) {
+    /* uv_poll_init fails only for a bad descriptor, never for fresh dups of open sockets. */
     if (in_dup >= 0) close(in_dup);
     if (out_dup >= 0) close(out_dup);
     close(pipefd[0]);
     close(pipefd[1]);
-    napi_throw_error(env, NULL, "dup of the sockets failed");
+    free(t);
+    napi_throw_error(env, NULL, "could not set up the splice");
     return NULL;
   }
   t->in_fd = in_dup;
@@ -323,45 +334,11 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   t->pipe_r = pipefd[0];
   t->pipe_w = pipefd[1];
   t->remaining = length;
-  t->env = env;
-  if (uv_poll_init(loop, &t->in_poll, in_dup) != 0 || uv_poll_init(loop, &t->out_poll, out_dup) != 0) {
-    /* uv_poll_init on an open socket does not fail in practice; nothing was registered if it does */
-    close(in_dup);
-    close(out_dup);
-    close(pipefd[0]);
-    close(pipefd[1]);
-    free(t);
-    napi_throw_error(env, NULL, "uv_poll_init failed");
-    return NULL;
-  }
   t->in_poll.data = t;
   t->out_poll.data = t;
-  napi_create_reference(env, argv[3], 1, &t->callback);
-  napi_value resource_name;
-  napi_create_string_utf8(env, "berth:splice", NAPI_AUTO_LENGTH, &resource_name);
-  napi_async_init(env, NULL, resource_name, &t->context);
-  /* Start from the event loop, so that start never calls back itself: wait for the in socket. */
-  if (uv_poll_start(&t->in_poll, UV_READABLE | UV_DISCONNECT, splice_on_poll) != 0) {
-    t->cancelled = 1;
-    splice_finish(t, EIO);
-    napi_throw_error(env, NULL, "uv_poll_start failed");
-    return NULL;
-  }
-  napi_value handle;
-  napi_create_external(env, t, NULL, NULL, &handle);
-  return handle;
-}
-
-static napi_value splice_cancel(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void* data = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return NULL;
-  splice_t* t = (splice_t*)data;
-  t->cancelled = 1;
-  splice_finish(t, ECANCELED);
-  return NULL;
+  report_init(&t->r, env, argv[3], "berth:splice", splice_finish);
+  /* Start from the event loop, so that splice() never calls back itself: wait for the in socket. */
+  return report_started(env, &t->r, uv_poll_start(&t->in_poll, UV_READABLE | UV_DISCONNECT, splice_on_poll));
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -372,7 +349,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "cancel", fn);
   napi_create_function(env, "splice", NAPI_AUTO_LENGTH, splice_start, NULL, &fn);
   napi_set_named_property(env, exports, "splice", fn);
-  napi_create_function(env, "cancelSplice", NAPI_AUTO_LENGTH, splice_cancel, NULL, &fn);
+  napi_create_function(env, "cancelSplice", NAPI_AUTO_LENGTH, cancel, NULL, &fn);
   napi_set_named_property(env, exports, "cancelSplice", fn);
   return exports;
 }
