@@ -97,7 +97,7 @@ export function supervise(): Promise<void> {
     let metricsPrimary: Promise<{ close(): Promise<void> }> | undefined;
     // Memory back to the system once the supervisor rests after start-up and after its workers' messages
     // (src/http/idle-memory.cts): about 0.5 MB here, where the rest is Node's own.
-    const idle = releaseWhenIdle(() => nativeRelease(memoryAddonFile(__dirname))?.());
+    const idle = releaseWhenIdle(() => nativeRelease(memoryAddonFile(__dirname))?.(), undefined, false);
 
     // A young generation of 4 MB per semi-space instead of V8's default of up to 16: an idle worker keeps
     // several MB less resident, and blob bytes live outside the JS heap anyway. 1 MB saved a few MB more

@@ -1,6 +1,8 @@
 import path from "node:path";
-import { performance } from "node:perf_hooks";
-import v8 from "node:v8";
+
+// node:v8 and node:perf_hooks are required where used: the supervisor needs neither (about 1 MB of it).
+type V8 = typeof import("node:v8");
+type PerfHooks = typeof import("node:perf_hooks");
 
 /**
  * Giving memory back once a process falls idle: after start-up and after work, in the workers (armed by
@@ -53,6 +55,7 @@ export function nativeRelease(addonFile: string): (() => void) | null {
 export function releaseWithFlush(addonFile: string): boolean {
   const release = nativeRelease(addonFile);
   if (!release) return false;
+  const v8 = require("node:v8") as V8;
   v8.setFlagsFromString("--stress-flush-code");
   try {
     release();
@@ -80,7 +83,8 @@ export const SERVING_BUDGET_ENV = "BERTH_SERVING_INTERRUPT_BUDGET";
 /** Sets the budget the supervisor named in SERVING_BUDGET_ENV, if any (once serving). */
 export function servingBudget(): void {
   const budget = Number(process.env[SERVING_BUDGET_ENV]);
-  if (Number.isInteger(budget) && budget > 0) v8.setFlagsFromString(`--interrupt-budget=${budget}`);
+  if (Number.isInteger(budget) && budget > 0)
+    (require("node:v8") as V8).setFlagsFromString(`--interrupt-budget=${budget}`);
 }
 
 export interface IdleRelease {
@@ -90,26 +94,38 @@ export interface IdleRelease {
 }
 
 /**
- * Calls `releaseNow` once the process has rested `idleAfterMs` after each arm(): when the timer fires
- * and the event loop was busy since, it waits another interval instead. Armed once at the start.
+ * Calls `releaseNow` once the process has rested `idleAfterMs` after each arm(). With `watchLoop` (the
+ * workers, whose work comes on connections that arm only when they open) the rest is measured on the event
+ * loop: when the timer fires and the loop was busy since, it waits another interval instead. Without it
+ * (the supervisor, armed by every message) each arm() starts the interval again. Armed once at the start.
  */
-export function releaseWhenIdle(releaseNow: () => void, idleAfterMs = IDLE_AFTER_MS): IdleRelease {
+export function releaseWhenIdle(
+  releaseNow: () => void,
+  idleAfterMs = IDLE_AFTER_MS,
+  watchLoop = true,
+): IdleRelease {
   let timer: NodeJS.Timeout | undefined;
-  let last = performance.eventLoopUtilization();
+  const { performance } = watchLoop ? (require("node:perf_hooks") as PerfHooks) : { performance: null };
+  let last = performance?.eventLoopUtilization();
   const check = () => {
-    const now = performance.eventLoopUtilization();
-    const busy = performance.eventLoopUtilization(now, last).utilization > BUSY_UTILIZATION;
-    last = now;
-    if (busy) {
-      timer = setTimeout(check, idleAfterMs).unref();
-      return;
+    if (performance && last) {
+      const now = performance.eventLoopUtilization();
+      const busy = performance.eventLoopUtilization(now, last).utilization > BUSY_UTILIZATION;
+      last = now;
+      if (busy) {
+        timer = setTimeout(check, idleAfterMs).unref();
+        return;
+      }
     }
     timer = undefined;
     releaseNow();
   };
   const arm = () => {
-    if (timer) return;
-    last = performance.eventLoopUtilization();
+    if (timer) {
+      if (!performance) timer.refresh();
+      return;
+    }
+    last = performance?.eventLoopUtilization();
     timer = setTimeout(check, idleAfterMs).unref();
   };
   arm();
