@@ -33,6 +33,11 @@ export const MIN_PART = 5 * 1024 * 1024;
 const MiB = 1024 * 1024;
 /** How long the state read for an upload's writer (S3BlobStore.resumed) is used: within one request. */
 const RESUMED_MS = 60_000;
+/**
+ * Reads at least this long go over a socket of their own, to be spliced (readFromSocket): below it, the
+ * presigned URL and a new connection cost more than the SDK's pooled connection and a JavaScript stream.
+ */
+const SOCKET_READ_MIN = 1024 * 1024;
 /** The largest object one CopyObject may copy. */
 const MAX_COPY_OBJECT = 5 * 1024 * MiB;
 
@@ -260,7 +265,8 @@ export class S3BlobStore implements BlobStore {
     range?: { start: number; end: number },
     options?: ReadOptions,
   ): Promise<Readable> {
-    if (options?.socket && this.plainHttp !== false) {
+    const length = range ? range.end - range.start + 1 : options?.socket?.size;
+    if (options?.socket && length !== undefined && length >= SOCKET_READ_MIN && this.plainHttp !== false) {
       const direct = await this.readFromSocket(digest, range, options.socket.size);
       if (direct) return direct;
     }
