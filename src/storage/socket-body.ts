@@ -1,16 +1,6 @@
 import net from "node:net";
 import { Readable } from "node:stream";
 
-/**
- * A blob's bytes straight off the socket of a plain-HTTP GET to the object store (S3 without TLS), for the
- * zero-copy path of blob GETs (src/http/sendfile.ts splices them from this socket into the client's).
- *
- * `httpGetBody` writes the GET itself on a connection of its own (`Connection: close`), reads the status
- * line and headers, and stops reading (libuv stops too: the socket reads through `onread`, whose pause
- * is a real readStop). What it had read past the headers is `head`; the rest, `length - head.length`
- * bytes, is still in the kernel. The object's bytes never pass through JavaScript when spliced; read as a
- * stream (any other consumer), the body reads the socket like any Readable, to `length` bytes.
- */
 const BRAND = Symbol.for("berth.SocketBody");
 
 /**
@@ -21,6 +11,16 @@ export function isSocketBody(stream: Readable): stream is SocketBody {
   return (stream as Readable & { [BRAND]?: unknown })[BRAND] === true;
 }
 
+/**
+ * A blob's bytes straight off the socket of a plain-HTTP GET to the object store (S3 without TLS), for the
+ * zero-copy path of blob GETs (src/http/sendfile.ts splices them from this socket into the client's).
+ *
+ * `httpGetBody` writes the GET itself on a connection of its own (`Connection: close`), reads the status
+ * line and headers, and stops reading (libuv stops too: the socket reads through `onread`, whose pause
+ * is a real readStop). What it had read past the headers is `head`; the rest, `length - head.length`
+ * bytes, is still in the kernel. The object's bytes never pass through JavaScript when spliced; read as a
+ * stream (any other consumer), the body reads the socket like any Readable, to `length` bytes.
+ */
 export class SocketBody extends Readable {
   readonly [BRAND] = true;
   private received: number;
