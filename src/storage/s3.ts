@@ -37,7 +37,7 @@ const RESUMED_MS = 60_000;
  * Reads at least this long go over a socket of their own, to be spliced (readFromSocket): below it, the
  * presigned URL and a new connection cost more than the SDK's pooled connection and a JavaScript stream.
  */
-const SOCKET_READ_MIN = 1024 * 1024;
+const SOCKET_READ_MIN = MiB;
 /** The largest object one CopyObject may copy. */
 const MAX_COPY_OBJECT = 5 * 1024 * MiB;
 
