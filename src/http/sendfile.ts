@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { TLSSocket } from "node:tls";
-import { isSocketBody } from "../storage/socket-body.js";
+import { isSocketBody, socketFd } from "../storage/socket-body.js";
 import { packageRoot } from "./package-root.js";
 
 /**
@@ -68,10 +68,9 @@ export function spliceable(request: IncomingMessage): boolean {
 /** The socket's descriptor when the request came over plain TCP with HTTP/1.x, else null. */
 function plainSocketFd(request: IncomingMessage): number | null {
   if (request.httpVersionMajor !== 1) return null;
-  const socket = request.socket as (IncomingMessage["socket"] & { _handle?: { fd?: number } }) | null;
+  const socket = request.socket as IncomingMessage["socket"] | null;
   if (!socket || socket instanceof TLSSocket) return null;
-  const fd = socket._handle?.fd;
-  return typeof fd === "number" && fd >= 0 ? fd : null;
+  return socketFd(socket);
 }
 
 /**

@@ -3,6 +3,12 @@ import { Readable } from "node:stream";
 
 const BRAND = Symbol.for("berth.SocketBody");
 
+/** A TCP socket's descriptor (kept by Node in an untyped field), or null when it has none. */
+export function socketFd(socket: net.Socket): number | null {
+  const fd = (socket as net.Socket & { _handle?: { fd?: number } })._handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : null;
+}
+
 /**
  * Whether `stream` is a SocketBody. Not `instanceof`: the S3 store is a module of its own beside the
  * bundled worker (scripts/bundle-worker.mjs), so the class can exist twice in one process.
@@ -44,8 +50,7 @@ export class SocketBody extends Readable {
 
   /** The socket's descriptor for splice(2), or null (not a plain TCP socket any more). */
   fd(): number | null {
-    const fd = (this.socket as net.Socket & { _handle?: { fd?: number } })._handle?.fd;
-    return typeof fd === "number" && fd >= 0 ? fd : null;
+    return socketFd(this.socket);
   }
 
   /** The splice takes the socket over: JavaScript reads nothing more from it. */
