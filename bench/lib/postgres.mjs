@@ -2,14 +2,21 @@
 // directory, its own loopback port (and unix socket in that folder), fsync on as a production server
 // would run it, trust authentication for the `berth` role. PostgreSQL refuses to run as root, so when
 // the bench runs as root the folder is handed to the `postgres` system user and the server runs as it.
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
+import {
+  pgCommand as clusterCommand,
+  initdbArgs,
+  PG_USER,
+  postgresOwner,
+  serverArgs,
+} from "../../scripts/postgres-cluster.mjs";
 import { registerCleanup } from "./servers.mjs";
 import { freePort, log, run, sleep } from "./util.mjs";
 
 export const PG_BIN = process.env.BENCH_PG_BIN ?? "/usr/lib/postgresql/15/bin";
-const USER = "berth";
+const USER = PG_USER;
 
 /** Why PostgreSQL rows cannot run here, or null when they can. */
 export function postgresUnavailable() {
@@ -20,19 +27,8 @@ export function postgresUnavailable() {
   return null;
 }
 
-function owner() {
-  if (process.getuid?.() !== 0) return null;
-  return {
-    uid: Number(execFileSync("id", ["-u", "postgres"]).toString().trim()),
-    gid: Number(execFileSync("id", ["-g", "postgres"]).toString().trim()),
-  };
-}
-
 /** [cmd, args] running a PostgreSQL binary, as the postgres user when we are root. */
-function pgCommand(binary, args) {
-  const bin = path.join(PG_BIN, binary);
-  return process.getuid?.() === 0 ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, args];
-}
+const pgCommand = (binary, args) => clusterCommand(PG_BIN, binary, args);
 
 function postmasterPid(data) {
   try {
@@ -50,35 +46,16 @@ export async function startPostgres(workDir) {
   const dir = path.join(workDir, "postgres");
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const who = owner();
+  const who = postgresOwner();
   if (who) chownSync(dir, who.uid, who.gid);
   const data = path.join(dir, "data");
-  const [initCmd, initArgs] = pgCommand("initdb", [
-    "-D",
-    data,
-    "-U",
-    USER,
-    "--auth=trust",
-    "--encoding=UTF8",
-    "--no-locale",
-    "--no-sync",
-  ]);
+  const [initCmd, initArgs] = pgCommand("initdb", initdbArgs(data));
   await run(initCmd, initArgs, { timeoutMs: 120_000 });
   const port = await freePort();
-  const [cmd, args] = pgCommand("postgres", [
-    "-D",
-    data,
-    "-p",
-    String(port),
-    "-k",
-    dir,
-    "-c",
-    "listen_addresses=127.0.0.1",
-    "-c",
-    "max_connections=400",
-    "-c",
-    "shared_buffers=128MB",
-  ]);
+  const [cmd, args] = pgCommand(
+    "postgres",
+    serverArgs(data, port, dir, { max_connections: 400, shared_buffers: "128MB" }),
+  );
   const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "ignore"] });
   const exited = new Promise((resolve) => child.once("exit", resolve));
   const kill = (signal) => {

@@ -5,6 +5,13 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
+import {
+  initdbArgs,
+  PG_USER,
+  pgCommand,
+  postgresOwner,
+  serverArgs,
+} from "../../scripts/postgres-cluster.mjs";
 import { freePort } from "./server.js";
 
 /**
@@ -15,7 +22,7 @@ import { freePort } from "./server.js";
  */
 
 const BIN = process.env.BERTH_TEST_PG_BIN ?? "/usr/lib/postgresql/15/bin";
-const USER = "berth";
+const USER = PG_USER;
 
 export interface PostgresServer {
   port: number;
@@ -36,18 +43,8 @@ export interface PostgresServer {
   stop(): Promise<void>;
 }
 
-function asPostgresUser(): { uid: number; gid: number } | null {
-  if (process.getuid?.() !== 0) return null;
-  const uid = Number(execFileSync("id", ["-u", "postgres"]).toString().trim());
-  const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim());
-  return { uid, gid };
-}
-
 /** Runs a PostgreSQL binary, as the postgres user when we are root. */
-function command(binary: string, args: string[]): [string, string[]] {
-  const bin = path.join(BIN, binary);
-  return process.getuid?.() === 0 ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, args];
-}
+const command = (binary: string, args: string[]) => pgCommand(BIN, binary, args);
 
 let counter = 0;
 
@@ -62,19 +59,10 @@ export interface PostgresOptions {
 
 export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresServer> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "berth-pg-"));
-  const owner = asPostgresUser();
+  const owner = postgresOwner();
   if (owner) chownSync(dir, owner.uid, owner.gid);
   const data = path.join(dir, "data");
-  const [initCmd, initArgs] = command("initdb", [
-    "-D",
-    data,
-    "-U",
-    USER,
-    "--auth=trust",
-    "--encoding=UTF8",
-    "--no-locale",
-    "--no-sync",
-  ]);
+  const [initCmd, initArgs] = command("initdb", initdbArgs(data));
   execFileSync(initCmd, initArgs, { stdio: "pipe" });
   const extra: Record<string, string> = { ...options.files };
   if (options.hba !== undefined) extra["pg_hba.conf"] = options.hba;
@@ -89,27 +77,17 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   const logs: string[] = [];
 
   const launch = async () => {
-    const [cmd, args] = command("postgres", [
-      "-D",
-      data,
-      "-p",
-      String(port),
-      "-k",
-      dir,
-      "-c",
-      "listen_addresses=127.0.0.1",
-      "-c",
-      "fsync=off",
-      "-c",
-      "synchronous_commit=off",
-      "-c",
-      "full_page_writes=off",
-      "-c",
-      "max_connections=400",
-      "-c",
-      "shared_buffers=64MB",
-      ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
-    ]);
+    const [cmd, args] = command(
+      "postgres",
+      serverArgs(data, port, dir, {
+        fsync: "off",
+        synchronous_commit: "off",
+        full_page_writes: "off",
+        max_connections: 400,
+        shared_buffers: "64MB",
+        ...options.settings,
+      }),
+    );
     const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     child = proc;
     const keep = (chunk: Buffer) => {
