@@ -267,7 +267,7 @@ export class S3BlobStore implements BlobStore {
   ): Promise<Readable> {
     const length = range ? range.end - range.start + 1 : options?.socket?.size;
     if (options?.socket && length !== undefined && length >= SOCKET_READ_MIN && this.plainHttp !== false) {
-      const direct = await this.readFromSocket(digest, range, options.socket.size);
+      const direct = await this.readFromSocket(digest, range, length);
       if (direct) return direct;
     }
     const body = await this.atBlob(digest, async (key) => {
@@ -303,17 +303,12 @@ export class S3BlobStore implements BlobStore {
   private async readFromSocket(
     digest: string,
     range: { start: number; end: number } | undefined,
-    size: number,
+    expected: number,
   ): Promise<SocketBody | null> {
-    const expected = range ? range.end - range.start + 1 : size;
     const notDirect = new Error("not direct");
     try {
       return await this.atBlob(digest, async (key) => {
-        const url = new URL(
-          await getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), {
-            expiresIn: 60,
-          }),
-        );
+        const url = new URL(await this.signedGet(key, 60));
         this.plainHttp = url.protocol === "http:";
         const got = await httpGetBody(url, range, expected, 5_000);
         if (got === "missing") return null;
@@ -328,6 +323,10 @@ export class S3BlobStore implements BlobStore {
   /** A presigned GET for a blob, for storage.redirect. */
   async presign(digest: string, expiresIn: number): Promise<string> {
     const key = this.locations.get(digest) ?? (await this.readLink(digest)) ?? this.blobKey(digest);
+    return this.signedGet(key, expiresIn);
+  }
+
+  private signedGet(key: string, expiresIn: number): Promise<string> {
     return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), {
       expiresIn,
     });
