@@ -288,7 +288,21 @@ export class SqlMetadataStore implements MetadataStore {
    * against the garbage collector's deletions). False when the link is gone.
    */
   async refreshLink(repository: string, digest: string, now = Date.now()): Promise<boolean> {
-    const result = await this.db
+    if (this.metadata.dialect === "postgres") {
+      // PostgreSQL has no single write lock: the blob's row is share-locked first, which waits for a
+      // collection batch that holds it FOR UPDATE (it may have judged the link stale already) and, once that
+      // batch has committed, finds the row gone. A HEAD that renews a link therefore never answers for a
+      // blob that a batch in progress deletes (issue 21).
+      return this.db.transaction().execute(async (trx) => {
+        if (!(await this.blob(digest, trx))) return false;
+        return this.updateLink(trx, repository, digest, now);
+      });
+    }
+    return this.updateLink(this.db, repository, digest, now);
+  }
+
+  private async updateLink(q: Q, repository: string, digest: string, now: number): Promise<boolean> {
+    const result = await q
       .updateTable("repository_blobs")
       .set({ created_at: now })
       .where("digest", "=", digest)

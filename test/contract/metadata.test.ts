@@ -858,6 +858,34 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
       return Number(rows?.n);
     }
 
+    it("collector first: a HEAD that renews an old link waits for the batch, then answers BLOB_UNKNOWN", async () => {
+      // The batch has judged the blob garbage (its link is old) and holds it; the HEAD needs to renew that
+      // link. Answering 200 here would make the client skip an upload whose manifest PUT then fails.
+      const blob = await oldUnreferencedBlob("racing/head", "collector-head");
+      let open!: () => void;
+      const gate = new Promise<void>((r) => {
+        open = r;
+      });
+      let decided!: () => void;
+      const hasDecided = new Promise<void>((r) => {
+        decided = r;
+      });
+      const collecting = collect(blob, kind === "postgres" ? gate : Promise.resolve(), decided);
+      await hasDecided;
+      // SQLite admits one writer: the renewal can only come after the collector's commit.
+      if (kind === "sqlite") expect(await collecting).toEqual([blob]);
+      const head = registry.statBlob("racing/head", blob).then(
+        () => "found",
+        (err: unknown) => (isRegistryError(err) ? err.code : String(err)),
+      );
+      if (kind === "postgres") {
+        expect(await someoneWaitsOnALock(a)).toBe(true);
+        open();
+      }
+      expect(await collecting).toEqual([blob]);
+      expect(await head).toBe("BLOB_UNKNOWN");
+    });
+
     it("collector first: the PUT waits for it, then is refused (MANIFEST_BLOB_UNKNOWN)", async () => {
       const blob = await oldUnreferencedBlob("racing/first", "collector-first");
       let open!: () => void;
