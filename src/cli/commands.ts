@@ -88,6 +88,10 @@ export function registerMaintenanceCommands(program: Command): void {
       )
       .option("--wait <duration>", "how long to wait for a collection running elsewhere (default 10m)")
       .option("--no-list", "print totals only, not every item")
+      .option(
+        "--i-know-the-store-is-mine",
+        "collect files without a database row even when the database knows no blob (the store holds only Berth's own blobs)",
+      )
       .option("--json", "print the report as JSON"),
   ).action(async (flags: GcFlags) => (await import("./maintenance.js")).runGc(flags));
 

@@ -89,6 +89,7 @@ export interface GcFlags extends CommonFlags {
   wait?: string;
   json?: boolean;
   list?: boolean;
+  iKnowTheStoreIsMine?: boolean;
 }
 
 function printGcReport(report: GcReport, list: boolean): void {
@@ -147,6 +148,7 @@ export async function runGc(flags: GcFlags): Promise<void> {
     log: stderrLog,
   });
   if (flags.untagged) options.untagged = { ...options.untagged, enabled: true };
+  if (flags.iKnowTheStoreIsMine) options.storeIsMine = true;
   await withRuntime(config, async (runtime) => {
     let report: GcReport;
     if (options.dryRun) {

@@ -1,3 +1,5 @@
+import { constants as fsc } from "node:fs";
+import fs from "node:fs/promises";
 import { dataDirOf } from "../config/data-dir.js";
 import type { Config } from "../config/schema.js";
 import { type MetadataDb, openMetadata } from "../metadata/db.js";
@@ -25,6 +27,7 @@ export async function openRuntime(
   options: { migrate?: boolean; adopt?: boolean } = {},
 ): Promise<Runtime> {
   const dataDir = dataDirOf(config);
+  await assertWritableDataDir(dataDir);
   const storage = await openBlobStore(config, dataDir);
   const metadata = await openMetadata(databaseTarget(config.database), dataDir, { migrate: options.migrate });
   const meta = new SqlMetadataStore(metadata);
@@ -62,6 +65,31 @@ export async function openRuntime(
       storage.close?.();
     },
   };
+}
+
+/**
+ * The data directory holds the database, keys and scratch whatever store holds the blobs: one that this
+ * user cannot write stops the start with the path and the command that fixes it, instead of an EACCES from
+ * deep inside SQLite (a registry:2 volume is owned by root; Berth's image runs as an unprivileged user).
+ */
+export async function assertWritableDataDir(dataDir: string): Promise<void> {
+  try {
+    await fs.mkdir(dataDir, { recursive: true });
+    await fs.access(dataDir, fsc.W_OK | fsc.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EPERM" && code !== "EROFS") throw err;
+    const uid = process.getuid?.();
+    const gid = process.getgid?.();
+    const who = uid === undefined ? "this user" : `uid ${uid}`;
+    throw new Error(
+      `the data directory ${dataDir} (storage.filesystem.rootdirectory) is not writable by ${who} (${code}). ` +
+        (code === "EROFS"
+          ? "It is on a read-only filesystem: mount a writable volume there."
+          : `Give it to Berth's user, as root: chown -R ${uid ?? "USER"}:${gid ?? "GROUP"} ${dataDir} ` +
+            "(for a container's volume, in any container that mounts it), or point storage.filesystem.rootdirectory elsewhere."),
+    );
+  }
 }
 
 /**

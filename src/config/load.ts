@@ -218,8 +218,16 @@ function chooseNamedSection(state: State, key: "storage" | "auth", name: string,
   }
   for (const other of choices) {
     if (other !== chosen && other in current) {
+      // storage.filesystem.rootdirectory is also Berth's data directory (its database, keys and scratch),
+      // whatever driver holds the blobs: it stays, so that REGISTRY_STORAGE=s3 on an image whose
+      // configuration names /var/lib/registry keeps the database in that volume (issue 20).
+      const dataDir = key === "storage" && other === "filesystem" ? keptDataDir(state, current[other]) : null;
       delete current[other];
       state.prov.forget([key, other]);
+      if (dataDir) {
+        current[other] = { rootdirectory: dataDir.value };
+        state.prov.record([key, other, "rootdirectory"], dataDir.value, dataDir.source);
+      }
     }
   }
   if (!isPlainObject(current[chosen])) {
@@ -227,6 +235,15 @@ function chooseNamedSection(state: State, key: "storage" | "auth", name: string,
     state.prov.forget([key, chosen]);
     state.prov.record([key, chosen], {}, source);
   }
+}
+
+/** The data directory set in a filesystem section that a driver switch drops, with where it came from. */
+function keptDataDir(state: State, section: unknown): { value: string; source: Source } | null {
+  if (!isPlainObject(section)) return null;
+  const value = (section as Tree).rootdirectory;
+  if (typeof value !== "string" || value === "") return null;
+  const source = state.prov.find(["storage", "filesystem", "rootdirectory"]) ?? { kind: "default" as const };
+  return { value, source };
 }
 
 function applyFlags(state: State, flags: ConfigInput, names: Record<string, string>): void {

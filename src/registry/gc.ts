@@ -197,6 +197,11 @@ export interface GcOptions {
   uploads: { enabled: boolean; ageMs: number } | null;
   /** Delete files that have no database row (default true). */
   orphans?: boolean;
+  /**
+   * The operator vouches that every blob in the store was written by this Berth (`berth gc
+   * --i-know-the-store-is-mine`): orphan files are collected even when the database knows no blob.
+   */
+  storeIsMine?: boolean;
   dryRun: boolean;
   /** The job lease; required unless dryRun. */
   lease: Lease | null;
@@ -674,12 +679,10 @@ async function collectLinks(b: Batcher, cutoff: number, options: GcOptions): Pro
 // Orphan files
 
 async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): Promise<void> {
-  // A registry:2 data directory not imported yet holds real images with no rows: its files are never orphans.
-  const foreign = (await b.target.store.foreignRepositories?.()) ?? null;
-  if (foreign) {
-    const note = `orphan files are not collected: ${foreign} holds registry:2 repositories, whose blobs Berth has no rows for`;
-    b.report.notes.push(note);
-    options.log?.warn({ directory: foreign }, `gc: ${note}`);
+  const refusal = await orphansRefused(b, options);
+  if (refusal) {
+    b.report.notes.push(refusal.note);
+    options.log?.warn(refusal.fields, `gc: ${refusal.note}`);
     return;
   }
   let chunk: { digest: string; size: number }[] = [];
@@ -724,6 +727,39 @@ async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): P
   }
   b.checkStop();
   await check();
+}
+
+/**
+ * Why no file may be judged an orphan in this store, or null. A file without a row is garbage only when
+ * Berth can be sure that it wrote it: never while the store holds registry:2 repositories (on a filesystem
+ * or in a bucket; their link files, not Berth's rows, say what their blobs are), and never when the database
+ * knows no blob at all while the store holds some (a registry:2 store not adopted yet, or Berth's own store
+ * beside a lost or new database), unless the operator says the store is Berth's (`storeIsMine`).
+ */
+async function orphansRefused(
+  b: Batcher,
+  options: GcOptions,
+): Promise<{ note: string; fields: Record<string, unknown> } | null> {
+  const store = b.target.store;
+  const foreign = (await store.foreignRepositories?.()) ?? null;
+  if (foreign) {
+    return {
+      note: `orphan files are not collected: ${foreign} holds registry:2 repositories, whose link files (not Berth's rows) say which blobs are in use`,
+      fields: { directory: foreign },
+    };
+  }
+  if (options.storeIsMine || (await b.gc.blobPage("", 1, 0)).length > 0) return null;
+  for await (const _ of store.list()) {
+    return {
+      note:
+        "orphan files are not collected: the database knows no blob while the store holds some " +
+        "(registry:2 data not adopted yet, or this store beside a new or lost database). Adopt registry:2 " +
+        "data with `berth import`; if every blob in the store is Berth's own garbage, run " +
+        "`berth gc --i-know-the-store-is-mine`",
+      fields: { store: store.kind },
+    };
+  }
+  return null;
 }
 
 function recordOrphan(b: Batcher, o: { digest: string; size: number }): void {

@@ -379,6 +379,18 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
+   * Where the bucket holds registry:2 repositories (objects under `docker/registry/v2/repositories/`), or
+   * null: their blobs are never orphans (src/registry/gc.ts). One listing of at most one key.
+   */
+  async foreignRepositories(): Promise<string | null> {
+    const prefix = `${this.prefix}docker/registry/v2/repositories/`;
+    const page = await this.call("ListObjectsV2", () =>
+      this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, MaxKeys: 1 })),
+    );
+    return (page.Contents?.length ?? 0) > 0 ? `s3://${this.options.bucket}/${prefix}` : null;
+  }
+
+  /**
    * Every blob: those in Distribution's layout, then those with a link (the size given for these is the
    * link's; stat() has the blob's).
    */

@@ -92,6 +92,21 @@ describe("registry:2 recipe environments", () => {
     expect(config.storage.maintenance.readonly.enabled).toBe(true);
   });
 
+  it("REGISTRY_STORAGE=s3 keeps the file's data directory (the database stays in the image's volume)", () => {
+    // The image's configuration, as deploy/config.yml: the data directory is the volume.
+    const f = file(
+      "storage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n    distributionlinks: true\n",
+    );
+    const { config } = load({
+      file: f,
+      env: { REGISTRY_STORAGE: "s3", REGISTRY_STORAGE_S3_REGION: "us-east-1", REGISTRY_STORAGE_S3_BUCKET: "b" },
+    });
+    expect(config.storage.s3?.bucket).toBe("b");
+    expect(config.storage.filesystem.rootdirectory).toBe("/var/lib/registry");
+    // Only the directory: the filesystem driver's own keys go with the driver.
+    expect(config.storage.filesystem.distributionlinks).toBeUndefined();
+  });
+
   it("REGISTRY_AUTH=htpasswd replaces the file's authentication method (exactly one, as registry:2)", () => {
     const f = file(
       "auth:\n  token:\n    realm: https://auth.example.com/token\n    service: reg\n    issuer: me\n    rootcertbundle: /certs/bundle.pem\n",
