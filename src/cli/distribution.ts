@@ -13,12 +13,11 @@ import {
 } from "../registry/adopt.js";
 import { DistributionSync } from "../registry/distribution-sync.js";
 import { waitForLease } from "../registry/gc.js";
-import { DistributionLayout } from "../storage/distribution-layout.js";
-import type { FilesystemBlobStore } from "../storage/filesystem.js";
+import type { DistributionTree } from "../storage/distribution-layout.js";
 import { adoptWorkerFile } from "./adopt-worker-file.js";
 
 /**
- * Start-up for a data directory shared with registry:2 (issue 12), called by openRuntime:
+ * Start-up for a data directory or a bucket shared with registry:2 (issues 12 and 20), called by openRuntime:
  *   1. adopt its repositories when the database has not done so yet (only the process allowed to migrate);
  *   2. decide whether link files are kept in step: `storage.filesystem.distributionlinks`, or, when unset,
  *      on for an adopted directory and off for a new one;
@@ -42,20 +41,21 @@ export const ADOPT_LOCK = "job:adopt";
 
 export async function openDistribution(
   config: Config,
-  target: { dataDir: string; meta: SqlMetadataStore; storage: FilesystemBlobStore },
+  target: { dataDir: string; meta: SqlMetadataStore; tree: DistributionTree },
   options: { adopt: boolean; present: boolean; log?: Log },
 ): Promise<DistributionHandle | null> {
-  const wanted = config.storage.filesystem.distributionlinks;
+  const wanted = distributionLinksWanted(config);
   const present = options.present;
   if (!present && wanted !== true) return null;
   const log: Log = options.log ?? pino({ level: config.log.level, base: { pid: process.pid } });
   const queries = new DistributionQueries(target.meta.db, target.meta.metadata.dialect);
-  const layout = new DistributionLayout(target.dataDir);
+  const layout = target.tree;
   let state = await queries.state();
 
   // The links there are Berth's own once it keeps them: never adopt them again.
   if (present && state.adoption !== "done" && state.links === "off") {
-    if (options.adopt) await adoptAtStartup(queries, target.meta, layout, log, wanted);
+    if (options.adopt)
+      await adoptAtStartup(queries, target.meta, layout, log, wanted, target.dataDir, config);
     else {
       // Another process (the lead worker of `berth serve`) adopts: serve nothing until it is done, so
       // that no client sees the registry half adopted.
@@ -74,7 +74,10 @@ export async function openDistribution(
     // Switched on for a directory with Berth's rows: every link is written before the directory counts as kept.
     await queries.setState({ links: "exporting", ...(state.adoption === null ? { adoption: "done" } : {}) });
     if (!(await queries.isEmpty())) {
-      log.info({ dataDir: target.dataDir }, "registry:2 link files: writing them for every repository");
+      log.info(
+        { repositories: layout.repositories },
+        "registry:2 link files: writing them for every repository",
+      );
       const count = await sync.exportAll();
       log.info({ repositories: count }, "registry:2 link files: written");
     }
@@ -114,7 +117,9 @@ export async function openDistribution(
 export async function adoptDirectory(
   queries: DistributionQueries,
   meta: SqlMetadataStore,
-  layout: DistributionLayout,
+  layout: DistributionTree,
+  dataDir: string,
+  maxManifestBytes: number,
   hooks: {
     linksWanted: boolean | undefined;
     onStart?: (resumed: boolean) => void;
@@ -131,11 +136,12 @@ export async function adoptDirectory(
     await queries.setState({ adoption: "running" });
     hooks.onStart?.(before.adoption === "running");
     // PostgreSQL: DistributionQueries' own multi-row INSERTs, a few statements per batch.
-    if (meta.metadata.dialect === "sqlite") queries.bulk = new SqliteBulkImport(sqlitePath(layout.root));
+    if (meta.metadata.dialect === "sqlite") queries.bulk = new SqliteBulkImport(sqlitePath(dataDir));
     const report = await adoptDistribution(
       { layout, queries },
       {
         workerFile: adoptWorkerFile(),
+        maxManifestBytes,
         onListed: hooks.onListed,
         onProgress: hooks.onProgress,
         // Rows per transaction; smaller only to exercise interrupted adoptions in tests.
@@ -160,11 +166,13 @@ export async function adoptDirectory(
 async function adoptAtStartup(
   queries: DistributionQueries,
   meta: SqlMetadataStore,
-  layout: DistributionLayout,
+  layout: DistributionTree,
   log: Log,
   linksWanted: boolean | undefined,
+  dataDir: string,
+  config: Config,
 ): Promise<void> {
-  const report = await adoptDirectory(queries, meta, layout, {
+  const report = await adoptDirectory(queries, meta, layout, dataDir, config.http.maxmanifestbytes, {
     linksWanted,
     onWait: (holder) => log.info({ holder }, `waiting for another adoption of this directory (${holder})`),
     onStart: (resumed) =>
@@ -204,6 +212,16 @@ async function adoptAtStartup(
       { problem: p.kind, path: p.path, detail: p.detail },
       `adoption: ${p.kind}: ${p.path}: ${PROBLEM_TEXT[p.kind]}`,
     );
+}
+
+/**
+ * Whether registry:2's link files are kept: `storage.s3.distributionlinks` for blobs in a bucket,
+ * `storage.filesystem.distributionlinks` for a directory; unset, on for adopted data, off for new.
+ */
+export function distributionLinksWanted(config: Config): boolean | undefined {
+  return config.storage.s3
+    ? config.storage.s3.distributionlinks
+    : config.storage.filesystem.distributionlinks;
 }
 
 /** Repositories per second so far, and seconds left at that pace. */

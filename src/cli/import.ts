@@ -11,9 +11,11 @@ import {
   adoptDistribution,
   summaryLines,
 } from "../registry/adopt.js";
-import { DistributionLayout, hasDistributionRepositories } from "../storage/distribution-layout.js";
+import type { Config } from "../config/schema.js";
+import { DistributionLayout, type DistributionTree } from "../storage/distribution-layout.js";
 import { adoptWorkerFile } from "./adopt-worker-file.js";
-import { adoptDirectory, pace } from "./distribution.js";
+import { adoptDirectory, distributionLinksWanted, pace } from "./distribution.js";
+import { distributionTree } from "./runtime.js";
 
 /**
  * `berth import <dir>` (issue 12): adopts a registry:2 data directory in place, as `berth serve` does at
@@ -23,6 +25,8 @@ import { adoptDirectory, pace } from "./distribution.js";
 
 export interface ImportFlags {
   dryRun?: boolean;
+  /** Where the database is when the source is a bucket. */
+  dataDir?: string;
   config?: string;
   json?: boolean;
 }
@@ -61,17 +65,52 @@ export class ProgressBar {
   }
 }
 
-export async function runImport(dir: string, flags: ImportFlags): Promise<void> {
+export async function runImport(source: string | undefined, flags: ImportFlags): Promise<void> {
+  const bucket = source ? /^s3:\/\/([^/]+)(\/.*)?$/.exec(source) : null;
+  const dir = source && !bucket ? source : undefined;
+  if (dir && flags.dataDir && path.resolve(dir) !== path.resolve(flags.dataDir))
+    throw new Error(
+      "a registry:2 directory is adopted in place: it is the data directory (leave out --data-dir)",
+    );
+  const dataDir = dir ?? flags.dataDir;
   const { config } = loadConfig({
     file: flags.config,
-    flags: { storage: { filesystem: { rootdirectory: dir } } } as ConfigInput,
-    flagNames: { "storage.filesystem.rootdirectory": "<dir>" },
+    flags: (dataDir ? { storage: { filesystem: { rootdirectory: dataDir } } } : {}) as ConfigInput,
+    flagNames: dataDir ? { "storage.filesystem.rootdirectory": dir ? "<dir>" : "--data-dir" } : {},
   });
-  const root = path.resolve(dir);
-  if (!(await hasDistributionRepositories(root))) {
-    throw new Error(`${root} holds no registry:2 repositories (no docker/registry/v2/repositories folder)`);
+  // The database lives in the data directory (or in PostgreSQL) whichever store holds the blobs.
+  const root = path.resolve(config.storage.filesystem.rootdirectory);
+  let layout: DistributionTree;
+  let close = () => {};
+  if (bucket || (!dir && config.storage.s3)) {
+    const s3 = config.storage.s3;
+    if (!s3)
+      throw new Error(
+        `${source}: the bucket's endpoint and credentials come from storage.s3 (REGISTRY_STORAGE_S3_*), which is not configured`,
+      );
+    const options = bucket ? { ...s3, bucket: bucket[1] as string, rootdirectory: bucket[2] ?? "" } : s3;
+    const store = new (await import("../storage/s3.js")).S3BlobStore(options);
+    close = () => store.close();
+    layout = await distributionTree(store, root);
+  } else {
+    layout = new DistributionLayout(root);
   }
-  const layout = new DistributionLayout(root);
+  try {
+    if (!(await layout.present())) {
+      throw new Error(`${layout.repositories} holds no registry:2 repositories`);
+    }
+    await importTree(layout, root, config, flags);
+  } finally {
+    close();
+  }
+}
+
+async function importTree(
+  layout: DistributionTree,
+  root: string,
+  config: Config,
+  flags: ImportFlags,
+): Promise<void> {
   const bar = new ProgressBar();
   const err = (line: string) => process.stderr.write(`${line}\n`);
   let report: AdoptionReport | null;
@@ -83,6 +122,7 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
         onProgress: (p) => bar.update(p),
         onListed: (n) => err(`${n} repositories found`),
         workerFile: adoptWorkerFile(),
+        maxManifestBytes: config.http.maxmanifestbytes,
       },
     );
   } else {
@@ -95,15 +135,15 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
       if (state.adoption === "done" || state.links !== "off") {
         const when = state.adoptedAt ? ` on ${new Date(state.adoptedAt).toISOString()}` : "";
         process.stdout.write(
-          `${root} was adopted already${when}; Berth has kept its link files since, so it is not imported again ` +
+          `${layout.repositories} was adopted already${when}; Berth has kept its link files since, so it is not imported again ` +
             `(to start over from what registry:2 wrote, stop Berth and ${
               metadata.dialect === "postgres" ? "give it an empty database" : "move berth/berth.db away"
             })\n`,
         );
         return;
       }
-      report = await adoptDirectory(queries, meta, layout, {
-        linksWanted: config.storage.filesystem.distributionlinks,
+      report = await adoptDirectory(queries, meta, layout, root, config.http.maxmanifestbytes, {
+        linksWanted: distributionLinksWanted(config),
         onWait: (holder) => err(`another process is adopting this directory (${holder}); waiting`),
         onStart: (resumed) => {
           if (resumed)
@@ -118,7 +158,7 @@ export async function runImport(dir: string, flags: ImportFlags): Promise<void> 
   }
   bar.done();
   if (!report) {
-    process.stdout.write(`${root} was adopted by another process meanwhile\n`);
+    process.stdout.write(`${layout.repositories} was adopted by another process meanwhile\n`);
     return;
   }
   if (flags.json) {

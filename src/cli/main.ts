@@ -29,13 +29,20 @@ if (wanted("events")) (await import("./events.js")).registerEventsCommand(progra
 if (wanted("db")) (await import("./db.js")).registerDbCommands(program); // [postgres wiring, issue 10]
 // [adoption, issue 12] declared here; its code is loaded only when it runs.
 program
-  .command("import <dir>")
-  .description("adopt a registry:2 data directory in place (berth serve also does this at start-up)")
+  .command("import [source]")
+  .description(
+    "adopt registry:2 data in place (berth serve also does this at start-up): a directory, s3://BUCKET[/ROOTDIRECTORY] " +
+      "(endpoint and keys from storage.s3), or, with no argument, the configured store",
+  )
   .option("--dry-run", "read and check everything, write nothing")
   .option("--json", "print the report as JSON")
+  .option("--data-dir <dir>", "where the database is, for a bucket (storage.filesystem.rootdirectory)")
   .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
-  .action(async (dir: string, flags: { dryRun?: boolean; json?: boolean; config?: string }) =>
-    (await import("./import.js")).runImport(dir, flags),
+  .action(
+    async (
+      source: string | undefined,
+      flags: { dryRun?: boolean; json?: boolean; config?: string; dataDir?: string },
+    ) => (await import("./import.js")).runImport(source, flags),
   );
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -8,8 +8,9 @@ import { databaseTarget } from "../metadata/target.js";
 import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
 import type { BlobStore } from "../storage/blob-store.js";
-import { hasDistributionRepositories } from "../storage/distribution-probe.js";
+import { DistributionLayout, type DistributionTree } from "../storage/distribution-layout.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
+import type { S3BlobStore } from "../storage/s3.js";
 import { openProxy } from "./proxy-runtime.js";
 
 export interface Runtime {
@@ -39,16 +40,16 @@ export async function openRuntime(
     events: EventRecorder.fromConfig(meta.events, config), // [events, issue 14]
   });
   registry.proxy = openProxy(config, meta, storage); // [pull-through cache, issue 13]
-  // [adoption, issue 12] a registry:2 directory is adopted (by the migrating process) and its link files kept
-  // in step; a directory without docker/registry/v2/repositories costs one stat here.
-  // Only for blobs on the filesystem: registry:2's link files live beside them.
-  const present = storage instanceof FilesystemBlobStore && (await hasDistributionRepositories(dataDir));
+  // [adoption, issues 12 and 20] registry:2 data beside the blobs (a directory, or a bucket) is adopted by the
+  // migrating process and its link files kept in step; without any, this costs one stat (a directory) or
+  // one listing of at most one key (a bucket).
+  const tree = await distributionTree(storage, dataDir);
+  const present = await tree.present();
   const distribution =
-    storage instanceof FilesystemBlobStore &&
-    (present || config.storage.filesystem.distributionlinks === true)
+    present || (await import("./distribution.js")).distributionLinksWanted(config) === true
       ? await (await import("./distribution.js")).openDistribution(
           config,
-          { dataDir, meta, storage },
+          { dataDir, meta, tree },
           { adopt: options.adopt ?? options.migrate !== false, present },
         )
       : null;
@@ -65,6 +66,14 @@ export async function openRuntime(
       storage.close?.();
     },
   };
+}
+
+/** Where registry:2's repositories would be beside the blobs: the data directory, or the bucket. */
+export async function distributionTree(storage: BlobStore, dataDir: string): Promise<DistributionTree> {
+  if (storage instanceof FilesystemBlobStore) return new DistributionLayout(dataDir);
+  if (storage.kind === "s3")
+    return new (await import("../storage/distribution-s3.js")).S3DistributionTree(storage as S3BlobStore);
+  throw new Error(`no registry:2 layout for the ${storage.kind} store`);
 }
 
 /**

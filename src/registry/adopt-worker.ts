@@ -6,7 +6,11 @@ import { RepositoryReader } from "./adopt.js";
  * A worker thread of adoption (src/registry/adopt.ts): reads the repositories it is sent, synchronously, and
  * posts back their rows and problems. Several of them overlap their reads on a cold disk.
  */
-const reader = new RepositoryReader(new DistributionLayout((workerData as { root: string }).root));
-parentPort?.on("message", (names: string[]) => {
-  parentPort?.postMessage(names.map((name) => reader.read(name)));
+const data = workerData as { root: string; maxManifestBytes: number };
+const reader = new RepositoryReader(new DistributionLayout(data.root), data.maxManifestBytes);
+parentPort?.on("message", async (names: string[]) => {
+  const out = [];
+  // Every read underneath is synchronous (DistributionLayout): awaiting each costs a microtask.
+  for (const name of names) out.push(await reader.read(name));
+  parentPort?.postMessage(out);
 });

@@ -6,7 +6,7 @@ import type {
   ImportedManifest,
   ImportedRepository,
 } from "../metadata/distribution-queries.js";
-import type { DistributionLayout, LinkFile } from "../storage/distribution-layout.js";
+import type { DistributionTree, LinkFile, RepositoryLinks } from "../storage/distribution-layout.js";
 import { manifestRecord, parseManifest, requiredBlobs } from "./manifests.js";
 import { isValidName, isValidTag, parseDigest } from "./names.js";
 
@@ -35,6 +35,7 @@ export type ProblemKind =
   | "schema1"
   | "dangling-tag"
   | "invalid-name"
+  | "manifest-too-large"
   | "upload";
 
 export interface AdoptionProblem {
@@ -68,7 +69,7 @@ export interface AdoptionReport {
 }
 
 export interface AdoptionTarget {
-  layout: DistributionLayout;
+  layout: DistributionTree;
   /** Null in a dry run: nothing is written. */
   queries: DistributionMetadata | null;
 }
@@ -84,7 +85,14 @@ export interface AdoptionOptions {
   workers?: number;
   /** The module the reading threads run (src/cli/adopt-worker-file.ts); without it, all is read here. */
   workerFile?: URL;
+  /** A revision naming a larger blob is reported and skipped, never read (http.maxmanifestbytes). */
+  maxManifestBytes?: number;
 }
+
+/** The default of http.maxmanifestbytes, for callers that have no configuration. */
+export const DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** Repositories of a tree that is not on a filesystem (a bucket) read at once. */
+const STREAM_CONCURRENCY = 16;
 
 const DEFAULT_BATCH_ROWS = 20_000;
 
@@ -96,6 +104,7 @@ export const PROBLEM_TEXT: Record<ProblemKind, string> = {
   "digest-mismatch": "manifest bytes do not hash to its digest: skipped",
   schema1: "Docker schema1 manifest (not supported by Berth): skipped",
   "dangling-tag": "tag points to a manifest that was not adopted: skipped",
+  "manifest-too-large": "revision names a blob larger than http.maxmanifestbytes: skipped, not read",
   "invalid-name": "folder name is not a valid repository name: skipped",
   upload: "Distribution upload in progress (cannot be resumed): removed",
 };
@@ -114,26 +123,31 @@ export interface RepositoryResult {
 }
 
 /**
- * Reads repositories one at a time, synchronously (see DistributionLayout), keeping the size of every blob
- * it has seen so that a blob shared by many repositories is stat'd once. Used in worker threads, and in
- * the calling thread for small directories.
+ * Reads repositories one at a time, keeping the size of every blob it has seen so that a blob shared by many
+ * repositories is stat'd once. On a filesystem every call it makes is synchronous underneath (see
+ * DistributionLayout); used in worker threads, and in the calling thread for small directories and buckets.
  */
 export class RepositoryReader {
   private readonly stats = new Map<string, { size: number; modifiedAt: number } | null>();
   private readonly recorded = new Set<string>();
 
-  constructor(readonly layout: DistributionLayout) {}
+  constructor(
+    readonly layout: DistributionTree,
+    readonly maxManifestBytes = DEFAULT_MAX_MANIFEST_BYTES,
+  ) {}
 
-  private statBlob(digest: string): { size: number; modifiedAt: number } | null {
+  private async statBlob(digest: string): Promise<{ size: number; modifiedAt: number } | null> {
     let st = this.stats.get(digest);
     if (st === undefined) {
-      st = parseDigest(digest) ? this.layout.statBlob(digest) : null;
+      st = parseDigest(digest) ? await this.layout.statBlob(digest) : null;
+      // Bounded: a bucket may hold millions of blobs; forgetting costs a stat again, never a wrong answer.
+      if (this.stats.size >= 500_000) this.stats.clear();
       this.stats.set(digest, st);
     }
     return st;
   }
 
-  read(name: string): RepositoryResult {
+  async read(name: string, given?: RepositoryLinks): Promise<RepositoryResult> {
     const problems: AdoptionProblem[] = [];
     const problem = (kind: ProblemKind, path: string, detail?: string): null => {
       problems.push({ kind, repository: name, path, ...(detail ? { detail } : {}) });
@@ -145,11 +159,12 @@ export class RepositoryReader {
       problem("invalid-name", `${this.layout.repositories}/${name}`);
       return { name, repo: null, blobs: [], problems, links: 0, uploads: [] };
     }
-    const links = this.layout.readRepository(name);
+    const links = given ?? (await this.layout.readRepository(name));
     const repo: ImportedRepository = { name, manifests: [], tags: [], links: [] };
     const blobs: ImportBatch["blobs"] = [];
     const record = (digest: string, size: number, createdAt: number) => {
       if (this.recorded.has(digest)) return;
+      if (this.recorded.size >= 500_000) this.recorded.clear();
       this.recorded.add(digest);
       blobs.push({ digest, size, createdAt: Math.round(createdAt) });
     };
@@ -161,7 +176,7 @@ export class RepositoryReader {
         linkProblem(link);
         continue;
       }
-      const st = this.statBlob(link.digest);
+      const st = await this.statBlob(link.digest);
       if (!st) {
         problem("missing-blob", link.path, link.digest);
         continue;
@@ -172,13 +187,16 @@ export class RepositoryReader {
     }
 
     const adopted = new Set<string>();
-    const adoptRevision = (link: LinkFile): ImportedManifest | null => {
+    const adoptRevision = async (link: LinkFile): Promise<ImportedManifest | null> => {
       if (!link.digest) return linkProblem(link);
       const digest = link.digest;
       const parsedDigest = parseDigest(digest);
       if (!parsedDigest) return problem("invalid-link", link.path, digest);
-      if (!this.statBlob(digest)) return problem("missing-blob", link.path, digest);
-      const content = this.layout.readBlob(digest);
+      const stored = await this.statBlob(digest);
+      if (!stored) return problem("missing-blob", link.path, digest);
+      if (stored.size > this.maxManifestBytes)
+        return problem("manifest-too-large", link.path, `${digest}: ${stored.size} bytes`);
+      const content = await this.layout.readBlob(digest);
       const actual = `${parsedDigest.algorithm}:${createHash(parsedDigest.algorithm).update(content).digest("hex")}`;
       if (actual !== digest) return problem("digest-mismatch", link.path, `${digest} holds ${actual}`);
       let parsed: ReturnType<typeof parseManifest>;
@@ -190,7 +208,7 @@ export class RepositoryReader {
       }
       const blobsOf = requiredBlobs(parsed);
       for (const b of blobsOf) {
-        const st = this.statBlob(b);
+        const st = await this.statBlob(b);
         if (st) record(b, st.size, st.modifiedAt);
       }
       record(digest, content.length, link.modifiedAt);
@@ -201,7 +219,7 @@ export class RepositoryReader {
       return { ...manifestRecord(digest, content, parsed), createdAt: at };
     };
     for (const link of links.revisions) {
-      const manifest = adoptRevision(link);
+      const manifest = await adoptRevision(link);
       if (manifest) repo.manifests.push(manifest);
     }
 
@@ -240,6 +258,7 @@ async function* readInWorkers(
   root: string,
   names: string[],
   count: number,
+  maxManifestBytes: number,
 ): AsyncGenerator<RepositoryResult[]> {
   const CHUNK = 50;
   let next = 0;
@@ -253,7 +272,7 @@ async function* readInWorkers(
     w?.();
   };
   const workers = Array.from({ length: count }, () => {
-    const worker = new Worker(workerFile, { workerData: { root } });
+    const worker = new Worker(workerFile, { workerData: { root, maxManifestBytes } });
     const feed = () => {
       if (next >= names.length) {
         void worker.terminate();
@@ -304,12 +323,37 @@ function revive(r: RepositoryResult): RepositoryResult {
   return r;
 }
 
-async function* readHere(layout: DistributionLayout, names: string[]): AsyncGenerator<RepositoryResult[]> {
-  const reader = new RepositoryReader(layout);
+async function* readHere(reader: RepositoryReader, names: string[]): AsyncGenerator<RepositoryResult[]> {
   for (let i = 0; i < names.length; i += 20) {
-    yield names.slice(i, i + 20).map((name) => reader.read(name));
-    // Reading is synchronous: let timers and logging run in between.
+    const out: RepositoryResult[] = [];
+    for (const name of names.slice(i, i + 20)) out.push(await reader.read(name));
+    yield out;
+    // Reading a directory is synchronous: let timers and logging run in between.
     await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * A tree that is not on a filesystem (a bucket): repositories come from its scan as they are listed, and
+ * `STREAM_CONCURRENCY` of them are read at once (each read is a few requests that wait on the network).
+ */
+async function* readStreaming(
+  reader: RepositoryReader,
+  tree: DistributionTree,
+): AsyncGenerator<RepositoryResult[]> {
+  const scan = tree.scan()[Symbol.asyncIterator]();
+  let done = false;
+  while (!done) {
+    const group: RepositoryLinks[] = [];
+    while (group.length < STREAM_CONCURRENCY) {
+      const next = await scan.next();
+      if (next.done) {
+        done = true;
+        break;
+      }
+      group.push(next.value);
+    }
+    if (group.length > 0) yield await Promise.all(group.map((links) => reader.read(links.name, links)));
   }
 }
 
@@ -330,8 +374,12 @@ export async function adoptDistribution(
     problems: [],
     durationMs: 0,
   };
-  const names = target.layout.listRepositories();
-  options.onListed?.(names.length);
+  const tree = target.layout;
+  const maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES;
+  // A directory is listed whole first (names only) and may be read by threads; a bucket is streamed.
+  const names = tree.listRepositories ? tree.listRepositories() : null;
+  const total = names ? names.length : await tree.countRepositories();
+  options.onListed?.(total);
 
   const recorded = new Set<string>();
   let batch: ImportBatch = { repositories: [], blobs: [] };
@@ -345,18 +393,21 @@ export async function adoptDistribution(
     await target.queries.importBatch(current);
   };
 
-  const workers = options.workerFile ? (options.workers ?? defaultWorkers(names.length)) : 0;
+  const workers = options.workerFile && names && tree.root ? (options.workers ?? defaultWorkers(total)) : 0;
+  const reader = new RepositoryReader(tree, maxManifestBytes);
   const source =
-    options.workerFile && workers > 0
-      ? readInWorkers(options.workerFile, target.layout.root, names, workers)
-      : readHere(target.layout, names);
+    options.workerFile && names && tree.root && workers > 0
+      ? readInWorkers(options.workerFile, tree.root, names, workers, maxManifestBytes)
+      : names
+        ? readHere(reader, names)
+        : readStreaming(reader, tree);
   let done = 0;
   let lastProgress = started;
   for await (const results of source) {
     for (const r of results) {
       done++;
       report.problems.push(...r.problems);
-      for (const upload of r.uploads) if (!dryRun) await target.layout.purgeUpload(upload);
+      for (const upload of r.uploads) if (!dryRun) await tree.purgeUpload(upload);
       report.uploads += r.uploads.length;
       if (!r.repo) continue;
       const repo = r.repo;
@@ -373,11 +424,11 @@ export async function adoptDistribution(
       if (batchRows >= (options.batchRows ?? DEFAULT_BATCH_ROWS)) await flush();
     }
     const now = Date.now();
-    if (options.onProgress && (now - lastProgress >= 1000 || done === names.length)) {
+    if (options.onProgress && (now - lastProgress >= 1000 || done === total)) {
       lastProgress = now;
       options.onProgress({
         repositories: done,
-        repositoriesTotal: names.length,
+        repositoriesTotal: total,
         manifests: report.manifests,
         elapsedMs: now - started,
       });

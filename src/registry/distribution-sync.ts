@@ -1,5 +1,5 @@
 import type { DistributionMetadata, JournalEntry } from "../metadata/distribution-queries.js";
-import { type DistributionLayout, forEachLimit } from "../storage/distribution-layout.js";
+import { type DistributionTree, forEachLimit } from "../storage/distribution-layout.js";
 
 /**
  * Keeps registry:2's link files in step with Berth's rows (issue 12), so that Distribution started on the
@@ -29,7 +29,7 @@ export class DistributionSync {
 
   constructor(
     readonly queries: DistributionMetadata,
-    readonly layout: DistributionLayout,
+    readonly layout: DistributionTree,
     readonly log?: SyncLogger,
   ) {}
 
@@ -162,7 +162,7 @@ export class DistributionSync {
         const revisions = new Set(links.revisions);
         const layers = new Set(links.layers.filter((d) => !revisions.has(d)));
         const tags = new Map(links.tags.map((t) => [t.name, t.digest]));
-        const disk = this.layout.readRepository(repo.name);
+        const disk = await this.layout.readRepository(repo.name);
         const named = (l: { named: string | null }) =>
           l.named !== null && /^[a-z0-9]+:[a-f0-9]{32,128}$/.test(l.named);
         await forEachLimit(

@@ -17,7 +17,7 @@ import path from "node:path";
  * fsync'd, renamed into place, and the folder fsync'd. Removals rename a folder away before deleting it.
  */
 
-import { repositoriesDir } from "./distribution-probe.js";
+import { hasDistributionRepositories, repositoriesDir } from "./distribution-probe.js";
 
 export { hasDistributionRepositories, repositoriesDir } from "./distribution-probe.js";
 
@@ -42,6 +42,49 @@ export interface RepositoryLinks {
   uploads: { id: string; path: string }[];
 }
 
+type Awaitable<T> = T | Promise<T>;
+
+/**
+ * registry:2's repositories and blobs wherever they are: a directory (DistributionLayout) or a bucket
+ * (S3DistributionTree, distribution-s3.ts). Adoption reads through it; the journal (src/registry/
+ * distribution-sync.ts) writes through it, so that registry:2 started on the same data serves what Berth does.
+ */
+export interface DistributionTree {
+  /** Where the repositories are (a folder or an s3:// URL), for messages and reports. */
+  readonly repositories: string;
+  /** A tree on a filesystem: its root, which adoption's reading threads open themselves. */
+  readonly root?: string;
+  /** A tree on a filesystem: every repository name, in byte order (sync: see below). */
+  listRepositories?(): string[];
+  /** Whether there is any repository at all. */
+  present(): Promise<boolean>;
+  /** How many repositories there are (progress). */
+  countRepositories(): Promise<number>;
+  /** Every repository with its link files, in name order, streamed (never all of them in memory). */
+  scan(): AsyncIterable<RepositoryLinks>;
+  /** Every link file of one repository (not the blobs they name). */
+  readRepository(name: string): Awaitable<RepositoryLinks>;
+  /** Size and time of a stored blob, or null; never follows a symbolic link. */
+  statBlob(digest: string): Awaitable<{ size: number; modifiedAt: number } | null>;
+  /** A small blob's bytes (a manifest): the caller has checked its size. */
+  readBlob(digest: string): Awaitable<Buffer>;
+  /** Removes one of Distribution's uploads (they cannot be resumed: Distribution keeps Go's hash state). */
+  purgeUpload(uploadPath: string): Promise<void>;
+  writeLayer(repository: string, digest: string): Promise<void>;
+  removeLayer(repository: string, digest: string): Promise<void>;
+  writeRevision(repository: string, digest: string): Promise<void>;
+  removeRevision(repository: string, digest: string): Promise<void>;
+  /** Points a tag at `digest`, as Distribution does: the current link, and an entry in the tag's index. */
+  writeTag(repository: string, tag: string, digest: string): Promise<void>;
+  removeTag(repository: string, tag: string): Promise<void>;
+  /** Removes a repository's `_manifests` (it has no manifest left). */
+  removeManifests(repository: string): Promise<void>;
+  /** Removes a repository's own link files (not those of repositories nested below it). */
+  removeRepository(repository: string): Promise<void>;
+  /** The current digest of a tag's link, or null. */
+  readTag(repository: string, tag: string): Promise<string | null>;
+}
+
 const DIGEST = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]{32,})$/;
 const HEX = /^[a-f0-9]{32,128}$/;
 const ALGORITHM = /^[a-z0-9]+$/;
@@ -60,6 +103,9 @@ function isNotFound(err: unknown): boolean {
  */
 function dirEntries(dir: string): { name: string; dir: boolean }[] {
   try {
+    // A folder that is a symbolic link is not followed (it may lead out of the data directory): lstat
+    // first, as readdir would follow it. Entries that are links are never folders (isDirectory is false).
+    if (!fss.lstatSync(dir).isDirectory()) return [];
     return fss.readdirSync(dir, { withFileTypes: true }).map((e) => ({ name: e.name, dir: e.isDirectory() }));
   } catch (err) {
     if (isNotFound(err)) return [];
@@ -72,9 +118,12 @@ const LINK_BUFFER = Buffer.alloc(512);
 function readLinkSync(file: string, named: string | null): LinkFile | null {
   let fd: number;
   try {
-    fd = fss.openSync(file, "r");
+    // O_NOFOLLOW: a link file that is a symbolic link is not read (ELOOP, reported as invalid below).
+    fd = fss.openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
   } catch (err) {
     if (isNotFound(err)) return null;
+    if ((err as NodeJS.ErrnoException).code === "ELOOP")
+      return { path: file, digest: null, problem: "invalid", named, modifiedAt: 0 };
     throw err;
   }
   try {
@@ -117,7 +166,7 @@ function digestParts(digest: string): [string, string] {
   return [algorithm, hex];
 }
 
-export class DistributionLayout {
+export class DistributionLayout implements DistributionTree {
   readonly repositories: string;
   private readonly tmp: string;
 
@@ -150,6 +199,18 @@ export class DistributionLayout {
     return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
+  async present(): Promise<boolean> {
+    return hasDistributionRepositories(this.root);
+  }
+
+  async countRepositories(): Promise<number> {
+    return this.listRepositories().length;
+  }
+
+  async *scan(): AsyncIterable<RepositoryLinks> {
+    for (const name of this.listRepositories()) yield this.readRepository(name);
+  }
+
   /** Reads every link file of one repository (not the blobs they name). */
   readRepository(name: string): RepositoryLinks {
     const dir = path.join(this.repositories, ...name.split("/"));
@@ -158,10 +219,12 @@ export class DistributionLayout {
       revisions: this.readDigestLinks(path.join(dir, "_manifests", "revisions")),
       layers: this.readDigestLinks(path.join(dir, "_layers")),
       tags: this.readTags(path.join(dir, "_manifests", "tags")),
-      uploads: dirEntries(path.join(dir, "_uploads")).map((u) => ({
-        id: u.name,
-        path: path.join(dir, "_uploads", u.name),
-      })),
+      uploads: dirEntries(path.join(dir, "_uploads"))
+        .filter((u) => u.dir)
+        .map((u) => ({
+          id: u.name,
+          path: path.join(dir, "_uploads", u.name),
+        })),
     };
   }
 
@@ -195,10 +258,11 @@ export class DistributionLayout {
     return path.join(this.root, "docker", "registry", "v2", "blobs", algorithm, hex.slice(0, 2), hex, "data");
   }
 
-  /** Size and time of a stored blob, or null (sync, like the rest of the reading). */
+  /** Size and time of a stored blob, or null (sync, like the rest of the reading); a link is not followed. */
   statBlob(digest: string): { size: number; modifiedAt: number } | null {
     try {
-      const st = fss.statSync(this.blobPath(digest));
+      const st = fss.lstatSync(this.blobPath(digest));
+      if (!st.isFile()) return null;
       return { size: st.size, modifiedAt: st.mtimeMs };
     } catch (err) {
       if (isNotFound(err)) return null;
@@ -206,9 +270,14 @@ export class DistributionLayout {
     }
   }
 
-  /** A small blob's bytes (a manifest). */
+  /** A small blob's bytes (a manifest); a link is not followed. */
   readBlob(digest: string): Buffer {
-    return fss.readFileSync(this.blobPath(digest));
+    const fd = fss.openSync(this.blobPath(digest), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    try {
+      return fss.readFileSync(fd);
+    } finally {
+      fss.closeSync(fd);
+    }
   }
 
   /** Removes one of Distribution's uploads (they cannot be resumed: Distribution keeps Go's hash state). */
@@ -218,7 +287,35 @@ export class DistributionLayout {
       !uploadPath.includes(`${path.sep}_uploads${path.sep}`)
     )
       throw new Error(`refusing to remove ${uploadPath}`);
+    await this.assertNoLinks(uploadPath);
     await this.removeTree(uploadPath);
+  }
+
+  /**
+   * Refuses a path inside the tree that passes through a symbolic link (every component from the root down,
+   * the last included), or whose real path is not below the root: what it names may be outside the data
+   * directory, and removing it there would destroy files that are not registry:2's.
+   */
+  private async assertNoLinks(target: string): Promise<void> {
+    const rel = path.relative(this.root, target);
+    if (rel.startsWith("..") || path.isAbsolute(rel))
+      throw new Error(`refusing to touch ${target}: outside ${this.root}`);
+    let current = this.root;
+    for (const part of rel.split(path.sep)) {
+      current = path.join(current, part);
+      let st: fss.Stats;
+      try {
+        st = await fs.lstat(current);
+      } catch (err) {
+        if (isNotFound(err)) return;
+        throw err;
+      }
+      if (st.isSymbolicLink()) throw new Error(`refusing to touch ${target}: ${current} is a symbolic link`);
+    }
+    const real = await fs.realpath(target).catch(() => null);
+    const realRoot = await fs.realpath(this.root);
+    if (real && real !== realRoot && !real.startsWith(realRoot + path.sep))
+      throw new Error(`refusing to touch ${target}: it resolves to ${real}, outside ${realRoot}`);
   }
 
   // ---------------------------------------------------------------- writing (keeping registry:2 able to read)

@@ -117,7 +117,8 @@ export class S3BlobStore implements BlobStore {
   readonly kind = "s3";
   readonly resumableHashes = true;
   readonly client: S3Client;
-  private readonly prefix: string;
+  /** `rootdirectory` as a key prefix (`registry/`, or empty). */
+  readonly prefix: string;
   private readonly partSize: number;
   /** Where this process last found each digest (see above): a cache that no other process can make wrong. */
   private readonly locations = new Map<string, string>();
@@ -338,7 +339,8 @@ export class S3BlobStore implements BlobStore {
     await this.putObject("PutObject", this.blobKey(digest), content);
   }
 
-  private async putObject(operation: string, key: string, body: Buffer | string): Promise<void> {
+  /** One PutObject (also used by the registry:2 tree on the same bucket, distribution-s3.ts). */
+  async putObject(operation: string, key: string, body: Buffer | string): Promise<void> {
     await this.call(operation, () =>
       this.client.send(
         new PutObjectCommand({
@@ -407,9 +409,8 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  private async *listObjects(
-    prefix: string,
-  ): AsyncIterable<{ key: string; size: number; modifiedAt: number }> {
+  /** Every object under `prefix`, in key order, page by page (ListObjectsV2). */
+  async *listObjects(prefix: string): AsyncIterable<{ key: string; size: number; modifiedAt: number }> {
     let token: string | undefined;
     do {
       const page = await this.call("ListObjectsV2", () =>
@@ -425,7 +426,7 @@ export class S3BlobStore implements BlobStore {
     } while (token);
   }
 
-  private async deleteKeys(keys: string[]): Promise<void> {
+  async deleteKeys(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       const out = await this.call("DeleteObjects", () =>
@@ -502,7 +503,8 @@ export class S3BlobStore implements BlobStore {
     await this.putObject("PutObject upload state", this.stateKey(id, state.size), JSON.stringify(state));
   }
 
-  private async getObject(operation: string, key: string): Promise<Buffer | null> {
+  /** A small object whole, or null when it does not exist. */
+  async getObject(operation: string, key: string): Promise<Buffer | null> {
     try {
       const out = await this.call(operation, () =>
         this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key })),

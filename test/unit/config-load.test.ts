@@ -99,7 +99,11 @@ describe("registry:2 recipe environments", () => {
     );
     const { config } = load({
       file: f,
-      env: { REGISTRY_STORAGE: "s3", REGISTRY_STORAGE_S3_REGION: "us-east-1", REGISTRY_STORAGE_S3_BUCKET: "b" },
+      env: {
+        REGISTRY_STORAGE: "s3",
+        REGISTRY_STORAGE_S3_REGION: "us-east-1",
+        REGISTRY_STORAGE_S3_BUCKET: "b",
+      },
     });
     expect(config.storage.s3?.bucket).toBe("b");
     expect(config.storage.filesystem.rootdirectory).toBe("/var/lib/registry");

@@ -53,6 +53,11 @@ export const s3Section = z
     storageclass: z.string().default("STANDARD"),
     encrypt: flag.default(false),
     keyid: z.string().optional(),
+    /**
+     * Keep registry:2's link objects in step (issue 20), as storage.filesystem.distributionlinks does in a
+     * directory. Unset: on for a bucket adopted from registry:2, off for a new one. Berth's own key.
+     */
+    distributionlinks: flag.optional(),
   })
   .optional();
 

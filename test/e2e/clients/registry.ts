@@ -37,6 +37,8 @@ export async function startRegistry(): Promise<Registry> {
 export interface DistributionOptions {
   dataDir?: string;
   port?: number;
+  /** Blobs in this bucket (registry:2's s3 driver) instead of the data directory. */
+  s3?: { endpoint: string; bucket: string; accessKey: string; secretKey: string; rootdirectory?: string };
 }
 
 /** Starts `docker-registry serve` (Distribution 2.8) with filesystem storage and deletes enabled. */
@@ -55,8 +57,20 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
       "  accesslog:",
       "    disabled: false",
       "storage:",
-      "  filesystem:",
-      `    rootdirectory: ${path.join(dataDir, "storage")}`,
+      ...(options.s3
+        ? [
+            "  s3:",
+            "    region: us-east-1",
+            `    regionendpoint: ${options.s3.endpoint}`,
+            `    bucket: ${options.s3.bucket}`,
+            `    accesskey: ${options.s3.accessKey}`,
+            `    secretkey: ${options.s3.secretKey}`,
+            "    forcepathstyle: true",
+            "    secure: false",
+            "    chunksize: 5242880",
+            ...(options.s3.rootdirectory ? [`    rootdirectory: ${options.s3.rootdirectory}`] : []),
+          ]
+        : ["  filesystem:", `    rootdirectory: ${path.join(dataDir, "storage")}`]),
       "  delete:",
       "    enabled: true",
       "  maintenance:",
@@ -72,7 +86,8 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
     cwd: dataDir,
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
-    env: { ...process.env, OTEL_TRACES_EXPORTER: "none" },
+    // With AWS_CA_BUNDLE set (as on these machines) its AWS SDK stops at start-up.
+    env: { ...withoutCaBundle(process.env), OTEL_TRACES_EXPORTER: "none" },
   });
   const logs: string[] = [];
   const keep = (chunk: Buffer) => {
@@ -134,4 +149,9 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
     },
   };
   return server;
+}
+
+function withoutCaBundle(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { AWS_CA_BUNDLE: _, ...rest } = env;
+  return rest;
 }
