@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import type { ConfigCheckOptions } from "./config.js";
-import type { GcFlags, RepoRmFlags, RetentionFlags, UsageFlags } from "./maintenance.js";
+import type { GcFlags, RelocateFlags, RepoRmFlags, RetentionFlags, UsageFlags } from "./maintenance.js";
 import type { ServeFlags } from "./serve.js";
 import { addAcmeOptions } from "./tls-flags.js";
 
@@ -94,6 +94,19 @@ export function registerMaintenanceCommands(program: Command): void {
       )
       .option("--json", "print the report as JSON"),
   ).action(async (flags: GcFlags) => (await import("./maintenance.js")).runGc(flags));
+
+  commonOptions(
+    program
+      .command("relocate")
+      .description(
+        "S3: copy the blobs that were uploaded in parts to registry:2's keys now (as the background job does while registry:2's link files are kept); run it before starting registry:2 on the bucket",
+      )
+      .option(
+        "--retire-after <duration>",
+        "delete the first copies once moved longer ago than this (default 1h; 0s once Berth is stopped)",
+      )
+      .option("--wait <duration>", "how long to wait for a relocation running elsewhere (default 10m)"),
+  ).action(async (flags: RelocateFlags) => (await import("./maintenance.js")).runRelocate(flags));
 
   commonOptions(
     program

@@ -188,6 +188,44 @@ export async function runGc(flags: GcFlags): Promise<void> {
 
 // ------------------------------------------------------------------------------------------------
 
+export interface RelocateFlags extends CommonFlags {
+  retireAfter?: string;
+  wait?: string;
+}
+
+/** `berth relocate` (issue 20): the background job's relocation, now, under the same lease. */
+export async function runRelocate(flags: RelocateFlags): Promise<void> {
+  const config = loadFor(flags);
+  const retireAfterMs =
+    flags.retireAfter !== undefined ? durationFlag(flags.retireAfter, "--retire-after") : 3_600_000;
+  await withRuntime(config, async (runtime) => {
+    const relocate = runtime.storage.relocateForDistribution?.bind(runtime.storage);
+    if (!relocate) {
+      out(`nothing to do: every blob on the ${runtime.storage.kind} store is where registry:2 reads it`);
+      return;
+    }
+    const waitMs = flags.wait !== undefined ? durationFlag(flags.wait, "--wait") : 10 * 60_000;
+    const lease = await waitForLease(runtime.meta, JOB_LOCK.relocate, {
+      takeIdle: true,
+      timeoutMs: waitMs,
+      onWait: (holder) => err(`a relocation is ${holder}; waiting for it to finish`),
+    });
+    if (!lease)
+      throw new Error(`a relocation is still running after ${formatDuration(waitMs)}; try again later`);
+    try {
+      const report = await relocate({ retireAfterMs });
+      out(
+        `copied ${plural(report.moved, "blob")} (${formatBytes(report.bytes)}) to registry:2's keys; ` +
+          `deleted ${report.retired} first ${report.retired === 1 ? "copy" : "copies"} moved earlier`,
+      );
+    } finally {
+      await lease.release(0);
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+
 export interface RetentionFlags extends CommonFlags {
   dryRun?: boolean;
   repository?: string;

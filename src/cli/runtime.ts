@@ -19,6 +19,8 @@ export interface Runtime {
   meta: SqlMetadataStore;
   storage: BlobStore;
   registry: Registry;
+  /** registry:2's link files are kept in step with the rows (src/cli/distribution.ts). */
+  distributionLinks: boolean;
   close(): Promise<void>;
 }
 
@@ -59,6 +61,7 @@ export async function openRuntime(
     meta,
     storage,
     registry,
+    distributionLinks: distribution !== null,
     close: async () => {
       registry.proxy?.close();
       await distribution?.close();

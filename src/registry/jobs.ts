@@ -28,15 +28,23 @@ import { applyRetention, compilePolicies, type RetentionReport } from "./retenti
 export interface JobsRuntime {
   meta: MetadataStore;
   storage: BlobStore;
+  /** registry:2's link files are kept in step (the store is kept readable by registry:2). */
+  distributionLinks?: boolean;
 }
 
-export type JobName = "gc" | "retention" | "uploadpurging";
+export type JobName = "gc" | "retention" | "uploadpurging" | "relocate";
 
 export const JOB_LOCK: Record<JobName, string> = {
   gc: "job:gc",
   retention: "job:retention",
   uploadpurging: "job:uploadpurging",
+  relocate: "job:relocate",
 };
+
+/** How often blobs uploaded in parts are moved to Distribution's keys (link files kept, on S3). */
+const RELOCATE_INTERVAL_MS = 60_000;
+/** How long a moved blob's first copy stays, for reads that found it before the move. */
+const RELOCATE_RETIRE_MS = 3_600_000;
 
 /** The collector's options from the configuration (flags may override some). */
 export function gcOptionsFromConfig(config: Config, overrides: Partial<GcOptions> = {}): GcOptions {
@@ -163,6 +171,19 @@ export function startBackgroundJobs(
             purging.dryrun ? "upload purging (dry run) finished" : "upload purging finished",
           );
         }
+      },
+    });
+  }
+  const relocate = runtime.storage.relocateForDistribution?.bind(runtime.storage);
+  if (relocate && runtime.distributionLinks) {
+    // [issue 20] registry:2 reads blobs at its own keys only: what was uploaded in parts is copied there.
+    jobs.push({
+      name: "relocate",
+      intervalMs: RELOCATE_INTERVAL_MS,
+      async run(_lease, signal) {
+        const report = await relocate({ retireAfterMs: RELOCATE_RETIRE_MS, signal });
+        if (report.moved > 0 || report.retired > 0)
+          log.info({ job: "relocate", ...report }, "registry:2 keys: blobs uploaded in parts copied to them");
       },
     });
   }

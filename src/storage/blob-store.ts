@@ -77,6 +77,17 @@ export interface BlobStore {
    * share a directory with registry:2 leave it out.
    */
   foreignRepositories?(): Promise<string | null>;
+  /**
+   * Stores that may keep a blob where registry:2 cannot read it (S3: a blob uploaded in parts stays at the
+   * key its multipart upload completed at): copies each such blob to Distribution's key, server-side, and
+   * retires the other copy once no read can still be using it. Run in the background (a job) while
+   * registry:2's link files are kept, so that registry:2 started on the same store reads every blob.
+   */
+  relocateForDistribution?(options: { retireAfterMs: number; signal?: AbortSignal }): Promise<{
+    moved: number;
+    bytes: number;
+    retired: number;
+  }>;
   /** A short-lived URL a client may GET the blob from directly (storage.redirect), when the store has one. */
   presign?(digest: string, expiresInSeconds: number): Promise<string>;
   /** Stream the first `length` bytes of an upload (to rebuild a hash state). */

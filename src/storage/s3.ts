@@ -381,6 +381,61 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
+   * Moves blobs uploaded in parts to Distribution's key, for registry:2 (issue 20): for every link, a
+   * server-side copy of its location to `docker/registry/v2/blobs/...` (unless the bytes are there), then a
+   * tombstone `berth/retired/<upload id>` naming the digest, then the link goes (new reads find
+   * Distribution's key). A location is deleted only when its tombstone is older than `retireAfterMs`, so a
+   * read that found it before still has its bytes, and only when no link names it again (a relocation that
+   * stopped before its link went is done again next time). Each step can be repeated after a crash.
+   */
+  async relocateForDistribution(options: { retireAfterMs: number; signal?: AbortSignal }): Promise<{
+    moved: number;
+    bytes: number;
+    retired: number;
+  }> {
+    const out = { moved: 0, bytes: 0, retired: 0 };
+    const links = `${this.prefix}berth/links/`;
+    for await (const obj of this.listObjects(links)) {
+      if (options.signal?.aborted) return out;
+      const m = /^([a-z0-9]+)\/([a-f0-9]{64,128})$/.exec(obj.key.slice(links.length));
+      if (!m) continue;
+      const digest = `${m[1]}:${m[2]}`;
+      const link = await this.readLinkObject(digest);
+      if (!link) continue;
+      const source = await this.head(link.key);
+      const target = this.blobKey(digest);
+      if (source) {
+        const there = await this.head(target);
+        if (there?.size !== source.size) {
+          await this.copyObject(link.key, target, source.size);
+          out.bytes += source.size;
+        }
+      } else if (!(await this.head(target))) {
+        continue; // Neither copy (a delete in progress): nothing to move.
+      }
+      const id = link.key.slice(`${this.prefix}berth/blobs/`.length, -"/data".length);
+      await this.putObject("PutObject retired location", `${this.prefix}berth/retired/${id}`, digest);
+      await this.deleteKeys([this.linkKey(digest)]);
+      this.locations.delete(digest);
+      out.moved++;
+    }
+    const retired = `${this.prefix}berth/retired/`;
+    for await (const obj of this.listObjects(retired)) {
+      if (options.signal?.aborted) return out;
+      if (obj.modifiedAt > Date.now() - options.retireAfterMs) continue;
+      const id = obj.key.slice(retired.length);
+      const location = this.locationKey(id);
+      const digest = (await this.getObject("GetObject retired location", obj.key))?.toString("utf8") ?? "";
+      // Named by a link again: its relocation did not finish; it is done again before it is retired.
+      if (/^[a-z0-9]+:[a-f0-9]{64,128}$/.test(digest) && (await this.readLink(digest)) === location) continue;
+      await this.deleteKeys([location]);
+      await this.deleteKeys([obj.key]);
+      out.retired++;
+    }
+    return out;
+  }
+
+  /**
    * Where the bucket holds registry:2 repositories (objects under `docker/registry/v2/repositories/`), or
    * null: their blobs are never orphans (src/registry/gc.ts). One listing of at most one key.
    */

@@ -203,8 +203,9 @@ describe.each([
     expectAllKept(before, await keys(bucket));
   });
 
+  let dataDir: string;
   it("berth serve adopts it in place and serves every image; a collection at once deletes nothing of it", async () => {
-    const dataDir = tempDir();
+    dataDir = tempDir();
     const berth = await serve(s3Env(bucket, rootdirectory), dataDir);
     expect(berth.logs.join("\n")).toContain("adopted 2 repositories, 3 manifests, 3 tags");
     await expectServes(berth, pushed);
@@ -215,6 +216,69 @@ describe.each([
     expectAllKept(before, await keys(bucket));
     await expectServes(berth, pushed);
     await berth.stop();
+  });
+
+  it("goes back: registry:2 on the bucket serves what Berth pushed (a layer uploaded in parts too) and not what it deleted", async () => {
+    const env = { ...s3Env(bucket, rootdirectory), REGISTRY_STORAGE_DELETE_ENABLED: "true" };
+    const berth = await serve(env, dataDir);
+    const client = new RegistryClient(berth.url);
+    const big = randomBlob(11 * MiB);
+    const small = randomBlob(3000);
+    await client.pushBlobChunked("library/new", big, 5 * MiB);
+    const image = await client.pushImage("library/new", "v1", {
+      layers: [small],
+      mediaType: DOCKER_MANIFEST,
+    });
+    // The image's manifest names the big layer too: push it again with both.
+    const both = await client.pushImage("library/new", "v2", {
+      layers: [big, small],
+      mediaType: DOCKER_MANIFEST,
+    });
+    const gone = pushed.find((p) => p.tag === "v2") as Pushed;
+    const del = await client.fetch(`/v2/${gone.repository}/manifests/${gone.digest}`, { method: "DELETE" });
+    expect(del.status).toBe(202);
+    await berth.stop();
+    // What the background job does while the server runs, at once: copies to registry:2's keys.
+    const moved = await runBerth(["relocate", "--retire-after", "0s", "--data-dir", dataDir], { env });
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stdout).toMatch(/copied \d+ blobs?/);
+    // The big layer went in parts (its own key and a link): nothing is left where only Berth reads.
+    const root = rootdirectory ? `${rootdirectory.replace(/^\//, "")}/` : "";
+    const left = [...(await keys(bucket)).keys()].filter((k) => k.startsWith(`${root}berth/links/`));
+    expect(left).toEqual([]);
+    expect([...(await keys(bucket)).keys()]).toContain(
+      `${root}docker/registry/v2/blobs/sha256/${big.digest.slice(7, 9)}/${big.digest.slice(7)}/data`,
+    );
+
+    const distribution = await startDistribution({
+      s3: { endpoint: s3.endpoint, bucket, accessKey: s3.accessKey, secretKey: s3.secretKey, rootdirectory },
+    });
+    try {
+      const back = new RegistryClient(distribution.url);
+      const expectImage = async (repository: string, tag: string, digest: string, blobs: string[]) => {
+        const res = await back.fetch(`/v2/${repository}/manifests/${tag}`, {
+          headers: { accept: DOCKER_MANIFEST },
+        });
+        expect(res.status, `${repository}:${tag}`).toBe(200);
+        expect(res.headers.get("docker-content-digest")).toBe(digest);
+        await res.arrayBuffer();
+        for (const d of blobs) {
+          const b = await back.fetch(`/v2/${repository}/blobs/${d}`);
+          expect(b.status, `${repository} ${d}`).toBe(200);
+          expect(sha256(Buffer.from(await b.arrayBuffer()))).toBe(d);
+        }
+      };
+      await expectImage("library/new", "v1", image.digest, [image.config.digest, small.digest]);
+      await expectImage("library/new", "v2", both.digest, [both.config.digest, big.digest, small.digest]);
+      for (const p of pushed.filter((p) => p !== gone))
+        await expectImage(p.repository, p.tag, p.digest, p.blobs);
+      const deleted = await back.fetch(`/v2/${gone.repository}/manifests/${gone.tag}`, {
+        headers: { accept: DOCKER_MANIFEST },
+      });
+      expect(deleted.status).toBe(404);
+    } finally {
+      await distribution.cleanup();
+    }
   });
 });
 
