@@ -1,6 +1,6 @@
 import path from "node:path";
 import { loadConfig } from "../config/load.js";
-import type { ConfigInput } from "../config/schema.js";
+import type { Config, ConfigInput } from "../config/schema.js";
 import { openMetadata } from "../metadata/db.js";
 import { DistributionQueries } from "../metadata/distribution-queries.js";
 import { SqlMetadataStore } from "../metadata/store.js";
@@ -11,7 +11,6 @@ import {
   adoptDistribution,
   summaryLines,
 } from "../registry/adopt.js";
-import type { Config } from "../config/schema.js";
 import { DistributionLayout, type DistributionTree } from "../storage/distribution-layout.js";
 import { adoptWorkerFile } from "./adopt-worker-file.js";
 import { adoptDirectory, distributionLinksWanted, pace } from "./distribution.js";

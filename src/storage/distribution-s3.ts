@@ -121,7 +121,7 @@ export class S3DistributionTree implements DistributionTree {
     for (let i = 0; i < tagKeys.length; i += TAG_READS) {
       const slice = tagKeys.slice(i, i + TAG_READS);
       const links = await Promise.all(slice.map((t) => this.readLink(t.listed, null)));
-      slice.forEach((t, j) => out.tags.push({ tag: t.tag, link: links[j] as LinkFile }));
+      for (const [j, t] of slice.entries()) out.tags.push({ tag: t.tag, link: links[j] as LinkFile });
     }
     for (const id of [...uploads].sort()) out.uploads.push({ id, path: `${prefix}_uploads/${id}/` });
     const byPath = (a: LinkFile, b: LinkFile) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
