@@ -219,6 +219,9 @@ export class Aborted extends Error {}
 
 /** Shared machinery of the collector, retention and purging: batches, pauses, the lease, the report. */
 export class Batcher {
+  /** How long the last write transaction took (ms). */
+  lastWriteMs: number | null = null;
+
   constructor(
     readonly target: GcTarget,
     readonly report: GcReport,
@@ -256,6 +259,7 @@ export class Batcher {
       throw err;
     }
     const ms = performance.now() - t0;
+    this.lastWriteMs = ms;
     this.report.transactions++;
     this.report.longestTransactionMs = Math.max(this.report.longestTransactionMs, Math.round(ms * 10) / 10);
     await this.breathe(ms);
@@ -267,6 +271,31 @@ export class Batcher {
     const ms = Math.max(this.pauseMs, atLeastMs);
     if (ms > 0) await sleep(ms);
     else await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** How long one deleting transaction should hold its locks (pushes wait for them). */
+const TARGET_TRANSACTION_MS = 200;
+
+/**
+ * Items per deleting transaction: at most `max` (gc.batchsize), fewer while transactions run longer than
+ * TARGET_TRANSACTION_MS. Deleting bytes is part of the transaction, and in a bucket each delete is a few
+ * network round trips: 100 of them held one transaction for seconds. It starts small and doubles while
+ * transactions stay short, so a fast store soon works in full batches.
+ */
+export class BatchSizer {
+  size: number;
+
+  constructor(readonly max: number) {
+    this.size = Math.min(max, 8);
+  }
+
+  record(items: number, ms: number): void {
+    if (ms > TARGET_TRANSACTION_MS) {
+      this.size = Math.max(1, Math.min(this.size, Math.floor((items * TARGET_TRANSACTION_MS) / ms)));
+    } else if (ms < TARGET_TRANSACTION_MS / 2 && items >= this.size) {
+      this.size = Math.min(this.max, this.size * 2);
+    }
   }
 }
 
@@ -581,19 +610,22 @@ async function collectBlobs(
   simulated: SimulatedManifests | null,
 ): Promise<void> {
   let pending: string[] = [];
+  const sizer = new BatchSizer(options.batchSize);
   const flush = async () => {
-    const digests = pending;
-    pending = [];
-    if (digests.length === 0) return;
-    const removed = await b.write((lease) =>
-      // Files go inside the transaction: no commit can make the same digest visible in between.
-      b.gc.removeGarbageBlobs(lease, digests, cutoff, (gone) =>
-        forEachLimit(gone, FILE_DELETE_CONCURRENCY, (d) => b.target.store.delete(d)),
-      ),
-    );
-    for (const [digest, size] of removed) {
-      b.report.blobs.push({ digest, size });
-      b.report.blobBytes += size;
+    while (pending.length > 0) {
+      const digests = pending.slice(0, sizer.size);
+      pending = pending.slice(digests.length);
+      const removed = await b.write((lease) =>
+        // Files go inside the transaction: no commit can make the same digest visible in between.
+        b.gc.removeGarbageBlobs(lease, digests, cutoff, (gone) =>
+          forEachLimit(gone, FILE_DELETE_CONCURRENCY, (d) => b.target.store.delete(d)),
+        ),
+      );
+      sizer.record(digests.length, b.lastWriteMs ?? 0);
+      for (const [digest, size] of removed) {
+        b.report.blobs.push({ digest, size });
+        b.report.blobBytes += size;
+      }
     }
   };
   const seen = new Set<string>();
@@ -611,7 +643,7 @@ async function collectBlobs(
         continue;
       }
       pending.push(row.digest);
-      if (pending.length >= options.batchSize) await flush();
+      if (pending.length >= sizer.size) await flush();
     }
     if (options.dryRun) await b.breathe();
   }
@@ -686,14 +718,16 @@ async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): P
     return;
   }
   let chunk: { digest: string; size: number }[] = [];
+  const sizer = new BatchSizer(options.batchSize);
   const check = async () => {
     const entries = chunk;
     chunk = [];
     if (entries.length === 0) return;
     const known = await b.gc.existingBlobs(entries.map((e) => e.digest));
     const orphans = entries.filter((e) => !known.has(e.digest));
-    for (let i = 0; i < orphans.length; i += options.batchSize) {
-      const batch = orphans.slice(i, i + options.batchSize);
+    for (let i = 0; i < orphans.length; ) {
+      const batch = orphans.slice(i, i + (options.dryRun ? orphans.length : sizer.size));
+      i += batch.length;
       if (options.dryRun) {
         for (const o of batch) recordOrphan(b, o);
         continue;
@@ -714,6 +748,7 @@ async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): P
           },
         ),
       );
+      sizer.record(batch.length, b.lastWriteMs ?? 0);
       for (const o of removed) recordOrphan(b, o);
     }
   };

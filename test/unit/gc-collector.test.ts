@@ -47,6 +47,24 @@ describe("blobs", () => {
     expect(report.links).toBe(2);
   });
 
+  test("deleting transactions stay short when each delete is slow (a bucket): batches shrink", async () => {
+    const garbage = Array.from({ length: 100 }, (_, i) => blob(bytes(`slow-${i}`, 100)));
+    for (const b of garbage) await fx.pushBlob("team/slow", b);
+    await fx.age(2 * HOUR);
+    // Every delete waits 100 ms, as a DeleteObjects round trip to a loaded S3 endpoint may.
+    const store = fx.rt.storage;
+    const remove = store.delete.bind(store);
+    store.delete = async (digest: string) => {
+      await new Promise((r) => setTimeout(r, 100));
+      await remove(digest);
+    };
+    const report = await fx.gc({ graceMs: HOUR, batchSize: 100 });
+    expect(report.blobs.length).toBe(100);
+    // 100 deletes in one transaction, 8 at a time, would hold it for about 1.3 s.
+    expect(report.transactions).toBeGreaterThan(2);
+    expect(report.longestTransactionMs).toBeLessThan(800);
+  });
+
   test("the grace period protects a blob whose manifest has not arrived yet", async () => {
     const layer = blob(bytes("in-flight", 4096));
     await fx.pushBlob("team/a", layer);
