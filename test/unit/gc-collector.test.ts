@@ -169,6 +169,8 @@ describe("blobs", () => {
 
 describe("orphan files and uploads", () => {
   test("a file without a row goes once older than the grace period; a young one stays", async () => {
+    // The database knows Berth's own blobs (an empty one beside files is a refusal, tested below).
+    await fx.pushImage("team/kept", "v1", image("kept", [blob(bytes("kept", 100))]));
     const old = blob(bytes("orphan-old", 300));
     const young = blob(bytes("orphan-young", 300));
     for (const o of [old, young]) {
@@ -184,6 +186,22 @@ describe("orphan files and uploads", () => {
     expect(report.orphans).toEqual([{ digest: old.digest, size: 300 }]);
     expect(await fx.blobOnDisk(old.digest)).toBe(false);
     expect(await fx.blobOnDisk(young.digest)).toBe(true);
+  });
+
+  test("files without rows are left alone while the database knows no blob, unless the store is said to be Berth's", async () => {
+    const o = blob(bytes("unknown-store", 10));
+    const file = fx.rt.storage.blobPath(o.digest);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, o.data);
+    const past = (Date.now() - 2 * HOUR) / 1000;
+    utimesSync(file, past, past);
+    const refused = await fx.gc({ graceMs: HOUR });
+    expect(refused.orphans).toEqual([]);
+    expect(refused.notes.join(" ")).toContain("--i-know-the-store-is-mine");
+    expect(await fx.blobOnDisk(o.digest)).toBe(true);
+    const mine = await fx.gc({ graceMs: HOUR, storeIsMine: true });
+    expect(mine.orphans).toEqual([{ digest: o.digest, size: 10 }]);
+    expect(await fx.blobOnDisk(o.digest)).toBe(false);
   });
 
   test("orphan files are left alone in a registry:2 directory that has not been imported", async () => {
