@@ -768,7 +768,7 @@ async function collectOrphans(b: Batcher, cutoff: number, options: GcOptions): P
  * Why no file may be judged an orphan in this store, or null. A file without a row is garbage only when
  * Berth can be sure that it wrote it: never while the store holds registry:2 repositories (on a filesystem
  * or in a bucket; their link files, not Berth's rows, say what their blobs are), and never when the database
- * knows no blob at all while the store holds some (a registry:2 store not adopted yet, or Berth's own store
+ * knows no blob and no repository at all while the store holds blobs (a registry:2 store not adopted yet, or Berth's own store
  * beside a lost or new database), unless the operator says the store is Berth's (`storeIsMine`).
  */
 async function orphansRefused(
@@ -783,11 +783,16 @@ async function orphansRefused(
       fields: { directory: foreign },
     };
   }
-  if (options.storeIsMine || (await b.gc.blobPage("", 1, 0)).length > 0) return null;
+  if (
+    options.storeIsMine ||
+    (await b.gc.blobPage("", 1, 0)).length > 0 ||
+    (await b.gc.repositoryPage(0, 1)).length > 0
+  )
+    return null;
   for await (const _ of store.list()) {
     return {
       note:
-        "orphan files are not collected: the database knows no blob while the store holds some " +
+        "orphan files are not collected: the database knows no blob and no repository while the store holds blobs " +
         "(registry:2 data not adopted yet, or this store beside a new or lost database). Adopt registry:2 " +
         "data with `berth import`; if every blob in the store is Berth's own garbage, run " +
         "`berth gc --i-know-the-store-is-mine`",
