@@ -23,7 +23,7 @@ let w: Watched;
 let page: Page;
 
 beforeAll(async () => {
-  berth = await startBerth();
+  berth = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
   c = { base: berth.url };
   browser = await launchChromium();
   w = await openPage(browser);

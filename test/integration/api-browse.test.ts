@@ -402,12 +402,12 @@ describe("usage", () => {
 });
 
 describe("whoami", () => {
-  it("says that auth is off and deletes are allowed", async () => {
+  it("says that auth is off and that deletes are off, as they are by default", async () => {
     const { body } = await getJson(c, "/api/v1/whoami");
     expect(body).toEqual({
       user: null,
       auth: "none",
-      deleteEnabled: true,
+      deleteEnabled: false,
       readOnly: false,
       admin: true,
       notifications: 0,

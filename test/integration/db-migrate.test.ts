@@ -151,7 +151,7 @@ describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
       // 3. On PostgreSQL: not adopted again; the left-over row applied; pushes and deletes keep the links.
       const pgBerth = await startBerth({
         dataDir: root,
-        env: { REGISTRY_DATABASE_URL: url },
+        env: { REGISTRY_DATABASE_URL: url, REGISTRY_STORAGE_DELETE_ENABLED: "true" },
         captureLogs: true,
       });
       try {

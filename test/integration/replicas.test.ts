@@ -136,8 +136,8 @@ describe("two replicas on one database and one blob directory", () => {
 
   beforeAll(async () => {
     dir = tempDir("berth-replicas-");
-    one = await startBerth({ dataDir: dir });
-    two = await startBerth({ dataDir: dir });
+    one = await startBerth({ dataDir: dir, env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
+    two = await startBerth({ dataDir: dir, env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
     a = new RegistryClient(one.url);
     b = new RegistryClient(two.url);
   });
@@ -233,6 +233,9 @@ describe("what a replica keeps in memory cannot go stale, and jobs run once acro
         "    enabled: false",
         "gc:",
         `  interval: ${INTERVAL_MS}ms`,
+        "storage:",
+        "  delete:",
+        "    enabled: true",
         "",
       ].join("\n"),
     );
