@@ -52,7 +52,7 @@ const webSpec = (architecture: string, variant?: string) => ({
 });
 
 beforeAll(async () => {
-  berth = await startBerth();
+  berth = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
   c = { base: berth.url };
   const alpineSpec = {
     layers: [base],
@@ -402,12 +402,12 @@ describe("usage", () => {
 });
 
 describe("whoami", () => {
-  it("says that auth is off and that deletes are off, as they are by default", async () => {
+  it("says that auth is off and deletes are allowed", async () => {
     const { body } = await getJson(c, "/api/v1/whoami");
     expect(body).toEqual({
       user: null,
       auth: "none",
-      deleteEnabled: false,
+      deleteEnabled: true,
       readOnly: false,
       admin: true,
       notifications: 0,

@@ -337,6 +337,9 @@ describe("a collection on one replica while the other takes pushes and pulls (on
       "  untagged:",
       "    enabled: true",
       `    olderthan: ${GRACE}`,
+      "storage:",
+      "  delete:",
+      "    enabled: true",
     ];
     for (const sub of ["collector", "serving"]) fs.mkdirSync(path.join(dir, sub));
     const withGc = writeConfig(path.join(dir, "collector"), [

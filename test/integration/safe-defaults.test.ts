@@ -72,7 +72,9 @@ describe("storage.delete.enabled: true", () => {
     const berth = await start({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
     const client = new RegistryClient(berth.url);
     const image = await client.pushImage("on/app", "v1");
-    expect((await client.fetch(`/v2/on/app/manifests/${image.digest}`, { method: "DELETE" })).status).toBe(202);
+    expect((await client.fetch(`/v2/on/app/manifests/${image.digest}`, { method: "DELETE" })).status).toBe(
+      202,
+    );
     expect(await linesWith(berth, "deletes are on")).toHaveLength(1);
     const [warning] = await linesWith(berth, "no authentication is configured");
     expect(warning?.msg).toContain("may pull, push and delete.");
