@@ -199,6 +199,8 @@ async function start(
     // [auth wiring, issue 3] htpasswd/rules/token key checked (and key generated) once, before other workers.
     (await import("../auth/preflight.js")).checkAuth(config, dataDir);
     logExposure(config, dataDir, log); // [trust, issue 21] once per server, by the lead
+    // [trust, issue 21] secrets 0600 in 0700 folders, before the other workers open the database
+    (await import("./private-data.js")).tightenDataDir(config, dataDir, log);
 
     if (unix) await clearStaleSocket(config.http.addr);
     if (supervised) {
