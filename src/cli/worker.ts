@@ -227,6 +227,9 @@ async function start(
   const { buildApp } = await import("../http/app.js");
   // [adoption, issue 12] the lead adopts a registry:2 directory; the other workers wait for it.
   const runtime = await openRuntime(config, { adopt: lead });
+  const jobs = await import("../registry/jobs.js");
+  // [trust, issue 21] held from before listening until stopped: `berth db migrate-to` refuses to copy under it
+  const endServerLease = await jobs.holdServerLease(runtime.meta);
   // [replicas, issue 10] a generated token key lives in the database, shared by every replica
   const tokenKey = await (await import("./token-key.js")).openTokenKey(
     config,
@@ -297,6 +300,7 @@ async function start(
       await app.close();
       await runtime.registry.flushPulls();
       await stopEvents(); // [events, issue 14] pull events written, deliveries in flight finished, leases freed
+      await endServerLease(); // [trust, issue 21]
       await runtime.close();
     } finally {
       if (!supervised) log.info("stopped");
@@ -307,6 +311,5 @@ async function start(
   process.on("SIGINT", () => void stop("SIGINT"));
   if (managedTls) stopManagedTls = await managedTls.start(app); // [tls, issue 15]
   stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
-  const jobs = await import("../registry/jobs.js");
   if (!stopping) stopJobs = jobs.startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
 }

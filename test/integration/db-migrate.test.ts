@@ -3,7 +3,7 @@
  * it holds (images, tags, referrers, an upload in progress), and keeps working there. Runs in the
  * `sqlite` project (the source is SQLite whatever BERTH_TEST_DB says).
  */
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import SQLite from "better-sqlite3";
@@ -179,6 +179,46 @@ describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
       } finally {
         await check.end();
       }
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses while berth serve writes the source database, naming it; copies once it has stopped", async () => {
+    const root = tempDir("berth-db-migrate-busy-");
+    try {
+      const server = await startBerth({ dataDir: root, env: { REGISTRY_DATABASE_URL: "" }, workers: 2 });
+      try {
+        await new RegistryClient(server.url).pushImage("busy/app", "v1");
+        const pids = execFileSync("pgrep", ["-P", String(server.process.pid)], { encoding: "utf8" })
+          .trim()
+          .split("\n")
+          .map(Number);
+        const url = await ensureDatabase(base, `migrate_busy_${process.pid}_${Date.now().toString(36)}`);
+        const refused = berthCli(["db", "migrate-to", url, "--data-dir", root]);
+        expect(refused.status).toBe(1);
+        expect(refused.stderr).toContain("berth serve is writing");
+        expect(refused.stderr).toContain("stop every berth serve on this data directory");
+        // Both workers are named.
+        for (const pid of pids) expect(refused.stderr).toContain(`pid ${pid} on `);
+        expect(refused.stdout).toBe("");
+        // Nothing was copied: the same database takes the copy once the server has stopped.
+        await server.stop();
+        const done = berthCli(["db", "migrate-to", url, "--data-dir", root]);
+        expect(done.stderr).toBe("");
+        expect(done.status).toBe(0);
+        expect(done.stdout).toMatch(/repositories\s+1 rows \(counts match\)/);
+      } finally {
+        await server.stop();
+      }
+
+      // A server that died (kill -9) holds nothing: its process is gone, which this host can tell at once.
+      const crashed = await startBerth({ dataDir: root, env: { REGISTRY_DATABASE_URL: "" } });
+      await crashed.kill();
+      const url2 = await ensureDatabase(base, `migrate_crash_${process.pid}_${Date.now().toString(36)}`);
+      const after = berthCli(["db", "migrate-to", url2, "--data-dir", root]);
+      expect(after.stderr).toBe("");
+      expect(after.status).toBe(0);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
