@@ -42,8 +42,8 @@ function refuseUnderServers(servers: ServerLease[], file: string, what: "is writ
   const list = servers.map((s) => `pid ${s.pid} on ${s.host}`).join(", ");
   throw new Error(
     what === "is writing"
-      ? `berth serve is writing ${file} (${list}): stop every berth serve on this data directory, then run berth db migrate-to again (a copy taken now would miss what it writes afterwards)`
-      : `berth serve wrote ${file} while it was copied (${list}); nothing was committed: stop every berth serve on this data directory and run berth db migrate-to again`,
+      ? `berth serve is writing ${file} (${list}): stop every berth serve on this data directory (or restart it with --read-only), then run berth db migrate-to again (a copy taken now would miss what it writes afterwards)`
+      : `berth serve wrote ${file} while it was copied (${list}); nothing was committed: stop every berth serve on this data directory (or restart it with --read-only) and run berth db migrate-to again`,
   );
 }
 
@@ -76,12 +76,13 @@ export async function migrateToPostgres(
   if (!existsSync(file)) throw new Error(`no SQLite metadata database at ${file}`);
   // Bring the source to this version's schema (what `berth serve` would do), then read it raw.
   const sourceMeta = new SqlMetadataStore(await openSqlite(dataDir));
-  // A server writing the source would go on after the copy, and lose what it writes at the switch.
+  // A server taking pushes would go on after the copy, and lose what it writes at the switch. One in
+  // read-only mode may keep serving pulls (the pull times it records meanwhile are not copied).
   let idle: Set<string>;
   try {
     const servers = await serverLeases(sourceMeta);
     refuseUnderServers(
-      servers.filter((s) => s.running),
+      servers.filter((s) => s.running && !s.readOnly),
       file,
       "is writing",
     );
@@ -139,7 +140,7 @@ export async function migrateToPostgres(
           );
         // A server that started, or stopped, while the rows were read may have written after the snapshot.
         const during = (await serverLeases(sourceMeta)).filter(
-          (s) => !idle.has(s.name) && (s.running || s.until >= copyStart),
+          (s) => !s.readOnly && !idle.has(s.name) && (s.running || s.until >= copyStart),
         );
         refuseUnderServers(during, file, "wrote");
       });

@@ -229,7 +229,9 @@ async function start(
   const runtime = await openRuntime(config, { adopt: lead });
   const jobs = await import("../registry/jobs.js");
   // [trust, issue 21] held from before listening until stopped: `berth db migrate-to` refuses to copy under it
-  const endServerLease = await jobs.holdServerLease(runtime.meta);
+  const endServerLease = await jobs.holdServerLease(runtime.meta, {
+    readOnly: config.storage.maintenance.readonly.enabled,
+  });
   // [replicas, issue 10] a generated token key lives in the database, shared by every replica
   const tokenKey = await (await import("./token-key.js")).openTokenKey(
     config,

@@ -258,10 +258,11 @@ export function startBackgroundJobs(
 // The serving processes
 
 /**
- * Every serving process holds a lease `serve:<host>:<pid>:<nonce>` in `locks` from before it listens
- * until it stops, renewed by a heartbeat every third of SERVER_LEASE_TTL_MS: whoever shares the database
- * can tell that a server writes it (`berth db migrate-to` refuses to copy under one). A clean stop ends
- * it at once; a process that died is known as such at once on its own host, elsewhere when it runs out.
+ * Every serving process holds a lease `serve:rw:<host>:<pid>:<nonce>` (`serve:ro:...` in read-only
+ * mode) in `locks` from before it listens until it stops, renewed by a heartbeat every third of
+ * SERVER_LEASE_TTL_MS: whoever shares the database can tell that a server writes it (`berth db
+ * migrate-to` refuses to copy under one that takes pushes). A clean stop ends it at once; a process
+ * that died is known as such at once on its own host, elsewhere when its lease runs out.
  */
 export const SERVER_LOCK_PREFIX = "serve:";
 export const SERVER_LEASE_TTL_MS = 90_000;
@@ -269,9 +270,13 @@ export const SERVER_LEASE_TTL_MS = 90_000;
 const SERVER_ROW_KEEP_MS = 24 * 3_600_000;
 
 /** Takes this process's server lease; the function returned ends it (at stop). */
-export async function holdServerLease(meta: LockSource): Promise<() => Promise<void>> {
+export async function holdServerLease(
+  meta: LockSource,
+  options: { readOnly: boolean },
+): Promise<() => Promise<void>> {
   await meta.locks.dropLocks(SERVER_LOCK_PREFIX, Date.now() - SERVER_ROW_KEEP_MS).catch(() => {});
-  const lease = await Lease.acquire(meta, `${SERVER_LOCK_PREFIX}${newHolder()}`, {
+  const mode = options.readOnly ? "ro" : "rw";
+  const lease = await Lease.acquire(meta, `${SERVER_LOCK_PREFIX}${mode}:${newHolder()}`, {
     ttlMs: SERVER_LEASE_TTL_MS,
   });
   return async () => {
@@ -284,6 +289,8 @@ export interface ServerLease {
   name: string;
   host: string;
   pid: number;
+  /** Started in read-only mode: it takes no pushes and no deletes. */
+  readOnly: boolean;
   /** Running now: the lease is held and current, and its process is not known to be gone. */
   running: boolean;
   /** When it runs out (running), or when it ended (a clean stop) or would have (a process that died). */
@@ -300,6 +307,7 @@ export async function serverLeases(meta: LockSource, now = Date.now()): Promise<
       name: row.name,
       host,
       pid: Number(pid),
+      readOnly: row.name.startsWith(`${SERVER_LOCK_PREFIX}ro:`),
       running: held && row.expires_at >= now && !holderIsDead(row.holder.slice(4)),
       until: row.expires_at,
     };

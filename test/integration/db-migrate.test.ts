@@ -184,7 +184,7 @@ describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
     }
   });
 
-  it("refuses while berth serve writes the source database, naming it; copies once it has stopped", async () => {
+  it("refuses while berth serve takes pushes on the source database, naming it; copies once it has stopped, or runs read-only", async () => {
     const root = tempDir("berth-db-migrate-busy-");
     try {
       const server = await startBerth({ dataDir: root, env: { REGISTRY_DATABASE_URL: "" }, workers: 2 });
@@ -219,6 +219,22 @@ describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
       const after = berthCli(["db", "migrate-to", url2, "--data-dir", root]);
       expect(after.stderr).toBe("");
       expect(after.status).toBe(0);
+
+      // A server in read-only mode takes no pushes: it may keep serving pulls during the copy.
+      const readOnly = await startBerth({
+        dataDir: root,
+        env: { REGISTRY_DATABASE_URL: "" },
+        args: ["--read-only"],
+      });
+      try {
+        const url3 = await ensureDatabase(base, `migrate_ro_${process.pid}_${Date.now().toString(36)}`);
+        const copied = berthCli(["db", "migrate-to", url3, "--data-dir", root]);
+        expect(copied.stderr).toBe("");
+        expect(copied.status).toBe(0);
+        expect((await new RegistryClient(readOnly.url).fetch("/v2/busy/app/manifests/v1")).status).toBe(200);
+      } finally {
+        await readOnly.stop();
+      }
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
