@@ -228,3 +228,32 @@ describe("deleting a manifest and a repository", () => {
     expect(unexpected).toEqual([]);
   });
 });
+
+describe("with deletes off (the default, as in registry:2)", () => {
+  let off: Berth;
+  let offPage: Watched;
+
+  beforeAll(async () => {
+    off = await startBerth();
+    await pushImage({ base: off.url }, "kept/app", "1", { layers: [{ seed: "kept-ui", size: 500 }] });
+    offPage = await openPage(browser);
+  }, 120_000);
+  afterAll(async () => {
+    await offPage?.context.close();
+    await off?.cleanup();
+  });
+
+  it("shows no delete button, and says why, on the repository and the image page", async () => {
+    const p = offPage.page;
+    for (const path of ["/r/kept/app", "/r/kept/app:1"]) {
+      await p.goto(`${off.url}${path}`);
+      const note = p.getByTestId("delete-unavailable");
+      await note.waitFor();
+      expect(await note.innerText()).toContain("Deleting is turned off on this registry");
+      expect(await note.innerText()).toContain("storage.delete.enabled: true");
+      expect(await p.getByRole("button", { name: /Delete/ }).count()).toBe(0);
+    }
+    await screenshots(p, "delete-unavailable");
+    expect(offPage.problems).toEqual([]);
+  });
+});
