@@ -56,21 +56,21 @@ export function makePrivateFile(file: string): void {
 
 /**
  * Takes away every group and other permission from those of `dirs` and `files` that exist (0700 and
- * 0600 at most). Missing paths are skipped. Symbolic links are not followed: a link is reported as
- * failed, never changed, so that nothing outside gets its mode changed.
+ * 0600 at most). Missing paths are skipped; a symbolic link (a folder the operator moved to another
+ * disk) is followed. A path of the wrong kind is reported, never changed.
  */
 export function tightenPrivate(paths: { dirs?: string[]; files?: string[] }): TightenReport {
   const report: TightenReport = { changed: [], failed: [] };
   const visit = (p: string, max: number, kind: "dir" | "file") => {
     let st: fs.Stats;
     try {
-      st = fs.lstatSync(p);
+      st = fs.statSync(p);
     } catch {
       return;
     }
     const mode = st.mode & 0o777;
     if ((mode & ~max) === 0) return;
-    if (st.isSymbolicLink() || (kind === "dir" ? !st.isDirectory() : !st.isFile())) {
+    if (kind === "dir" ? !st.isDirectory() : !st.isFile()) {
       report.failed.push({ path: p, mode, error: `not a ${kind === "dir" ? "directory" : "regular file"}` });
       return;
     }
