@@ -226,7 +226,11 @@ describe("a registry:2 directory, adopted by Berth and handed back", () => {
     expect((await fetch(`${berth.url}/v2/app/web/manifests/latest`, { method: "DELETE" })).status).toBe(202);
     await tools.skopeo(["delete", "--tls-verify=false", `docker://${berth.host}/app/db:latest`]);
     await exec(process.execPath, [CLI, "repo", "rm", "a/b/c"], {
-      env: { ...process.env, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: storage, REGISTRY_STORAGE_DELETE_ENABLED: "true" },
+      env: {
+        ...process.env,
+        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: storage,
+        REGISTRY_STORAGE_DELETE_ENABLED: "true",
+      },
     });
     // app/db has no manifest left: registry:2 would still list it while its blob links (_layers) exist, and
     // those go when the collector removes them (here at once: no grace period).

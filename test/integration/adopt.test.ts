@@ -420,7 +420,10 @@ describe("going back: Berth keeps registry:2's link files in step", () => {
     // Switched off, a tag deleted and another pushed; switched on again: the links say what the rows say.
     const off = await startBerth({
       dataDir: root,
-      env: { REGISTRY_STORAGE_FILESYSTEM_DISTRIBUTIONLINKS: "false", REGISTRY_STORAGE_DELETE_ENABLED: "true" },
+      env: {
+        REGISTRY_STORAGE_FILESYSTEM_DISTRIBUTIONLINKS: "false",
+        REGISTRY_STORAGE_DELETE_ENABLED: "true",
+      },
     });
     cleanups.push(() => off.cleanup());
     const offClient = new RegistryClient(off.url);
