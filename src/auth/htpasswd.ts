@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
+import { PRIVATE_FILE_MODE } from "../storage/private-files.js";
 import { watchFiles } from "./file-watch.js";
 
 /** A bcrypt hash as Apache's htpasswd -B and Berth write it: `$2y$`, `$2a$` or `$2b$`, cost 04..31. */
@@ -109,15 +110,17 @@ export function listHtpasswdUsers(text: string): string[] {
 }
 
 /**
- * Writes a file atomically (temp file + rename), keeping the old file's mode and, where the process may
- * (root), its owner and group, so that the server reading it as another user still can; 0600 for a new file.
+ * Writes a file atomically (temp file + rename), keeping, where the process may (root), the old file's
+ * owner and group, so that the server reading it as another user still can. The hashes are secrets:
+ * a new file is 0600; an existing one keeps its owner's permissions and its group's read permission
+ * (a server may read it through its group) and loses every other: 0644 becomes 0640, 0666 0640.
  */
 export function writeFileAtomic(file: string, text: string): void {
-  let mode = 0o600;
+  let mode = PRIVATE_FILE_MODE;
   let owner: { uid: number; gid: number } | undefined;
   try {
     const st = fs.statSync(file);
-    mode = st.mode & 0o777;
+    mode = st.mode & (PRIVATE_FILE_MODE | 0o040);
     owner = { uid: st.uid, gid: st.gid };
   } catch {}
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);

@@ -131,7 +131,8 @@ export function registerMaintenanceCommands(program: Command): void {
       .command("rm")
       .argument("<name>", "repository to delete")
       .description(
-        "delete a repository: its tags, manifests, blob links and uploads (blobs go at the next gc)",
+        "delete a repository: its tags, manifests, blob links and uploads (blobs go at the next gc); " +
+          "needs storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)",
       )
       .option("--json", "print the result as JSON"),
   ).action(async (name: string, flags: RepoRmFlags) =>

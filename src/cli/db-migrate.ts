@@ -7,6 +7,8 @@ import type { ConfigInput } from "../config/schema.js";
 import { dataDirOf } from "../config/schema.js";
 import { openPostgres, openSqlite, sqlitePath } from "../metadata/db.js";
 import { type DistributionDatabase, distributionDb } from "../metadata/distribution-schema.js";
+import { SqlMetadataStore } from "../metadata/store.js";
+import { type ServerLease, serverLeases } from "../registry/jobs.js";
 
 /**
  * Every table, parents first; each is copied whole, in rowid order. The registry:2 adoption state comes
@@ -33,6 +35,17 @@ const TABLES: (keyof DistributionDatabase)[] = [
 ];
 
 const PAGE = 1000;
+
+/** Stops the migration when a server writes (or wrote, during the copy) the source database. */
+function refuseUnderServers(servers: ServerLease[], file: string, what: "is writing" | "wrote"): void {
+  if (servers.length === 0) return;
+  const list = servers.map((s) => `pid ${s.pid} on ${s.host}`).join(", ");
+  throw new Error(
+    what === "is writing"
+      ? `berth serve is writing ${file} (${list}): stop every berth serve on this data directory (or restart it with --read-only), then run berth db migrate-to again (a copy taken now would miss what it writes afterwards)`
+      : `berth serve wrote ${file} while it was copied (${list}); nothing was committed: stop every berth serve on this data directory (or restart it with --read-only) and run berth db migrate-to again`,
+  );
+}
 
 export interface MigrateResult {
   source: string;
@@ -62,7 +75,22 @@ export async function migrateToPostgres(
   const file = sqlitePath(dataDir);
   if (!existsSync(file)) throw new Error(`no SQLite metadata database at ${file}`);
   // Bring the source to this version's schema (what `berth serve` would do), then read it raw.
-  await (await openSqlite(dataDir)).close();
+  const sourceMeta = new SqlMetadataStore(await openSqlite(dataDir));
+  // A server taking pushes would go on after the copy, and lose what it writes at the switch. One in
+  // read-only mode may keep serving pulls (the pull times it records meanwhile are not copied).
+  let idle: Set<string>;
+  try {
+    const servers = await serverLeases(sourceMeta);
+    refuseUnderServers(
+      servers.filter((s) => s.running && !s.readOnly),
+      file,
+      "is writing",
+    );
+    idle = new Set(servers.map((s) => s.name));
+  } catch (err) {
+    await sourceMeta.metadata.close();
+    throw err;
+  }
   const source = new SQLite(file, { readonly: true, timeout: 15_000 });
   const opened = await openPostgres({ connectionString: url, max: 2 });
   const target = { db: distributionDb(opened.db), close: () => opened.close() };
@@ -78,6 +106,7 @@ export async function migrateToPostgres(
           `the target database is not empty (${table} has ${count.n} rows); give an empty database`,
         );
     }
+    const copyStart = Date.now();
     source.exec("begin"); // one snapshot of every table
     try {
       await target.db.transaction().execute(async (trx) => {
@@ -109,12 +138,18 @@ export async function migrateToPostgres(
           await sql`select setval(pg_get_serial_sequence(${table}, 'id'), coalesce((select max(id) from ${sql.table(table)}), 0) + 1, false)`.execute(
             trx,
           );
+        // A server that started, or stopped, while the rows were read may have written after the snapshot.
+        const during = (await serverLeases(sourceMeta)).filter(
+          (s) => !s.readOnly && !idle.has(s.name) && (s.running || s.until >= copyStart),
+        );
+        refuseUnderServers(during, file, "wrote");
       });
     } finally {
       source.exec("commit");
     }
   } finally {
     source.close();
+    await sourceMeta.metadata.close();
     await target.close();
   }
   const result: MigrateResult = { source: file, target: maskUrlPassword(url), rows };

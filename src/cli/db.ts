@@ -10,7 +10,8 @@ export function registerDbCommands(program: Command): void {
     .description(
       "copy the SQLite metadata database of a data directory into an empty PostgreSQL database " +
         "(all tables in one transaction), verify row counts, and print the configuration to use. " +
-        "Stop Berth (or run it --read-only) first; blobs stay where they are.",
+        "Stop Berth (or run it --read-only) first: it refuses while a berth serve that takes pushes " +
+        "uses the database. Blobs stay where they are.",
     )
     .argument("<url>", "the target database, postgres://user:password@host:5432/dbname")
     .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")

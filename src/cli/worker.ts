@@ -1,6 +1,7 @@
 import { existsSync, lstatSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
+import path from "node:path";
 import pino, { type Logger } from "pino";
 import { parseAddr } from "../config/addr.js";
 import { dataDirOf } from "../config/data-dir.js";
@@ -147,6 +148,36 @@ export async function runWorker(flags: ServeFlags, supervised: boolean): Promise
   }
 }
 
+/**
+ * What a caller may change on this server, said once at start-up (by the lead): whether deletes are on
+ * (off by default, as in registry:2), and a warning when no authentication is configured, with the
+ * command that adds the first user.
+ */
+function logExposure(config: Config, dataDir: string, log: Logger): void {
+  const readOnly = config.storage.maintenance.readonly.enabled;
+  const deletes = config.storage.delete.enabled && !readOnly;
+  if (readOnly) {
+    log.info("read-only mode: pushes and deletes answer 405 UNSUPPORTED; pulls work");
+  } else if (deletes) {
+    log.info(
+      "deletes are on (storage.delete.enabled): manifests, tags, blob links and repositories can be deleted by callers the auth rules grant delete",
+    );
+  } else {
+    log.info(
+      "deletes are off (storage.delete.enabled is false, the default, as in registry:2): every delete answers 405 UNSUPPORTED; set storage.delete.enabled: true or REGISTRY_STORAGE_DELETE_ENABLED=true to allow them",
+    );
+  }
+  if (config.auth.htpasswd || config.auth.token) return;
+  const may = readOnly ? "pull every repository" : deletes ? "pull, push and delete" : "pull and push";
+  const file = path.join(dataDir, "htpasswd");
+  log.warn(
+    { addr: config.http.addr },
+    `no authentication is configured: anyone who can reach ${config.http.addr} may ${may}. ` +
+      `Add a user with "berth user add NAME --htpasswd ${file}", then start Berth with ` +
+      `REGISTRY_AUTH_HTPASSWD_PATH=${file} (or auth.htpasswd.path in the configuration) to require logins`,
+  );
+}
+
 async function start(
   config: Config,
   warnings: string[],
@@ -167,6 +198,10 @@ async function start(
     }
     // [auth wiring, issue 3] htpasswd/rules/token key checked (and key generated) once, before other workers.
     (await import("../auth/preflight.js")).checkAuth(config, dataDir);
+    logExposure(config, dataDir, log); // [trust, issue 21] once per server, by the lead
+    // [trust, issue 21] secrets 0600 in 0700 folders, before the other workers open the database
+    (await import("./private-data.js")).tightenDataDir(config, dataDir, log);
+
     if (unix) await clearStaleSocket(config.http.addr);
     if (supervised) {
       await tell({
@@ -192,6 +227,11 @@ async function start(
   const { buildApp } = await import("../http/app.js");
   // [adoption, issue 12] the lead adopts a registry:2 directory; the other workers wait for it.
   const runtime = await openRuntime(config, { adopt: lead });
+  const jobs = await import("../registry/jobs.js");
+  // [trust, issue 21] held from before listening until stopped: `berth db migrate-to` refuses to copy under it
+  const endServerLease = await jobs.holdServerLease(runtime.meta, {
+    readOnly: config.storage.maintenance.readonly.enabled,
+  });
   // [replicas, issue 10] a generated token key lives in the database, shared by every replica
   const tokenKey = await (await import("./token-key.js")).openTokenKey(
     config,
@@ -262,6 +302,7 @@ async function start(
       await app.close();
       await runtime.registry.flushPulls();
       await stopEvents(); // [events, issue 14] pull events written, deliveries in flight finished, leases freed
+      await endServerLease(); // [trust, issue 21]
       await runtime.close();
     } finally {
       if (!supervised) log.info("stopped");
@@ -272,6 +313,5 @@ async function start(
   process.on("SIGINT", () => void stop("SIGINT"));
   if (managedTls) stopManagedTls = await managedTls.start(app); // [tls, issue 15]
   stopTlsWatch = watchTls(app, config, log); // [auth wiring, issue 3] reload cert/key on change
-  const jobs = await import("../registry/jobs.js");
   if (!stopping) stopJobs = jobs.startBackgroundJobs(runtime, config, log); // [gc wiring, issue 6] gc, retention, upload purging (one process at a time, by lease)
 }

@@ -22,6 +22,7 @@ import tls from "node:tls";
 import type AcmeClient from "acme-client";
 import type { Config } from "../config/schema.js";
 import { acmeHosts } from "../config/sections/tls.js";
+import { makePrivateDir } from "../storage/private-files.js";
 import {
   type AcmePaths,
   type AcmeStatus,
@@ -276,7 +277,7 @@ export async function orderCertificate(
     lastAttempt: Date.now(),
   };
   lastProblem = undefined;
-  fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  makePrivateDir(paths.dir);
   log.info({ hosts, challenge, directory: le.directoryurl }, "acme: ordering a certificate");
   try {
     const acme = await loadAcme();

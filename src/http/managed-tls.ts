@@ -19,6 +19,7 @@ import { watchFiles } from "../auth/file-watch.js";
 import type { Config } from "../config/schema.js";
 import { acmeHosts } from "../config/sections/tls.js";
 import { Lease, type LockSource } from "../registry/gc.js";
+import { makePrivateDir } from "../storage/private-files.js";
 import { type TlsMaterial, tlsMinVersion } from "./tls.js";
 import { checkPair, type KeyAndCert, unbundle } from "./tls-certs.js";
 
@@ -194,7 +195,7 @@ async function openAcme(ctx: Context): Promise<ManagedTls> {
   const le = ctx.config.http.tls.letsencrypt!;
   const hosts = acmeHosts(ctx.config);
   const paths = acme.acmePaths(le, ctx.dataDir);
-  fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  makePrivateDir(paths.dir);
   const current = acme.readCertificate(paths, hosts);
   if (!current) {
     ctx.log.warn(

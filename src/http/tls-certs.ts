@@ -5,6 +5,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { makePrivateDir, PRIVATE_FILE_MODE } from "../storage/private-files.js";
 
 export interface KeyAndCert {
   /** PKCS#8 PEM. */
@@ -39,8 +40,8 @@ export function fingerprint(certPem: string): string {
 }
 
 /** Writes a file so that a reader sees the old or the new content, never a part: temp, fsync, rename. */
-export function writeFileAtomic(file: string, content: string | Buffer, mode = 0o600): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+export function writeFileAtomic(file: string, content: string | Buffer, mode = PRIVATE_FILE_MODE): void {
+  makePrivateDir(path.dirname(file));
   const tmp = `${file}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`;
   const fd = fs.openSync(tmp, "w", mode);
   try {

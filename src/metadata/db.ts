@@ -1,8 +1,7 @@
-import { mkdirSync } from "node:fs";
-import path from "node:path";
 import SQLite from "better-sqlite3";
 import { type CompiledQuery, Kysely, PostgresDialect, SqliteDialect } from "kysely";
 import type pg from "pg";
+import { makePrivateFile } from "../storage/private-files.js";
 import { markConnectionError } from "./dialect.js";
 import { type Dialect, migrate } from "./migrations.js";
 import { HotReads } from "./pg-batch.js";
@@ -56,7 +55,9 @@ async function enterWal(sqlite: SQLite.Database): Promise<void> {
 /** Opens (and migrates, unless told not to) the embedded SQLite database in WAL mode. */
 export async function openSqlite(dataDir: string, options: OpenOptions = {}): Promise<MetadataDb> {
   const file = sqlitePath(dataDir);
-  mkdirSync(path.dirname(file), { recursive: true });
+  // The database holds the token signing key: created 0600 in a 0700 folder, before SQLite opens it,
+  // so that the -wal and -shm it creates get the same mode.
+  makePrivateFile(file);
   const sqlite = new SQLite(file, { timeout: 15_000 });
   await enterWal(sqlite);
   // FULL: a commit is on disk before the client hears 201.

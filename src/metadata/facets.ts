@@ -92,6 +92,10 @@ export interface LockStore {
   readLock(name: string): Promise<LockRow | null>;
   renewLock(name: string, holder: string, ttlMs: number): Promise<boolean>;
   releaseLock(name: string, holder: string, idleUntil: number): Promise<void>;
+  /** Every row whose name starts with `prefix`. */
+  locksNamed(prefix: string): Promise<LockRow[]>;
+  /** Removes the rows named `prefix...` that ran out before `before`. */
+  dropLocks(prefix: string, before: number): Promise<void>;
 }
 
 /** What garbage collection, retention and upload purging read, outside any transaction (gc-queries.ts). */

@@ -113,6 +113,33 @@ export async function releaseLock(db: Q, name: string, holder: string, idleUntil
     .execute();
 }
 
+/** Every lease row whose name starts with `prefix` (such as `serve:`, one row per serving process). */
+export async function locksNamed(db: Q, prefix: string): Promise<LockRow[]> {
+  const rows = await db
+    .selectFrom("locks")
+    .selectAll()
+    .where("name", ">=", prefix)
+    .where("name", "<", prefixEnd(prefix))
+    .orderBy("name")
+    .execute();
+  return rows.map((row) => ({ ...row, expires_at: n(row.expires_at) }));
+}
+
+/** Removes the rows named `prefix...` that ran out before `before`: those of processes long gone. */
+export async function dropLocks(db: Q, prefix: string, before: number): Promise<void> {
+  await db
+    .deleteFrom("locks")
+    .where("name", ">=", prefix)
+    .where("name", "<", prefixEnd(prefix))
+    .where("expires_at", "<", before)
+    .execute();
+}
+
+/** The first string after every string that starts with `prefix` (a range instead of LIKE and its escapes). */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
 /**
  * Whether the lease holder `host:pid:nonce` names a process on this host that no longer exists. This
  * process's own pid counts as alive, unless `self` is given: then a holder with our pid and another name

@@ -8,6 +8,7 @@ import {
   deleteStaleLinks,
   deleteStaleUploads,
   deleteTagIfUnchanged,
+  dropLocks,
   existingBlobs,
   existingManifests,
   existingUploads,
@@ -16,6 +17,7 @@ import {
   LeaseLostError,
   type LinkKey,
   linkPage,
+  locksNamed,
   manifestBlobDigests,
   readLock,
   referrersOf,
@@ -75,7 +77,7 @@ export const gcReads = {
 };
 
 /** The job leases in `locks` (scheduled jobs, the collector, TLS renewal, adoption, proxy fetches). */
-export const lockQueries = { acquireLock, readLock, renewLock, releaseLock };
+export const lockQueries = { acquireLock, readLock, renewLock, releaseLock, locksNamed, dropLocks };
 
 /**
  * Deletes, inside `trx`, those of `digests` (one repository) that are still unheld: untagged, not newer

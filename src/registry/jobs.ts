@@ -1,4 +1,5 @@
 import type { Config } from "../config/schema.js";
+import { holderIsDead, newHolder } from "../metadata/gc-queries.js";
 import type { MetadataStore } from "../metadata/store.js";
 import type { RepositoryUsage, UsageSummary } from "../metadata/usage-queries.js";
 import type { BlobStore } from "../storage/blob-store.js";
@@ -8,6 +9,7 @@ import {
   type GcOptions,
   type GcReport,
   Lease,
+  type LockSource,
   purgeUploads,
   summarize,
 } from "./gc.js";
@@ -271,6 +273,66 @@ export function startBackgroundJobs(
     controller.abort();
     await running;
   };
+}
+
+// ------------------------------------------------------------------------------------------------
+// The serving processes
+
+/**
+ * Every serving process holds a lease `serve:rw:<host>:<pid>:<nonce>` (`serve:ro:...` in read-only
+ * mode) in `locks` from before it listens until it stops, renewed by a heartbeat every third of
+ * SERVER_LEASE_TTL_MS: whoever shares the database can tell that a server writes it (`berth db
+ * migrate-to` refuses to copy under one that takes pushes). A clean stop ends it at once; a process
+ * that died is known as such at once on its own host, elsewhere when its lease runs out.
+ */
+export const SERVER_LOCK_PREFIX = "serve:";
+export const SERVER_LEASE_TTL_MS = 90_000;
+/** Rows of servers that ended longer ago than this are removed when another server starts. */
+const SERVER_ROW_KEEP_MS = 24 * 3_600_000;
+
+/** Takes this process's server lease; the function returned ends it (at stop). */
+export async function holdServerLease(
+  meta: LockSource,
+  options: { readOnly: boolean },
+): Promise<() => Promise<void>> {
+  await meta.locks.dropLocks(SERVER_LOCK_PREFIX, Date.now() - SERVER_ROW_KEEP_MS).catch(() => {});
+  const mode = options.readOnly ? "ro" : "rw";
+  const lease = await Lease.acquire(meta, `${SERVER_LOCK_PREFIX}${mode}:${newHolder()}`, {
+    ttlMs: SERVER_LEASE_TTL_MS,
+  });
+  return async () => {
+    await lease?.release(Date.now()).catch(() => {});
+  };
+}
+
+export interface ServerLease {
+  /** The row's name (unique per process run). */
+  name: string;
+  host: string;
+  pid: number;
+  /** Started in read-only mode: it takes no pushes and no deletes. */
+  readOnly: boolean;
+  /** Running now: the lease is held and current, and its process is not known to be gone. */
+  running: boolean;
+  /** When it runs out (running), or when it ended (a clean stop) or would have (a process that died). */
+  until: number;
+}
+
+/** The server leases in the database, running or ended (until they are cleaned up a day later). */
+export async function serverLeases(meta: LockSource, now = Date.now()): Promise<ServerLease[]> {
+  const rows = await meta.locks.locksNamed(SERVER_LOCK_PREFIX);
+  return rows.map((row) => {
+    const [, host = "", pid = "0"] = /^(?:run|idle):(.*):(\d+):[^:]*$/.exec(row.holder) ?? [];
+    const held = row.holder.startsWith("run:");
+    return {
+      name: row.name,
+      host,
+      pid: Number(pid),
+      readOnly: row.name.startsWith(`${SERVER_LOCK_PREFIX}ro:`),
+      running: held && row.expires_at >= now && !holderIsDead(row.holder.slice(4)),
+      until: row.expires_at,
+    };
+  });
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import type { Readable } from "node:stream";
 import type { BlobStat, BlobStore, StoredBlob, StoredUpload } from "./blob-store.js";
 import { repositoriesDir } from "./distribution-probe.js";
 import { StreamMemory } from "./memory.js";
+import { makePrivateDir } from "./private-files.js";
 
 /** Flush threshold when streaming an upload to disk: large writes, few syscalls, flat memory. */
 const WRITE_BATCH = 1024 * 1024;
@@ -36,6 +37,7 @@ export class FilesystemBlobStore implements BlobStore {
 
   async init(): Promise<void> {
     await fs.mkdir(this.blobRoot, { recursive: true });
+    makePrivateDir(path.dirname(this.uploadRoot)); // berth/ also holds the database: 0700
     await fs.mkdir(this.uploadRoot, { recursive: true });
     await fs.mkdir(this.tmpRoot, { recursive: true });
   }

@@ -398,6 +398,30 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
     expect(await acquireLock(b.db, "contract-job", "host:5:eeee", 60_000, false)).toBe(true);
   });
 
+  it("lists the leases of one prefix and drops those that ran out long ago", async () => {
+    // Neighbours of the prefix in byte order: none of them is listed or dropped.
+    for (const [name, expires] of [
+      ["serve", 1],
+      ["serve:rw:h:1:aa", 1],
+      ["serve:ro:h:2:bb", Date.now() + 60_000],
+      ["serve;", 1],
+      ["servex:1", 1],
+    ] as const) {
+      await a.db
+        .insertInto("locks")
+        .values({ name, holder: `idle:${name}`, expires_at: expires })
+        .execute();
+    }
+    expect((await store.locks.locksNamed("serve:")).map((r) => r.name)).toEqual([
+      "serve:ro:h:2:bb",
+      "serve:rw:h:1:aa",
+    ]);
+    await store.locks.dropLocks("serve:", Date.now());
+    expect((await store.locks.locksNamed("serve:")).map((r) => r.name)).toEqual(["serve:ro:h:2:bb"]);
+    const left = await a.db.selectFrom("locks").select("name").where("name", "like", "serv%").execute();
+    expect(left.map((r) => r.name).sort()).toEqual(["serve", "serve:ro:h:2:bb", "serve;", "servex:1"]);
+  });
+
   it("migrates once when ten processes open a fresh database at the same moment", async () => {
     // Ten node processes load dist/metadata/db.js, then all open (and so migrate) the same fresh
     // database at one agreed instant.

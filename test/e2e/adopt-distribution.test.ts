@@ -203,7 +203,12 @@ describe("a registry:2 directory, adopted by Berth and handed back", () => {
   });
 
   test("Berth started on it with only REGISTRY_* variables serves the same catalog, tags and bytes", async () => {
-    const berth = await startBerth({ dataDir: storage, dataDirViaEnv: true, captureLogs: true });
+    const berth = await startBerth({
+      dataDir: storage,
+      dataDirViaEnv: true,
+      captureLogs: true,
+      env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" },
+    });
     servers.push(berth);
     expect(await snapshot(berth)).toEqual(before);
     // The amd64 image of the index whose arm64 layer link is empty still pulls from both, by digest.
@@ -221,7 +226,11 @@ describe("a registry:2 directory, adopted by Berth and handed back", () => {
     expect((await fetch(`${berth.url}/v2/app/web/manifests/latest`, { method: "DELETE" })).status).toBe(202);
     await tools.skopeo(["delete", "--tls-verify=false", `docker://${berth.host}/app/db:latest`]);
     await exec(process.execPath, [CLI, "repo", "rm", "a/b/c"], {
-      env: { ...process.env, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: storage },
+      env: {
+        ...process.env,
+        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: storage,
+        REGISTRY_STORAGE_DELETE_ENABLED: "true",
+      },
     });
     // app/db has no manifest left: registry:2 would still list it while its blob links (_layers) exist, and
     // those go when the collector removes them (here at once: no grace period).

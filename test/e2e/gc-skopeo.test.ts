@@ -164,7 +164,7 @@ beforeAll(async () => {
   const shared = [layer("shared-base", 300_000), layer("shared-runtime", 200_000)];
   a = writeLayout(path.join(work, "a"), "a", [...shared, layer("only-in-a", 150_000)]);
   b = writeLayout(path.join(work, "b"), "b", [...shared, layer("only-in-b", 100_000)]);
-  server = await startBerth({ workers: 1 });
+  server = await startBerth({ workers: 1, env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
 });
 
 afterAll(async () => {

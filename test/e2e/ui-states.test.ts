@@ -23,7 +23,7 @@ let w: Watched;
 let page: Page;
 
 beforeAll(async () => {
-  berth = await startBerth();
+  berth = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
   c = { base: berth.url };
   browser = await launchChromium();
   w = await openPage(browser);
@@ -226,5 +226,34 @@ describe("deleting a manifest and a repository", () => {
       (p) => !/status of (500|404)|ERR_CONNECTION_REFUSED|Failed to fetch/.test(p),
     );
     expect(unexpected).toEqual([]);
+  });
+});
+
+describe("with deletes off (the default, as in registry:2)", () => {
+  let off: Berth;
+  let offPage: Watched;
+
+  beforeAll(async () => {
+    off = await startBerth();
+    await pushImage({ base: off.url }, "kept/app", "1", { layers: [{ seed: "kept-ui", size: 500 }] });
+    offPage = await openPage(browser);
+  }, 120_000);
+  afterAll(async () => {
+    await offPage?.context.close();
+    await off?.cleanup();
+  });
+
+  it("shows no delete button, and says why, on the repository and the image page", async () => {
+    const p = offPage.page;
+    for (const path of ["/r/kept/app", "/r/kept/app:1"]) {
+      await p.goto(`${off.url}${path}`);
+      const note = p.getByTestId("delete-unavailable");
+      await note.waitFor();
+      expect(await note.innerText()).toContain("Deleting is turned off on this registry");
+      expect(await note.innerText()).toContain("storage.delete.enabled: true");
+      expect(await p.getByRole("button", { name: /Delete/ }).count()).toBe(0);
+    }
+    await screenshots(p, "delete-unavailable");
+    expect(offPage.problems).toEqual([]);
   });
 });

@@ -52,7 +52,7 @@ beforeAll(async () => {
   configDir = tempDir("berth-ui-e2e-");
   const dir = configDir;
   const config = writeAuthConfig(dir, { admin: "admin-pw", reader: "reader-pw", editor: "editor-pw" });
-  berth = await startBerth({ args: ["--config", config] });
+  berth = await startBerth({ args: ["--config", config], env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
   const admin: Client = { base: berth.url, authorization: basic("admin", "admin-pw") };
   // team/app: 1.0 and stable are the same image; 2.0 another.
   app10 = await pushImage(admin, "team/app", "1.0", appSpec);

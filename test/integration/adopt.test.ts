@@ -123,7 +123,8 @@ async function fixture(): Promise<Fixture> {
 async function cli(root: string, ...args: string[]): Promise<string> {
   const { stdout } = await run(process.execPath, [CLI, ...args], {
     maxBuffer: 64 * 1024 * 1024,
-    env: { ...process.env, ...(await databaseEnv(root)) },
+    // `berth repo rm` below deletes: deletes are off unless enabled.
+    env: { ...process.env, ...(await databaseEnv(root)), REGISTRY_STORAGE_DELETE_ENABLED: "true" },
   });
   return stdout;
 }
@@ -340,7 +341,7 @@ describe("adopting a registry:2 directory", () => {
 describe("going back: Berth keeps registry:2's link files in step", () => {
   it("writes and removes links as it pushes, tags and deletes, and applies what a crash left behind", async () => {
     const f = await fixture();
-    const berth = await startBerth({ dataDir: f.root });
+    const berth = await startBerth({ dataDir: f.root, env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
     cleanups.push(() => berth.cleanup());
     const client = new RegistryClient(berth.url);
     const repo = "library/alpine";
@@ -419,7 +420,10 @@ describe("going back: Berth keeps registry:2's link files in step", () => {
     // Switched off, a tag deleted and another pushed; switched on again: the links say what the rows say.
     const off = await startBerth({
       dataDir: root,
-      env: { REGISTRY_STORAGE_FILESYSTEM_DISTRIBUTIONLINKS: "false" },
+      env: {
+        REGISTRY_STORAGE_FILESYSTEM_DISTRIBUTIONLINKS: "false",
+        REGISTRY_STORAGE_DELETE_ENABLED: "true",
+      },
     });
     cleanups.push(() => off.cleanup());
     const offClient = new RegistryClient(off.url);

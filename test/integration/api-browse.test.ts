@@ -52,7 +52,7 @@ const webSpec = (architecture: string, variant?: string) => ({
 });
 
 beforeAll(async () => {
-  berth = await startBerth();
+  berth = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
   c = { base: berth.url };
   const alpineSpec = {
     layers: [base],

@@ -21,7 +21,7 @@ describe("deleting", () => {
   let c: Client;
 
   beforeAll(async () => {
-    berth = await startBerth();
+    berth = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
     c = { base: berth.url };
   });
   afterAll(async () => {

@@ -45,6 +45,9 @@ function configYaml(htpasswd: string, token: boolean): string {
     '      - { repository: "team-a/*", users: [alice], actions: [delete] }',
     '      - { repository: "team-b/*", groups: [team-b], actions: ["*"] }',
     '      - { repository: "*", groups: [readers], actions: [pull] }',
+    "storage:",
+    "  delete:",
+    "    enabled: true",
     "",
   ].join("\n");
 }

@@ -3,7 +3,7 @@
  * it holds (images, tags, referrers, an upload in progress), and keeps working there. Runs in the
  * `sqlite` project (the source is SQLite whatever BERTH_TEST_DB says).
  */
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import SQLite from "better-sqlite3";
@@ -151,7 +151,7 @@ describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
       // 3. On PostgreSQL: not adopted again; the left-over row applied; pushes and deletes keep the links.
       const pgBerth = await startBerth({
         dataDir: root,
-        env: { REGISTRY_DATABASE_URL: url },
+        env: { REGISTRY_DATABASE_URL: url, REGISTRY_STORAGE_DELETE_ENABLED: "true" },
         captureLogs: true,
       });
       try {
@@ -178,6 +178,62 @@ describe.skipIf(TEST_DB === "postgres")("berth db migrate-to", () => {
         expect(journal.rows[0].n).toBe(0);
       } finally {
         await check.end();
+      }
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses while berth serve takes pushes on the source database, naming it; copies once it has stopped, or runs read-only", async () => {
+    const root = tempDir("berth-db-migrate-busy-");
+    try {
+      const server = await startBerth({ dataDir: root, env: { REGISTRY_DATABASE_URL: "" }, workers: 2 });
+      try {
+        await new RegistryClient(server.url).pushImage("busy/app", "v1");
+        const pids = execFileSync("pgrep", ["-P", String(server.process.pid)], { encoding: "utf8" })
+          .trim()
+          .split("\n")
+          .map(Number);
+        const url = await ensureDatabase(base, `migrate_busy_${process.pid}_${Date.now().toString(36)}`);
+        const refused = berthCli(["db", "migrate-to", url, "--data-dir", root]);
+        expect(refused.status).toBe(1);
+        expect(refused.stderr).toContain("berth serve is writing");
+        expect(refused.stderr).toContain("stop every berth serve on this data directory");
+        // Both workers are named.
+        for (const pid of pids) expect(refused.stderr).toContain(`pid ${pid} on `);
+        expect(refused.stdout).toBe("");
+        // Nothing was copied: the same database takes the copy once the server has stopped.
+        await server.stop();
+        const done = berthCli(["db", "migrate-to", url, "--data-dir", root]);
+        expect(done.stderr).toBe("");
+        expect(done.status).toBe(0);
+        expect(done.stdout).toMatch(/repositories\s+1 rows \(counts match\)/);
+      } finally {
+        await server.stop();
+      }
+
+      // A server that died (kill -9) holds nothing: its process is gone, which this host can tell at once.
+      const crashed = await startBerth({ dataDir: root, env: { REGISTRY_DATABASE_URL: "" } });
+      await crashed.kill();
+      const url2 = await ensureDatabase(base, `migrate_crash_${process.pid}_${Date.now().toString(36)}`);
+      const after = berthCli(["db", "migrate-to", url2, "--data-dir", root]);
+      expect(after.stderr).toBe("");
+      expect(after.status).toBe(0);
+
+      // A server in read-only mode takes no pushes: it may keep serving pulls during the copy.
+      const readOnly = await startBerth({
+        dataDir: root,
+        env: { REGISTRY_DATABASE_URL: "" },
+        args: ["--read-only"],
+      });
+      try {
+        const url3 = await ensureDatabase(base, `migrate_ro_${process.pid}_${Date.now().toString(36)}`);
+        const copied = berthCli(["db", "migrate-to", url3, "--data-dir", root]);
+        expect(copied.stderr).toBe("");
+        expect(copied.status).toBe(0);
+        expect((await new RegistryClient(readOnly.url).fetch("/v2/busy/app/manifests/v1")).status).toBe(200);
+      } finally {
+        await readOnly.stop();
       }
     } finally {
       rmSync(root, { recursive: true, force: true });

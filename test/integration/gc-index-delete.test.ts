@@ -24,7 +24,7 @@ import {
 
 let server: Berth;
 beforeAll(async () => {
-  server = await startBerth();
+  server = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
 });
 afterAll(async () => {
   await server?.cleanup();

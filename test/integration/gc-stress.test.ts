@@ -44,6 +44,8 @@ beforeAll(async () => {
     "    enabled: true",
     `    olderthan: ${GRACE}`,
     "storage:",
+    "  delete:",
+    "    enabled: true",
     "  maintenance:",
     "    uploadpurging:",
     "      age: 30s",

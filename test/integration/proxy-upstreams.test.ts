@@ -76,7 +76,11 @@ describe("pull-through cache with several upstreams (proxy.upstreams)", () => {
         "",
       ].join("\n"),
     );
-    proxy = await startBerth({ args: ["--config", config], workers: 1 });
+    proxy = await startBerth({
+      args: ["--config", config],
+      workers: 1,
+      env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" },
+    });
     (mirror as { base: string }).base = proxy.url;
   }, 120_000);
   afterAll(async () => {

@@ -136,8 +136,8 @@ describe("two replicas on one database and one blob directory", () => {
 
   beforeAll(async () => {
     dir = tempDir("berth-replicas-");
-    one = await startBerth({ dataDir: dir });
-    two = await startBerth({ dataDir: dir });
+    one = await startBerth({ dataDir: dir, env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
+    two = await startBerth({ dataDir: dir, env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
     a = new RegistryClient(one.url);
     b = new RegistryClient(two.url);
   });
@@ -233,6 +233,9 @@ describe("what a replica keeps in memory cannot go stale, and jobs run once acro
         "    enabled: false",
         "gc:",
         `  interval: ${INTERVAL_MS}ms`,
+        "storage:",
+        "  delete:",
+        "    enabled: true",
         "",
       ].join("\n"),
     );
@@ -334,6 +337,9 @@ describe("a collection on one replica while the other takes pushes and pulls (on
       "  untagged:",
       "    enabled: true",
       `    olderthan: ${GRACE}`,
+      "storage:",
+      "  delete:",
+      "    enabled: true",
     ];
     for (const sub of ["collector", "serving"]) fs.mkdirSync(path.join(dir, sub));
     const withGc = writeConfig(path.join(dir, "collector"), [

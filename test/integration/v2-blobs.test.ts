@@ -10,7 +10,7 @@ let berth: Berth;
 let client: RegistryClient;
 
 beforeAll(async () => {
-  berth = await startBerth();
+  berth = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
   client = new RegistryClient(berth.url);
 });
 afterAll(async () => {

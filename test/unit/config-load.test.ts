@@ -33,7 +33,7 @@ describe("defaults", () => {
   it("starts from Distribution's defaults where it has them", () => {
     const { config, warnings, file: used, sources } = load();
     expect(config.http.addr).toBe("0.0.0.0:5000");
-    expect(config.storage.delete.enabled).toBe(true);
+    expect(config.storage.delete.enabled).toBe(false);
     expect(config.storage.maintenance.readonly.enabled).toBe(false);
     expect(config.metrics).toEqual({ enabled: true, path: "/metrics" });
     expect(warnings).toEqual([]);
@@ -81,14 +81,14 @@ describe("registry:2 recipe environments", () => {
 
   it("REGISTRY_STORAGE=filesystem names the driver and keeps delete and maintenance", () => {
     const f = file(
-      "storage:\n  filesystem:\n    rootdirectory: /srv/registry\n  delete:\n    enabled: false\n",
+      "storage:\n  filesystem:\n    rootdirectory: /srv/registry\n  delete:\n    enabled: true\n",
     );
     const { config } = load({
       file: f,
       env: { REGISTRY_STORAGE: "filesystem", REGISTRY_STORAGE_MAINTENANCE_READONLY: "{enabled: true}" },
     });
     expect(config.storage.filesystem.rootdirectory).toBe("/srv/registry");
-    expect(config.storage.delete.enabled).toBe(false);
+    expect(config.storage.delete.enabled).toBe(true);
     expect(config.storage.maintenance.readonly.enabled).toBe(true);
   });
 

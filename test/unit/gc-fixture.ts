@@ -50,7 +50,11 @@ export class Fixture {
 
   static async create(input: Record<string, unknown> = {}): Promise<Fixture> {
     const dir = mkdtempSync(path.join(os.tmpdir(), "berth-gc-unit-"));
-    const config = configSchema.parse({ ...input, storage: { filesystem: { rootdirectory: dir } } });
+    // The tests delete through the registry: deletes are off unless enabled.
+    const config = configSchema.parse({
+      ...input,
+      storage: { filesystem: { rootdirectory: dir }, delete: { enabled: true } },
+    });
     const rt = await openRuntime(config);
     return new Fixture(dir, config, rt);
   }

@@ -1,7 +1,7 @@
 /** Small shared pieces: copy buttons, digests, times, paging, dialogs, and loading/error/empty states. */
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError } from "./api.ts";
+import { ApiError, type WhoAmI } from "./api.ts";
 import { CheckIcon, CopyIcon } from "./icons.tsx";
 import {
   formatAbsolute,
@@ -255,6 +255,27 @@ export function EmptyState({ title, children }: { title: string; children?: Comp
       <h2>{title}</h2>
       {children}
     </div>
+  );
+}
+
+/**
+ * Why there is no delete button, when the registry refuses every delete: deletes are off
+ * (storage.delete.enabled, off by default as in registry:2) or the registry is read-only.
+ */
+export function DeleteUnavailable({ me }: { me: WhoAmI | null }) {
+  if (!me || me.deleteEnabled) return null;
+  return (
+    <p class="muted small delete-unavailable" data-testid="delete-unavailable">
+      {me.readOnly ? (
+        "Deleting is unavailable: the registry is in read-only mode."
+      ) : (
+        <>
+          Deleting is turned off on this registry (<code>storage.delete.enabled</code> is false, the default,
+          as in registry:2). An operator can turn it on with <code>storage.delete.enabled: true</code> or{" "}
+          <code>REGISTRY_STORAGE_DELETE_ENABLED=true</code>.
+        </>
+      )}
+    </p>
   );
 }
 

@@ -83,7 +83,8 @@ export const storageSection = z
         distributionlinks: z.boolean().optional(),
       })
       .prefault({}),
-    delete: z.object({ enabled: z.boolean().default(true) }).prefault({}),
+    /** Off unless set, as in registry:2: a new registry never lets a caller delete by default. */
+    delete: z.object({ enabled: z.boolean().default(false) }).prefault({}),
     maintenance: z
       .object({
         uploadpurging: z

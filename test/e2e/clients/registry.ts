@@ -30,7 +30,11 @@ export async function startRegistry(): Promise<Registry> {
   // E2E_WORKERS runs Berth with more worker processes (requests of one push then land on several).
   const workers = Number(process.env.E2E_WORKERS ?? 1);
   if (!Number.isInteger(workers) || workers < 1) throw new Error(`E2E_WORKERS must be a positive integer`);
-  const server = target === "distribution" ? await startDistribution() : await startBerth({ workers });
+  // Deletes enabled on both, as the client suites delete (skopeo delete).
+  const server =
+    target === "distribution"
+      ? await startDistribution()
+      : await startBerth({ workers, env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
   return Object.assign(server, { target });
 }
 

@@ -5,6 +5,7 @@ import {
   CommandBox,
   ConfirmDialog,
   CopyButton,
+  DeleteUnavailable,
   Digest,
   ErrorState,
   Loading,
@@ -554,7 +555,9 @@ export function ImagePage({ name, reference }: { name: string; reference: string
                 Delete manifest…
               </button>
             </section>
-          ) : null}
+          ) : (
+            <DeleteUnavailable me={me} />
+          )}
           {confirming ? (
             <ConfirmDialog
               title={`Delete manifest ${shortDigest(data.digest)}?`}

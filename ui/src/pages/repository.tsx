@@ -4,6 +4,7 @@ import {
   CommandBox,
   ConfirmDialog,
   CopyButton,
+  DeleteUnavailable,
   Digest,
   EmptyState,
   ErrorState,
@@ -299,7 +300,9 @@ export function RepositoryPage({ name }: { name: string }) {
             Delete repository…
           </button>
         </section>
-      ) : null}
+      ) : (
+        <DeleteUnavailable me={me} />
+      )}
 
       {pending?.kind === "tag" ? (
         <ConfirmDialog
