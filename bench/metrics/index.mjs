@@ -19,6 +19,7 @@ import pull from "./pull.mjs";
 import pushChunked from "./push-chunked.mjs";
 import pushMonolithic from "./push-monolithic.mjs";
 import rss from "./rss.mjs";
+import s3Adopt from "./s3-adopt.mjs";
 import s3Pull from "./s3-pull.mjs";
 import s3Push from "./s3-push.mjs";
 import s3Replicas from "./s3-replicas.mjs";
@@ -51,4 +52,5 @@ export const METRICS = [
   s3Pull,
   s3Skopeo,
   s3Replicas,
+  s3Adopt,
 ];

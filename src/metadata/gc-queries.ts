@@ -618,6 +618,38 @@ export async function deleteTagIfUnchanged(trx: Q, repositoryId: number, tag: Ta
   return n(result.numDeletedRows) > 0;
 }
 
+/**
+ * Marks the manifests of `digests` that no tag names any more as released (as a deleted index releases its
+ * children): the collector removes each once nothing else holds it and it is older than the grace period,
+ * whether or not gc.untagged is on. Retention uses it for what it untags, so that a manifest too young to
+ * go with its tag is still freed later (issue 21).
+ */
+export async function releaseUntagged(trx: Q, repositoryId: number, digests: string[]): Promise<void> {
+  if (digests.length === 0) return;
+  await trx
+    .insertInto("released_manifests")
+    .columns(["repository_id", "digest", "released_at"])
+    .expression((eb) =>
+      eb
+        .selectFrom("manifests as m")
+        .select(["m.repository_id", "m.digest", sql<number>`cast(${Date.now()} as bigint)`.as("released_at")])
+        .where("m.repository_id", "=", repositoryId)
+        .where("m.digest", "in", [...new Set(digests)])
+        .where(({ not, exists, selectFrom }) =>
+          not(
+            exists(
+              selectFrom("tags as t")
+                .select("t.name")
+                .whereRef("t.repository_id", "=", "m.repository_id")
+                .whereRef("t.digest", "=", "m.digest"),
+            ),
+          ),
+        ),
+    )
+    .onConflict((oc) => oc.doNothing())
+    .execute();
+}
+
 // ------------------------------------------------------------------------------------------------
 // Uploads
 

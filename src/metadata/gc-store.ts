@@ -8,6 +8,7 @@ import {
   deleteStaleLinks,
   deleteStaleUploads,
   deleteTagIfUnchanged,
+  releaseUntagged,
   dropLocks,
   existingBlobs,
   existingManifests,
@@ -206,6 +207,11 @@ export function gcWrites(transaction: <T>(fn: (trx: Tx) => Promise<T>) => Promis
         for (const tag of choose(await tagsOfRepository(trx, repositoryId))) {
           if (await deleteTagIfUnchanged(trx, repositoryId, tag)) removed.push(tag);
         }
+        await releaseUntagged(
+          trx,
+          repositoryId,
+          removed.map((t) => t.digest),
+        );
         return removed;
       }),
   };

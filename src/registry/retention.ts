@@ -272,12 +272,19 @@ async function explainRepository(
     removed.map((d) => d.digest).filter((d) => (graph.manifests.get(d)?.tags.length ?? 1) === 0),
   );
   const remove = planManifestRemoval(graph, now - options.graceMs, untaggedNow);
-  for (const digest of [...remove.digests].sort()) {
+  // Those too young to go with their tags are released: the first collection after the grace period frees them.
+  const later = planManifestRemoval(graph, Number.POSITIVE_INFINITY, untaggedNow);
+  for (const digest of [...later.digests].sort()) {
+    const atOnce = remove.digests.has(digest);
+    const m = graph.manifests.get(digest);
+    const when = new Date((m?.freshAt ?? now) + options.graceMs).toISOString();
     result.manifests.push({
       repository: repo.name,
       digest,
-      size: graph.manifests.get(digest)?.size ?? 0,
-      reason: remove.reason(digest, "its last tag would be removed"),
+      size: m?.size ?? 0,
+      reason: atOnce
+        ? remove.reason(digest, "its last tag would be removed")
+        : `${later.reason(digest, "its last tag would be removed")}; younger than gc.graceperiod, so freed by the first collection after ${when}`,
     });
   }
   await b.breathe();

@@ -3,7 +3,9 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { acquireLock, readLock } from "../../src/metadata/gc-queries.js";
 import { deleteManifestBatch } from "../../src/metadata/gc-store.js";
+import { retentionSection } from "../../src/config/sections/gc.js";
 import { collectGarbage, Lease, purgeUploads } from "../../src/registry/gc.js";
+import { applyRetention, compilePolicies } from "../../src/registry/retention.js";
 import { blob, bytes, Fixture, image, referrer } from "./gc-fixture.js";
 
 const HOUR = 3_600_000;
@@ -384,5 +386,43 @@ describe("leases", () => {
     const report = await fx.gc({ signal: controller.signal });
     expect(report.aborted).toBe(true);
     expect(report.blobs).toEqual([]);
+  });
+});
+
+describe("retention frees space", () => {
+  test("a manifest too young to go with its tag is freed by the first collection after the grace period, with gc.untagged off", async () => {
+    const layer = blob(bytes("retained-away", 2048));
+    const img = image("retained-away", [layer]);
+    await fx.pushImage("team/r", "old-1", img);
+    await fx.pushImage("team/r", "keep", image("kept-r", [blob(bytes("kept-r", 100))]));
+    const policies = compilePolicies(
+      retentionSection.parse({ policies: [{ repositories: "team/*", keeptags: ["keep"] }] }).policies,
+    );
+    const run = async (dryRun: boolean) => {
+      const lease = dryRun ? null : await Lease.acquire(fx.rt.meta, `test-retention-${Date.now()}`);
+      try {
+        return await applyRetention(
+          { meta: fx.rt.meta, store: fx.rt.storage },
+          { policies, graceMs: HOUR, batchSize: 10, pauseMs: 0, dryRun, lease },
+        );
+      } finally {
+        await lease?.release();
+      }
+    };
+    const dry = await run(true);
+    const said = dry.repositories.flatMap((r) => r.manifests);
+    expect(said.map((m) => m.digest)).toEqual([img.digest]);
+    expect(said[0]?.reason).toMatch(/freed by the first collection after \d{4}-/);
+    const report = await run(false);
+    expect(report.tagsRemoved).toBe(1);
+    // Too young to go with its tag (the grace period protects pushes in progress).
+    expect(await fx.hasManifest("team/r", img.digest)).toBe(true);
+    // Before the grace period has passed, the collector keeps it too.
+    expect((await fx.gc({ graceMs: HOUR })).manifests).toEqual([]);
+    await fx.age(2 * HOUR);
+    const gc = await fx.gc({ graceMs: HOUR });
+    expect(gc.manifests.map((m) => m.digest)).toEqual([img.digest]);
+    expect(gc.blobs.map((b) => b.digest)).toContain(layer.digest);
+    expect(await fx.blobOnDisk(layer.digest)).toBe(false);
   });
 });
