@@ -1,4 +1,5 @@
 import pino from "pino";
+import { distributionLinksWanted } from "../config/data-dir.js";
 import type { Config } from "../config/schema.js";
 import { sqlitePath } from "../metadata/db.js";
 import { SqliteBulkImport } from "../metadata/distribution-bulk.js";
@@ -212,16 +213,6 @@ async function adoptAtStartup(
       { problem: p.kind, path: p.path, detail: p.detail },
       `adoption: ${p.kind}: ${p.path}: ${PROBLEM_TEXT[p.kind]}`,
     );
-}
-
-/**
- * Whether registry:2's link files are kept: `storage.s3.distributionlinks` for blobs in a bucket,
- * `storage.filesystem.distributionlinks` for a directory; unset, on for adopted data, off for new.
- */
-export function distributionLinksWanted(config: Config): boolean | undefined {
-  return config.storage.s3
-    ? config.storage.s3.distributionlinks
-    : config.storage.filesystem.distributionlinks;
 }
 
 /** Repositories per second so far, and seconds left at that pace. */

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { distributionLinksWanted } from "../config/data-dir.js";
 import { loadConfig } from "../config/load.js";
 import type { Config, ConfigInput } from "../config/schema.js";
 import { openMetadata } from "../metadata/db.js";
@@ -13,7 +14,7 @@ import {
 } from "../registry/adopt.js";
 import { DistributionLayout, type DistributionTree } from "../storage/distribution-layout.js";
 import { adoptWorkerFile } from "./adopt-worker-file.js";
-import { adoptDirectory, distributionLinksWanted, pace } from "./distribution.js";
+import { adoptDirectory, pace } from "./distribution.js";
 import { distributionTree } from "./runtime.js";
 
 /**

@@ -1,6 +1,6 @@
 import { constants as fsc } from "node:fs";
 import fs from "node:fs/promises";
-import { dataDirOf } from "../config/data-dir.js";
+import { dataDirOf, distributionLinksWanted } from "../config/data-dir.js";
 import type { Config } from "../config/schema.js";
 import { type MetadataDb, openMetadata } from "../metadata/db.js";
 import { SqlMetadataStore } from "../metadata/store.js";
@@ -48,7 +48,7 @@ export async function openRuntime(
   const tree = await distributionTree(storage, dataDir);
   const present = await tree.present();
   const distribution =
-    present || (await import("./distribution.js")).distributionLinksWanted(config) === true
+    present || distributionLinksWanted(config) === true
       ? await (await import("./distribution.js")).openDistribution(
           config,
           { dataDir, meta, tree },
