@@ -1,9 +1,9 @@
 import { mkdirSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { retentionSection } from "../../src/config/sections/gc.js";
 import { acquireLock, readLock } from "../../src/metadata/gc-queries.js";
 import { deleteManifestBatch } from "../../src/metadata/gc-store.js";
-import { retentionSection } from "../../src/config/sections/gc.js";
 import { collectGarbage, Lease, purgeUploads } from "../../src/registry/gc.js";
 import { applyRetention, compilePolicies } from "../../src/registry/retention.js";
 import { blob, bytes, Fixture, image, referrer } from "./gc-fixture.js";
