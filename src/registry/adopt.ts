@@ -91,8 +91,11 @@ export interface AdoptionOptions {
 
 /** The default of http.maxmanifestbytes, for callers that have no configuration. */
 export const DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-/** Repositories of a tree that is not on a filesystem (a bucket) read at once. */
-const STREAM_CONCURRENCY = 16;
+/**
+ * Repositories of a tree that is not on a filesystem (a bucket) read at once: each read is a few requests
+ * (a tag link, a HEAD and a GET per manifest, a HEAD per blob not seen yet) that wait on the network.
+ */
+const STREAM_CONCURRENCY = 32;
 
 const DEFAULT_BATCH_ROWS = 20_000;
 
@@ -334,27 +337,36 @@ async function* readHere(reader: RepositoryReader, names: string[]): AsyncGenera
 }
 
 /**
- * A tree that is not on a filesystem (a bucket): repositories come from its scan as they are listed, and
- * `STREAM_CONCURRENCY` of them are read at once (each read is a few requests that wait on the network).
+ * A tree that is not on a filesystem (a bucket): repositories come from its scan as they are listed, and up
+ * to `STREAM_CONCURRENCY` of them are read at once (each read is a few requests that wait on the network);
+ * results are handed on in small groups as they complete.
  */
 async function* readStreaming(
   reader: RepositoryReader,
   tree: DistributionTree,
 ): AsyncGenerator<RepositoryResult[]> {
-  const scan = tree.scan()[Symbol.asyncIterator]();
-  let done = false;
-  while (!done) {
-    const group: RepositoryLinks[] = [];
-    while (group.length < STREAM_CONCURRENCY) {
-      const next = await scan.next();
-      if (next.done) {
-        done = true;
-        break;
-      }
-      group.push(next.value);
-    }
-    if (group.length > 0) yield await Promise.all(group.map((links) => reader.read(links.name, links)));
+  const inFlight = new Set<Promise<void>>();
+  const done: RepositoryResult[] = [];
+  let failed: unknown = null;
+  for await (const repository of tree.scan()) {
+    const task: Promise<void> = repository
+      .links()
+      .then((links) => reader.read(repository.name, links))
+      .then(
+        (result) => void done.push(result),
+        (err: unknown) => {
+          failed ??= err;
+        },
+      )
+      .finally(() => inFlight.delete(task));
+    inFlight.add(task);
+    if (inFlight.size >= STREAM_CONCURRENCY) await Promise.race(inFlight);
+    if (failed) throw failed;
+    if (done.length >= 20) yield done.splice(0);
   }
+  await Promise.all(inFlight);
+  if (failed) throw failed;
+  if (done.length > 0) yield done.splice(0);
 }
 
 export async function adoptDistribution(

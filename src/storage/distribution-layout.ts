@@ -60,8 +60,11 @@ export interface DistributionTree {
   present(): Promise<boolean>;
   /** How many repositories there are (progress). */
   countRepositories(): Promise<number>;
-  /** Every repository with its link files, in name order, streamed (never all of them in memory). */
-  scan(): AsyncIterable<RepositoryLinks>;
+  /**
+   * Every repository, in name order, streamed (never all of them in memory); `links()` reads its link
+   * files, so that the caller can read several repositories at once while the listing goes on.
+   */
+  scan(): AsyncIterable<{ name: string; links(): Promise<RepositoryLinks> }>;
   /** Every link file of one repository (not the blobs they name). */
   readRepository(name: string): Awaitable<RepositoryLinks>;
   /** Size and time of a stored blob, or null; never follows a symbolic link. */
@@ -207,8 +210,8 @@ export class DistributionLayout implements DistributionTree {
     return this.listRepositories().length;
   }
 
-  async *scan(): AsyncIterable<RepositoryLinks> {
-    for (const name of this.listRepositories()) yield this.readRepository(name);
+  async *scan(): AsyncIterable<{ name: string; links(): Promise<RepositoryLinks> }> {
+    for (const name of this.listRepositories()) yield { name, links: async () => this.readRepository(name) };
   }
 
   /** Reads every link file of one repository (not the blobs they name). */

@@ -1,4 +1,3 @@
-import type { Readable } from "node:stream";
 import type { DistributionTree, LinkFile, RepositoryLinks } from "./distribution-layout.js";
 import type { S3BlobStore } from "./s3.js";
 
@@ -70,20 +69,21 @@ export class S3DistributionTree implements DistributionTree {
     return count;
   }
 
-  async *scan(): AsyncIterable<RepositoryLinks> {
+  async *scan(): AsyncIterable<{ name: string; links(): Promise<RepositoryLinks> }> {
     let name: string | null = null;
     let keys: Listed[] = [];
+    const pending = (n: string, k: Listed[]) => ({ name: n, links: () => this.linksOf(n, k) });
     for await (const o of this.store.listObjects(this.base)) {
       const parsed = parseKey(o.key.slice(this.base.length));
       if (!parsed) continue;
       if (parsed.repository !== name) {
-        if (name !== null) yield await this.linksOf(name, keys);
+        if (name !== null) yield pending(name, keys);
         name = parsed.repository;
         keys = [];
       }
       keys.push(o);
     }
-    if (name !== null) yield await this.linksOf(name, keys);
+    if (name !== null) yield pending(name, keys);
   }
 
   async readRepository(name: string): Promise<RepositoryLinks> {
@@ -166,13 +166,13 @@ export class S3DistributionTree implements DistributionTree {
   }
 
   async statBlob(digest: string): Promise<{ size: number; modifiedAt: number } | null> {
-    return this.store.stat(digest);
+    return this.store.statAtDistributionKey(digest);
   }
 
   async readBlob(digest: string): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of (await this.store.read(digest)) as Readable) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
+    const body = await this.store.readAtDistributionKey(digest);
+    if (!body) throw new Error(`blob ${digest} is gone from the bucket`);
+    return body;
   }
 
   async purgeUpload(uploadPath: string): Promise<void> {

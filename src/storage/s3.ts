@@ -381,6 +381,22 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
+   * Stat for a registry:2 bucket's blobs (adoption): Distribution's key first, where every blob of such a
+   * bucket is (one HEAD), then the link (stat).
+   */
+  async statAtDistributionKey(digest: string): Promise<BlobStat | null> {
+    return (await this.head(this.blobKey(digest))) ?? this.stat(digest);
+  }
+
+  /** A small blob's bytes, from Distribution's key first (one GET), else wherever it is; null when absent. */
+  async readAtDistributionKey(digest: string): Promise<Buffer | null> {
+    const body = await this.getObject("GetObject blob", this.blobKey(digest));
+    if (body) return body;
+    const link = await this.readLink(digest);
+    return link ? this.getObject("GetObject blob", link) : null;
+  }
+
+  /**
    * Moves blobs uploaded in parts to Distribution's key, for registry:2 (issue 20): for every link, a
    * server-side copy of its location to `docker/registry/v2/blobs/...` (unless the bytes are there), then a
    * tombstone `berth/retired/<upload id>` naming the digest, then the link goes (new reads find
