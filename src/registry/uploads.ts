@@ -104,3 +104,117 @@ export async function hashUpload(
   if (size > 0) for await (const chunk of await store.readUpload(id, size)) hash.update(chunk as Buffer);
   return hash.digest("hex");
 }
+
+/**
+ * An upload's lease while a request holds it: renewed every `renewMs`, and given up (`lost`) as soon as it
+ * is no longer surely this request's: a renewal found it taken over, or renewals failed (the database
+ * unreachable) until it could run out within one more interval, after which another request may take it.
+ * From then on this request writes nothing more to the upload and truncates nothing: the body stream is
+ * cut (guard) and the request answered 503.
+ */
+export class HeldUploadLease {
+  private until: number;
+  private failure: RegistryError | null = null;
+  private renewing = false;
+  private readonly timer: NodeJS.Timeout;
+  private wake: (err: RegistryError) => void = () => {};
+  private readonly lostSignal: Promise<never>;
+
+  constructor(
+    readonly holder: string,
+    takenAt: number,
+    ttlMs: number,
+    private readonly renewMs: number,
+    renew: () => Promise<boolean>,
+  ) {
+    this.until = takenAt + ttlMs;
+    this.lostSignal = new Promise<never>((_, reject) => {
+      this.wake = reject;
+    });
+    this.lostSignal.catch(() => {});
+    this.timer = setInterval(() => {
+      if (this.expired() || this.renewing) return;
+      this.renewing = true;
+      const sent = Date.now();
+      renew()
+        .then(
+          (held) => {
+            if (held) this.until = sent + ttlMs;
+            else this.lose("was taken over by another request");
+          },
+          // Tried again at the next tick, until the lease could run out (expired).
+          () => {},
+        )
+        .finally(() => {
+          this.renewing = false;
+        });
+    }, renewMs);
+  }
+
+  /** Why this request must stop, once the lease is no longer surely its own; null while it is. */
+  get lost(): RegistryError | null {
+    this.expired();
+    return this.failure;
+  }
+
+  /** Stops renewing (the caller releases the lease). */
+  end(): void {
+    clearInterval(this.timer);
+  }
+
+  /** `body` until the lease is lost; then its error, at once, even while the next chunk is awaited. */
+  guard(body: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+    const lease = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        const chunks = body[Symbol.asyncIterator]();
+        for (;;) {
+          const failure = lease.lost;
+          if (failure) {
+            void chunks.return?.()?.catch(() => {});
+            throw failure;
+          }
+          const next = await Promise.race([chunks.next(), lease.lostSignal]);
+          if (next.done) return;
+          yield next.value;
+        }
+      },
+    };
+  }
+
+  private expired(): boolean {
+    if (!this.failure && Date.now() >= this.until - this.renewMs) this.lose("could not be renewed in time");
+    return this.failure !== null;
+  }
+
+  private lose(reason: string): void {
+    if (this.failure) return;
+    this.failure = new RegistryError(
+      "UNAVAILABLE",
+      `the upload's lease ${reason}: this request stopped writing; ask where the upload stands (GET) and go on from there`,
+      undefined,
+      { "Retry-After": "1" },
+      503,
+    );
+    clearInterval(this.timer);
+    this.wake(this.failure);
+  }
+}
+
+/**
+ * Whether `body` is the whole blob `digest` again, `size` bytes (a final PUT resent by a proxy after the
+ * replica that took it died): read to its end and hashed, nothing written.
+ */
+export async function isWholeBlob(
+  body: AsyncIterable<Buffer>,
+  digest: { algorithm: string; digest: string },
+  size: number,
+): Promise<boolean> {
+  const hash = createHash(digest.algorithm);
+  let length = 0;
+  for await (const chunk of body) {
+    length += chunk.length;
+    if (length <= size) hash.update(chunk);
+  }
+  return length === size && `${digest.algorithm}:${hash.digest("hex")}` === digest.digest;
+}
