@@ -94,7 +94,7 @@ describe("three replicas behind nginx's default retry, kill -9 during single-req
       const victim = await holderOf(id, Date.now() + 10_000);
       let restarted: Promise<void> = Promise.resolve();
       if (victim !== null) {
-        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 120)));
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 80)));
         const dead = replicas[victim]!;
         await dead.kill();
         restarted = (async () => {
