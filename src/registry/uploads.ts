@@ -203,7 +203,7 @@ export class HeldUploadLease {
 
 /**
  * Whether `body` is the whole blob `digest` again, `size` bytes (a final PUT resent by a proxy after the
- * replica that took it died): read to its end and hashed, nothing written.
+ * replica that took it died): read and hashed, nothing written.
  */
 export async function isWholeBlob(
   body: AsyncIterable<Buffer>,
@@ -214,7 +214,9 @@ export async function isWholeBlob(
   let length = 0;
   for await (const chunk of body) {
     length += chunk.length;
-    if (length <= size) hash.update(chunk);
+    // Longer than the blob: not it, whatever follows (the rest is left unread).
+    if (length > size) return false;
+    hash.update(chunk);
   }
   return length === size && `${digest.algorithm}:${hash.digest("hex")}` === digest.digest;
 }
