@@ -102,7 +102,7 @@ export interface MetadataStore {
   // uploads
   createUpload(name: string, id: string, now?: number): Promise<void>;
   upload(name: string, id: string): Promise<UploadRow | null>;
-  leaseUpload(id: string, ttlMs: number): Promise<string | null>;
+  leaseUpload(id: string, ttlMs: number, watched?: number): Promise<string | null>;
   renewUploadLease(id: string, holder: string, ttlMs: number): Promise<boolean>;
   /** False when `holder` no longer holds the lease (nothing is written then). */
   noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<boolean>;
@@ -456,26 +456,32 @@ export class SqlMetadataStore implements MetadataStore {
   /**
    * Takes the upload's lease so that no other request or process appends at the same time, when nobody
    * holds it, its holder let it run out, or its holder is a process that is gone (holderIsDead, judged
-   * only where its pid means something; see newLeaseHolder). Returns the holder token that renews and
-   * releases it, or null when someone else holds it.
+   * only where its pid means something; see newLeaseHolder). With `watched`, only the lease that ran
+   * until then is taken over (the one a waiting request watched), never one released or renewed since.
+   * Returns the holder token that renews and releases it, or null when someone else holds it.
    */
-  async leaseUpload(id: string, ttlMs: number): Promise<string | null> {
+  async leaseUpload(id: string, ttlMs: number, watched?: number): Promise<string | null> {
     const now = Date.now();
     const holder = newLeaseHolder();
     const result = await this.db
       .updateTable("uploads")
       .set({ lease_until: now + ttlMs, lease_holder: holder })
       .where("id", "=", id)
-      .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)]))
+      .where((eb) =>
+        watched === undefined
+          ? eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)])
+          : eb.and([eb("lease_until", "=", watched), eb("lease_until", "<", now)]),
+      )
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) > 0) return holder;
     const current = await this.db
       .selectFrom("uploads")
-      .select("lease_holder")
+      .select(["lease_holder", "lease_until"])
       .where("id", "=", id)
       .executeTakeFirst();
     const dead = current?.lease_holder;
     if (!dead || !holderIsDead(dead, undefined, true)) return null;
+    if (watched !== undefined && Number(current.lease_until) !== watched) return null;
     const stolen = await this.db
       .updateTable("uploads")
       .set({ lease_until: now + ttlMs, lease_holder: holder })

@@ -446,9 +446,9 @@ export class Registry {
    */
   private async leaseOrWait(name: string, id: string): Promise<{ holder: string; at: number } | null> {
     // `at`: a time before the lease was written, so that it runs no longer than its holder believes.
-    const lease = async () => {
+    const lease = async (watched?: number) => {
       const at = Date.now();
-      const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+      const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS, watched);
       return holder === null ? null : { holder, at };
     };
     const first = await lease();
@@ -464,8 +464,9 @@ export class Registry {
       const now = Date.now();
       // A lease longer than any this version takes (an older Berth's 30 s ones) is not watched to its end.
       if (until - now > UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS) return null;
-      // Taken once it has run out, or as soon as its holder is seen to be a process that is gone.
-      const taken = await lease();
+      // The lease watched, taken once it has run out, or as soon as its holder is seen to be a process
+      // that is gone (not one released or renewed since: that holder was alive, see above).
+      const taken = await lease(until);
       if (taken !== null) return taken;
       if (now >= deadline) return null;
       await new Promise((resolve) => setTimeout(resolve, UPLOAD_LEASE_POLL_MS));
