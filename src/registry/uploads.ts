@@ -117,8 +117,8 @@ export class HeldUploadLease {
   private failure: RegistryError | null = null;
   private renewing = false;
   private readonly timer: NodeJS.Timeout;
-  private wake: (err: RegistryError) => void = () => {};
-  private readonly lostSignal: Promise<never>;
+  /** Fails the read of the next chunk that `guard` is waiting for. */
+  private waiting: ((err: RegistryError) => void) | null = null;
 
   constructor(
     readonly holder: string,
@@ -128,10 +128,6 @@ export class HeldUploadLease {
     renew: () => Promise<boolean>,
   ) {
     this.until = takenAt + ttlMs;
-    this.lostSignal = new Promise<never>((_, reject) => {
-      this.wake = reject;
-    });
-    this.lostSignal.catch(() => {});
     this.timer = setInterval(() => {
       if (this.expired() || this.renewing) return;
       this.renewing = true;
@@ -162,22 +158,43 @@ export class HeldUploadLease {
     clearInterval(this.timer);
   }
 
-  /** `body` until the lease is lost; then its error, at once, even while the next chunk is awaited. */
+  /**
+   * `body` until the lease is lost; then its error, at once, even while the next chunk is awaited. One
+   * promise per chunk and nothing kept once it is read (racing each read against one long-lived promise
+   * would keep every chunk reachable until the request ends).
+   */
   guard(body: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
     const lease = this;
     return {
-      async *[Symbol.asyncIterator]() {
+      [Symbol.asyncIterator]() {
         const chunks = body[Symbol.asyncIterator]();
-        for (;;) {
-          const failure = lease.lost;
-          if (failure) {
-            void chunks.return?.()?.catch(() => {});
-            throw failure;
-          }
-          const next = await Promise.race([chunks.next(), lease.lostSignal]);
-          if (next.done) return;
-          yield next.value;
-        }
+        return {
+          next(): Promise<IteratorResult<Buffer>> {
+            const failure = lease.lost;
+            if (failure) {
+              void chunks.return?.()?.catch(() => {});
+              return Promise.reject(failure);
+            }
+            return new Promise((resolve, reject) => {
+              lease.waiting = reject;
+              chunks.next().then(
+                (result) => {
+                  lease.waiting = null;
+                  resolve(result);
+                },
+                (err) => {
+                  lease.waiting = null;
+                  reject(err);
+                },
+              );
+            });
+          },
+          async return(): Promise<IteratorResult<Buffer>> {
+            lease.waiting = null;
+            await chunks.return?.();
+            return { done: true, value: undefined };
+          },
+        };
       },
     };
   }
@@ -197,7 +214,8 @@ export class HeldUploadLease {
       503,
     );
     clearInterval(this.timer);
-    this.wake(this.failure);
+    this.waiting?.(this.failure);
+    this.waiting = null;
   }
 }
 
