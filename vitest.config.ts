@@ -38,6 +38,8 @@ export default defineConfig({
             "test/integration/upload-lease.test.ts",
             "test/e2e/skopeo.test.ts",
             "test/integration/replicas-s3.test.ts",
+            "test/integration/replicas-resend.test.ts",
+            "test/integration/upload-resend.test.ts",
           ],
           env: { BERTH_TEST_DB: "postgres", BERTH_TEST_STORAGE: "s3" },
           globalSetup: ["test/helpers/postgres-global.ts", "test/helpers/s3-global-setup.ts"],

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readFileSync, readlinkSync } from "node:fs";
 import os from "node:os";
 import { type Kysely, sql, type Transaction } from "kysely";
 import { isPostgres, lockDigests } from "./dialect.js";
@@ -141,16 +142,39 @@ function prefixEnd(prefix: string): string {
 }
 
 /**
+ * Where this process runs, as far as its pids go: the kernel's boot id and the inode of its PID namespace
+ * (Linux). Two processes in the same place see the same pids, so a pid that names no process in one names
+ * none in the other; a hostname alone does not tell that (containers with the host's network share its
+ * hostname, not its pids). Null where it cannot be told.
+ */
+export const PROCESS_PLACE: string | null = (() => {
+  try {
+    const boot = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim().replaceAll("-", "");
+    const namespace = /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/pid"))?.[1];
+    return /^[0-9a-f]{32}$/.test(boot) && namespace ? `${boot}.${namespace}` : null;
+  } catch {
+    return null;
+  }
+})();
+
+/**
  * Whether the lease holder `host:pid:nonce` names a process on this host that no longer exists. This
  * process's own pid counts as alive, unless `self` is given: then a holder with our pid and another name
  * is an earlier process that had this pid (a restarted container), gone.
+ *
+ * A holder whose nonce ends with `@<place>` (PROCESS_PLACE) is judged only in that place. With `placed`,
+ * a holder that names no place is never judged dead (upload leases: a wrong guess there lets two writers
+ * into one file).
  */
-export function holderIsDead(holder: string, self?: string): boolean {
+export function holderIsDead(holder: string, self?: string, placed = false): boolean {
   const parts = holder.split(":");
   if (parts.length < 3) return false;
   const pid = Number(parts[parts.length - 2]);
   const host = parts.slice(0, -2).join(":");
   if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false;
+  const at = parts[parts.length - 1]!.indexOf("@");
+  const place = at < 0 ? null : parts[parts.length - 1]!.slice(at + 1);
+  if (place === null ? placed : place !== PROCESS_PLACE) return false;
   if (pid === process.pid) return self !== undefined && holder !== self;
   try {
     process.kill(pid, 0);

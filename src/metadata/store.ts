@@ -6,6 +6,7 @@ import type { MetadataDb } from "./db.js";
 import { lockDigests } from "./dialect.js";
 import { eventQueries, insertEvents, type NewEvent } from "./events-queries.js";
 import type { EventStore, GcReads, GcWrites, LockStore, UiReads, UsageReads } from "./facets.js";
+import { holderIsDead, PROCESS_PLACE } from "./gc-queries.js";
 import { gcReads, gcWrites, lockQueries } from "./gc-store.js";
 import { deleteManifestRows, type ManifestFields, manifestRow, unrelease } from "./manifest-rows.js";
 import type { Database } from "./schema.js";
@@ -51,12 +52,15 @@ export interface UploadRow {
 }
 
 /**
- * A new holder token for one upload lease: host and pid for people reading the table, and a random part
- * that makes it this lease's alone. Nothing ever judges a holder by its pid (containers that share a
- * hostname but not a PID namespace would see each other's live processes as dead): leases end by time.
+ * A new holder token for one upload lease: host and pid, a random part that makes it this lease's alone,
+ * and where the pid means something (PROCESS_PLACE). A lease ends when its time runs out, or at once when
+ * a process in the same place (same kernel, same PID namespace) sees that its holder's pid is gone (a
+ * replica or worker killed mid-request); a pid is never judged from another place (containers that share
+ * a hostname but not a PID namespace would see each other's live processes as dead).
  */
 function newLeaseHolder(): string {
-  return `${os.hostname()}:${process.pid}:${randomBytes(6).toString("hex")}`;
+  const nonce = randomBytes(6).toString("hex");
+  return `${os.hostname()}:${process.pid}:${PROCESS_PLACE ? `${nonce}@${PROCESS_PLACE}` : nonce}`;
 }
 
 /**
@@ -98,9 +102,10 @@ export interface MetadataStore {
   // uploads
   createUpload(name: string, id: string, now?: number): Promise<void>;
   upload(name: string, id: string): Promise<UploadRow | null>;
-  leaseUpload(id: string, ttlMs: number): Promise<string | null>;
+  leaseUpload(id: string, ttlMs: number, watched?: number): Promise<string | null>;
   renewUploadLease(id: string, holder: string, ttlMs: number): Promise<boolean>;
-  noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<void>;
+  /** False when `holder` no longer holds the lease (nothing is written then). */
+  noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<boolean>;
   finishUploadWrite(id: string, holder: string, size: number, digest: string | null): Promise<void>;
   deleteUploadRow(id: string): Promise<void>;
 
@@ -114,16 +119,20 @@ export interface MetadataStore {
   referrers(repository: string, subject: string, artifactType?: string): Promise<ReferrerRow[]>;
 
   // changes, each one transaction
+  /**
+   * With `holder`, the upload's lease must still be its own: false (and nothing changed) when it is not.
+   */
   commitBlob(
     name: string,
-    blob: { digest: string; size: number; uploadId: string | null; events: NewEvent[] },
+    blob: { digest: string; size: number; uploadId: string | null; holder?: string; events: NewEvent[] },
     place: () => Promise<void>,
-  ): Promise<void>;
+  ): Promise<boolean>;
+  /** Whether the bytes were in place; null (nothing changed) when `holder` no longer holds the lease. */
   commitBlobInPlace(
     name: string,
-    blob: { digest: string; size: number; uploadId: string; events: NewEvent[] },
+    blob: { digest: string; size: number; uploadId: string; holder?: string; events: NewEvent[] },
     present: () => Promise<boolean>,
-  ): Promise<boolean>;
+  ): Promise<boolean | null>;
   linkExistingBlob(
     name: string,
     digest: string,
@@ -460,19 +469,40 @@ export class SqlMetadataStore implements MetadataStore {
 
   /**
    * Takes the upload's lease so that no other request or process appends at the same time, when nobody
-   * holds it or its holder let it run out (a crashed process's lease ends when its time does). Returns
-   * the holder token that renews and releases it, or null when someone else holds it.
+   * holds it, its holder let it run out, or its holder is a process that is gone (holderIsDead, judged
+   * only where its pid means something; see newLeaseHolder). With `watched`, only the lease that ran
+   * until then is taken over (the one a waiting request watched), never one released or renewed since.
+   * Returns the holder token that renews and releases it, or null when someone else holds it.
    */
-  async leaseUpload(id: string, ttlMs: number): Promise<string | null> {
+  async leaseUpload(id: string, ttlMs: number, watched?: number): Promise<string | null> {
     const now = Date.now();
     const holder = newLeaseHolder();
     const result = await this.db
       .updateTable("uploads")
       .set({ lease_until: now + ttlMs, lease_holder: holder })
       .where("id", "=", id)
-      .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)]))
+      .where((eb) =>
+        watched === undefined
+          ? eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)])
+          : eb.and([eb("lease_until", "=", watched), eb("lease_until", "<", now)]),
+      )
       .executeTakeFirst();
-    return Number(result.numUpdatedRows) > 0 ? holder : null;
+    if (Number(result.numUpdatedRows) > 0) return holder;
+    const current = await this.db
+      .selectFrom("uploads")
+      .select(["lease_holder", "lease_until"])
+      .where("id", "=", id)
+      .executeTakeFirst();
+    const dead = current?.lease_holder;
+    if (!dead || !holderIsDead(dead, undefined, true)) return null;
+    if (watched !== undefined && Number(current.lease_until) !== watched) return null;
+    const stolen = await this.db
+      .updateTable("uploads")
+      .set({ lease_until: now + ttlMs, lease_holder: holder })
+      .where("id", "=", id)
+      .where("lease_holder", "=", dead)
+      .executeTakeFirst();
+    return Number(stolen.numUpdatedRows) > 0 ? holder : null;
   }
 
   /** Extends a lease still held by `holder`; false when it is not (it ran out and was taken over). */
@@ -490,13 +520,14 @@ export class SqlMetadataStore implements MetadataStore {
    * Records what an upload holds while its lease is kept: before a commit moves the bytes into place, so
    * that a crash between that move and the commit's transaction leaves a row that names where they went.
    */
-  async noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<void> {
-    await this.db
+  async noteUploadWrite(id: string, holder: string, size: number, digest: string): Promise<boolean> {
+    const result = await this.db
       .updateTable("uploads")
       .set({ size, digest, updated_at: Date.now() })
       .where("id", "=", id)
       .where("lease_holder", "=", holder)
-      .execute();
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
   }
 
   /** Records the new size (and the digest of those bytes) and releases the lease, if `holder` still has it. */
@@ -507,6 +538,21 @@ export class SqlMetadataStore implements MetadataStore {
       .where("id", "=", id)
       .where("lease_holder", "=", holder)
       .execute();
+  }
+
+  /**
+   * Inside a commit's transaction, before anything moves: the upload's lease is still `holder`'s. A write,
+   * so that on PostgreSQL the row stays locked until the commit ends (a takeover waits, then finds no row);
+   * SQLite's write lock is held already. Throws LeaseNotHeld when it is not.
+   */
+  private async assertUploadHeld(trx: Q, id: string, holder: string): Promise<void> {
+    const result = await trx
+      .updateTable("uploads")
+      .set({ updated_at: Date.now() })
+      .where("id", "=", id)
+      .where("lease_holder", "=", holder)
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 0) throw new LeaseNotHeld(`upload ${id}: lease not held`);
   }
 
   async deleteUploadRow(id: string, q: Q = this.db): Promise<void> {
@@ -692,11 +738,28 @@ export class SqlMetadataStore implements MetadataStore {
    */
   async commitBlob(
     name: string,
-    blob: { digest: string; size: number; uploadId: string | null; events: NewEvent[] },
+    blob: { digest: string; size: number; uploadId: string | null; holder?: string; events: NewEvent[] },
+    place: () => Promise<void>,
+  ): Promise<boolean> {
+    try {
+      await this.commitBlobIn(name, blob, place);
+      return true;
+    } catch (err) {
+      if (err instanceof LeaseNotHeld) return false;
+      throw err;
+    }
+  }
+
+  private async commitBlobIn(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string | null; holder?: string; events: NewEvent[] },
     place: () => Promise<void>,
   ): Promise<void> {
     await this.transaction(async (trx) => {
       const repositoryId = await this.touchRepository(trx, name);
+      if (blob.uploadId !== null && blob.holder !== undefined) {
+        await this.assertUploadHeld(trx, blob.uploadId, blob.holder);
+      }
       await this.upsertBlob(trx, blob.digest, blob.size);
       await place();
       await this.linkBlob(trx, repositoryId, blob.digest);
@@ -712,11 +775,25 @@ export class SqlMetadataStore implements MetadataStore {
    */
   async commitBlobInPlace(
     name: string,
-    blob: { digest: string; size: number; uploadId: string; events: NewEvent[] },
+    blob: { digest: string; size: number; uploadId: string; holder?: string; events: NewEvent[] },
+    present: () => Promise<boolean>,
+  ): Promise<boolean | null> {
+    try {
+      return await this.commitBlobInPlaceIn(name, blob, present);
+    } catch (err) {
+      if (err instanceof LeaseNotHeld) return null;
+      throw err;
+    }
+  }
+
+  private async commitBlobInPlaceIn(
+    name: string,
+    blob: { digest: string; size: number; uploadId: string; holder?: string; events: NewEvent[] },
     present: () => Promise<boolean>,
   ): Promise<boolean> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.touchRepository(trx, name);
+      if (blob.holder !== undefined) await this.assertUploadHeld(trx, blob.uploadId, blob.holder);
       const ok = await present();
       if (ok) {
         await this.upsertBlob(trx, blob.digest, blob.size);
@@ -839,6 +916,9 @@ export class SqlMetadataStore implements MetadataStore {
 }
 
 /** A reference a manifest needs and the repository lacks: ends commitManifest's transaction. */
+/** A commit found that the upload's lease is no longer its writer's: the transaction is rolled back. */
+class LeaseNotHeld extends Error {}
+
 class Missing extends Error {
   constructor(
     readonly kind: "blob" | "manifest",

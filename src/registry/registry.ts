@@ -3,7 +3,8 @@ import type { Readable } from "node:stream";
 import type { NewEvent } from "../metadata/events-queries.js";
 import type { ManifestRow, MetadataStore, ReferrerRow } from "../metadata/store.js";
 import type { BlobStore, ReadOptions } from "../storage/blob-store.js";
-import { RegistryError } from "./errors.js";
+import { UPLOAD_SIZE_MISMATCH } from "../storage/blob-store.js";
+import { isRegistryError, RegistryError } from "./errors.js";
 import { BLOB_MEDIA_TYPE, EventRecorder, type RequestInfo } from "./events.js"; // [events, issue 14]
 import { manifestRecord, type ParsedManifest, parseManifest, requiredBlobs } from "./manifests.js";
 import { OCI_INDEX } from "./media-types.js";
@@ -17,7 +18,7 @@ import {
   parseReference,
 } from "./names.js";
 import type { PullThroughCache } from "./proxy/cache.js";
-import { hashUpload, UploadHashes } from "./uploads.js";
+import { HeldUploadLease, hashUpload, isWholeBlob, UploadHashes } from "./uploads.js";
 
 export interface RegistryOptions {
   deleteEnabled: boolean;
@@ -76,11 +77,13 @@ export interface ReferrerDescriptor {
 
 /**
  * How long an upload's lease lasts unless renewed. A request renews it every UPLOAD_LEASE_RENEW_MS while
- * it writes; the lease of a request that died (with its process, or its whole machine) ends when its time
- * runs out, and only then may another request take the upload over. Nothing is judged by process ids.
- * A request that finds the lease taken watches it for a while (leaseOrWait): a holder that renews it or
- * lets it go was alive, and the request is refused with 416; one that lets it run out died, and the
- * request goes on, so a client that retries on another replica after a crash waits seconds, not a refusal.
+ * it writes, and stops writing (HeldUploadLease) once a renewal finds it taken over or renewals failed
+ * until it could run out; the lease of a request that died (with its process, or its whole machine) ends
+ * when its time runs out, or at once when its holder's process is seen to be gone by a process that shares
+ * its PID namespace (the metadata store judges that, see leaseUpload). A request that finds the lease
+ * taken watches it for a while (leaseOrWait): a holder that renews it or lets it go was alive, and the
+ * request is refused with 416; one that lets it run out died, and the request goes on, so a client that
+ * retries on another replica after a crash waits seconds at most, not a refusal.
  */
 const UPLOAD_LEASE_MS = 15_000;
 const UPLOAD_LEASE_RENEW_MS = 3_000;
@@ -285,9 +288,9 @@ export class Registry {
   ): Promise<UploadState> {
     assertName(name);
     this.assertWritable();
-    return this.withUploadLease(name, id, async (state) => {
+    return this.withUploadLease(name, id, async (state, lease) => {
       if (state.inPlace) throw alreadyInPlace(id, state.size);
-      const next = await this.writeChunk(id, state, body, range, contentLength);
+      const next = await this.writeChunk(id, state, lease, body, range, contentLength);
       return { state: next, result: { id, size: next.size } };
     });
   }
@@ -305,7 +308,37 @@ export class Registry {
     assertName(name);
     this.assertWritable();
     const parsed = assertDigest(digest);
-    return this.withUploadLease(name, id, async (before, holder) => {
+    try {
+      return await this.finishUpload(name, id, parsed, body, range, contentLength, request);
+    } catch (err) {
+      // Unknown uploads are refused before their body is read (a body read already is found short below).
+      if (!isRegistryError(err) || err.code !== "BLOB_UPLOAD_UNKNOWN" || !body) throw err;
+      const resent = await this.resentAfterCommit(name, parsed, body, range);
+      if (resent) return resent;
+      throw err;
+    }
+  }
+
+  private async finishUpload(
+    name: string,
+    id: string,
+    parsed: ParsedDigest,
+    body: AsyncIterable<Buffer> | null,
+    range: ByteRange | undefined,
+    contentLength: number | undefined,
+    request: RequestInfo | undefined,
+  ): Promise<{ digest: string; size: number }> {
+    return this.withUploadLease(name, id, async (before, lease) => {
+      if (body && before.digest === parsed.digest && before.size > 0) {
+        // The upload holds exactly the bytes of `digest` already: a body now is the whole blob again, a
+        // final PUT resent after the request that carried it first died in its commit (a proxy retries
+        // an idempotent PUT on another replica). Then the commit goes on; anything else is answered with
+        // where the upload stands, and the upload is kept.
+        if (range?.start || !(await isWholeBlob(lease.guard(body), parsed, before.size))) {
+          throw alreadyComplete(id, before.size);
+        }
+        body = null;
+      }
       if (before.inPlace) {
         if (body) throw alreadyInPlace(id, before.size);
         if (before.digest !== parsed.digest) {
@@ -316,10 +349,10 @@ export class Registry {
             actual: before.digest,
           });
         }
-        await this.commitInPlace(name, id, parsed.digest, before.size, request);
+        await this.commitInPlace(name, id, parsed.digest, before.size, lease, request);
         return { state: before, result: { digest: parsed.digest, size: before.size } };
       }
-      const state = body ? await this.writeChunk(id, before, body, range, contentLength) : before;
+      const state = body ? await this.writeChunk(id, before, lease, body, range, contentLength) : before;
       const actual = await this.uploadDigest(id, state, parsed);
       if (actual !== parsed.digest) {
         await this.discardUpload(id);
@@ -330,9 +363,27 @@ export class Registry {
       }
       // The row already names these bytes when the last PATCH brought them all (the usual bodiless PUT).
       const recorded = !body && before.digest === parsed.digest && before.size === state.size;
-      await this.commit(name, id, parsed.digest, state.size, { holder, recorded }, request);
+      await this.commit(name, id, parsed.digest, state.size, { lease, recorded }, request);
       return { state, result: { digest: parsed.digest, size: state.size } };
     });
+  }
+
+  /**
+   * A final PUT resent after its upload was committed (the replica that committed it died before its
+   * answer reached the client, and a proxy sent the PUT again): the upload's row is gone, the blob is
+   * linked to `name`, and the body is that blob's bytes again. Answered as the first PUT would have been;
+   * null for anything else (the upload is unknown then).
+   */
+  private async resentAfterCommit(
+    name: string,
+    parsed: ParsedDigest,
+    body: AsyncIterable<Buffer>,
+    range: ByteRange | undefined,
+  ): Promise<{ digest: string; size: number } | null> {
+    if (range?.start) return null;
+    const blob = await this.meta.linkedBlob(name, parsed.digest);
+    if (!blob || !(await isWholeBlob(body, parsed, blob.size))) return null;
+    return { digest: parsed.digest, size: blob.size };
   }
 
   /** POST ?digest=: the whole blob in one request. */
@@ -393,8 +444,14 @@ export class Registry {
    * (a replica killed mid-chunk), and the lease is taken once it has. Waits at most one lease time and one
    * renewal interval.
    */
-  private async leaseOrWait(name: string, id: string): Promise<string | null> {
-    const first = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+  private async leaseOrWait(name: string, id: string): Promise<{ holder: string; at: number } | null> {
+    // `at`: a time before the lease was written, so that it runs no longer than its holder believes.
+    const lease = async (watched?: number) => {
+      const at = Date.now();
+      const holder = await this.meta.leaseUpload(id, UPLOAD_LEASE_MS, watched);
+      return holder === null ? null : { holder, at };
+    };
+    const first = await lease();
     if (first !== null) return first;
     const deadline = Date.now() + UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS;
     let until: number | null = null;
@@ -407,7 +464,10 @@ export class Registry {
       const now = Date.now();
       // A lease longer than any this version takes (an older Berth's 30 s ones) is not watched to its end.
       if (until - now > UPLOAD_LEASE_MS + UPLOAD_LEASE_RENEW_MS) return null;
-      if (until < now) return this.meta.leaseUpload(id, UPLOAD_LEASE_MS);
+      // The lease watched, taken once it has run out, or as soon as its holder is seen to be a process
+      // that is gone (not one released or renewed since: that holder was alive, see above).
+      const taken = await lease(until);
+      if (taken !== null) return taken;
       if (now >= deadline) return null;
       await new Promise((resolve) => setTimeout(resolve, UPLOAD_LEASE_POLL_MS));
     }
@@ -416,12 +476,12 @@ export class Registry {
   private async withUploadLease<T>(
     name: string,
     id: string,
-    fn: (state: Written, holder: string) => Promise<{ state: Written; result: T }>,
+    fn: (state: Written, lease: HeldUploadLease) => Promise<{ state: Written; result: T }>,
   ): Promise<T> {
     const row = await this.meta.upload(name, id);
     if (!row) throw unknownUpload(id);
-    const holder = await this.leaseOrWait(name, id);
-    if (holder === null) {
+    const taken = await this.leaseOrWait(name, id);
+    if (taken === null) {
       const now = await this.meta.upload(name, id);
       throw new RegistryError(
         "BLOB_UPLOAD_INVALID",
@@ -431,9 +491,10 @@ export class Registry {
         416,
       );
     }
-    const renew = setInterval(() => {
-      this.meta.renewUploadLease(id, holder, UPLOAD_LEASE_MS).catch(() => {});
-    }, UPLOAD_LEASE_RENEW_MS);
+    const { holder, at } = taken;
+    const lease = new HeldUploadLease(holder, at, UPLOAD_LEASE_MS, UPLOAD_LEASE_RENEW_MS, () =>
+      this.meta.renewUploadLease(id, holder, UPLOAD_LEASE_MS),
+    );
     let state: Written = { size: row.size, digest: row.digest };
     try {
       // What was acknowledged, read again now that the lease is ours: the row read above may predate a
@@ -449,7 +510,7 @@ export class Registry {
       if (onDisk === null) {
         if (await this.bytesInPlace(state)) {
           state = { ...state, inPlace: true };
-          const done = await fn(state, holder);
+          const done = await fn(state, lease);
           state = done.state;
           return done.result;
         }
@@ -461,11 +522,11 @@ export class Registry {
         state = { size: onDisk, digest: null };
         this.hashes.forget(id);
       }
-      const done = await fn(state, holder);
+      const done = await fn(state, lease);
       state = done.state;
       return done.result;
     } finally {
-      clearInterval(renew);
+      lease.end();
       await this.meta.finishUploadWrite(id, holder, state.size, state.digest).catch(() => {});
     }
   }
@@ -473,6 +534,7 @@ export class Registry {
   private async writeChunk(
     id: string,
     state: Written,
+    lease: HeldUploadLease,
     body: AsyncIterable<Buffer>,
     range?: ByteRange,
     contentLength?: number,
@@ -503,15 +565,19 @@ export class Registry {
     }
     const hash = await this.hashes.at(id, offset);
     this.hashes.forget(id);
+    // What a write leaves past `offset` when it fails is cut back by the next holder of the lease (see
+    // withUploadLease), never here: this request may no longer hold it.
     const written = await this.store.writeUpload(
       id,
       offset,
-      body,
+      lease.guard(body),
       (chunk) => hash.update(chunk),
       () => hash.save(),
     );
     const expected = range ? range.end - range.start + 1 : contentLength;
     if (expected !== undefined && written !== expected) {
+      const lost = lease.lost;
+      if (lost) throw lost;
       await this.store.truncateUpload(id, offset);
       throw new RegistryError(
         "BLOB_UPLOAD_INVALID",
@@ -558,11 +624,13 @@ export class Registry {
     id: string,
     digest: string,
     size: number,
-    row: { holder: string; recorded: boolean } | null,
+    row: { lease: HeldUploadLease; recorded: boolean } | null,
     request?: RequestInfo,
   ): Promise<void> {
     await this.store.syncUpload(id);
-    if (row && !row.recorded) await this.meta.noteUploadWrite(id, row.holder, size, digest);
+    if (row && !row.recorded && !(await this.meta.noteUploadWrite(id, row.lease.holder, size, digest))) {
+      throw row.lease.lost ?? leaseTakenOver(id);
+    }
     // [events, issue 14]
     const events = this.events.rows(request, "push", {
       repository: name,
@@ -570,9 +638,28 @@ export class Registry {
       mediaType: BLOB_MEDIA_TYPE,
       size,
     });
-    await this.meta.commitBlob(name, { digest, size, uploadId: row ? id : null, events }, () =>
-      this.store.commitUpload(id, digest, size),
-    );
+    const lost = row?.lease.lost;
+    if (lost) throw lost;
+    let committed: boolean;
+    try {
+      committed = await this.meta.commitBlob(
+        name,
+        { digest, size, uploadId: row ? id : null, holder: row?.lease.holder, events },
+        // The store checks that the upload holds exactly the `size` bytes that were verified.
+        () => this.store.commitUpload(id, digest, size),
+      );
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== UPLOAD_SIZE_MISMATCH) throw err;
+      // Bytes beyond (or short of) what was acknowledged and hashed: written without the lease; the
+      // upload cannot be trusted.
+      if (row) await this.discardUpload(id);
+      throw new RegistryError(
+        "BLOB_UPLOAD_INVALID",
+        "the upload's stored size differs from what was acknowledged; start the upload again",
+        { id, acknowledged: size },
+      );
+    }
+    if (!committed) throw leaseTakenOver(id);
     this.events.recorded(events);
     this.hashes.forget(id);
   }
@@ -583,6 +670,7 @@ export class Registry {
     id: string,
     digest: string,
     size: number,
+    lease: HeldUploadLease,
     request?: RequestInfo,
   ): Promise<void> {
     // [events, issue 14]
@@ -592,15 +680,18 @@ export class Registry {
       mediaType: BLOB_MEDIA_TYPE,
       size,
     });
+    const lost = lease.lost;
+    if (lost) throw lost;
     const committed = await this.meta.commitBlobInPlace(
       name,
-      { digest, size, uploadId: id, events },
+      { digest, size, uploadId: id, holder: lease.holder, events },
       async () => {
         // Under the write lock, so the collector cannot be removing the file at this moment.
         const stat = await this.store.stat(digest);
         return stat !== null && stat.size === size;
       },
     );
+    if (committed === null) throw leaseTakenOver(id);
     if (committed) this.events.recorded(events);
     this.hashes.forget(id);
     if (!committed) throw unknownUpload(id);
@@ -840,6 +931,26 @@ function alreadyInPlace(id: string, size: number): RegistryError {
     { id },
     rangeHeader(size),
     416,
+  );
+}
+
+function alreadyComplete(id: string, size: number): RegistryError {
+  return new RegistryError(
+    "BLOB_UPLOAD_INVALID",
+    "the upload already holds all the bytes of this digest: finish it with a PUT without a body",
+    { id },
+    rangeHeader(size),
+    416,
+  );
+}
+
+function leaseTakenOver(id: string): RegistryError {
+  return new RegistryError(
+    "UNAVAILABLE",
+    "the upload's lease was taken over by another request: ask where the upload stands (GET) and go on from there",
+    { id },
+    { "Retry-After": "1" },
+    503,
   );
 }
 

@@ -104,3 +104,137 @@ export async function hashUpload(
   if (size > 0) for await (const chunk of await store.readUpload(id, size)) hash.update(chunk as Buffer);
   return hash.digest("hex");
 }
+
+/**
+ * An upload's lease while a request holds it: renewed every `renewMs`, and given up (`lost`) as soon as it
+ * is no longer surely this request's: a renewal found it taken over, or renewals failed (the database
+ * unreachable) until it could run out within one more interval, after which another request may take it.
+ * From then on this request writes nothing more to the upload and truncates nothing: the body stream is
+ * cut (guard) and the request answered 503.
+ */
+export class HeldUploadLease {
+  private until: number;
+  private failure: RegistryError | null = null;
+  private renewing = false;
+  private readonly timer: NodeJS.Timeout;
+  /** Fails the read of the next chunk that `guard` is waiting for. */
+  private waiting: ((err: RegistryError) => void) | null = null;
+
+  constructor(
+    readonly holder: string,
+    takenAt: number,
+    ttlMs: number,
+    private readonly renewMs: number,
+    renew: () => Promise<boolean>,
+  ) {
+    this.until = takenAt + ttlMs;
+    this.timer = setInterval(() => {
+      if (this.expired() || this.renewing) return;
+      this.renewing = true;
+      const sent = Date.now();
+      renew()
+        .then(
+          (held) => {
+            if (held) this.until = sent + ttlMs;
+            else this.lose("was taken over by another request");
+          },
+          // Tried again at the next tick, until the lease could run out (expired).
+          () => {},
+        )
+        .finally(() => {
+          this.renewing = false;
+        });
+    }, renewMs);
+  }
+
+  /** Why this request must stop, once the lease is no longer surely its own; null while it is. */
+  get lost(): RegistryError | null {
+    this.expired();
+    return this.failure;
+  }
+
+  /** Stops renewing (the caller releases the lease). */
+  end(): void {
+    clearInterval(this.timer);
+  }
+
+  /**
+   * `body` until the lease is lost; then its error, at once, even while the next chunk is awaited. One
+   * promise per chunk and nothing kept once it is read (racing each read against one long-lived promise
+   * would keep every chunk reachable until the request ends).
+   */
+  guard(body: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+    const lease = this;
+    return {
+      [Symbol.asyncIterator]() {
+        const chunks = body[Symbol.asyncIterator]();
+        return {
+          next(): Promise<IteratorResult<Buffer>> {
+            const failure = lease.lost;
+            if (failure) {
+              void chunks.return?.()?.catch(() => {});
+              return Promise.reject(failure);
+            }
+            return new Promise((resolve, reject) => {
+              lease.waiting = reject;
+              chunks.next().then(
+                (result) => {
+                  lease.waiting = null;
+                  resolve(result);
+                },
+                (err) => {
+                  lease.waiting = null;
+                  reject(err);
+                },
+              );
+            });
+          },
+          async return(): Promise<IteratorResult<Buffer>> {
+            lease.waiting = null;
+            await chunks.return?.();
+            return { done: true, value: undefined };
+          },
+        };
+      },
+    };
+  }
+
+  private expired(): boolean {
+    if (!this.failure && Date.now() >= this.until - this.renewMs) this.lose("could not be renewed in time");
+    return this.failure !== null;
+  }
+
+  private lose(reason: string): void {
+    if (this.failure) return;
+    this.failure = new RegistryError(
+      "UNAVAILABLE",
+      `the upload's lease ${reason}: this request stopped writing; ask where the upload stands (GET) and go on from there`,
+      undefined,
+      { "Retry-After": "1" },
+      503,
+    );
+    clearInterval(this.timer);
+    this.waiting?.(this.failure);
+    this.waiting = null;
+  }
+}
+
+/**
+ * Whether `body` is the whole blob `digest` again, `size` bytes (a final PUT resent by a proxy after the
+ * replica that took it died): read and hashed, nothing written.
+ */
+export async function isWholeBlob(
+  body: AsyncIterable<Buffer>,
+  digest: { algorithm: string; digest: string },
+  size: number,
+): Promise<boolean> {
+  const hash = createHash(digest.algorithm);
+  let length = 0;
+  for await (const chunk of body) {
+    length += chunk.length;
+    // Longer than the blob: not it, whatever follows (the rest is left unread).
+    if (length > size) return false;
+    hash.update(chunk);
+  }
+  return length === size && `${digest.algorithm}:${hash.digest("hex")}` === digest.digest;
+}

@@ -54,7 +54,9 @@ export interface BlobStore {
   continueUpload?(id: string, acknowledged: number): Promise<number | null>;
   /**
    * Write `source` at `offset`, calling `onChunk` for every chunk in order before it is written.
-   * Resolves with the bytes written. On failure the upload is cut back to `offset`.
+   * Resolves with the bytes written. On failure, what was written past `offset` is left as it is: the
+   * writer may have lost the upload's lease to another (it stops because of that), and the next holder
+   * cuts the upload back to what was acknowledged before it writes.
    */
   writeUpload(
     id: string,
@@ -98,6 +100,8 @@ export interface BlobStore {
   /**
    * Make a synced upload visible as `digest` (an atomic rename). The caller has verified the digest.
    * `size`: the upload's acknowledged size, when the caller knows it (stores that keep state per size use it).
+   * A store that cannot tell its bytes apart by size (a file) checks that the upload holds exactly `size`
+   * bytes, and refuses with an error whose `code` is UPLOAD_SIZE_MISMATCH, changing nothing.
    */
   commitUpload(id: string, digest: string, size?: number): Promise<void>;
   deleteUpload(id: string): Promise<void>;
@@ -107,6 +111,9 @@ export interface BlobStore {
   /** Releases connections (at shutdown). */
   close?(): void;
 }
+
+/** The `code` of commitUpload's error for an upload that does not hold the acknowledged number of bytes. */
+export const UPLOAD_SIZE_MISMATCH = "UPLOAD_SIZE_MISMATCH";
 
 /**
  * The blob store failed for a reason that is not the request's (throttling, timeouts, an unreachable

@@ -3,7 +3,13 @@ import { createReadStream, constants as fsc } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import type { BlobStat, BlobStore, StoredBlob, StoredUpload } from "./blob-store.js";
+import {
+  type BlobStat,
+  type BlobStore,
+  type StoredBlob,
+  type StoredUpload,
+  UPLOAD_SIZE_MISMATCH,
+} from "./blob-store.js";
 import { repositoriesDir } from "./distribution-probe.js";
 import { StreamMemory } from "./memory.js";
 import { makePrivateDir } from "./private-files.js";
@@ -182,8 +188,8 @@ export class FilesystemBlobStore implements BlobStore {
       await inFlight;
       return position - offset;
     } catch (err) {
+      // Nothing is cut back here: see BlobStore.writeUpload.
       await inFlight.catch(() => {});
-      await handle.truncate(offset).catch(() => {});
       throw err;
     } finally {
       await handle.close();
@@ -248,8 +254,17 @@ export class FilesystemBlobStore implements BlobStore {
     }
   }
 
-  async commitUpload(id: string, digest: string): Promise<void> {
-    await this.moveIntoPlace(this.uploadPath(id), this.blobPath(digest));
+  async commitUpload(id: string, digest: string, size?: number): Promise<void> {
+    const file = this.uploadPath(id);
+    if (size !== undefined) {
+      const stored = (await fs.stat(file)).size;
+      if (stored !== size) {
+        throw Object.assign(new Error(`upload ${id} holds ${stored} bytes, not the ${size} acknowledged`), {
+          code: UPLOAD_SIZE_MISMATCH,
+        });
+      }
+    }
+    await this.moveIntoPlace(file, this.blobPath(digest));
   }
 
   async deleteUpload(id: string): Promise<void> {

@@ -10,6 +10,8 @@ import { freePort, portOpen, tempDir } from "./server.js";
  * to the next upstream in turn: nginx opens a new upstream connection per request (no upstream
  * keep-alive), so a client's consecutive requests land on different replicas even over one connection.
  * A replica that refuses connections is skipped (the request was not sent, so even a PATCH moves on).
+ * With `requestBuffering`, nginx reads each body whole before it sends the request on (its default), and
+ * then, as by default, resends an idempotent request (a PUT) that a dead upstream cut off to the next.
  */
 export interface Balancer {
   url: string;
@@ -21,7 +23,10 @@ export interface Balancer {
   stop(): Promise<void>;
 }
 
-export async function startBalancer(upstreams: string[]): Promise<Balancer> {
+export async function startBalancer(
+  upstreams: string[],
+  options: { requestBuffering?: boolean } = {},
+): Promise<Balancer> {
   const port = await freePort();
   const dir = tempDir("berth-nginx-");
   for (const sub of ["body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(path.join(dir, sub));
@@ -57,7 +62,7 @@ export async function startBalancer(upstreams: string[]): Promise<Balancer> {
       "      proxy_set_header Host $http_host;",
       "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
       "      proxy_set_header X-Forwarded-Proto $scheme;",
-      "      proxy_request_buffering off;",
+      `      proxy_request_buffering ${options.requestBuffering ? "on" : "off"};`,
       "      proxy_buffering off;",
       "      proxy_read_timeout 900s;",
       "      proxy_send_timeout 900s;",

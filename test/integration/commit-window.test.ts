@@ -101,6 +101,27 @@ describe("a crash inside the commit window", () => {
     expect((await client.fetch(`${location}?digest=${blob.digest}`, { method: "PUT" })).status).toBe(404);
   });
 
+  it("completes the upload when the final PUT that carried the whole blob comes again (a proxy's resend)", async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const { blob, location, id } = await uploadAllBytesThenStop(dataDir, "crash/resent");
+    await moveUploadIntoPlace(dataDir, id, blob.digest);
+    const { client } = await start(dataDir);
+    const resend = () =>
+      client.fetch(`${location}?digest=${blob.digest}`, {
+        method: "PUT",
+        body: blob.data,
+        headers: { "content-type": "application/octet-stream" },
+      });
+    const put = await resend();
+    expect(put.status, await put.clone().text()).toBe(201);
+    expect(put.headers.get("docker-content-digest")).toBe(blob.digest);
+    // And once more, after the commit: the same answer.
+    expect((await resend()).status).toBe(201);
+    const pulled = await client.fetch(`/v2/crash/resent/blobs/${blob.digest}`);
+    expect(Buffer.from(await pulled.arrayBuffer()).equals(blob.data)).toBe(true);
+  });
+
   it("purging the interrupted upload leaves status and PUT agreeing that it is gone", async () => {
     const dataDir = tempDir();
     dirs.push(dataDir);

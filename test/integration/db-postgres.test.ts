@@ -5,6 +5,7 @@
  * project only (it needs a server of its own to stop and start).
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -94,6 +95,73 @@ describe.skipIf(TEST_DB !== "postgres")("PostgreSQL outage", () => {
     const tags = await client.fetch("/v2/outage/inflight/tags/list");
     expect(tags.status).toBe(200);
     expect(((await tags.json()) as { tags: string[] }).tags).toEqual(["v1"]);
+  });
+
+  it("a writer whose upload lease cannot be renewed (the database down longer than the lease) stops writing and answers 503", async () => {
+    const blob = randomBlob(200_000);
+    const post = await client.fetch("/v2/outage/lease/blobs/uploads/", { method: "POST" });
+    const location = new URL(post.headers.get("location")!).pathname;
+    const first = await client.fetch(location, {
+      method: "PATCH",
+      body: blob.data.subarray(0, 1000),
+      headers: { "content-type": "application/octet-stream", "content-range": "0-999" },
+    });
+    expect(first.status).toBe(202);
+    // The next chunk streams 1000 bytes every 100 ms for up to 40 s, with no declared length.
+    const t0 = Date.now();
+    let sending = true;
+    const answered = new Promise<{ status: number; at: number; body: string }>((resolve) => {
+      const req = http.request(`${berth.url}${location}`, {
+        method: "PATCH",
+        headers: { "content-type": "application/octet-stream", "transfer-encoding": "chunked" },
+      });
+      req.on("response", (res) => {
+        sending = false;
+        const parts: Buffer[] = [];
+        res.on("data", (d: Buffer) => parts.push(d));
+        res.on("end", () => {
+          resolve({
+            status: res.statusCode ?? 0,
+            at: Date.now() - t0,
+            body: Buffer.concat(parts).toString(),
+          });
+          req.destroy();
+        });
+      });
+      req.on("error", () => resolve({ status: 0, at: Date.now() - t0, body: "" }));
+      void (async () => {
+        for (let at = 1000; sending && Date.now() - t0 < 40_000; at = (at + 1000) % 190_000) {
+          req.write(blob.data.subarray(at, at + 1000));
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        if (sending) req.end();
+      })();
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    await pgServer.stopServer();
+    let outcome: { status: number; at: number; body: string };
+    try {
+      outcome = await answered;
+    } finally {
+      await pgServer.startServer();
+    }
+    // Before the lease (15 s) can run out and another request may take the upload over.
+    expect(outcome.status, outcome.body).toBe(503);
+    expect(JSON.parse(outcome.body).errors[0].code).toBe("UNAVAILABLE");
+    expect(outcome.at).toBeGreaterThan(9_000);
+    expect(outcome.at).toBeLessThan(15_000);
+    // Nothing of that chunk was acknowledged; the upload goes on from what was (once the lease that the
+    // stopped writer could not release has run out).
+    const status = await client.fetch(location);
+    expect(status.headers.get("range")).toBe("0-999");
+    const rest = await client.fetch(location, {
+      method: "PATCH",
+      body: blob.data.subarray(1000),
+      headers: { "content-type": "application/octet-stream", "content-range": `1000-${blob.size - 1}` },
+    });
+    expect(rest.status, await rest.clone().text()).toBe(202);
+    const put = await client.fetch(`${location}?digest=${blob.digest}`, { method: "PUT" });
+    expect(put.status).toBe(201);
   });
 
   it("a restart of PostgreSQL between requests costs no request once it is up", async () => {

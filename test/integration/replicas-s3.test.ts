@@ -237,9 +237,11 @@ describe.skipIf(!onS3)(
 
       async function finish() {
         // Where does the upload stand? Whatever the answer, the client continues from there. The dead
-        // replica's upload lease is no longer renewed: the next write waits for it to run out (at most
-        // 15 s: another machine cannot tell a dead holder from a slow one by anything but its renewals) and
-        // goes on, rather than being refused. A 416 (or a 502 from nginx) would make the client try again.
+        // replica's upload lease is no longer renewed: the next write takes it at once here (the replicas
+        // share this machine and PID namespace, so its holder's process is seen to be gone), and from
+        // another machine waits for it to run out (at most 15 s: there a dead holder and a slow one differ
+        // only by their renewals), and goes on rather than being refused. A 416 (or a 502 from nginx) would
+        // make the client try again.
         const killedAt = Date.now();
         let rest: Response;
         for (;;) {

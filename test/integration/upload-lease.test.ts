@@ -1,13 +1,18 @@
 /**
- * Upload leases end by time alone. A process in another container may share this hostname without
- * sharing its PID namespace: a lease whose `host:pid` names no process here can still be alive, so it
- * must not be taken over before its time runs out. The lease rows are set by hand in a stopped server's
- * database, as another process would have left them.
+ * Upload leases end by time, or at once when their holder is a process seen to be gone from where it ran.
+ * A process in another container may share this hostname without sharing its PID namespace: a lease whose
+ * `host:pid` names no process here but no place (boot id and PID namespace) like ours can still be alive,
+ * so it must not be taken over before its time runs out. The lease rows are set by hand in the server's
+ * database, as another process would have left them. A writer whose lease is taken over stops writing.
  */
 import { spawnSync } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
 import fs from "node:fs/promises";
+import http from "node:http";
 import os from "node:os";
+import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { PROCESS_PLACE } from "../../src/metadata/gc-queries.js";
 import { openTestDb } from "../helpers/metadata-db.js";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
@@ -157,6 +162,119 @@ describe("upload leases", () => {
     expect(waited).toBeLessThan(10_000);
     const put = await client.fetch(`${location}?digest=${blob.digest}`, { method: "PUT" });
     expect(put.status).toBe(201);
+  });
+
+  it.skipIf(PROCESS_PLACE === null)(
+    "are taken over at once when their holder's process is gone from this place; kept while it lives",
+    async () => {
+      const dataDir = tempDir();
+      dirs.push(dataDir);
+      const blob = randomBlob(2000);
+      const { client } = await start(dataDir);
+      const post = await client.fetch("/v2/lease/gone/blobs/uploads/", { method: "POST" });
+      const location = new URL(post.headers.get("location")!).pathname;
+      const id = post.headers.get("docker-upload-uuid")!;
+      const patch = (from: number, to: number) =>
+        client.fetch(location, {
+          method: "PATCH",
+          body: blob.data.subarray(from, to),
+          headers: { "content-type": "application/octet-stream", "content-range": `${from}-${to - 1}` },
+        });
+      expect((await patch(0, 1000)).status).toBe(202);
+
+      // A live process in this place (this test's own) holds a long lease: refused, not taken.
+      await setLease(
+        dataDir,
+        id,
+        `${os.hostname()}:${process.pid}:abc@${PROCESS_PLACE}`,
+        Date.now() + 600_000,
+      );
+      expect((await patch(1000, 2000)).status).toBe(416);
+
+      // A process of this place that has exited (a replica killed mid-request) held it: taken at once.
+      await setLease(dataDir, id, `${os.hostname()}:${deadPid()}:abc@${PROCESS_PLACE}`, Date.now() + 600_000);
+      const t0 = Date.now();
+      const taken = await patch(1000, 2000);
+      expect(taken.status).toBe(202);
+      expect(taken.headers.get("range")).toBe("0-1999");
+      expect(Date.now() - t0).toBeLessThan(2_000);
+      const put = await client.fetch(`${location}?digest=${blob.digest}`, { method: "PUT" });
+      expect(put.status).toBe(201);
+    },
+  );
+
+  it("stop a writer whose lease was taken over: it answers 503 at its next renewal and writes nothing more", async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const { berth, client } = await start(dataDir);
+    const post = await client.fetch("/v2/lease/lost/blobs/uploads/", { method: "POST" });
+    const location = new URL(post.headers.get("location")!).pathname;
+    const id = post.headers.get("docker-upload-uuid")!;
+    const first = await client.fetch(location, {
+      method: "PATCH",
+      body: Buffer.alloc(1000, 1),
+      headers: { "content-type": "application/octet-stream", "content-range": "0-999" },
+    });
+    expect(first.status).toBe(202);
+
+    // A chunk that streams 1000 bytes every 100 ms for 12 s, with no declared length.
+    let sent = 0;
+    let sending = true;
+    const t0 = Date.now();
+    const answered = new Promise<{ status: number; at: number; body: string }>((resolve, reject) => {
+      const req = http.request(`${berth.url}${location}`, {
+        method: "PATCH",
+        headers: { "content-type": "application/octet-stream", "transfer-encoding": "chunked" },
+      });
+      req.on("response", (res) => {
+        sending = false;
+        const parts: Buffer[] = [];
+        res.on("data", (d: Buffer) => parts.push(d));
+        res.on("end", () => {
+          resolve({
+            status: res.statusCode ?? 0,
+            at: Date.now() - t0,
+            body: Buffer.concat(parts).toString(),
+          });
+          req.destroy();
+        });
+      });
+      req.on("error", (err) => (sending ? reject(err) : undefined));
+      void (async () => {
+        while (sending && Date.now() - t0 < 12_000) {
+          req.write(Buffer.alloc(1000, 2));
+          sent += 1000;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        if (sending) req.end();
+      })();
+    });
+    // Another request takes the lease over (as one would once it had run out) while this one writes.
+    await new Promise((r) => setTimeout(r, 500));
+    await setLease(dataDir, id, "other-machine:1:abc", Date.now() + 600_000);
+    const file = path.join(dataDir, "berth/uploads", id);
+    const outcome = await answered;
+    expect(outcome.status, outcome.body).toBe(503);
+    expect(JSON.parse(outcome.body).errors[0].code).toBe("UNAVAILABLE");
+    // At the first renewal after the takeover (every 3 s), long before the body ends.
+    expect(outcome.at).toBeLessThan(5_000);
+    expect(sent).toBeLessThan(60_000);
+    if (existsSync(file)) {
+      // The filesystem store: nothing written after the answer, nothing cut back to this writer's offset.
+      const size = statSync(file).size;
+      expect(size).toBeGreaterThanOrEqual(1000);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(statSync(file).size).toBe(size);
+    }
+    // The row is the other holder's, as it set it: this writer recorded nothing.
+    const db = await openTestDb(dataDir);
+    const row = await db.get<{ size: number | string; lease_holder: string }>(
+      "select size, lease_holder from uploads where id = ?",
+      id,
+    );
+    await db.close();
+    expect(Number(row?.size)).toBe(1000);
+    expect(row?.lease_holder).toBe("other-machine:1:abc");
   });
 
   it("are released after each request, so the next chunk goes on at once", async () => {

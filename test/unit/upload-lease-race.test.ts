@@ -5,6 +5,8 @@
  * certain by running the other request inside the first one's lease call (real SQLite, real files).
  */
 import { createHash } from "node:crypto";
+import { appendFile } from "node:fs/promises";
+import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Fixture } from "./gc-fixture.js";
 
@@ -53,5 +55,28 @@ describe("upload leases", () => {
       digest,
       size: first.length,
     });
+  });
+
+  it("a commit refuses an upload whose file holds more than was acknowledged (a writer without the lease)", async () => {
+    fixture = await Fixture.create();
+    const { registry } = fixture;
+    const store = registry.store;
+    const data = Buffer.alloc(64 * 1024, 3);
+    const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    const { id } = await registry.startUpload("race/size");
+    await registry.appendChunk("race/size", id, chunks(data), { start: 0, end: data.length - 1 });
+
+    // Bytes land in the file after the lease was taken and trimmed, while the commit runs.
+    const sync = store.syncUpload.bind(store);
+    store.syncUpload = async (uploadId: string) => {
+      await appendFile(path.join(fixture!.dir, "berth/uploads", uploadId), Buffer.alloc(100, 9));
+      return sync(uploadId);
+    };
+    await expect(registry.completeUpload("race/size", id, digest, null)).rejects.toMatchObject({
+      code: "BLOB_UPLOAD_INVALID",
+    });
+    store.syncUpload = sync;
+    await expect(registry.statBlob("race/size", digest)).rejects.toMatchObject({ code: "BLOB_UNKNOWN" });
+    expect(await store.stat(digest)).toBeNull();
   });
 });
