@@ -15,7 +15,7 @@ import { startServer, stopServer } from "../lib/servers.mjs";
 import { errorMessage, log, median } from "../lib/util.mjs";
 
 const TREE_VERSION = "s3-adopt-v1";
-const LABEL = ["s3-adopt", "S3-8. Adopt a registry:2 bucket in place", "s"];
+const LABEL = ["s3-adopt", "S3-10. Adopt a registry:2 bucket in place", "s"];
 
 async function prepareTree(ctx, repositories) {
   const cached = path.join(ctx.opts.cacheDir, "trees", `${TREE_VERSION}-${repositories}x1`);
