@@ -7,7 +7,7 @@ import { SqlMetadataStore } from "../metadata/store.js";
 import { databaseTarget } from "../metadata/target.js";
 import { EventRecorder } from "../registry/events.js";
 import { Registry } from "../registry/registry.js";
-import type { BlobStore } from "../storage/blob-store.js";
+import { type BlobStore, isStoreUnavailable } from "../storage/blob-store.js";
 import { DistributionLayout, type DistributionTree } from "../storage/distribution-layout.js";
 import { FilesystemBlobStore } from "../storage/filesystem.js";
 import type { S3BlobStore } from "../storage/s3.js";
@@ -46,7 +46,19 @@ export async function openRuntime(
   // migrating process and its link files kept in step; without any, this costs one stat (a directory) or
   // one listing of at most one key (a bucket).
   const tree = await distributionTree(storage, dataDir);
-  const present = await tree.present();
+  let present: boolean;
+  try {
+    present = await tree.present();
+  } catch (err) {
+    if (!isStoreUnavailable(err)) throw err;
+    // A bucket that cannot be reached now: serve (blob requests answer 503 until it is back) and look for
+    // registry:2 data at the next start. The collector never takes its objects meanwhile (gc.ts refuses
+    // orphans while it cannot list them).
+    process.emitWarning(
+      `registry:2 data in the blob store was not looked for (${(err as Error).message}); it is looked for at the next start`,
+    );
+    present = false;
+  }
   const distribution =
     present || distributionLinksWanted(config) === true
       ? await (await import("./distribution.js")).openDistribution(
