@@ -25,7 +25,8 @@ const TOOLS = [
   process.env.CEPH_S3_TOOLS ?? "",
 ].filter(Boolean);
 
-function client(s3: Omit<TestS3, "bucket" | "stop">): S3Client {
+/** A client of the test S3 server (destroy it when done). */
+export function client(s3: Omit<TestS3, "bucket" | "stop">): S3Client {
   return new S3Client({
     region: s3.region,
     endpoint: s3.endpoint,
@@ -111,4 +112,23 @@ export function testS3Client(): S3Client {
     secretKey: process.env.BERTH_TEST_S3_SECRET_KEY ?? "testsecret",
     region: "us-east-1",
   });
+}
+
+/** registry:2's variables for `bucket` on the test S3 server, as a registry:2 compose file has them. */
+export function registryS3Env(
+  s3: Omit<TestS3, "bucket" | "stop">,
+  bucket: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    REGISTRY_STORAGE: "s3",
+    REGISTRY_STORAGE_S3_REGION: s3.region,
+    REGISTRY_STORAGE_S3_REGIONENDPOINT: s3.endpoint,
+    REGISTRY_STORAGE_S3_BUCKET: bucket,
+    REGISTRY_STORAGE_S3_ACCESSKEY: s3.accessKey,
+    REGISTRY_STORAGE_S3_SECRETKEY: s3.secretKey,
+    REGISTRY_STORAGE_S3_FORCEPATHSTYLE: "true",
+    REGISTRY_STORAGE_S3_CHUNKSIZE: "5242880",
+    ...extra,
+  };
 }

@@ -4,11 +4,11 @@
  * variables adopts it in place, a collection at once (grace period 0) deletes nothing of it, and a Berth whose
  * database is new beside a bucket it wrote refuses to collect. Runs on SQLite and on PostgreSQL.
  */
-import { ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { ListObjectsV2Command, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDistribution } from "../e2e/clients/registry.js";
 import { blobOf, DOCKER_MANIFEST, RegistryClient, randomBlob, sha256 } from "../helpers/registry.js";
-import { startS3, type TestS3 } from "../helpers/s3.js";
+import { client, registryS3Env, startS3, type TestS3 } from "../helpers/s3.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import { berth as runBerth } from "./gc-helpers.js";
 
@@ -19,14 +19,7 @@ const MiB = 1024 * 1024;
 
 beforeAll(async () => {
   s3 = await startS3();
-  admin = new S3Client({
-    region: s3.region,
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
-    requestChecksumCalculation: "WHEN_REQUIRED",
-    responseChecksumValidation: "WHEN_REQUIRED",
-  });
+  admin = client(s3);
 }, 180_000);
 
 afterAll(async () => {
@@ -35,20 +28,11 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-/** registry:2's variables for the bucket, as a registry:2 compose file has them. */
 function s3Env(bucket: string, rootdirectory?: string): Record<string, string> {
-  return {
-    REGISTRY_STORAGE: "s3",
-    REGISTRY_STORAGE_S3_REGION: s3.region,
-    REGISTRY_STORAGE_S3_REGIONENDPOINT: s3.endpoint,
-    REGISTRY_STORAGE_S3_BUCKET: bucket,
-    REGISTRY_STORAGE_S3_ACCESSKEY: s3.accessKey,
-    REGISTRY_STORAGE_S3_SECRETKEY: s3.secretKey,
-    REGISTRY_STORAGE_S3_FORCEPATHSTYLE: "true",
+  return registryS3Env(s3, bucket, {
     REGISTRY_STORAGE_S3_SECURE: "false",
-    REGISTRY_STORAGE_S3_CHUNKSIZE: "5242880",
     ...(rootdirectory ? { REGISTRY_STORAGE_S3_ROOTDIRECTORY: rootdirectory } : {}),
-  };
+  });
 }
 
 async function keys(bucket: string): Promise<Map<string, number>> {

@@ -3,7 +3,7 @@ import http from "node:http";
 import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RegistryClient, randomBlob } from "../helpers/registry.js";
-import { startS3, type TestS3 } from "../helpers/s3.js";
+import { registryS3Env, startS3, type TestS3 } from "../helpers/s3.js";
 import { type Berth, CLI, freePort, startBerth, tempDir } from "../helpers/server.js";
 import { berthJson, berth as runBerth } from "./gc-helpers.js";
 
@@ -17,18 +17,7 @@ const servers: Berth[] = [];
 const MiB = 1024 * 1024;
 
 function s3Env(bucket: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    REGISTRY_STORAGE: "s3",
-    REGISTRY_STORAGE_S3_REGION: s3.region,
-    REGISTRY_STORAGE_S3_REGIONENDPOINT: s3.endpoint,
-    REGISTRY_STORAGE_S3_BUCKET: bucket,
-    REGISTRY_STORAGE_S3_ACCESSKEY: s3.accessKey,
-    REGISTRY_STORAGE_S3_SECRETKEY: s3.secretKey,
-    REGISTRY_STORAGE_S3_FORCEPATHSTYLE: "true",
-    REGISTRY_STORAGE_S3_ROOTDIRECTORY: "/reg",
-    REGISTRY_STORAGE_S3_CHUNKSIZE: "5242880",
-    ...extra,
-  };
+  return registryS3Env(s3, bucket, { REGISTRY_STORAGE_S3_ROOTDIRECTORY: "/reg", ...extra });
 }
 
 async function serve(env: Record<string, string>, dataDir?: string): Promise<Berth> {
