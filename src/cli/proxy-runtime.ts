@@ -39,6 +39,7 @@ function settingsOf(
     tagTtlMs: entry.tagttl ?? defaults.tagttl ?? DEFAULT_TAG_TTL_MS,
     timeoutMs: entry.timeout ?? defaults.timeout ?? DEFAULT_UPSTREAM_TIMEOUT_MS,
     allowPush: entry.allowpush ?? defaults.allowpush ?? false,
+    realmHosts: entry.realmhosts ?? defaults.realmhosts,
   };
 }
 

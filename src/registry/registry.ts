@@ -167,8 +167,10 @@ export class Registry {
   ): Promise<{ size: number; stream: Readable }> {
     const { size } = await this.statBlob(name, digest);
     if (this.proxy && !(await this.meta.linkedBlob(name, digest))) {
-      const stream = await this.proxy.openBlob(name, digest, range);
-      if (stream) return { size, stream };
+      // Fetched through the mirror: the size is the upstream's (or the stored bytes'), which a size
+      // statBlob took from a manifest may not be.
+      const proxied = await this.proxy.openBlob(name, digest, size, range);
+      if (proxied) return proxied;
     }
     try {
       return { size, stream: await this.store.read(digest, range, options) };

@@ -31,6 +31,11 @@ const upstreamFields = {
   timeout: duration.optional(),
   /** Berth's own: pushes into the proxied repositories are accepted (default: refused, as in registry:2). */
   allowpush: z.boolean().optional(),
+  /**
+   * Berth's own: hosts of token realms, beyond the upstream's own registrable domain, that may receive the
+   * upstream's credentials.
+   */
+  realmhosts: z.array(z.string().min(1)).optional(),
 };
 
 export const upstreamSchema = z.object({
