@@ -12,11 +12,13 @@ import {
   summarize,
 } from "./gc.js";
 import { Counter, Gauge, Histogram, meterNamed } from "./meters.js";
+import type { PullThroughCache } from "./proxy/cache.js";
+import { expireCache } from "./proxy/expiry.js";
 import { applyRetention, compilePolicies, type RetentionReport } from "./retention.js";
 
 /**
  * The background jobs (issue 6): garbage collection, retention and upload purging, each on its own
- * interval, in one process at a time.
+ * interval, in one process at a time; with a pull-through cache, the expiry of what it holds (proxy.ttl).
  *
  * Every worker process starts the scheduler; a job runs only in the process that takes its lease, a
  * row `job:<name>` in `locks`. After a run the row rests as `idle:` until the next run is due, so the
@@ -28,15 +30,23 @@ import { applyRetention, compilePolicies, type RetentionReport } from "./retenti
 export interface JobsRuntime {
   meta: MetadataStore;
   storage: BlobStore;
+  /** The pull-through cache, when there is one: its content expires by proxy.ttl. */
+  registry?: { proxy: PullThroughCache | null };
 }
 
-export type JobName = "gc" | "retention" | "uploadpurging";
+export type JobName = "gc" | "retention" | "uploadpurging" | "proxyexpiry";
 
 export const JOB_LOCK: Record<JobName, string> = {
   gc: "job:gc",
   retention: "job:retention",
   uploadpurging: "job:uploadpurging",
+  proxyexpiry: "job:proxyexpiry",
 };
+
+/** How often the cache's expiry runs: a quarter of the shortest TTL, between a second and an hour. */
+export function proxyExpiryInterval(shortestTtlMs: number): number {
+  return Math.min(60 * 60_000, Math.max(1_000, Math.floor(shortestTtlMs / 4)));
+}
 
 /** The collector's options from the configuration (flags may override some). */
 export function gcOptionsFromConfig(config: Config, overrides: Partial<GcOptions> = {}): GcOptions {
@@ -161,6 +171,37 @@ export function startBackgroundJobs(
           log.info(
             { job: "uploadpurging", ...summarize(report) },
             purging.dryrun ? "upload purging (dry run) finished" : "upload purging finished",
+          );
+        }
+      },
+    });
+  }
+  const proxy = runtime.registry?.proxy ?? null;
+  const shortestTtl = proxy?.shortestTtlMs ?? null;
+  if (proxy && shortestTtl !== null) {
+    jobs.push({
+      name: "proxyexpiry",
+      intervalMs: proxyExpiryInterval(shortestTtl),
+      async run(lease, signal) {
+        const report = await expireCache(target, {
+          ttlOf: (name) => proxy.ttlOf(name),
+          graceMs: config.gc.graceperiod,
+          batchSize: config.gc.batchsize,
+          pauseMs: config.gc.pause,
+          lease,
+          signal,
+          log,
+        });
+        if (report.tags.length > 0 || report.manifests.length > 0 || report.aborted) {
+          log.info(
+            {
+              job: "proxyexpiry",
+              aborted: report.aborted,
+              durationMs: report.durationMs,
+              tags: report.tags.length,
+              manifests: report.manifests.length,
+            },
+            "proxy: expiry finished",
           );
         }
       },

@@ -141,12 +141,13 @@ export class Registry {
 
   // ---------------------------------------------------------------- blobs
 
-  async statBlob(name: string, digest: string): Promise<{ digest: string; size: number }> {
+  /** A blob's size; `probe`: for a HEAD (see PullThroughCache.statBlob). */
+  async statBlob(name: string, digest: string, probe = false): Promise<{ digest: string; size: number }> {
     assertName(name);
     assertDigest(digest);
     const blob = await this.meta.linkedBlob(name, digest);
     if (!blob) {
-      const proxied = await this.proxy?.statBlob(name, digest);
+      const proxied = await this.proxy?.statBlob(name, digest, probe);
       if (proxied) return proxied;
       throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
     }
@@ -690,7 +691,10 @@ export class Registry {
       }
       throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     }
-    if (pull && !this.options.readOnly && (row.last_pulled_at ?? 0) < Date.now() - PULL_MARK_INTERVAL_MS) {
+    // Recorded at most once a minute, or four times per proxy.ttl when that is shorter (the cache's expiry
+    // judges by it).
+    const markEvery = Math.min(PULL_MARK_INTERVAL_MS, (this.proxy?.shortestTtlMs ?? Infinity) / 4);
+    if (pull && !this.options.readOnly && (row.last_pulled_at ?? 0) < Date.now() - markEvery) {
       this.notePull(name, row.digest);
     }
     return row;

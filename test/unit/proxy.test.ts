@@ -20,6 +20,7 @@ function cache(settings: Partial<UpstreamSettings>[]): PullThroughCache {
     tagTtlMs: 60_000,
     timeoutMs: 1000,
     allowPush: false,
+    ttlMs: 0,
     ...s,
   }));
   // resolve/localName/assertWritable touch neither store.

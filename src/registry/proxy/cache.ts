@@ -35,6 +35,8 @@ export interface UpstreamSettings {
   allowPush: boolean;
   /** Token realm hosts beyond the upstream's registrable domain that may receive its credentials. */
   realmHosts?: string[];
+  /** proxy.ttl: cached content not pulled for this long is expired (expiry.ts); 0: never. */
+  ttlMs: number;
 }
 
 /** Counts for metrics, filled in by the HTTP layer (labels: the upstream's name). */
@@ -92,6 +94,8 @@ const noObserver: ProxyObserver = {
 
 export class PullThroughCache {
   readonly upstreams: Upstream[];
+  /** The shortest proxy.ttl in force, or null (pull times must be recorded finer than that). */
+  readonly shortestTtlMs: number | null;
   /** When each cached tag was last confirmed by its upstream (per process; a lost entry costs one HEAD). */
   private readonly checked = new Map<string, number>();
   /**
@@ -123,6 +127,8 @@ export class PullThroughCache {
         return { ...s, client, label: s.prefix ?? client.host };
       })
       .sort((a, b) => (b.prefix?.length ?? 0) - (a.prefix?.length ?? 0));
+    const ttls = this.upstreams.filter((u) => u.ttlMs > 0 && !u.allowPush).map((u) => u.ttlMs);
+    this.shortestTtlMs = ttls.length > 0 ? Math.min(...ttls) : null;
   }
 
   /** The upstream serving `name` and the repository's name there; null for a private repository. */
@@ -160,6 +166,16 @@ export class PullThroughCache {
   describe(name: string): { upstream: string; remoteurl: string } | null {
     const r = this.resolve(name);
     return r ? { upstream: r.upstream.label, remoteurl: r.upstream.client.describe() } : null;
+  }
+
+  /**
+   * How long content cached in `name` is kept without a pull (proxy.ttl), or null when it is not expired by
+   * time: a private repository, a ttl of 0, or an upstream with allowpush (its prefix holds pushed images
+   * too, which only retention may remove).
+   */
+  ttlOf(name: string): number | null {
+    const r = this.resolve(name);
+    return r && r.upstream.ttlMs > 0 && !r.upstream.allowPush ? r.upstream.ttlMs : null;
   }
 
   /** Pushes and deletes in a mirrored repository are refused unless its upstream allows them. */
@@ -355,8 +371,17 @@ export class PullThroughCache {
    * (a private one, another upstream's) is linked after a HEAD upstream says 200, never before, and a
    * miss writes nothing. A size that a manifest of this remote repository declared answers without an
    * upstream call; it is a hint, never trusted over the stored bytes or the upstream's own answer.
+   *
+   * `probe` (a HEAD): when the upstream cannot be asked, the blob is unknown here (404) rather than
+   * unavailable (503). A HEAD is how a push asks whether to upload; answered 404, the push goes on to its
+   * upload, which a mirror refuses with 405 UNSUPPORTED, whether the upstream is up or not. A GET still
+   * answers 503.
    */
-  async statBlob(name: string, digest: string): Promise<{ digest: string; size: number } | null> {
+  async statBlob(
+    name: string,
+    digest: string,
+    probe = false,
+  ): Promise<{ digest: string; size: number } | null> {
     const resolved = this.resolve(name);
     if (!resolved) return null;
     const { upstream, remote } = resolved;
@@ -367,7 +392,16 @@ export class PullThroughCache {
       if (!stored || stored.size === hint) return { digest, size: hint };
       this.sizes.delete(key); // the bytes stored under that digest say otherwise: the manifest lied
     }
-    const size = await this.confirm(upstream, remote, digest);
+    let size: number;
+    try {
+      size = await this.confirm(upstream, remote, digest);
+    } catch (err) {
+      if (!probe || !(err instanceof RegistryError) || err.code === "BLOB_UNKNOWN") throw err;
+      throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry (the upstream could not be asked)", {
+        digest,
+        upstream: upstream.label,
+      });
+    }
     if (stored && (await this.meta.linkExistingBlob(name, digest, null)))
       return { digest, size: stored.size };
     remember(this.sizes, key, size);

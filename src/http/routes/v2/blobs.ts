@@ -27,7 +27,7 @@ export function parseRange(
 export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Promise<unknown> {
   await requireAccess(request, [{ type: "repository", name, actions: ["pull"] }]);
   const head = request.method === "HEAD";
-  const { size } = await ctx.registry.statBlob(name, ref);
+  const { size } = await ctx.registry.statBlob(name, ref, head);
   reply.header("Docker-Content-Digest", ref);
   reply.header("ETag", `"${ref}"`);
   reply.header("Accept-Ranges", "bytes");
