@@ -370,7 +370,7 @@ export class PullThroughCache {
    * confirmed that digest under the repository's remote name: a blob stored for any other repository
    * (a private one, another upstream's) is linked after a HEAD upstream says 200, never before, and a
    * miss writes nothing. A size that a manifest of this remote repository declared answers without an
-   * upstream call; it is a hint, never trusted over the stored bytes or the upstream's own answer.
+   * upstream call; it is a hint, which a GET never trusts over the upstream's answer and the bytes.
    *
    * `probe` (a HEAD): when the upstream cannot be asked, the blob is unknown here (404) rather than
    * unavailable (503). A HEAD is how a push asks whether to upload; answered 404, the push goes on to its
@@ -386,12 +386,11 @@ export class PullThroughCache {
     if (!resolved) return null;
     const { upstream, remote } = resolved;
     const key = sizeKey(upstream, remote, digest);
-    const stored = await this.meta.blob(digest);
+    // The hint answers whatever is stored under that digest (comparing the two would tell a caller
+    // something about a blob it may not read); the GET then serves the verified size.
     const hint = this.sizes.get(key);
-    if (hint !== undefined) {
-      if (!stored || stored.size === hint) return { digest, size: hint };
-      this.sizes.delete(key); // the bytes stored under that digest say otherwise: the manifest lied
-    }
+    if (hint !== undefined) return { digest, size: hint };
+    const stored = await this.meta.blob(digest);
     let size: number;
     try {
       size = await this.confirm(upstream, remote, digest);
@@ -502,7 +501,9 @@ export class PullThroughCache {
     const stored = await this.meta.blob(digest);
     if (!stored) return null;
     await this.confirm(upstream, remote, digest);
-    return (await this.meta.linkExistingBlob(name, digest, null)) ? stored.size : null;
+    if (!(await this.meta.linkExistingBlob(name, digest, null))) return null;
+    this.sizes.delete(sizeKey(upstream, remote, digest)); // linked: its stored size answers from now on
+    return stored.size;
   }
 
   /**
