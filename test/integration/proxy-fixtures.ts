@@ -260,3 +260,24 @@ export function imageManifest(
     }),
   );
 }
+
+/** Log entries of `berth` (JSON lines) that `match`, once at least one has been written (within 5 s). */
+export async function loggedEntries(
+  berth: Berth,
+  match: (entry: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const found = berth.logs
+      .map((line) => {
+        try {
+          return JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return {};
+        }
+      })
+      .filter(match);
+    if (found.length > 0 || Date.now() > deadline) return found;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { blobOf, randomBlob, sha256 } from "../helpers/registry.js";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
 import { berthJson, sleep, waitFor } from "./gc-helpers.js";
-import { type FakeUpstream, imageManifest, startFakeUpstream } from "./proxy-fixtures.js";
+import { type FakeUpstream, imageManifest, loggedEntries, startFakeUpstream } from "./proxy-fixtures.js";
 
 const ACCEPT = { accept: "application/vnd.oci.image.manifest.v1+json" };
 const TTL_S = 6;
@@ -144,15 +144,10 @@ describe("pull-through cache: proxy.ttl", () => {
     expect(put.status).toBe(405);
     const get = await fetch(`${mirror.url}/v2/team/new/blobs/${digest}`);
     expect(get.status).toBe(503);
-    const warned = mirror.logs
-      .map((l) => {
-        try {
-          return JSON.parse(l) as { level?: number; msg?: string; kind?: string; reason?: string };
-        } catch {
-          return {};
-        }
-      })
-      .filter((e) => e.level === 40 && e.msg === "proxy: the upstream failed a request");
+    const warned = (await loggedEntries(
+      mirror,
+      (e) => e.level === 40 && e.msg === "proxy: the upstream failed a request",
+    )) as { kind?: string; reason?: string }[];
     expect(warned.some((e) => e.kind === "unreachable" && /ECONNREFUSED/.test(e.reason ?? ""))).toBe(true);
   });
 });

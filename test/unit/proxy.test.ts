@@ -91,6 +91,9 @@ describe("upstream containment", () => {
     expect(addressClass("127.8.9.1")).toBe("loopback");
     expect(addressClass("::1")).toBe("loopback");
     expect(addressClass("::ffff:127.0.0.1")).toBe("loopback");
+    expect(addressClass("::ffff:7f00:1")).toBe("loopback");
+    expect(addressClass("::ffff:a9fe:a9fe")).toBe("link-local");
+    expect(addressClass("::a9fe:a9fe")).toBe("reserved");
     expect(addressClass("10.1.2.3")).toBe("private");
     expect(addressClass("172.20.0.1")).toBe("private");
     expect(addressClass("192.168.1.1")).toBe("private");

@@ -97,6 +97,7 @@ const V4_CLASSES: [string, number, AddressClass][] = [
 const V6_CLASSES: [string, number, AddressClass][] = [
   ["::", 128, "reserved"],
   ["::1", 128, "loopback"],
+  ["::", 96, "reserved"], // IPv4-compatible (deprecated), after ::1
   ["64:ff9b::", 96, "reserved"],
   ["100::", 64, "reserved"],
   ["2001:db8::", 32, "reserved"],
