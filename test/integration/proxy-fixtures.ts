@@ -261,10 +261,14 @@ export function imageManifest(
   );
 }
 
-/** Log entries of `berth` (JSON lines) that `match`, once at least one has been written (within 5 s). */
+/**
+ * Log entries of `berth` (JSON lines) that `match`, once `atLeast` of them have been written (or 5 s
+ * have passed): a request's log lines may come after its response.
+ */
 export async function loggedEntries(
   berth: Berth,
   match: (entry: Record<string, unknown>) => boolean,
+  atLeast = 1,
 ): Promise<Record<string, unknown>[]> {
   const deadline = Date.now() + 5_000;
   for (;;) {
@@ -277,7 +281,7 @@ export async function loggedEntries(
         }
       })
       .filter(match);
-    if (found.length > 0 || Date.now() > deadline) return found;
+    if (found.length >= atLeast || Date.now() > deadline) return found;
     await new Promise((r) => setTimeout(r, 100));
   }
 }
