@@ -10,6 +10,7 @@ import {
   realmMayHaveCredentials,
   redirectRefusal,
   registrableDomain,
+  UpstreamClient,
 } from "../../src/registry/proxy/client.js";
 import type { BlobStore } from "../../src/storage/blob-store.js";
 
@@ -159,5 +160,29 @@ describe("upstream containment", () => {
     const local = new URL("http://127.0.0.1:5000");
     expect(realmMayHaveCredentials(local, new URL("http://127.0.0.1:5001/auth"))).toBe(true);
     expect(realmMayHaveCredentials(local, new URL("http://localhost:5000/auth"))).toBe(false);
+  });
+
+  it("refuses a host name that resolves to an address the upstream may not send the cache to", async () => {
+    type Lookup = (
+      name: string,
+      options: { all?: boolean },
+      cb: (err: Error | null, address: unknown, family?: number) => void,
+    ) => void;
+    const lookupOf = (remoteurl: string): Lookup => {
+      const client = new UpstreamClient({ remoteurl, timeoutMs: 1000 });
+      return (client as unknown as { containedLookup(h: string): Lookup }).containedLookup("localhost");
+    };
+    const resolve = (lookup: Lookup) =>
+      new Promise<unknown>((ok, fail) =>
+        lookup("localhost", { all: true }, (err, address) => (err ? fail(err) : ok(address))),
+      );
+    // A public upstream (by name, not yet answered): localhost is loopback, refused before any connection.
+    await expect(resolve(lookupOf("https://registry.example.com"))).rejects.toThrow(
+      /localhost resolves to .*where it does not go/,
+    );
+    // An upstream on loopback may.
+    expect(await resolve(lookupOf("http://127.0.0.1:5000"))).toEqual(
+      expect.arrayContaining([expect.objectContaining({ address: expect.any(String) })]),
+    );
   });
 });
