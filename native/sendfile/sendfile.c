@@ -5,12 +5,14 @@
  *
  *   start(socketFd, fileFd, offset, length, callback(errno, sent)) -> transfer
  *   cancel(transfer)
- *   splice(inFd, outFd, length, callback(errno, sent)) -> transfer
+ *   splice(inFd, outFd, length, callback(errno, sent), idleMs) -> transfer
  *   cancelSplice(transfer)
  *
  * splice() is the same for a blob that comes from another socket (an S3 GET over plain HTTP, whose
  * response headers Berth has read): `length` bytes go from the in socket to the out socket through a pipe
  * with splice(2), again inside the kernel. Both descriptors are dup()ed and polled, as for sendfile.
+ * When no byte has moved for `idleMs` (a store that stalls mid-body; 0 or absent: no limit), the transfer
+ * ends with ETIMEDOUT.
  *
  * The socket's descriptor belongs to Node's TCP handle, which libuv already watches; a second watch
  * on the same descriptor would replace libuv's own. So the transfer works on a dup() of it (the
@@ -208,6 +210,8 @@ typedef struct {
   report_t r; /* first: a splice_t* is a report_t* */
   uv_poll_t in_poll;
   uv_poll_t out_poll;
+  uv_timer_t idle; /* restarted whenever bytes move; fires after idle_ms without */
+  uint64_t idle_ms;
   int in_fd;
   int out_fd;
   int pipe_r;
@@ -234,9 +238,16 @@ static void splice_finish(report_t* r, int error) {
   r->error = error;
   uv_poll_stop(&t->in_poll);
   uv_poll_stop(&t->out_poll);
-  r->open_handles = 2;
+  uv_timer_stop(&t->idle);
+  r->open_handles = 3;
   uv_close((uv_handle_t*)&t->in_poll, splice_closed);
   uv_close((uv_handle_t*)&t->out_poll, splice_closed);
+  uv_close((uv_handle_t*)&t->idle, splice_closed);
+}
+
+static void splice_on_idle(uv_timer_t* timer) {
+  splice_t* t = (splice_t*)timer->data;
+  splice_finish(&t->r, ETIMEDOUT);
 }
 
 static void splice_on_poll(uv_poll_t* handle, int status, int events);
@@ -274,6 +285,7 @@ static void splice_pump(splice_t* t) {
     }
     if (t->remaining == 0 && t->buffered == 0) return splice_finish(&t->r, 0);
     if (!moved) break;
+    if (t->idle_ms > 0) uv_timer_start(&t->idle, splice_on_idle, t->idle_ms, 0);
   }
   int rc;
   if (t->buffered > 0) {
@@ -294,15 +306,16 @@ static void splice_on_poll(uv_poll_t* handle, int status, int events) {
 }
 
 static napi_value splice_start(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t in_fd, out_fd;
-  int64_t length;
+  int64_t length, idle_ms = 0;
   if (argc < 4 || napi_get_value_int32(env, argv[0], &in_fd) != napi_ok ||
       napi_get_value_int32(env, argv[1], &out_fd) != napi_ok ||
-      napi_get_value_int64(env, argv[2], &length) != napi_ok || in_fd < 0 || out_fd < 0 || length < 0) {
-    napi_throw_type_error(env, NULL, "splice(inFd, outFd, length, callback)");
+      napi_get_value_int64(env, argv[2], &length) != napi_ok || in_fd < 0 || out_fd < 0 || length < 0 ||
+      (argc >= 5 && (napi_get_value_int64(env, argv[4], &idle_ms) != napi_ok || idle_ms < 0))) {
+    napi_throw_type_error(env, NULL, "splice(inFd, outFd, length, callback, idleMs)");
     return NULL;
   }
   uv_loop_t* loop;
@@ -319,7 +332,8 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   int in_dup = fcntl(in_fd, F_DUPFD_CLOEXEC, 0);
   int out_dup = in_dup < 0 ? -1 : fcntl(out_fd, F_DUPFD_CLOEXEC, 0);
   splice_t* t = out_dup < 0 ? NULL : calloc(1, sizeof(splice_t));
-  if (!t || uv_poll_init(loop, &t->in_poll, in_dup) != 0 || uv_poll_init(loop, &t->out_poll, out_dup) != 0) {
+  if (!t || uv_poll_init(loop, &t->in_poll, in_dup) != 0 || uv_poll_init(loop, &t->out_poll, out_dup) != 0 ||
+      uv_timer_init(loop, &t->idle) != 0) {
     /* uv_poll_init fails only for a bad descriptor, never for fresh dups of open sockets. */
     if (in_dup >= 0) close(in_dup);
     if (out_dup >= 0) close(out_dup);
@@ -336,6 +350,9 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   t->remaining = length;
   t->in_poll.data = t;
   t->out_poll.data = t;
+  t->idle.data = t;
+  t->idle_ms = (uint64_t)idle_ms;
+  if (t->idle_ms > 0) uv_timer_start(&t->idle, splice_on_idle, t->idle_ms, 0);
   report_init(&t->r, env, argv[3], "berth:splice", splice_finish);
   /* Start from the event loop, so that splice() never calls back itself: wait for the in socket. */
   return report_started(env, &t->r, uv_poll_start(&t->in_poll, UV_READABLE | UV_DISCONNECT, splice_on_poll));

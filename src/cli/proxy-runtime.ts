@@ -8,9 +8,11 @@ import type { BlobStore } from "../storage/blob-store.js";
 export const DEFAULT_TAG_TTL_MS = 60_000;
 /** How long the upstream may take to answer before a cached manifest is served instead. */
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 10_000;
+/** registry:2's proxy.ttl default: cached content not pulled for a week is expired. */
+export const DEFAULT_CACHE_TTL_MS = 168 * 3_600_000;
 
 type ProxyConfig = NonNullable<Config["proxy"]>;
-type Entry = Omit<ProxyConfig, "upstreams" | "ttl" | "exec" | "remoteurl">;
+type Entry = Omit<ProxyConfig, "upstreams" | "exec" | "remoteurl">;
 
 function readText(file: string, what: string): string {
   try {
@@ -39,6 +41,8 @@ function settingsOf(
     tagTtlMs: entry.tagttl ?? defaults.tagttl ?? DEFAULT_TAG_TTL_MS,
     timeoutMs: entry.timeout ?? defaults.timeout ?? DEFAULT_UPSTREAM_TIMEOUT_MS,
     allowPush: entry.allowpush ?? defaults.allowpush ?? false,
+    realmHosts: entry.realmhosts ?? defaults.realmhosts,
+    ttlMs: entry.ttl ?? defaults.ttl ?? DEFAULT_CACHE_TTL_MS,
   };
 }
 

@@ -64,8 +64,6 @@ export const DISTRIBUTION_ONLY: Record<string, CompatEntry> = {
  * A warning names each one that is set, by the file, the environment or a flag.
  */
 export const NOT_IMPLEMENTED: Record<string, string> = {
-  "proxy.ttl":
-    "Berth does not expire cached content by time; retention (keeppulledwithin) and the garbage collector remove it (docs/proxy.md)",
   "proxy.exec":
     "credential helpers are not implemented; use proxy.username with proxy.password or proxy.passwordfile",
   health:

@@ -64,6 +64,9 @@ export function wireProxy(ctx: AppContext): void {
         "proxy: served a cached manifest the upstream did not confirm",
       );
     },
+    failed: (upstream, kind, reason) => {
+      ctx.log.warn({ upstream, kind, reason }, "proxy: the upstream failed a request");
+    },
   };
 }
 

@@ -30,7 +30,13 @@ interface Addon {
   ): unknown;
   cancel(transfer: unknown): void;
   /** Older builds of the addon have no splice. */
-  splice?(inFd: number, outFd: number, length: number, done: (errno: number, sent: number) => void): unknown;
+  splice?(
+    inFd: number,
+    outFd: number,
+    length: number,
+    done: (errno: number, sent: number) => void,
+    idleMs?: number,
+  ): unknown;
   cancelSplice?(transfer: unknown): void;
 }
 
@@ -91,7 +97,7 @@ export function blobBody(
     return new NativeBody(
       stream,
       stream.head,
-      (out, done) => native.splice!(fd, out, length - stream.head.length, done),
+      (out, done) => native.splice!(fd, out, length - stream.head.length, done, stream.idleMs),
       (t) => native.cancelSplice!(t),
       () => stream.handOver(),
     );

@@ -506,6 +506,8 @@ export interface GraphManifest {
   mediaType: string;
   /** The later of when the manifest was first stored and last pushed again (its blob link). */
   freshAt: number;
+  /** When it was last pulled (by tag or digest), if ever. */
+  pulledAt: number | null;
   tags: string[];
 }
 
@@ -541,7 +543,15 @@ export async function repositoryGraph(
     .leftJoin("repository_blobs as rb", (join) =>
       join.onRef("rb.repository_id", "=", "m.repository_id").onRef("rb.digest", "=", "m.digest"),
     )
-    .select(["m.digest", "m.subject", "m.size", "m.media_type", "m.created_at", "rb.created_at as linked_at"])
+    .select([
+      "m.digest",
+      "m.subject",
+      "m.size",
+      "m.media_type",
+      "m.created_at",
+      "m.last_pulled_at",
+      "rb.created_at as linked_at",
+    ])
     .where("m.repository_id", "=", repositoryId);
   if (only) mq = mq.where("m.digest", "in", only.length ? only : [""]);
   const rows = await mq.execute();
@@ -553,6 +563,7 @@ export async function repositoryGraph(
       size: n(r.size),
       mediaType: r.media_type,
       freshAt: Math.max(n(r.created_at), n(r.linked_at)),
+      pulledAt: r.last_pulled_at === null ? null : n(r.last_pulled_at),
       tags: [],
     });
   }

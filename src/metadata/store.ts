@@ -807,7 +807,8 @@ export class SqlMetadataStore implements MetadataStore {
 
   /**
    * Links into `name` a blob that `source` links and that is still stored (a mount, or with `source`
-   * null a blob stored by the pull-through cache). `events` gets the blob's size. False when not.
+   * null a blob stored by the pull-through cache). `events` gets the blob's size. False when not; then
+   * nothing is written (the repository row that the transaction began with is rolled back too).
    */
   async linkExistingBlob(
     name: string,
@@ -815,18 +816,23 @@ export class SqlMetadataStore implements MetadataStore {
     source: string | null,
     events: (size: number) => NewEvent[] = () => [],
   ): Promise<boolean> {
-    return this.transaction(async (trx) => {
-      const repositoryId = await this.touchRepository(trx, name);
-      if (source !== null) {
-        const sourceId = await this.repositoryId(source, trx);
-        if (sourceId === null || !(await this.isLinked(trx, sourceId, digest))) return false;
-      }
-      const blob = await this.blob(digest, trx);
-      if (!blob) return false;
-      await this.linkBlob(trx, repositoryId, digest);
-      await insertEvents(trx, events(blob.size));
-      return true;
-    });
+    try {
+      return await this.transaction(async (trx) => {
+        const repositoryId = await this.touchRepository(trx, name);
+        if (source !== null) {
+          const sourceId = await this.repositoryId(source, trx);
+          if (sourceId === null || !(await this.isLinked(trx, sourceId, digest))) throw new NotLinked();
+        }
+        const blob = await this.blob(digest, trx);
+        if (!blob) throw new NotLinked();
+        await this.linkBlob(trx, repositoryId, digest);
+        await insertEvents(trx, events(blob.size));
+        return true;
+      });
+    } catch (err) {
+      if (err instanceof NotLinked) return false;
+      throw err;
+    }
   }
 
   /** Removes the link of `name` (whose id is `repositoryId`) to a blob, appending `events` when it existed. */
@@ -914,6 +920,9 @@ export class SqlMetadataStore implements MetadataStore {
     });
   }
 }
+
+/** Nothing to link: ends linkExistingBlob's transaction, so that a miss writes nothing. */
+class NotLinked extends Error {}
 
 /** A reference a manifest needs and the repository lacks: ends commitManifest's transaction. */
 /** A commit found that the upload's lease is no longer its writer's: the transaction is rolled back. */

@@ -14,11 +14,13 @@ import {
   summarize,
 } from "./gc.js";
 import { Counter, Gauge, Histogram, meterNamed } from "./meters.js";
+import type { PullThroughCache } from "./proxy/cache.js";
+import { expireCache } from "./proxy/expiry.js";
 import { applyRetention, compilePolicies, type RetentionReport } from "./retention.js";
 
 /**
  * The background jobs (issue 6): garbage collection, retention and upload purging, each on its own
- * interval, in one process at a time.
+ * interval, in one process at a time; with a pull-through cache, the expiry of what it holds (proxy.ttl).
  *
  * Every worker process starts the scheduler; a job runs only in the process that takes its lease, a
  * row `job:<name>` in `locks`. After a run the row rests as `idle:` until the next run is due, so the
@@ -32,21 +34,29 @@ export interface JobsRuntime {
   storage: BlobStore;
   /** registry:2's link files are kept in step (the store is kept readable by registry:2). */
   distributionLinks?: boolean;
+  /** The pull-through cache, when there is one: its content expires by proxy.ttl. */
+  registry?: { proxy: PullThroughCache | null };
 }
 
-export type JobName = "gc" | "retention" | "uploadpurging" | "relocate";
+export type JobName = "gc" | "retention" | "uploadpurging" | "relocate" | "proxyexpiry";
 
 export const JOB_LOCK: Record<JobName, string> = {
   gc: "job:gc",
   retention: "job:retention",
   uploadpurging: "job:uploadpurging",
   relocate: "job:relocate",
+  proxyexpiry: "job:proxyexpiry",
 };
 
 /** How often blobs uploaded in parts are moved to Distribution's keys (link files kept, on S3). */
 const RELOCATE_INTERVAL_MS = 60_000;
 /** How long a moved blob's first copy stays, for reads that found it before the move. */
 const RELOCATE_RETIRE_MS = 3_600_000;
+
+/** How often the cache's expiry runs: a quarter of the shortest TTL, between a second and an hour. */
+export function proxyExpiryInterval(shortestTtlMs: number): number {
+  return Math.min(60 * 60_000, Math.max(1_000, Math.floor(shortestTtlMs / 4)));
+}
 
 /** The collector's options from the configuration (flags may override some). */
 export function gcOptionsFromConfig(config: Config, overrides: Partial<GcOptions> = {}): GcOptions {
@@ -186,6 +196,37 @@ export function startBackgroundJobs(
         const report = await relocate({ retireAfterMs: RELOCATE_RETIRE_MS, signal });
         if (report.moved > 0 || report.retired > 0)
           log.info({ job: "relocate", ...report }, "registry:2 keys: blobs uploaded in parts copied to them");
+      },
+    });
+  }
+  const proxy = runtime.registry?.proxy ?? null;
+  const shortestTtl = proxy?.shortestTtlMs ?? null;
+  if (proxy && shortestTtl !== null) {
+    jobs.push({
+      name: "proxyexpiry",
+      intervalMs: proxyExpiryInterval(shortestTtl),
+      async run(lease, signal) {
+        const report = await expireCache(target, {
+          ttlOf: (name) => proxy.ttlOf(name),
+          graceMs: config.gc.graceperiod,
+          batchSize: config.gc.batchsize,
+          pauseMs: config.gc.pause,
+          lease,
+          signal,
+          log,
+        });
+        if (report.tags.length > 0 || report.manifests.length > 0 || report.aborted) {
+          log.info(
+            {
+              job: "proxyexpiry",
+              aborted: report.aborted,
+              durationMs: report.durationMs,
+              tags: report.tags.length,
+              manifests: report.manifests.length,
+            },
+            "proxy: expiry finished",
+          );
+        }
       },
     });
   }

@@ -144,12 +144,13 @@ export class Registry {
 
   // ---------------------------------------------------------------- blobs
 
-  async statBlob(name: string, digest: string): Promise<{ digest: string; size: number }> {
+  /** A blob's size; `probe`: for a HEAD (see PullThroughCache.statBlob). */
+  async statBlob(name: string, digest: string, probe = false): Promise<{ digest: string; size: number }> {
     assertName(name);
     assertDigest(digest);
     const blob = await this.meta.linkedBlob(name, digest);
     if (!blob) {
-      const proxied = await this.proxy?.statBlob(name, digest);
+      const proxied = await this.proxy?.statBlob(name, digest, probe);
       if (proxied) return proxied;
       throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
     }
@@ -170,8 +171,10 @@ export class Registry {
   ): Promise<{ size: number; stream: Readable }> {
     const { size } = await this.statBlob(name, digest);
     if (this.proxy && !(await this.meta.linkedBlob(name, digest))) {
-      const stream = await this.proxy.openBlob(name, digest, range);
-      if (stream) return { size, stream };
+      // Fetched through the mirror: the size is the upstream's (or the stored bytes'), which a size
+      // statBlob took from a manifest may not be.
+      const proxied = await this.proxy.openBlob(name, digest, size, range);
+      if (proxied) return proxied;
     }
     try {
       return { size, stream: await this.store.read(digest, range, options) };
@@ -779,7 +782,10 @@ export class Registry {
       }
       throw new RegistryError("MANIFEST_UNKNOWN", "manifest unknown to registry", { reference });
     }
-    if (pull && !this.options.readOnly && (row.last_pulled_at ?? 0) < Date.now() - PULL_MARK_INTERVAL_MS) {
+    // Recorded at most once a minute, or four times per proxy.ttl when that is shorter (the cache's expiry
+    // judges by it).
+    const markEvery = Math.min(PULL_MARK_INTERVAL_MS, (this.proxy?.shortestTtlMs ?? Infinity) / 4);
+    if (pull && !this.options.readOnly && (row.last_pulled_at ?? 0) < Date.now() - markEvery) {
       this.notePull(name, row.digest);
     }
     return row;

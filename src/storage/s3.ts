@@ -38,6 +38,8 @@ const RESUMED_MS = 60_000;
  * presigned URL and a new connection cost more than the SDK's pooled connection and a JavaScript stream.
  */
 const SOCKET_READ_MIN = MiB;
+/** How long the store may leave a request without an answer or a body without a byte, by default. */
+const REQUEST_TIMEOUT_MS = 60_000;
 /** The largest object one CopyObject may copy. */
 const MAX_COPY_OBJECT = 5 * 1024 * MiB;
 
@@ -311,7 +313,14 @@ export class S3BlobStore implements BlobStore {
       return await this.atBlob(digest, async (key) => {
         const url = new URL(await this.signedGet(key, 60));
         this.plainHttp = url.protocol === "http:";
-        const got = await httpGetBody(url, range, expected, 5_000);
+        // A store that stalls mid-body is cut after the SDK's own idle limit (storage.s3's request timeout).
+        const got = await httpGetBody(
+          url,
+          range,
+          expected,
+          5_000,
+          this.options.requesttimeout ?? REQUEST_TIMEOUT_MS,
+        );
         if (got === "missing") return null;
         if (got === null) throw notDirect;
         return got;
@@ -1044,7 +1053,7 @@ export function s3ClientConfig(options: S3Options): S3ClientConfig {
     responseChecksumValidation: "WHEN_REQUIRED",
     requestHandler: {
       connectionTimeout: 5_000,
-      requestTimeout: options.requesttimeout ?? 60_000,
+      requestTimeout: options.requesttimeout ?? REQUEST_TIMEOUT_MS,
       ...(options.skipverify
         ? { httpsAgent: new HttpsAgent({ rejectUnauthorized: false, keepAlive: true }) }
         : {}),

@@ -39,6 +39,8 @@ export class SocketBody extends Readable {
     readonly head: Buffer,
     readonly length: number,
     private readonly onChunk: { fn: (chunk: Buffer) => boolean },
+    /** How long the store may send nothing mid-body before the read is cut (0: no limit). */
+    readonly idleMs = 0,
   ) {
     super();
     this.received = head.length;
@@ -46,6 +48,11 @@ export class SocketBody extends Readable {
     socket.on("close", () => {
       if (this.received < this.length && !this.taken) this.destroy(new Error("the store closed early"));
     });
+    if (idleMs > 0) {
+      socket.setTimeout(idleMs, () => {
+        if (!this.taken) this.destroy(new Error(`the store sent nothing for ${idleMs} ms`));
+      });
+    }
   }
 
   /** The socket's descriptor for splice(2), or null (not a plain TCP socket any more). */
@@ -53,9 +60,13 @@ export class SocketBody extends Readable {
     return socketFd(this.socket);
   }
 
-  /** The splice takes the socket over: JavaScript reads nothing more from it. */
+  /**
+   * The splice takes the socket over: JavaScript reads nothing more from it (and no longer sees it move:
+   * the splice keeps its own idle timeout, `idleMs`).
+   */
   handOver(): void {
     this.taken = true;
+    this.socket.setTimeout(0);
   }
 
   override _read(): void {
@@ -117,13 +128,15 @@ const MAX_HEAD = 64 * 1024;
  * GET `url` (http: only; presigned, so no other header needs signing) with an optional byte range, on a
  * new connection. Resolves a SocketBody for a 200 or 206 whose Content-Length is `expected`, "missing" for
  * a 404, and null for anything else (another status, chunked encoding, a connection error, no head within
- * `timeoutMs`): the caller then reads through its SDK, which retries and reports errors properly.
+ * `timeoutMs`): the caller then reads through its SDK, which retries and reports errors properly. Once the
+ * body flows, a store that sends nothing for `idleMs` (read or spliced) has the body cut with an error.
  */
 export function httpGetBody(
   url: URL,
   range: { start: number; end: number } | undefined,
   expected: number,
   timeoutMs: number,
+  idleMs = 0,
 ): Promise<SocketBody | "missing" | null> {
   if (url.protocol !== "http:") return Promise.resolve(null);
   return new Promise((resolve) => {
@@ -166,7 +179,7 @@ export function httpGetBody(
             return false;
           }
           socket.pause();
-          settle(new SocketBody(socket, body, length, onChunk));
+          settle(new SocketBody(socket, body, length, onChunk, idleMs));
           return false;
         },
       },

@@ -578,6 +578,8 @@ describe.each(["sqlite", "postgres"] as const)("MetadataStore on %s", (kind) => 
     expect(await store.linkExistingBlob("ops/target", digest, "ops/nowhere", events)).toBe(false);
     expect(await store.linkExistingBlob("ops/target", digestOf("not stored"), null, events)).toBe(false);
     expect(sizes).toEqual([]);
+    // A miss writes nothing: not even the repository it would have linked into (issue 21: the mirror).
+    expect(await store.repositoryId("ops/target")).toBeNull();
     expect(await other.linkExistingBlob("ops/target", digest, "ops/source", events)).toBe(true);
     expect(sizes).toEqual([8]);
     expect(await store.linkedBlob("ops/target", digest)).toMatchObject({ size: 8 });

@@ -2,6 +2,8 @@
 // Distribution 2.8 (docker-registry) with htpasswd behind TLS.
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { type Blob, blobOf, OCI_MANIFEST, RegistryClient, sha256 } from "../helpers/registry.js";
 import { type Berth, freePort, portOpen, startBerth, tempDir } from "../helpers/server.js";
@@ -172,4 +174,114 @@ export async function pushToDistribution(
   const res = await client.putManifest(name, tag, manifest, OCI_MANIFEST);
   if (res.status !== 201) throw new Error(`put manifest: ${res.status} ${await res.text()}`);
   return { digest: sha256(manifest), manifest, layers, config };
+}
+
+/**
+ * A small registry on loopback that answers pulls from what the test puts in it (blobs and manifests per
+ * repository), records every request, and lets a test answer some requests its own way (`override`:
+ * return true when it answered).
+ */
+export interface FakeUpstream {
+  url: string;
+  host: string;
+  requests: { method: string; path: string; authorization?: string }[];
+  override: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null;
+  addBlob(repository: string, data: Buffer): string;
+  addManifest(repository: string, tag: string, manifest: Buffer): string;
+  count(method: string, pathPart: string): number;
+  close(): Promise<void>;
+}
+
+export async function startFakeUpstream(): Promise<FakeUpstream> {
+  const blobs = new Map<string, Buffer>();
+  const manifests = new Map<string, Buffer>();
+  const fake: FakeUpstream = {
+    url: "",
+    host: "",
+    requests: [],
+    override: null,
+    addBlob(repository, data) {
+      const digest = sha256(data);
+      blobs.set(`${repository}@${digest}`, data);
+      return digest;
+    },
+    addManifest(repository, tag, manifest) {
+      const digest = sha256(manifest);
+      manifests.set(`${repository}:${tag}`, manifest);
+      manifests.set(`${repository}:${digest}`, manifest);
+      return digest;
+    },
+    count(method, pathPart) {
+      return fake.requests.filter((r) => r.method === method && r.path.includes(pathPart)).length;
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? "/";
+    fake.requests.push({ method: req.method ?? "", path: url, authorization: req.headers.authorization });
+    if (fake.override?.(req, res)) return;
+    const blob = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url);
+    const manifest = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(url);
+    const found = blob
+      ? blobs.get(`${blob[1]}@${blob[2]}`)
+      : manifest
+        ? manifests.get(`${manifest[1]}:${manifest[2]}`)
+        : undefined;
+    if (!found) {
+      res.writeHead(404, { "content-type": "application/json" });
+      res.end('{"errors":[{"code":"NOT_FOUND","message":"unknown"}]}');
+      return;
+    }
+    res.writeHead(200, {
+      "content-type": blob ? "application/octet-stream" : OCI_MANIFEST,
+      "content-length": found.length,
+      "docker-content-digest": sha256(found),
+    });
+    res.end(req.method === "HEAD" ? undefined : found);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  fake.host = `127.0.0.1:${port}`;
+  fake.url = `http://${fake.host}`;
+  return fake;
+}
+
+/** An OCI image manifest naming `config` and `layers` (a descriptor's size as given, true or not). */
+export function imageManifest(
+  config: { digest: string; size: number },
+  layers: { digest: string; size: number }[],
+): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+      layers: layers.map((l) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...l })),
+    }),
+  );
+}
+
+/**
+ * Log entries of `berth` (JSON lines) that `match`, once `atLeast` of them have been written (or 5 s
+ * have passed): a request's log lines may come after its response.
+ */
+export async function loggedEntries(
+  berth: Berth,
+  match: (entry: Record<string, unknown>) => boolean,
+  atLeast = 1,
+): Promise<Record<string, unknown>[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const found = berth.logs
+      .map((line) => {
+        try {
+          return JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return {};
+        }
+      })
+      .filter(match);
+    if (found.length >= atLeast || Date.now() > deadline) return found;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

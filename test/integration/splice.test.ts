@@ -10,6 +10,8 @@ import { httpGetBody, isSocketBody, type SocketBody } from "../../src/storage/so
 // hands the store's socket to blobBody as the blob route does.
 const blob = randomBytes(9 * 1024 * 1024 + 123);
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+/** The stand-in store's idle limit once a body flows. */
+const IDLE_MS = 1_000;
 
 let store: http.Server;
 let storeUrl: string;
@@ -30,6 +32,13 @@ beforeAll(async () => {
   store = http.createServer((req, res) => {
     if (req.url?.startsWith("/missing")) return res.writeHead(404).end("<Error/>");
     if (req.url?.startsWith("/broken")) return res.writeHead(500).end("<Error/>");
+    if (req.url?.startsWith("/stall")) {
+      // Promises the whole blob, sends half, then sends nothing more and keeps the connection open.
+      res.writeHead(200, { "Content-Length": blob.length });
+      res.write(blob.subarray(0, blob.length >> 1));
+      res.on("close", () => {});
+      return;
+    }
     if (req.url?.startsWith("/short")) {
       // Promises the whole blob, sends half, hangs up.
       res.writeHead(200, { "Content-Length": blob.length });
@@ -52,7 +61,7 @@ beforeAll(async () => {
     const end = Number(url.searchParams.get("end") ?? blob.length - 1);
     const range = url.searchParams.has("start") ? { start, end } : undefined;
     const length = end - start + 1;
-    const got = await httpGetBody(new URL(`${storeUrl}${url.pathname}`), range, length, 5_000);
+    const got = await httpGetBody(new URL(`${storeUrl}${url.pathname}`), range, length, 5_000, IDLE_MS);
     if (got === null || got === "missing") return res.writeHead(got === null ? 502 : 404).end();
     last = { spliced: 0, socketBody: isSocketBody(got) };
     const body = blobBody(req, got, start, length);
@@ -104,6 +113,31 @@ describe("splicing a blob from the store's socket into the client's", () => {
     expect(last.socketBody).toBe(true);
     expect(last.error).toMatch(/ECONNRESET|closed/);
   });
+
+  it("cuts a spliced read after the idle timeout when the store stalls mid-body", async () => {
+    last = { spliced: 0, socketBody: false };
+    const t0 = Date.now();
+    const res = await fetch(`${frontUrl}/stall`);
+    await expect(res.arrayBuffer()).rejects.toThrow();
+    expect(last.socketBody).toBe(true);
+    expect(last.error).toMatch(/ETIMEDOUT/);
+    expect(Date.now() - t0).toBeLessThan(IDLE_MS + 4_000);
+  }, 15_000);
+
+  it("cuts a read through JavaScript too when the store stalls mid-body", async () => {
+    const got = (await httpGetBody(
+      new URL(`${storeUrl}/stall`),
+      undefined,
+      blob.length,
+      5_000,
+      500,
+    )) as SocketBody;
+    const read = (async () => {
+      for await (const _ of got) {
+      }
+    })();
+    await expect(read).rejects.toThrow(/sent nothing for 500 ms/);
+  }, 15_000);
 
   it("streams through JavaScript when nothing splices it", async () => {
     const got = (await httpGetBody(new URL(`${storeUrl}/blob`), undefined, blob.length, 5_000)) as SocketBody;

@@ -325,7 +325,9 @@ health:
     );
     const { warnings } = load({ file: f });
     const text = warnings.join("\n");
-    for (const key of ["validation", "proxy.ttl", "redis", "http.http2"]) expect(text).toContain(key);
+    for (const key of ["validation", "redis", "http.http2"]) expect(text).toContain(key);
+    // proxy.ttl expires the cache's content (issue 21): no warning names it.
+    expect(text).not.toContain("proxy.ttl");
     // Notifications are implemented (issue 14): no warning names them.
     expect(text).not.toContain("notifications");
   });

@@ -14,6 +14,7 @@ function graph(nodes: Partial<GraphManifest & { children: string[] }>[]): Reposi
       size: 1,
       mediaType: "x",
       freshAt: n.freshAt ?? 0,
+      pulledAt: null,
       tags: n.tags ?? [],
     });
     if (n.children) children.set(n.digest!, n.children);

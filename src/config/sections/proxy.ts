@@ -2,7 +2,8 @@ import { z } from "zod";
 import { duration } from "./core.js";
 
 // The pull-through cache (issue 13). registry:2's keys (remoteurl, username, password, ttl, exec) keep
-// their meaning: with `remoteurl` the whole registry is a mirror of that upstream. Berth's own keys add
+// their meaning: with `remoteurl` the whole registry is a mirror of that upstream, and `ttl` expires what
+// is not pulled for that long (src/registry/proxy/expiry.ts). Berth's own keys add
 // several upstreams, each under a repository prefix, credentials from a file, a custom CA and the
 // interval at which a cached tag is checked upstream again.
 
@@ -31,6 +32,16 @@ const upstreamFields = {
   timeout: duration.optional(),
   /** Berth's own: pushes into the proxied repositories are accepted (default: refused, as in registry:2). */
   allowpush: z.boolean().optional(),
+  /**
+   * registry:2: cached content not pulled for this long is expired (and collected); 0: never. Berth's own
+   * per upstream too (the top level's value is the default).
+   */
+  ttl: duration.optional(),
+  /**
+   * Berth's own: hosts of token realms, beyond the upstream's own registrable domain, that may receive the
+   * upstream's credentials.
+   */
+  realmhosts: z.array(z.string().min(1)).optional(),
 };
 
 export const upstreamSchema = z.object({
@@ -43,8 +54,6 @@ export const proxySection = z
   .object({
     remoteurl: remoteurl.optional(),
     ...upstreamFields,
-    /** registry:2: expiry of cached content. Berth keeps cached content until retention or GC removes it. */
-    ttl: duration.optional(),
     exec: z.object({ command: z.string(), lifetime: duration.optional() }).optional(),
     upstreams: z.array(upstreamSchema).optional(),
   })

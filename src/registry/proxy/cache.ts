@@ -33,6 +33,10 @@ export interface UpstreamSettings {
   tagTtlMs: number;
   timeoutMs: number;
   allowPush: boolean;
+  /** Token realm hosts beyond the upstream's registrable domain that may receive its credentials. */
+  realmHosts?: string[];
+  /** proxy.ttl: cached content not pulled for this long is expired (expiry.ts); 0: never. */
+  ttlMs: number;
 }
 
 /** Counts for metrics, filled in by the HTTP layer (labels: the upstream's name). */
@@ -43,6 +47,8 @@ export interface ProxyObserver {
   error(upstream: string, kind: string): void;
   /** Served from the cache because the upstream could not be asked (log line). */
   stale(upstream: string, repository: string, reference: string, reason: string): void;
+  /** A request the upstream failed, so that the client gets an error (log line naming the cause). */
+  failed(upstream: string, kind: string, reason: string): void;
 }
 
 export interface Upstream extends UpstreamSettings {
@@ -66,22 +72,40 @@ function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
   map.set(key, value);
 }
 
+/** The key of a size hint: what one manifest of one remote repository of one upstream declared. */
+function sizeKey(upstream: Upstream, remote: string, digest: string): string {
+  return `${upstream.label}\n${remote}\n${digest}`;
+}
+
+/** A blob fetch under way: the size its response announces (once the upstream answered), and its end. */
+interface Flight {
+  answered: Promise<number>;
+  done: Promise<number>;
+}
+
 const noObserver: ProxyObserver = {
   hit() {},
   miss() {},
   fetched() {},
   error() {},
   stale() {},
+  failed() {},
 };
 
 export class PullThroughCache {
   readonly upstreams: Upstream[];
+  /** The shortest proxy.ttl in force, or null (pull times must be recorded finer than that). */
+  readonly shortestTtlMs: number | null;
   /** When each cached tag was last confirmed by its upstream (per process; a lost entry costs one HEAD). */
   private readonly checked = new Map<string, number>();
-  /** Blob sizes learned from cached manifests, so that a HEAD of an uncached blob needs no upstream call. */
+  /**
+   * Blob sizes that manifests of a remote repository declared (keyed by upstream, remote repository and
+   * digest), so that a HEAD of an uncached blob needs no upstream call. Hints only: the upstream's answer
+   * and the verified bytes win over them.
+   */
   private readonly sizes = new Map<string, number>();
-  /** Blob fetches under way in this process, by digest. */
-  private readonly flights = new Map<string, Promise<void>>();
+  /** Blob fetches under way in this process, by local repository and digest. */
+  private readonly flights = new Map<string, Flight>();
   observer: ProxyObserver = noObserver;
 
   constructor(
@@ -98,10 +122,13 @@ export class PullThroughCache {
           password: s.password,
           ca: s.ca,
           timeoutMs: s.timeoutMs,
+          realmHosts: s.realmHosts,
         });
         return { ...s, client, label: s.prefix ?? client.host };
       })
       .sort((a, b) => (b.prefix?.length ?? 0) - (a.prefix?.length ?? 0));
+    const ttls = this.upstreams.filter((u) => u.ttlMs > 0 && !u.allowPush).map((u) => u.ttlMs);
+    this.shortestTtlMs = ttls.length > 0 ? Math.min(...ttls) : null;
   }
 
   /** The upstream serving `name` and the repository's name there; null for a private repository. */
@@ -139,6 +166,16 @@ export class PullThroughCache {
   describe(name: string): { upstream: string; remoteurl: string } | null {
     const r = this.resolve(name);
     return r ? { upstream: r.upstream.label, remoteurl: r.upstream.client.describe() } : null;
+  }
+
+  /**
+   * How long content cached in `name` is kept without a pull (proxy.ttl), or null when it is not expired by
+   * time: a private repository, a ttl of 0, or an upstream with allowpush (its prefix holds pushed images
+   * too, which only retention may remove).
+   */
+  ttlOf(name: string): number | null {
+    const r = this.resolve(name);
+    return r && r.upstream.ttlMs > 0 && !r.upstream.allowPush ? r.upstream.ttlMs : null;
   }
 
   /** Pushes and deletes in a mirrored repository are refused unless its upstream allows them. */
@@ -298,7 +335,7 @@ export class PullThroughCache {
     const stored = expected?.digest ?? digest;
     const parsed = parseManifest(content, header(res.headers, "content-type"));
     for (const d of [...parsed.layers, ...(parsed.config ? [parsed.config] : [])])
-      remember(this.sizes, d.digest, d.size);
+      remember(this.sizes, sizeKey(upstream, remote, d.digest), d.size);
     await this.meta.commitManifest(
       name,
       { manifest: manifestRecord(stored, content, parsed), tags: tag !== null ? [tag] : [], events: [] },
@@ -315,6 +352,7 @@ export class PullThroughCache {
     const kind = err instanceof UpstreamError ? err.kind : "other";
     this.observer.error(upstream.label, kind);
     const message = err instanceof Error ? err.message : String(err);
+    this.observer.failed(upstream.label, kind, message);
     if (kind === "ratelimited") {
       return new RegistryError("TOOMANYREQUESTS", `the upstream registry is rate limiting: ${message}`, {
         upstream: upstream.label,
@@ -327,17 +365,50 @@ export class PullThroughCache {
 
   // -------------------------------------------------------------------------------- blobs
 
-  /** Size of a blob not yet in `name`: linked from the store when another repository holds it, else asked upstream. */
-  async statBlob(name: string, digest: string): Promise<{ digest: string; size: number } | null> {
+  /**
+   * Size of a blob not yet in `name`. A blob enters a mirrored repository only once its upstream has
+   * confirmed that digest under the repository's remote name: a blob stored for any other repository
+   * (a private one, another upstream's) is linked after a HEAD upstream says 200, never before, and a
+   * miss writes nothing. A size that a manifest of this remote repository declared answers without an
+   * upstream call; it is a hint, which a GET never trusts over the upstream's answer and the bytes.
+   *
+   * `probe` (a HEAD): when the upstream cannot be asked, the blob is unknown here (404) rather than
+   * unavailable (503). A HEAD is how a push asks whether to upload; answered 404, the push goes on to its
+   * upload, which a mirror refuses with 405 UNSUPPORTED, whether the upstream is up or not. A GET still
+   * answers 503.
+   */
+  async statBlob(
+    name: string,
+    digest: string,
+    probe = false,
+  ): Promise<{ digest: string; size: number } | null> {
     const resolved = this.resolve(name);
     if (!resolved) return null;
-    if (await this.linkIfStored(name, digest)) {
-      const blob = await this.meta.blob(digest);
-      if (blob) return { digest, size: blob.size };
-    }
-    const known = this.sizes.get(digest);
-    if (known !== undefined) return { digest, size: known };
     const { upstream, remote } = resolved;
+    const key = sizeKey(upstream, remote, digest);
+    // The hint answers whatever is stored under that digest (comparing the two would tell a caller
+    // something about a blob it may not read); the GET then serves the verified size.
+    const hint = this.sizes.get(key);
+    if (hint !== undefined) return { digest, size: hint };
+    const stored = await this.meta.blob(digest);
+    let size: number;
+    try {
+      size = await this.confirm(upstream, remote, digest);
+    } catch (err) {
+      if (!probe || !(err instanceof RegistryError) || err.code === "BLOB_UNKNOWN") throw err;
+      throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry (the upstream could not be asked)", {
+        digest,
+        upstream: upstream.label,
+      });
+    }
+    if (stored && (await this.meta.linkExistingBlob(name, digest, null)))
+      return { digest, size: stored.size };
+    remember(this.sizes, key, size);
+    return { digest, size };
+  }
+
+  /** The size the upstream gives for `digest` under `remote` (a HEAD); BLOB_UNKNOWN when it has none. */
+  private async confirm(upstream: Upstream, remote: string, digest: string): Promise<number> {
     let res: Awaited<ReturnType<UpstreamClient["blob"]>>;
     try {
       res = await upstream.client.blob("HEAD", remote, digest);
@@ -347,75 +418,98 @@ export class PullThroughCache {
     }
     if (res.status === 404) throw new RegistryError("BLOB_UNKNOWN", "blob unknown to registry", { digest });
     const size = Number(header(res.headers, "content-length"));
-    if (res.status !== 200 || !Number.isSafeInteger(size)) {
+    if (res.status !== 200 || !Number.isSafeInteger(size) || size < 0) {
       throw this.unavailable(
         upstream,
         new UpstreamError(`HEAD blob answered ${res.status}`, "status", res.status),
       );
     }
-    remember(this.sizes, digest, size);
-    return { digest, size };
+    return size;
   }
 
   /**
-   * The bytes of a blob not yet in `name`. The first request (in this process, without a range) gets the
-   * upstream's bytes as they arrive; every other one waits for the blob to be stored and reads it from there.
+   * The bytes of a blob not yet in `name`, and their size. `promised` is the size statBlob gave (a hint or
+   * the upstream's HEAD); the request that fetches answers with the size of the upstream's GET instead.
+   * The first request (in this process, without a range) gets the upstream's bytes as they arrive; every
+   * other one waits for the blob to be stored and reads it from there.
    */
   async openBlob(
     name: string,
     digest: string,
+    promised: number,
     range?: { start: number; end: number },
-  ): Promise<Readable | null> {
+  ): Promise<{ size: number; stream: Readable } | null> {
     const resolved = this.resolve(name);
     if (!resolved) return null;
+    const { upstream, remote } = resolved;
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     // Failures reach the client through the response (aborted); one nobody reads must not crash the process.
     out.on("error", () => {});
-    let flight = this.flights.get(digest);
+    const key = `${name}\n${digest}`;
+    let flight = this.flights.get(key);
     if (!flight && !range) {
       // The response starts once the upstream has answered, so that its refusal is the client's error
       // (404, 503) rather than a 200 cut short.
-      let started: () => void = () => {};
-      const answered = new Promise<void>((resolve) => {
+      let started: (size: number) => void = () => {};
+      const answered = new Promise<number>((resolve) => {
         started = resolve;
       });
-      flight = this.fetchOnce(resolved.upstream, name, resolved.remote, digest, out, started);
-      this.track(digest, flight);
-      flight.catch((err) => out.destroy(err instanceof Error ? err : new Error(String(err))));
-      await Promise.race([answered, flight]);
-      return out;
+      const done = this.fetchOnce(upstream, name, remote, digest, out, promised, started);
+      this.track(key, { answered, done });
+      done.catch((err) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+      const size = await Promise.race([answered, done]);
+      return { size, stream: out };
     }
     if (!flight) {
-      flight = this.fetchOnce(resolved.upstream, name, resolved.remote, digest, null);
-      this.track(digest, flight);
-    } else this.observer.hit(resolved.upstream.label, "blob");
-    const fed = flight.then(async () => {
-      await this.linkIfStored(name, digest);
+      flight = {
+        answered: Promise.resolve(promised),
+        done: this.fetchOnce(upstream, name, remote, digest, null, promised),
+      };
+      this.track(key, flight);
+    } else this.observer.hit(upstream.label, "blob");
+    const fed = flight.done.then(async () => {
+      // The flight linked the blob into `name` (or found it linked): read it from the store.
       const stream = await this.store.read(digest, range);
       stream.on("error", (err) => out.destroy(err));
       stream.pipe(out);
     });
     fed.catch((err) => out.destroy(err instanceof Error ? err : new Error(String(err))));
-    return out;
+    const size = range ? promised : await Promise.race([flight.answered, flight.done]);
+    return { size, stream: out };
   }
 
-  private track(digest: string, flight: Promise<void>): void {
-    this.flights.set(digest, flight);
+  private track(key: string, flight: Flight): void {
+    this.flights.set(key, flight);
     const forget = () => {
-      if (this.flights.get(digest) === flight) this.flights.delete(digest);
+      if (this.flights.get(key) === flight) this.flights.delete(key);
     };
-    flight.then(forget, forget);
-  }
-
-  /** Links a stored blob into `name` (a mirror shares blobs like a mount); false when it is not stored. */
-  private async linkIfStored(name: string, digest: string): Promise<boolean> {
-    if (!(await this.meta.blob(digest))) return false;
-    return this.meta.linkExistingBlob(name, digest, null);
+    flight.done.then(forget, forget);
   }
 
   /**
-   * Makes the blob stored, fetching it at most once across processes. With `out`, the bytes go there too
-   * (as they arrive when this process fetches, from the store otherwise) and `out` ends after the commit.
+   * When the blob is stored: links it into `name` once the upstream confirms it under `remote` (unless
+   * linked already) and returns its stored size. Null when it is not stored.
+   */
+  private async linkConfirmed(
+    upstream: Upstream,
+    name: string,
+    remote: string,
+    digest: string,
+  ): Promise<number | null> {
+    const linked = await this.meta.linkedBlob(name, digest);
+    if (linked) return linked.size;
+    const stored = await this.meta.blob(digest);
+    if (!stored) return null;
+    await this.confirm(upstream, remote, digest);
+    if (!(await this.meta.linkExistingBlob(name, digest, null))) return null;
+    this.sizes.delete(sizeKey(upstream, remote, digest)); // linked: its stored size answers from now on
+    return stored.size;
+  }
+
+  /**
+   * Makes the blob stored and linked into `name`, fetching it at most once across processes, and returns
+   * its size. With `out`, the bytes go there too (as they arrive when this process fetches, from the store
+   * otherwise) and `out` ends after the commit. `started` gets the size the response is to announce.
    */
   private async fetchOnce(
     upstream: Upstream,
@@ -423,32 +517,33 @@ export class PullThroughCache {
     remote: string,
     digest: string,
     out: PassThrough | null,
-    started: () => void = () => {},
-  ): Promise<void> {
+    promised: number,
+    started: (size: number) => void = () => {},
+  ): Promise<number> {
     for (;;) {
-      if (await this.linkIfStored(name, digest)) {
+      const size = await this.linkConfirmed(upstream, name, remote, digest);
+      if (size !== null) {
         this.observer.hit(upstream.label, "blob");
-        started();
+        started(size);
         if (out) {
           const stream = await this.store.read(digest);
           stream.on("error", (err) => out.destroy(err));
           stream.pipe(out);
         }
-        return;
+        return size;
       }
       const lease = await Lease.acquire(this.meta, `proxy:blob:${digest}`, { ttlMs: BLOB_LEASE_MS });
       if (lease) {
         try {
           if (await this.meta.blob(digest)) continue; // stored between the check and the lease
           this.observer.miss(upstream.label, "blob");
-          await this.download(upstream, name, remote, digest, out, started);
-          return;
+          return await this.download(upstream, name, remote, digest, out, promised, started);
         } finally {
           await lease.release(0).catch(() => {});
         }
       }
       // Another process is fetching it: wait for the commit (or for its lease to end).
-      started();
+      started(promised);
       await new Promise((r) => setTimeout(r, FOLLOWER_POLL_MS));
     }
   }
@@ -459,8 +554,9 @@ export class PullThroughCache {
     remote: string,
     digest: string,
     out: PassThrough | null,
-    started: () => void,
-  ): Promise<void> {
+    promised: number,
+    started: (size: number) => void,
+  ): Promise<number> {
     const parsed = parseDigest(digest);
     if (!parsed) throw new RegistryError("DIGEST_INVALID", "invalid digest", { digest });
     let res: Awaited<ReturnType<UpstreamClient["blob"]>>;
@@ -480,7 +576,11 @@ export class PullThroughCache {
         new UpstreamError(`GET blob answered ${res.status}`, "status", res.status),
       );
     }
-    started();
+    // The upstream's word on the size wins over any hint; the bytes are checked against it below.
+    const length = Number(header(res.headers, "content-length") ?? Number.NaN);
+    const declared = Number.isSafeInteger(length) && length >= 0 ? length : null;
+    const announced = declared ?? promised;
+    started(announced);
     // A body that stops moving is given up (the next request fetches again).
     res.body.setTimeout(Math.max(upstream.timeoutMs, BODY_IDLE_MS), () => {
       res.body.destroy(
@@ -522,11 +622,13 @@ export class PullThroughCache {
       });
       this.observer.fetched(upstream.label, fetched);
       const actual = `${parsed.algorithm}:${hash.digest("hex")}`;
-      const declared = Number(header(res.headers, "content-length") ?? size);
-      // The size the client was promised (from a manifest's descriptor or a HEAD) must be the size served.
-      const promised = this.sizes.get(digest) ?? size;
-      if (actual !== digest || size !== declared || size !== promised) {
+      if (actual !== digest || (declared !== null && size !== declared)) {
         this.observer.error(upstream.label, "digest");
+        this.observer.failed(
+          upstream.label,
+          "digest",
+          `${upstream.client.describe()} sent ${size} bytes hashing to ${actual} for ${remote}@${digest}`,
+        );
         throw new RegistryError(
           "BLOB_UNKNOWN",
           "the upstream sent bytes that do not match the blob's digest",
@@ -537,15 +639,22 @@ export class PullThroughCache {
           },
         );
       }
-      // Verified: the client may have the rest now, while the bytes are made durable and visible.
+      // Verified: these bytes are the blob, whatever size a manifest declared for it.
+      this.sizes.delete(sizeKey(upstream, remote, digest));
       if (out && !out.destroyed) {
-        if (held) out.write(held);
-        out.end();
+        // The client's response was announced with another length (no Content-Length upstream and a
+        // wrong hint): it is cut short; the blob is stored all the same, and the next request gets it.
+        if (size !== announced) out.destroy(new Error("the blob's size is not the size announced"));
+        else {
+          if (held) out.write(held);
+          out.end();
+        }
       }
       await this.store.syncUpload(id);
       await this.meta.commitBlob(name, { digest, size, uploadId: null, events: [] }, () =>
         this.store.commitUpload(id, digest),
       );
+      return size;
     } catch (err) {
       body.destroy();
       await this.store.deleteUpload(id).catch(() => {});

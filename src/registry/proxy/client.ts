@@ -6,7 +6,9 @@
  *
  * Credentials never leave this module in a message: errors name the upstream by its URL and status alone.
  */
+import dns, { type LookupAddress } from "node:dns";
 import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import net from "node:net";
 import tls from "node:tls";
 import { httpsModule } from "../https-module.js";
 
@@ -19,6 +21,11 @@ export interface UpstreamClientOptions {
   ca?: string;
   /** Time allowed for the response headers to arrive. */
   timeoutMs: number;
+  /**
+   * Hosts besides the upstream's registrable domain whose token realm may receive the credentials
+   * (`realmhosts`).
+   */
+  realmHosts?: string[];
 }
 
 export interface UpstreamResponse {
@@ -32,7 +39,10 @@ export interface UpstreamResponse {
 export class UpstreamError extends Error {
   constructor(
     message: string,
-    /** "unreachable", "timeout", "status" (an unexpected HTTP status), "auth", "ratelimited" */
+    /**
+     * "unreachable", "timeout", "status" (an unexpected HTTP status), "auth", "ratelimited", "redirect"
+     * (a redirect or token realm to a destination the upstream may not send the cache to)
+     */
     readonly kind: string,
     readonly status?: number,
   ) {
@@ -61,6 +71,122 @@ export function parseChallenge(header: string | undefined): Challenge | null {
   return { scheme: m[1]!.toLowerCase(), params };
 }
 
+/**
+ * Where an address is: the public internet, or one of the classes an upstream must not send the cache to
+ * unless it is there itself (loopback, link-local, private, including IPv6's unique local and the shared
+ * 100.64/10), or "reserved" (unspecified, multicast, documentation and other special ranges: never).
+ */
+export type AddressClass = "public" | "loopback" | "link-local" | "private" | "reserved";
+
+const V4_CLASSES: [string, number, AddressClass][] = [
+  ["0.0.0.0", 8, "reserved"],
+  ["10.0.0.0", 8, "private"],
+  ["100.64.0.0", 10, "private"],
+  ["127.0.0.0", 8, "loopback"],
+  ["169.254.0.0", 16, "link-local"],
+  ["172.16.0.0", 12, "private"],
+  ["192.0.0.0", 24, "reserved"],
+  ["192.0.2.0", 24, "reserved"],
+  ["192.168.0.0", 16, "private"],
+  ["198.18.0.0", 15, "reserved"],
+  ["198.51.100.0", 24, "reserved"],
+  ["203.0.113.0", 24, "reserved"],
+  ["224.0.0.0", 4, "reserved"],
+  ["240.0.0.0", 4, "reserved"],
+];
+const V6_CLASSES: [string, number, AddressClass][] = [
+  ["::", 128, "reserved"],
+  ["::1", 128, "loopback"],
+  ["::", 96, "reserved"], // IPv4-compatible (deprecated), after ::1
+  ["64:ff9b::", 96, "reserved"],
+  ["100::", 64, "reserved"],
+  ["2001:db8::", 32, "reserved"],
+  ["fc00::", 7, "private"],
+  ["fe80::", 10, "link-local"],
+  ["fec0::", 10, "private"],
+  ["ff00::", 8, "reserved"],
+];
+const classLists: [net.BlockList, AddressClass][] = [];
+for (const [family, table] of [
+  ["ipv4", V4_CLASSES],
+  ["ipv6", V6_CLASSES],
+] as const) {
+  for (const [address, bits, kind] of table) {
+    const list = new net.BlockList();
+    list.addSubnet(address, bits, family);
+    classLists.push([list, kind]);
+  }
+}
+
+/** The class of an IP address (an IPv4-mapped IPv6 address is judged as its IPv4 address). */
+export function addressClass(ip: string): AddressClass {
+  const bare = ip.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare);
+  const address = mapped ? mapped[1]! : bare;
+  const family = net.isIP(address);
+  if (family === 0) return "reserved";
+  for (const [list, kind] of classLists) {
+    if (list.check(address, family === 4 ? "ipv4" : "ipv6")) return kind;
+  }
+  return "public";
+}
+
+/**
+ * Whether the cache may go to an address of class `target` for an upstream whose own address is of class
+ * `upstream`: anywhere public; into loopback, link-local or private ranges only from an upstream that is
+ * in that same class itself (a registry on 127.0.0.1 may send it to 127.0.0.1, a public one may not).
+ */
+export function destinationAllowed(upstream: AddressClass, target: AddressClass): boolean {
+  if (target === "public") return true;
+  return target !== "reserved" && target === upstream;
+}
+
+/**
+ * Why a redirect (or token realm) to `target` is refused for an upstream of class `upstream`, or null when
+ * it may be followed as far as the URL tells: an http(s) URL whose host, when an IP address or
+ * `localhost`, is a destination the upstream may send the cache to. Names are checked again once resolved.
+ */
+export function redirectRefusal(upstream: AddressClass, target: URL): string | null {
+  if (target.protocol !== "http:" && target.protocol !== "https:") {
+    return `a ${target.protocol.replace(/:$/, "")} URL`;
+  }
+  const host = target.hostname.replace(/^\[|\]$/g, "");
+  const kind = net.isIP(host) ? addressClass(host) : /^localhost\.?$/i.test(host) ? "loopback" : null;
+  if (kind !== null && !destinationAllowed(upstream, kind)) return `a ${kind} address (${host})`;
+  return null;
+}
+
+/** Common second-level labels under country codes (co.uk, com.au...), for registrableDomain. */
+const SECOND_LEVEL = new Set(["ac", "co", "com", "edu", "gov", "net", "org", "or", "ne", "go", "gv"]);
+
+/**
+ * The registrable domain of a host name, approximated without the public suffix list: the last two
+ * labels, or three under a country code with a common second level (example.co.uk). An IP address is
+ * its own.
+ */
+export function registrableDomain(hostname: string): string {
+  const host = hostname
+    .toLowerCase()
+    .replace(/\.$/, "")
+    .replace(/^\[|\]$/g, "");
+  if (net.isIP(host)) return host;
+  const labels = host.split(".");
+  const keep = labels.length >= 3 && labels.at(-1)!.length === 2 && SECOND_LEVEL.has(labels.at(-2)!) ? 3 : 2;
+  return labels.slice(-keep).join(".");
+}
+
+/**
+ * Whether a token realm on `realm` may receive the upstream's credentials: the upstream's own host, a
+ * host of the same registrable domain (auth.docker.io for registry-1.docker.io), or one of `listed`.
+ */
+export function realmMayHaveCredentials(upstream: URL, realm: URL, listed: string[] = []): boolean {
+  // Never in clear text when the upstream itself is reached over TLS.
+  if (upstream.protocol === "https:" && realm.protocol !== "https:") return false;
+  const host = realm.hostname.toLowerCase().replace(/\.$/, "");
+  if (listed.some((h) => h.toLowerCase().replace(/\.$/, "") === host)) return true;
+  return registrableDomain(host) === registrableDomain(upstream.hostname);
+}
+
 const MANIFEST_ACCEPT = [
   "application/vnd.oci.image.index.v1+json",
   "application/vnd.oci.image.manifest.v1+json",
@@ -82,9 +208,21 @@ export class UpstreamClient {
   /** Which scheme the upstream asked for last (so that later requests send credentials at once). */
   private scheme: "none" | "basic" | "bearer" = "none";
   private bearer: Record<string, string> | null = null;
+  /**
+   * The class of the address the upstream answered from (its redirects and token realm may lead into
+   * that class, no other non-public one). Until it has answered, judged by its host when that is an
+   * address, else public (the strictest).
+   */
+  private upstreamClass: AddressClass;
 
   constructor(readonly options: UpstreamClientOptions) {
     this.base = new URL(options.remoteurl);
+    const host = this.base.hostname.replace(/^\[|\]$/g, "");
+    this.upstreamClass = net.isIP(host)
+      ? addressClass(host)
+      : /^localhost\.?$/i.test(host)
+        ? "loopback"
+        : "public";
     const ca = options.ca ? [...tls.rootCertificates, options.ca] : undefined;
     this.agent =
       this.base.protocol === "https:"
@@ -204,7 +342,16 @@ export class UpstreamClient {
     if (this.bearer?.service) url.searchParams.set("service", this.bearer.service);
     url.searchParams.set("scope", scope);
     const headers: Record<string, string> = {};
-    if (this.options.username) headers.authorization = this.basic();
+    if (this.options.username) {
+      // The credentials are the upstream's: they go to a realm of its own domain, or one configured.
+      if (!realmMayHaveCredentials(this.base, url, this.options.realmHosts)) {
+        throw new UpstreamError(
+          `${this.describe()} names the token realm ${url.origin}, which is not on its domain: the credentials are not sent there (list its host in realmhosts to allow it)`,
+          "auth",
+        );
+      }
+      headers.authorization = this.basic();
+    }
     const res = await this.send("GET", url, headers);
     const body = await readSmall(res.body, 1 << 20);
     if (res.status !== 200) {
@@ -229,7 +376,11 @@ export class UpstreamClient {
     return token;
   }
 
-  /** One HTTP exchange, following redirects; credentials are sent only to the upstream's own origin. */
+  /**
+   * One HTTP exchange, following redirects; credentials are sent only to the upstream's own origin, and a
+   * redirect is followed only to http(s) destinations the upstream may send the cache to (see
+   * destinationAllowed; host names are checked again once resolved).
+   */
   private async send(
     method: string,
     url: URL,
@@ -241,7 +392,20 @@ export class UpstreamClient {
       res.body.resume();
       if (redirects >= MAX_REDIRECTS)
         throw new UpstreamError(`${url.origin}: too many redirects`, "status", res.status);
-      const next = new URL(res.headers.location, url);
+      let next: URL;
+      try {
+        next = new URL(res.headers.location, url);
+      } catch {
+        throw new UpstreamError(`${url.origin} redirected to an invalid URL`, "redirect", res.status);
+      }
+      const refusal = redirectRefusal(this.upstreamClass, next);
+      if (refusal !== null) {
+        throw new UpstreamError(
+          `${url.origin} redirected to ${refusal}, where the pull-through cache does not follow`,
+          "redirect",
+          res.status,
+        );
+      }
       const sameOrigin = next.origin === url.origin;
       const nextHeaders = { ...headers };
       if (!sameOrigin) delete nextHeaders.authorization;
@@ -254,6 +418,18 @@ export class UpstreamClient {
     const secure = url.protocol === "https:";
     const sameOrigin = url.origin === this.base.origin;
     const agent = sameOrigin ? this.agent : undefined;
+    if (!sameOrigin) {
+      // A destination the upstream named (a redirect, its token realm): contained as its redirects are.
+      const refusal = redirectRefusal(this.upstreamClass, url);
+      if (refusal !== null) {
+        return Promise.reject(
+          new UpstreamError(
+            `${this.describe()} sent the cache to ${refusal}, where it does not go`,
+            "redirect",
+          ),
+        );
+      }
+    }
     return new Promise((resolve, reject) => {
       const req = (secure ? httpsModule() : http).request(
         url,
@@ -263,9 +439,13 @@ export class UpstreamClient {
           agent,
           ca:
             !sameOrigin && secure && this.options.ca ? [...tls.rootCertificates, this.options.ca] : undefined,
+          lookup: sameOrigin ? undefined : this.containedLookup(url.hostname),
         },
         (res) => {
           clearTimeout(timer);
+          if (sameOrigin && res.socket.remoteAddress) {
+            this.upstreamClass = addressClass(res.socket.remoteAddress);
+          }
           resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res });
         },
       );
@@ -287,6 +467,32 @@ export class UpstreamClient {
       });
       req.end();
     });
+  }
+
+  /** dns.lookup for a destination the upstream named: refuses addresses it may not send the cache to. */
+  private containedLookup(hostname: string): net.LookupFunction {
+    return (name, options, callback) => {
+      dns.lookup(name, { ...options, all: true }, (err, addresses: LookupAddress[]) => {
+        if (err) return callback(err, "", 0);
+        const refused = addresses.find(
+          (a) => !destinationAllowed(this.upstreamClass, addressClass(a.address)),
+        );
+        if (refused || addresses.length === 0) {
+          const why = refused ? `${hostname} resolves to ${refused.address}` : `${hostname} has no address`;
+          return callback(
+            new UpstreamError(
+              `${this.describe()} sent the cache to ${why}, where it does not go`,
+              "redirect",
+            ),
+            "",
+            0,
+          );
+        }
+        if (options.all)
+          return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);
+        callback(null, addresses[0]!.address, addresses[0]!.family);
+      });
+    };
   }
 
   close(): void {

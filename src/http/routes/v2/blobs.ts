@@ -27,7 +27,7 @@ export function parseRange(
 export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Promise<unknown> {
   await requireAccess(request, [{ type: "repository", name, actions: ["pull"] }]);
   const head = request.method === "HEAD";
-  const { size } = await ctx.registry.statBlob(name, ref);
+  const { size } = await ctx.registry.statBlob(name, ref, head);
   reply.header("Docker-Content-Digest", ref);
   reply.header("ETag", `"${ref}"`);
   reply.header("Accept-Ranges", "bytes");
@@ -63,17 +63,20 @@ export async function getBlob({ request, reply, ctx, name, ref }: V2Request): Pr
   }
   // Plain HTTP/1.x: a store read over plain HTTP may hand over its socket, for splice(2).
   const socket = spliceable(request.raw) ? { size } : undefined;
-  const { stream } = await ctx.registry.openBlob(name, ref, range, socket && { socket });
+  const opened = await ctx.registry.openBlob(name, ref, range, socket && { socket });
+  // A blob fetched through the pull-through cache has the size its upstream answered with.
+  if (!range && opened.size !== size) reply.header("Content-Length", opened.size);
   // [events, issue 14] registry:2 sends a pull event for a blob GET (a ranged one too)
   ctx.registry.events.notePull(requestInfo(request, ctx.config, ctx.registry.events), {
     repository: name,
     digest: ref,
     mediaType: BLOB_MEDIA_TYPE,
-    size,
+    size: opened.size,
   });
   // Plain HTTP/1.x: sendfile(2) or splice(2) when the native addon is built (src/http/sendfile.ts).
   const offset = range ? range.start : 0;
-  const length = range ? range.end - range.start + 1 : size;
+  const length = range ? range.end - range.start + 1 : opened.size;
+  const stream = opened.stream;
   return reply.send(blobBody(request.raw, stream, offset, length));
 }
 
