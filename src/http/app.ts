@@ -1,17 +1,23 @@
 import { randomBytes } from "node:crypto";
-import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
+import Fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+  LogController,
+} from "fastify";
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
 import type { AppContext } from "./context.js";
-import { answerError, errorBody, handleClientError } from "./errors.js";
+import { answerError, errorBody, handleClientError, sendError } from "./errors.js";
 import { wireProxy } from "./proxy.js";
 import { registerApiRoutes } from "./routes/api.js";
 import { registerEventRoutes } from "./routes/events.js"; // [events, issue 14]
 import { registerOpsRoutes } from "./routes/ops.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { registerUiRoutes } from "./routes/ui.js";
-import { registerV2Routes } from "./routes/v2/index.js";
-import { originFormUrl } from "./urls.js";
+import { API_VERSION, registerV2Routes } from "./routes/v2/index.js";
+import { originFormUrl, prefixOf } from "./urls.js";
 
 const idPrefix = `${randomBytes(3).toString("hex")}${process.pid.toString(36)}`;
 let idCounter = 0;
@@ -35,6 +41,7 @@ export async function buildApp(
   ctx: AppContext,
   serverOptions: Partial<FastifyServerOptions> = {},
 ): Promise<FastifyInstance> {
+  const v2Root = `${prefixOf(ctx.config)}/v2`;
   const app = Fastify({
     loggerInstance: ctx.log,
     // Fastify's own two lines per request are replaced by the one access-log line below.
@@ -44,6 +51,14 @@ export async function buildApp(
     rewriteUrl: (req) => originFormUrl(req),
     // Bodies that end early and malformed requests get the spec's error body, not Fastify's.
     clientErrorHandler: handleClientError,
+    // What the router refuses before any route runs (a malformed percent-escape in the path, a segment
+    // too long) gets the spec's error body too, not Fastify's own.
+    frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
+      if (request.url.startsWith(`${v2Root}/`) || request.url === v2Root) {
+        reply.header("Docker-Distribution-API-Version", API_VERSION);
+      }
+      sendError(err, request, reply);
+    },
     // Big layers take as long as they take; Berth puts no limit of its own on bodies or time.
     requestTimeout: 0,
     connectionTimeout: 0,

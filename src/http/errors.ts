@@ -135,6 +135,12 @@ function fromFrameworkError(err: FastifyError): RegistryError {
   }
   const status = err?.statusCode;
   const errno = (err as NodeJS.ErrnoException)?.code;
+  if (err?.code === "FST_ERR_BAD_URL") {
+    // A path with a malformed percent-escape (`/v2/<name>/manifests/%ZZ`), refused by the router.
+    return new RegistryError("NAME_INVALID", "malformed path", undefined, {}, 400);
+  }
+  if (err?.code === "FST_ERR_MAX_PARAM_LENGTH")
+    return new RegistryError("NAME_INVALID", "path segment too long", undefined, {}, 414);
   if (errno === "ECONNRESET" || errno === "ERR_STREAM_PREMATURE_CLOSE" || err?.message === "aborted") {
     // The client went away mid-body; nothing was committed. Not the server's fault.
     return new RegistryError("BLOB_UPLOAD_INVALID", "the request body ended early", undefined, {}, 400);

@@ -36,7 +36,7 @@ const ROUTES: Route[] = [
   { pattern: /^(.+)\/referrers\/([^/]+)$/, methods: { GET: listReferrers, HEAD: listReferrers } },
 ];
 
-const API_VERSION = "registry/2.0";
+export const API_VERSION = "registry/2.0";
 
 async function dispatch(
   request: FastifyRequest,
