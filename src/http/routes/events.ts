@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { parseDuration } from "../../config/duration.js";
 import { RegistryError } from "../../registry/errors.js";
 import { eventsStatus, type RedeliverFrom, redeliver } from "../../registry/event-status.js";
-import { getIdentity, requireAccess } from "../access.js";
+import { requireAdmin } from "../access.js";
 import type { AppContext } from "../context.js";
 
 /**
@@ -11,12 +11,8 @@ import type { AppContext } from "../context.js";
  * delivery errors describe the operator's infrastructure.
  */
 
-async function requireAdmin(request: FastifyRequest): Promise<void> {
-  await requireAccess(request, []);
-  if (!request.server.berthAuth?.enabled) return;
-  if (!getIdentity(request)?.admin) {
-    throw new RegistryError("DENIED", "only administrators may see and redeliver notifications");
-  }
+function requireEventsAdmin(request: FastifyRequest): Promise<void> {
+  return requireAdmin(request, "only administrators may see and redeliver notifications");
 }
 
 function badRequest(message: string): RegistryError {
@@ -38,7 +34,7 @@ export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext)
     });
 
     api.get("/api/v1/events", async (request) => {
-      await requireAdmin(request);
+      await requireEventsAdmin(request);
       const q = (request.query ?? {}) as Record<string, unknown>;
       const rawLimit = stringParam(q, "limit");
       const limit = rawLimit === undefined ? 20 : Number(rawLimit);
@@ -55,7 +51,7 @@ export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext)
     });
 
     api.post("/api/v1/events/redeliver", async (request) => {
-      await requireAdmin(request);
+      await requireEventsAdmin(request);
       const body = (request.body ?? {}) as Record<string, unknown>;
       const endpoint = typeof body.endpoint === "string" ? body.endpoint : "";
       let from: RedeliverFrom;
