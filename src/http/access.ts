@@ -184,6 +184,19 @@ export async function requireAdmin(
   throw new RegistryError("DENIED", message);
 }
 
+/**
+ * Whether the caller proved who it is: always with authentication off (everyone is trusted, as in
+ * registry:2); with it on, a caller whose credentials named a user. Anonymous callers, anonymous tokens
+ * and refused credentials are strangers.
+ */
+export function knownCaller(request: FastifyRequest): boolean {
+  const service = serviceOf(request);
+  if (!service?.enabled) return true;
+  const outcome = outcomes.get(request);
+  if (!outcome || outcome instanceof Promise || outcome.kind !== "ok") return false;
+  return outcome.identity.subject !== null;
+}
+
 /** Whether the caller may pull `repository` (mounts, with or without `from`; browsing). */
 export function canPull(request: FastifyRequest, repository: string): boolean {
   return may(request, repository, "pull");

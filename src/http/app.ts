@@ -8,6 +8,7 @@ import Fastify, {
 } from "fastify";
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
+import { API_BODY_LIMIT, closeForStrangers, keepBodiesUnread } from "./bodies.js";
 import type { AppContext } from "./context.js";
 import { answerError, errorBody, handleClientError, sendError } from "./errors.js";
 import { wireProxy } from "./proxy.js";
@@ -59,11 +60,13 @@ export async function buildApp(
       }
       sendError(err, request, reply);
     },
-    // Big layers take as long as they take; Berth puts no limit of its own on bodies or time.
+    // Big layers take as long as they take: no limit on a request's total time (an idle body is cut by
+    // guardConnections below). No parser reads a body before its route authenticates (src/http/bodies.ts);
+    // the few parsers that exist (the token endpoint's form) read small bodies.
     requestTimeout: 0,
     connectionTimeout: 0,
     keepAliveTimeout: 75_000,
-    bodyLimit: 16 * 1024 * 1024,
+    bodyLimit: API_BODY_LIMIT,
     return503OnClosing: true,
     forceCloseConnections: "idle",
     // No route declares a JSON schema: keep Fastify from loading ajv and fast-json-stringify
@@ -91,6 +94,8 @@ export async function buildApp(
     });
   }
 
+  keepBodiesUnread(app);
+  app.addHook("onSend", closeForStrangers);
   app.setErrorHandler(answerError);
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).header("content-type", "application/json; charset=utf-8");

@@ -4,6 +4,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { databaseUnavailable } from "../metadata/dialect.js";
 import { type ErrorCode, isRegistryError, RegistryError } from "../registry/errors.js";
 import { isStoreUnavailable } from "../storage/blob-store.js";
+import { knownCaller } from "./access.js";
 
 const STATUS: Record<ErrorCode, number> = {
   BLOB_UNKNOWN: 404,
@@ -46,13 +47,17 @@ const UNREAD_BODY_WAIT_MS = 30_000;
  * to its upstreams) closing at once resets the connection under the body the client is still sending, and
  * a proxy turns the reset into a 502 in place of the answer: there the rest of the body is read and
  * dropped first, up to UNREAD_BODY_LIMIT bytes or UNREAD_BODY_WAIT_MS, then the answer goes out.
+ * Not for a caller who never authenticated: its connection closes after the answer, unread (see
+ * closeForStrangers in src/http/bodies.ts).
  */
 export function answerError(
   err: unknown,
   request: FastifyRequest,
   reply: FastifyReply,
 ): FastifyReply | Promise<void> {
-  if (!closesWithBodyUnread(request.raw, reply.raw)) return sendError(err, request, reply);
+  if (!closesWithBodyUnread(request.raw, reply.raw) || !knownCaller(request)) {
+    return sendError(err, request, reply);
+  }
   return dropUnreadBody(request.raw).then(() => {
     sendError(err, request, reply);
   });

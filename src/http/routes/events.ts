@@ -3,6 +3,7 @@ import { parseDuration } from "../../config/duration.js";
 import { RegistryError } from "../../registry/errors.js";
 import { eventsStatus, type RedeliverFrom, redeliver } from "../../registry/event-status.js";
 import { requireAdmin } from "../access.js";
+import { readJsonBody } from "../bodies.js";
 import type { AppContext } from "../context.js";
 
 /**
@@ -52,7 +53,8 @@ export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext)
 
     api.post("/api/v1/events/redeliver", async (request) => {
       await requireEventsAdmin(request);
-      const body = (request.body ?? {}) as Record<string, unknown>;
+      const parsed = await readJsonBody(request);
+      const body = (parsed && typeof parsed === "object" ? parsed : {}) as Record<string, unknown>;
       const endpoint = typeof body.endpoint === "string" ? body.endpoint : "";
       let from: RedeliverFrom;
       if (body.all === true) from = { all: true };
