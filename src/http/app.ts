@@ -9,6 +9,7 @@ import Fastify, {
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
 import { API_BODY_LIMIT, closeForStrangers, keepBodiesUnread } from "./bodies.js";
+import { connectionLimits, guardConnections, headerTimeoutOptions } from "./connections.js";
 import type { AppContext } from "./context.js";
 import { answerError, errorBody, handleClientError, sendError } from "./errors.js";
 import { wireProxy } from "./proxy.js";
@@ -43,6 +44,7 @@ export async function buildApp(
   serverOptions: Partial<FastifyServerOptions> = {},
 ): Promise<FastifyInstance> {
   const v2Root = `${prefixOf(ctx.config)}/v2`;
+  const limits = connectionLimits(ctx.config);
   const app = Fastify({
     loggerInstance: ctx.log,
     // Fastify's own two lines per request are replaced by the one access-log line below.
@@ -66,6 +68,8 @@ export async function buildApp(
     requestTimeout: 0,
     connectionTimeout: 0,
     keepAliveTimeout: 75_000,
+    // Plain HTTP/1.1: the request head has http.headertimeout to arrive (see src/http/connections.ts).
+    http: headerTimeoutOptions(limits),
     bodyLimit: API_BODY_LIMIT,
     return503OnClosing: true,
     forceCloseConnections: "idle",
@@ -94,6 +98,7 @@ export async function buildApp(
     });
   }
 
+  guardConnections(app, limits, ctx.log);
   keepBodiesUnread(app);
   app.addHook("onSend", closeForStrangers);
   app.setErrorHandler(answerError);

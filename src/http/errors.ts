@@ -205,12 +205,25 @@ export function handleClientError(err: NodeJS.ErrnoException, socket: Socket): v
     code = "BLOB_UPLOAD_INVALID";
     message = "the request body ended early";
   }
-  if (socket.writable && !inFlight?.headersSent) {
-    const body = errorBody(code, message, null);
-    socket.write(
-      `HTTP/1.1 ${status} ${status === 400 ? "Bad Request" : status === 408 ? "Request Timeout" : "Request Header Fields Too Large"}\r\n` +
-        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  }
+  if (!inFlight?.headersSent) writeRawError(socket, status, code, message);
   socket.destroy();
+}
+
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  431: "Request Header Fields Too Large",
+};
+
+/**
+ * Writes an HTTP/1.1 answer with the spec's error body straight to a socket that is about to be closed,
+ * outside any handler (a malformed request, a body that stopped coming).
+ */
+export function writeRawError(socket: Socket, status: number, code: string, message: string): void {
+  if (!socket.writable) return;
+  const body = errorBody(code, message, null);
+  socket.write(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\n` +
+      `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
