@@ -1,9 +1,11 @@
 import { createHash } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, freePort, portOpen, startBerth, tempDir } from "../helpers/server.js";
+import { makePki } from "./auth-fixtures.js";
 
 // What one client can hold of a worker (issue 21, item 3): on main, a body sending 1 byte every 20 s on an
 // upload POST stayed open for 160 s and more, and connections were not limited per client. Here
@@ -187,5 +189,58 @@ describe("the ACME HTTP listener (http.tls.letsencrypt.httpaddr)", () => {
     const slow = await partial.closed;
     expect(slow.ms).toBeLessThan(6_000);
     for (const c of open) c.socket.destroy();
+  });
+});
+
+describe("over TLS with HTTP/2", () => {
+  let tlsBerth: Berth;
+  let ca: Buffer;
+  beforeAll(async () => {
+    const pki = makePki();
+    ca = readFileSync(pki.caCert);
+    const dir = tempDir("berth-limits-h2-");
+    const config = path.join(dir, "config.yml");
+    writeFileSync(config, ["http:", "  idletimeout: 2s", ""].join("\n"));
+    tlsBerth = await startBerth({
+      args: ["--config", config, "--tls-cert", pki.serverChain, "--tls-key", pki.serverKey],
+      scheme: "https",
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await tlsBerth?.cleanup();
+  });
+
+  it("a stream whose body stops coming is reset after http.idletimeout; the session goes on", async () => {
+    const session = http2.connect(tlsBerth.url, { ca, servername: "localhost" });
+    session.on("error", () => {});
+    try {
+      const started = Date.now();
+      const stream = session.request({
+        ":method": "POST",
+        ":path": `/v2/slow/h2/blobs/uploads/?digest=sha256:${"0".repeat(64)}`,
+        "content-type": "application/octet-stream",
+        "content-length": "1000",
+      });
+      stream.write(Buffer.alloc(10, 1));
+      // Without the limit the server never resets it: end the test's side after a while.
+      const giveUp = setTimeout(() => stream.close(), 15_000);
+      stream.on("close", () => clearTimeout(giveUp));
+      const closed = await new Promise<{ code: number; ms: number }>((resolve) => {
+        stream.on("error", () => {});
+        stream.resume();
+        stream.on("close", () => resolve({ code: stream.rstCode ?? -1, ms: Date.now() - started }));
+      });
+      expect(closed.code).toBe(http2.constants.NGHTTP2_CANCEL);
+      expect(closed.ms).toBeLessThan(6_000);
+      // The same session still answers.
+      const ping = session.request({ ":path": "/v2/" });
+      const status = await new Promise<number>((resolve) => {
+        ping.on("response", (h) => resolve(Number(h[":status"])));
+        ping.resume();
+      });
+      expect(status).toBe(200);
+    } finally {
+      session.close();
+    }
   });
 });
