@@ -1,5 +1,6 @@
 import type { Server as HttpServer } from "node:http";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "../config/schema.js";
@@ -13,7 +14,7 @@ import { isTrustedProxy } from "./urls.js";
  *    are closed as they arrive. The addresses of `http.trustedproxies` are exempt (behind nginx every
  *    client has nginx's address; the proxy is where a per-client limit belongs then).
  *  - `http.headertimeout`: the request line and headers must arrive within it (Node's headersTimeout,
- *    which also closes a connection that sends nothing at all).
+ *    which also closes a connection that sends nothing at all; over TLS, limitTlsHeaders).
  *  - `http.idletimeout`: a request whose body sends nothing for this long, while its handler waits for
  *    it, is cut with 408. Idle time, not total: a 10 GiB layer on a slow line goes through as long as
  *    bytes keep coming. While the handler is not reading (the storage is slow, the body waits in the
@@ -185,8 +186,32 @@ export function cutIdleBodies(app: FastifyInstance, limits: ConnectionLimits, lo
   });
 }
 
+/**
+ * HTTP/1.1 over TLS: Node's headersTimeout is not enforced on the HTTP/2 server that also speaks
+ * HTTP/1.1, so a connection must bring its first request's head within `limits.headerMs` of its
+ * handshake, or it gets 408 and is closed (later heads on the connection are bounded by the keep-alive
+ * timeout). HTTP/2 sessions are left to Fastify's http2SessionTimeout.
+ */
+export function limitTlsHeaders(app: FastifyInstance, limits: ConnectionLimits): void {
+  const served = new WeakSet<object>();
+  app.addHook("onRequest", async (request) => {
+    if (request.raw.httpVersionMajor === 1 && request.raw.socket) served.add(request.raw.socket);
+  });
+  (app.server as unknown as NodeJS.EventEmitter).on("secureConnection", (socket: TLSSocket) => {
+    if (socket.alpnProtocol === "h2") return;
+    const timer = setTimeout(() => {
+      if (served.has(socket) || socket.destroyed) return;
+      writeRawError(socket, 408, "UNSUPPORTED", "the request took too long");
+      socket.destroy();
+    }, limits.headerMs);
+    timer.unref();
+    socket.once("close", () => clearTimeout(timer));
+  });
+}
+
 /** The per-client cap and the timeouts, on the application's server. */
 export function guardConnections(app: FastifyInstance, limits: ConnectionLimits, log: Logger): void {
   capConnectionsPerClient(app.server as unknown as HttpServer, limits, log);
   cutIdleBodies(app, limits, log);
+  limitTlsHeaders(app, limits);
 }

@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
 import path from "node:path";
+import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, freePort, portOpen, startBerth, tempDir } from "../helpers/server.js";
 import { makePki } from "./auth-fixtures.js";
@@ -200,7 +201,7 @@ describe("over TLS with HTTP/2", () => {
     ca = readFileSync(pki.caCert);
     const dir = tempDir("berth-limits-h2-");
     const config = path.join(dir, "config.yml");
-    writeFileSync(config, ["http:", "  idletimeout: 2s", ""].join("\n"));
+    writeFileSync(config, ["http:", "  idletimeout: 2s", "  headertimeout: 2s", ""].join("\n"));
     tlsBerth = await startBerth({
       args: ["--config", config, "--tls-cert", pki.serverChain, "--tls-key", pki.serverKey],
       scheme: "https",
@@ -208,6 +209,37 @@ describe("over TLS with HTTP/2", () => {
   }, 60_000);
   afterAll(async () => {
     await tlsBerth?.cleanup();
+  });
+
+  it("HTTP/1.1 over TLS: headers that stop coming, and a connection that sends nothing, are closed", async () => {
+    const port = Number(new URL(tlsBerth.url).port);
+    const open = (head: string | null) =>
+      new Promise<{ text: string; ms: number }>((resolve) => {
+        const started = Date.now();
+        const socket = tls.connect(
+          { host: "127.0.0.1", port, ca, servername: "localhost", ALPNProtocols: ["http/1.1"] },
+          () => {
+            if (head) socket.write(head);
+          },
+        );
+        let text = "";
+        socket.on("data", (d: Buffer) => {
+          text += d.toString("latin1");
+        });
+        socket.on("error", () => {});
+        const giveUp = setTimeout(() => socket.destroy(), 15_000);
+        socket.on("close", () => {
+          clearTimeout(giveUp);
+          resolve({ text, ms: Date.now() - started });
+        });
+      });
+    const [partial, silent] = await Promise.all([
+      open("GET /v2/ HTTP/1.1\r\nHost: localhost\r\n"),
+      open(null),
+    ]);
+    expect(statusOf(partial.text)).toBe(408);
+    expect(partial.ms).toBeLessThan(6_000);
+    expect(silent.ms).toBeLessThan(6_000);
   });
 
   it("a stream whose body stops coming is reset after http.idletimeout; the session goes on", async () => {
