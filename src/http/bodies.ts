@@ -50,6 +50,7 @@ export async function closeForStrangers(
 
 /** How long a connection closed under an unread body still takes (and drops) what the client sends. */
 const LINGER_MS = 2_000;
+const LINGERING = Symbol("berth.lingering");
 
 /**
  * Node closes a `Connection: close` answer's socket as soon as the answer is written; with the client
@@ -67,8 +68,6 @@ function lingerOnClose(socket: Socket | null | undefined): void {
     this.once("close", () => clearTimeout(timer));
   };
 }
-
-const LINGERING = Symbol("berth.lingering");
 
 export function contentLength(request: FastifyRequest): number | undefined {
   const raw = request.headers["content-length"];
