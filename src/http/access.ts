@@ -167,6 +167,36 @@ function needsDetail(needs: AccessRequest[]): unknown {
   return needs.flatMap((n) => n.actions.map((action) => ({ Type: n.type, Name: n.name, Action: action })));
 }
 
+/**
+ * Refuses everyone but administrators when authentication is on (401 without credentials, 403 for a
+ * known user who is not one); `also` names the users allowed beside them. With auth off everyone passes.
+ */
+export async function requireAdmin(
+  request: FastifyRequest,
+  message: string,
+  also: readonly string[] = [],
+): Promise<void> {
+  await requireAccess(request, []);
+  if (!serviceOf(request)?.enabled) return;
+  const identity = getIdentity(request);
+  if (identity?.admin) return;
+  if (identity?.subject && also.includes(identity.subject)) return;
+  throw new RegistryError("DENIED", message);
+}
+
+/**
+ * Whether the caller proved who it is: always with authentication off (everyone is trusted, as in
+ * registry:2); with it on, a caller whose credentials named a user. Anonymous callers, anonymous tokens
+ * and refused credentials are strangers.
+ */
+export function knownCaller(request: FastifyRequest): boolean {
+  const service = serviceOf(request);
+  if (!service?.enabled) return true;
+  const outcome = outcomes.get(request);
+  if (!outcome || outcome instanceof Promise || outcome.kind !== "ok") return false;
+  return outcome.identity.subject !== null;
+}
+
 /** Whether the caller may pull `repository` (mounts, with or without `from`; browsing). */
 export function canPull(request: FastifyRequest, repository: string): boolean {
   return may(request, repository, "pull");

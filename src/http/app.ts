@@ -1,17 +1,25 @@
 import { randomBytes } from "node:crypto";
-import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
+import Fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+  LogController,
+} from "fastify";
 // [auth wiring, issue 3] registerAuth: identity once per request, before any route.
 import { registerAuth } from "./access.js";
+import { API_BODY_LIMIT, closeForStrangers, keepBodiesUnread } from "./bodies.js";
+import { connectionLimits, guardConnections, headerTimeoutOptions } from "./connections.js";
 import type { AppContext } from "./context.js";
-import { answerError, errorBody, handleClientError } from "./errors.js";
+import { answerError, errorBody, handleClientError, sendError } from "./errors.js";
 import { wireProxy } from "./proxy.js";
 import { registerApiRoutes } from "./routes/api.js";
 import { registerEventRoutes } from "./routes/events.js"; // [events, issue 14]
 import { registerOpsRoutes } from "./routes/ops.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { registerUiRoutes } from "./routes/ui.js";
-import { registerV2Routes } from "./routes/v2/index.js";
-import { originFormUrl } from "./urls.js";
+import { API_VERSION, registerV2Routes } from "./routes/v2/index.js";
+import { originFormUrl, prefixOf } from "./urls.js";
 
 const idPrefix = `${randomBytes(3).toString("hex")}${process.pid.toString(36)}`;
 let idCounter = 0;
@@ -35,6 +43,8 @@ export async function buildApp(
   ctx: AppContext,
   serverOptions: Partial<FastifyServerOptions> = {},
 ): Promise<FastifyInstance> {
+  const v2Root = `${prefixOf(ctx.config)}/v2`;
+  const limits = connectionLimits(ctx.config);
   const app = Fastify({
     loggerInstance: ctx.log,
     // Fastify's own two lines per request are replaced by the one access-log line below.
@@ -44,11 +54,23 @@ export async function buildApp(
     rewriteUrl: (req) => originFormUrl(req),
     // Bodies that end early and malformed requests get the spec's error body, not Fastify's.
     clientErrorHandler: handleClientError,
-    // Big layers take as long as they take; Berth puts no limit of its own on bodies or time.
+    // What the router refuses before any route runs (a malformed percent-escape in the path, a segment
+    // too long) gets the spec's error body too, not Fastify's own.
+    frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
+      if (request.url.startsWith(`${v2Root}/`) || request.url === v2Root) {
+        reply.header("Docker-Distribution-API-Version", API_VERSION);
+      }
+      sendError(err, request, reply);
+    },
+    // Big layers take as long as they take: no limit on a request's total time (an idle body is cut by
+    // guardConnections below). No parser reads a body before its route authenticates (src/http/bodies.ts);
+    // the few parsers that exist (the token endpoint's form) read small bodies.
     requestTimeout: 0,
     connectionTimeout: 0,
     keepAliveTimeout: 75_000,
-    bodyLimit: 16 * 1024 * 1024,
+    // Plain HTTP/1.1: the request head has http.headertimeout to arrive (see src/http/connections.ts).
+    http: headerTimeoutOptions(limits),
+    bodyLimit: API_BODY_LIMIT,
     return503OnClosing: true,
     forceCloseConnections: "idle",
     // No route declares a JSON schema: keep Fastify from loading ajv and fast-json-stringify
@@ -76,6 +98,9 @@ export async function buildApp(
     });
   }
 
+  guardConnections(app, limits, ctx.log);
+  keepBodiesUnread(app);
+  app.addHook("onSend", closeForStrangers);
   app.setErrorHandler(answerError);
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).header("content-type", "application/json; charset=utf-8");

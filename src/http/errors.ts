@@ -4,6 +4,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { databaseUnavailable } from "../metadata/dialect.js";
 import { type ErrorCode, isRegistryError, RegistryError } from "../registry/errors.js";
 import { isStoreUnavailable } from "../storage/blob-store.js";
+import { knownCaller } from "./access.js";
 
 const STATUS: Record<ErrorCode, number> = {
   BLOB_UNKNOWN: 404,
@@ -46,13 +47,17 @@ const UNREAD_BODY_WAIT_MS = 30_000;
  * to its upstreams) closing at once resets the connection under the body the client is still sending, and
  * a proxy turns the reset into a 502 in place of the answer: there the rest of the body is read and
  * dropped first, up to UNREAD_BODY_LIMIT bytes or UNREAD_BODY_WAIT_MS, then the answer goes out.
+ * Not for a caller who never authenticated: its connection closes after the answer, unread (see
+ * closeForStrangers in src/http/bodies.ts).
  */
 export function answerError(
   err: unknown,
   request: FastifyRequest,
   reply: FastifyReply,
 ): FastifyReply | Promise<void> {
-  if (!closesWithBodyUnread(request.raw, reply.raw)) return sendError(err, request, reply);
+  if (!closesWithBodyUnread(request.raw, reply.raw) || !knownCaller(request)) {
+    return sendError(err, request, reply);
+  }
   return dropUnreadBody(request.raw).then(() => {
     sendError(err, request, reply);
   });
@@ -135,6 +140,12 @@ function fromFrameworkError(err: FastifyError): RegistryError {
   }
   const status = err?.statusCode;
   const errno = (err as NodeJS.ErrnoException)?.code;
+  if (err?.code === "FST_ERR_BAD_URL") {
+    // A path with a malformed percent-escape (`/v2/<name>/manifests/%ZZ`), refused by the router.
+    return new RegistryError("NAME_INVALID", "malformed path", undefined, {}, 400);
+  }
+  if (err?.code === "FST_ERR_MAX_PARAM_LENGTH")
+    return new RegistryError("NAME_INVALID", "path segment too long", undefined, {}, 414);
   if (errno === "ECONNRESET" || errno === "ERR_STREAM_PREMATURE_CLOSE" || err?.message === "aborted") {
     // The client went away mid-body; nothing was committed. Not the server's fault.
     return new RegistryError("BLOB_UPLOAD_INVALID", "the request body ended early", undefined, {}, 400);
@@ -194,12 +205,25 @@ export function handleClientError(err: NodeJS.ErrnoException, socket: Socket): v
     code = "BLOB_UPLOAD_INVALID";
     message = "the request body ended early";
   }
-  if (socket.writable && !inFlight?.headersSent) {
-    const body = errorBody(code, message, null);
-    socket.write(
-      `HTTP/1.1 ${status} ${status === 400 ? "Bad Request" : status === 408 ? "Request Timeout" : "Request Header Fields Too Large"}\r\n` +
-        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  }
+  if (!inFlight?.headersSent) writeRawError(socket, status, code, message);
   socket.destroy();
+}
+
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  431: "Request Header Fields Too Large",
+};
+
+/**
+ * Writes an HTTP/1.1 answer with the spec's error body straight to a socket that is about to be closed,
+ * outside any handler (a malformed request, a body that stopped coming).
+ */
+export function writeRawError(socket: Socket, status: number, code: string, message: string): void {
+  if (!socket.writable) return;
+  const body = errorBody(code, message, null);
+  socket.write(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\n` +
+      `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

@@ -20,6 +20,7 @@ import type { Config } from "../config/schema.js";
 import { acmeHosts } from "../config/sections/tls.js";
 import { Lease, type LockSource } from "../registry/gc.js";
 import { makePrivateDir } from "../storage/private-files.js";
+import { capConnectionsPerClient, connectionLimits, headerTimeoutOptions } from "./connections.js";
 import { type TlsMaterial, tlsMinVersion } from "./tls.js";
 import { checkPair, type KeyAndCert, unbundle } from "./tls-certs.js";
 
@@ -222,6 +223,7 @@ async function openAcme(ctx: Context): Promise<ManagedTls> {
       let httpOk = false;
       if (le.httpaddr !== "") {
         const server = redirectServer(ctx.config, hosts, (token) => acme.http01Response(paths, token));
+        capConnectionsPerClient(server, connectionLimits(ctx.config), ctx.log);
         httpOk = await listenHttp(server, le.httpaddr, ctx.log);
         if (httpOk) stops.push(() => new Promise((r) => server.close(() => r(undefined))));
       }
@@ -291,7 +293,10 @@ export function redirectServer(
 ): http.Server {
   const publicUrl = config.http.host ? new URL(config.http.host) : undefined;
   const listenPort = Number(/:(\d+)$/.exec(config.http.addr)?.[1] ?? 443);
-  return http.createServer((req, res) => {
+  // Its requests are a line and a few headers: the header deadline, and as long again for the whole.
+  const timeouts = headerTimeoutOptions(connectionLimits(config));
+  const options = { ...timeouts, requestTimeout: 2 * timeouts.headersTimeout };
+  return http.createServer(options, (req, res) => {
     const target = req.url?.startsWith("/") ? req.url : "/";
     const token = /^\/\.well-known\/acme-challenge\/([^/?#]+)(?:\?.*)?$/.exec(target)?.[1];
     if (token !== undefined) {

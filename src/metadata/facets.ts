@@ -19,7 +19,7 @@ import type {
   TagRow,
   TagSort,
 } from "./ui-queries.js";
-import type { RepositoryUsage, UsageSummary, UsageTotals } from "./usage-queries.js";
+import type { RepositoryUsage, UsageSnapshot, UsageSummary, UsageTotals } from "./usage-queries.js";
 
 /**
  * The facets of the MetadataStore interface (src/metadata/store.ts), one per concern, in domain terms.
@@ -54,6 +54,11 @@ export interface UsageReads {
   usageSummary(): Promise<UsageSummary>;
   repositoryUsage(options?: { repositoryIds?: number[] }): Promise<RepositoryUsage[]>;
   usageOfRepository(name: string): Promise<RepositoryUsage | null>;
+  /** Registry-wide usage in bounded steps (for the usage job; never on a request's path). */
+  computeUsageSnapshot(options?: { pauseMs?: number; signal?: AbortSignal }): Promise<UsageSnapshot | null>;
+  saveUsageSnapshot(snapshot: UsageSnapshot): Promise<void>;
+  /** The last snapshot the usage job saved; null before its first run. */
+  readUsageSnapshot(): Promise<UsageSnapshot | null>;
 }
 
 /** The notification outbox: events, endpoint cursors and leases, the delivery log (events-queries.ts). */

@@ -2,8 +2,9 @@ import type { Kysely } from "kysely";
 import type { Database } from "./schema.js";
 
 /**
- * The settings table: named values that every process sharing the database must agree on (the token
- * signing key). A value is written once: the first writer wins, and everyone reads back the winner's.
+ * The settings table: named values that every process sharing the database must agree on. The token
+ * signing key is written once (settleSetting: the first writer wins, and everyone reads back the
+ * winner's); a value that a job recomputes (the storage usage snapshot) is replaced (storeSetting).
  */
 
 /** The value stored under `name`, if any. */
@@ -27,4 +28,13 @@ export async function settleSetting(db: Kysely<Database>, name: string, candidat
   const stored = await readSetting(db, name);
   if (stored === undefined) throw new Error(`setting ${name} was not stored`);
   return stored;
+}
+
+/** Stores `value` under `name`, replacing what was there. */
+export async function storeSetting(db: Kysely<Database>, name: string, value: string): Promise<void> {
+  await db
+    .insertInto("settings")
+    .values({ name, value, created_at: Date.now() })
+    .onConflict((oc) => oc.column("name").doUpdateSet({ value, created_at: Date.now() }))
+    .execute();
 }

@@ -1,5 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import type { Database } from "./schema.js";
+import { readSetting, storeSetting } from "./settings-queries.js";
 
 /**
  * Storage usage, computed from the metadata database alone (no filesystem walk).
@@ -126,28 +127,19 @@ export async function repositoryUsage(
   if (ids) repos = repos.where("id", "in", ids);
   const names = await repos.execute();
 
-  // How many repositories link each blob, restricted to the blobs of the repositories asked about.
+  // A blob is unique to a repository when no other repository links it: one probe of the digest index
+  // per link, which stops at the first other repository (counting every blob's links instead made each
+  // repository cost as much as all the repositories that share its base layers).
   let query = db
-    .with("links", (qb) => {
-      let q = qb
-        .selectFrom("repository_blobs")
-        .select("digest")
-        .select((eb) => eb.fn.countAll<number>().as("n"));
-      if (ids) {
-        q = q.where("digest", "in", (sub) =>
-          sub.selectFrom("repository_blobs").select("digest").where("repository_id", "in", ids),
-        );
-      }
-      return q.groupBy("digest");
-    })
     .selectFrom("repository_blobs as rb")
     .innerJoin("blobs as b", "b.digest", "rb.digest")
-    .innerJoin("links as l", "l.digest", "rb.digest")
     .select("rb.repository_id")
     .select((eb) => [
       eb.fn.sum<number>("b.size").as("bytes"),
       eb.fn.countAll<number>().as("blobs"),
-      sql<number>`sum(case when l.n = 1 then b.size else 0 end)`.as("unique_bytes"),
+      sql<number>`sum(case when not exists (select 1 from repository_blobs as o where o.digest = rb.digest and o.repository_id <> rb.repository_id) then b.size else 0 end)`.as(
+        "unique_bytes",
+      ),
     ])
     .groupBy("rb.repository_id");
   if (ids) query = query.where("rb.repository_id", "in", ids);
@@ -179,8 +171,83 @@ export async function uploadUsage(db: Kysely<Database>): Promise<{ count: number
   return { count: num(row?.count), bytes: num(row?.bytes) };
 }
 
+/**
+ * Registry-wide usage as of `computedAt`: the summary and every repository's figures. Computed by a
+ * background job (src/registry/jobs.ts) and kept in the settings table, so that no request computes
+ * it (on a large registry that takes seconds) and every process shares one copy.
+ */
+export interface UsageSnapshot {
+  computedAt: number;
+  summary: UsageSummary;
+  repositories: RepositoryUsage[];
+}
+
+const SNAPSHOT_SETTING = "usage:snapshot";
+/** Repositories whose figures one query computes, in computeUsageSnapshot. */
+const SNAPSHOT_CHUNK = 50;
+
+/**
+ * Computes the snapshot in bounded steps: the summary, then the repositories a chunk at a time, with
+ * `pauseMs` between chunks (on SQLite every query holds the process's event loop while it runs).
+ * Resolves to null when `signal` aborts it midway.
+ */
+export async function computeUsageSnapshot(
+  db: Kysely<Database>,
+  options: { pauseMs?: number; signal?: AbortSignal } = {},
+): Promise<UsageSnapshot | null> {
+  const computedAt = Date.now();
+  const summary = await usageSummary(db);
+  const ids = (await db.selectFrom("repositories").select("id").orderBy("id").execute()).map((r) =>
+    Number(r.id),
+  );
+  const repositories: RepositoryUsage[] = [];
+  for (let i = 0; i < ids.length; i += SNAPSHOT_CHUNK) {
+    if (options.signal?.aborted) return null;
+    repositories.push(...(await repositoryUsage(db, { repositoryIds: ids.slice(i, i + SNAPSHOT_CHUNK) })));
+    if (options.pauseMs) await new Promise((r) => setTimeout(r, options.pauseMs));
+  }
+  repositories.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { computedAt, summary, repositories };
+}
+
+export async function saveUsageSnapshot(db: Kysely<Database>, snapshot: UsageSnapshot): Promise<void> {
+  const compact = {
+    computedAt: snapshot.computedAt,
+    summary: snapshot.summary,
+    // [id, name, bytes, blobs, unique]: a fifth of the size of the objects for 10,000 repositories.
+    repositories: snapshot.repositories.map((r) => [r.repositoryId, r.name, r.bytes, r.blobs, r.unique]),
+  };
+  await storeSetting(db, SNAPSHOT_SETTING, JSON.stringify(compact));
+}
+
+/** The last snapshot saved, or null before the first one. */
+export async function readUsageSnapshot(db: Kysely<Database>): Promise<UsageSnapshot | null> {
+  const text = await readSetting(db, SNAPSHOT_SETTING);
+  if (!text) return null;
+  const raw = JSON.parse(text) as {
+    computedAt: number;
+    summary: UsageSummary;
+    repositories: [number, string, number, number, number][];
+  };
+  return {
+    computedAt: raw.computedAt,
+    summary: raw.summary,
+    repositories: raw.repositories.map(([repositoryId, name, bytes, blobs, unique]) => ({
+      repositoryId,
+      name,
+      bytes,
+      blobs,
+      unique,
+      shared: bytes - unique,
+    })),
+  };
+}
+
 /** The queries above, as the store's `usage` facet binds them (src/metadata/store.ts). */
 export const usageQueries = {
+  computeUsageSnapshot,
+  saveUsageSnapshot,
+  readUsageSnapshot,
   uploadUsage,
   totalUsage,
   sharedUsage,

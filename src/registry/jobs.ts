@@ -38,7 +38,7 @@ export interface JobsRuntime {
   registry?: { proxy: PullThroughCache | null };
 }
 
-export type JobName = "gc" | "retention" | "uploadpurging" | "relocate" | "proxyexpiry";
+export type JobName = "gc" | "retention" | "uploadpurging" | "relocate" | "proxyexpiry" | "usage";
 
 export const JOB_LOCK: Record<JobName, string> = {
   gc: "job:gc",
@@ -46,6 +46,7 @@ export const JOB_LOCK: Record<JobName, string> = {
   uploadpurging: "job:uploadpurging",
   relocate: "job:relocate",
   proxyexpiry: "job:proxyexpiry",
+  usage: "job:usage",
 };
 
 /** How often blobs uploaded in parts are moved to Distribution's keys (link files kept, on S3). */
@@ -57,6 +58,9 @@ const RELOCATE_RETIRE_MS = 3_600_000;
 export function proxyExpiryInterval(shortestTtlMs: number): number {
   return Math.min(60 * 60_000, Math.max(1_000, Math.floor(shortestTtlMs / 4)));
 }
+
+/** Pause between the usage job's steps, so that requests in the same process get their turn. */
+const USAGE_PAUSE_MS = 20;
 
 /** The collector's options from the configuration (flags may override some). */
 export function gcOptionsFromConfig(config: Config, overrides: Partial<GcOptions> = {}): GcOptions {
@@ -96,12 +100,26 @@ export function startBackgroundJobs(
   const target = { meta: runtime.meta, store: runtime.storage };
   const meta = runtime.meta;
   if (config.metrics?.enabled !== false) registerMaintenanceMetrics(runtime.meta);
-  if (config.storage.maintenance.readonly.enabled) {
-    log.info({}, "background jobs: not started (read-only mode: nothing is deleted)");
-    return async () => {};
-  }
-  const jobs: Job[] = [];
-  if (config.gc.enabled) {
+  // Registry-wide storage usage (the UI's storage page): computed here, never by a request.
+  const jobs: Job[] = [
+    {
+      name: "usage",
+      intervalMs: config.ui.usageinterval,
+      async run(_lease, signal) {
+        const started = Date.now();
+        const snapshot = await meta.usage.computeUsageSnapshot({ pauseMs: USAGE_PAUSE_MS, signal });
+        if (!snapshot) return;
+        await meta.usage.saveUsageSnapshot(snapshot);
+        log.debug?.(
+          { job: "usage", repositories: snapshot.repositories.length, ms: Date.now() - started },
+          "usage: computed",
+        );
+      },
+    },
+  ];
+  const readOnly = config.storage.maintenance.readonly.enabled;
+  if (readOnly) log.info({}, "background jobs: only usage (read-only mode: nothing is deleted)");
+  if (config.gc.enabled && !readOnly) {
     jobs.push({
       name: "gc",
       intervalMs: config.gc.interval,
@@ -117,7 +135,7 @@ export function startBackgroundJobs(
     });
   }
   const retention = config.retention;
-  if (retention.enabled && retention.policies.length > 0) {
+  if (retention.enabled && retention.policies.length > 0 && !readOnly) {
     const policies = compilePolicies(retention.policies);
     jobs.push({
       name: "retention",
@@ -162,7 +180,7 @@ export function startBackgroundJobs(
     });
   }
   const purging = config.storage.maintenance.uploadpurging;
-  if (purging.enabled) {
+  if (purging.enabled && !readOnly) {
     jobs.push({
       name: "uploadpurging",
       intervalMs: purging.interval,

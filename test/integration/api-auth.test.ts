@@ -1,7 +1,7 @@
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Berth, startBerth, tempDir } from "../helpers/server.js";
-import { basic, type Client, del, getJson, pushImage, writeAuthConfig } from "./api-push.js";
+import { basic, type Client, del, getJson, pushImage, usageAfter, writeAuthConfig } from "./api-push.js";
 
 /**
  * Berth's JSON API under htpasswd auth and access rules: the same permissions as the v2 API
@@ -19,7 +19,10 @@ beforeAll(async () => {
   configDir = tempDir("berth-api-auth-");
   const dir = configDir;
   const config = writeAuthConfig(dir, { admin: "admin-pw", reader: "reader-pw", editor: "editor-pw" });
-  berth = await startBerth({ args: ["--config", config], env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
+  berth = await startBerth({
+    args: ["--config", config],
+    env: { REGISTRY_STORAGE_DELETE_ENABLED: "true", REGISTRY_UI_USAGEINTERVAL: "1s" },
+  });
   anonymous = { base: berth.url };
   admin = { base: berth.url, authorization: basic("admin", "admin-pw") };
   reader = { base: berth.url, authorization: basic("reader", "reader-pw") };
@@ -88,7 +91,7 @@ describe("listings show what the caller may pull", () => {
     }
     const own = await getJson(reader, "/api/v1/usage?sort=name");
     expect(names(own.body.repositories)).toEqual(["public/hello", "team/app", "team/db"]);
-    const all = await getJson(admin, "/api/v1/usage");
+    const all = await usageAfter(admin, "/api/v1/usage", Date.now());
     expect(all.body.total.blobs).toBeGreaterThan(0);
     expect(all.body.total.bytes).toBeGreaterThan(0);
     expect(all.body.unlinked).toEqual({ bytes: 0, blobs: 0 });

@@ -10,6 +10,7 @@ import {
   pushImage,
   pushIndex,
   pushReferrer,
+  usageAfter,
 } from "./api-push.js";
 
 /**
@@ -52,7 +53,9 @@ const webSpec = (architecture: string, variant?: string) => ({
 });
 
 beforeAll(async () => {
-  berth = await startBerth({ env: { REGISTRY_STORAGE_DELETE_ENABLED: "true" } });
+  berth = await startBerth({
+    env: { REGISTRY_STORAGE_DELETE_ENABLED: "true", REGISTRY_UI_USAGEINTERVAL: "1s" },
+  });
   c = { base: berth.url };
   const alpineSpec = {
     layers: [base],
@@ -373,7 +376,7 @@ describe("manifest detail", () => {
 
 describe("usage", () => {
   it("totals storage, per repository, and what repositories share", async () => {
-    const { status, body } = await getJson(c, "/api/v1/usage?limit=10");
+    const { status, body } = await usageAfter(c, "/api/v1/usage?limit=10", Date.now());
     expect(status).toBe(200);
     const repos: Array<{ name: string; size: number; unique: number; shared: number }> =
       body.repositories.items;

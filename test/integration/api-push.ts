@@ -276,6 +276,19 @@ export async function pushReferrer(
 }
 
 /** GET a JSON API path; returns status, headers and parsed body. */
+/**
+ * /api/v1/usage once the usage job has run after `since` (ms since the epoch): its registry-wide totals
+ * come from that job (ui.usageinterval), never from the request.
+ */
+export async function usageAfter(client: Client, path: string, since: number, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await getJson(client, path);
+    if ((res.body?.computedAt ?? 0) >= since || Date.now() > deadline) return res;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 export async function getJson<T = any>(
   client: Client,
   path: string,

@@ -143,6 +143,18 @@ export const httpSection = z
       .default(4 * 1024 * 1024),
     /** Proxies whose X-Forwarded-* headers are believed (Berth's own key). */
     trustedproxies: z.array(z.string()).default(["127.0.0.1", "::1"]),
+    /**
+     * Berth's own: a request whose body sends nothing for this long while Berth waits for it is cut
+     * (408); idle time, not total, so a slow but moving upload of any size goes through. 0: never.
+     */
+    idletimeout: duration.default(60_000),
+    /** Berth's own: the request line and headers must arrive within this (HTTP/1.1). */
+    headertimeout: duration.default(30_000).refine((ms) => ms >= 1_000, { message: "expected at least 1s" }),
+    /**
+     * Berth's own: connections that one client address may hold open at once, in each worker process
+     * (http.trustedproxies are exempt: behind a proxy every client has its address). 0: no cap.
+     */
+    maxclientconnections: z.number().int().nonnegative().default(128),
     tls: z
       .object({
         certificate: z.string().optional(),

@@ -123,6 +123,12 @@ export const metricsSection = z
     enabled: z.boolean().default(true),
     addr: listenAddr.optional(),
     path: z.string().startsWith("/", { message: "expected a path starting with /" }).default("/metrics"),
+    /**
+     * With authentication on, who may read metrics on the main port besides administrators: a scraper
+     * sending `Authorization: Bearer <token>`, and these users (with their own credentials).
+     */
+    token: z.string().min(16, { message: "expected a token of at least 16 characters" }).optional(),
+    users: z.array(z.string()).default([]),
   })
   .prefault({});
 

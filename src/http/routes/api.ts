@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Action } from "../../auth/types.js";
 import type { RepositoryRef, RepositoryStats } from "../../metadata/ui-queries.js";
+import type { RepositoryUsage, UsageSnapshot } from "../../metadata/usage-queries.js";
 import { isRegistryError, RegistryError } from "../../registry/errors.js";
 import { type Descriptor, type ParsedManifest, parseManifest } from "../../registry/manifests.js";
 import { INDEX_TYPES } from "../../registry/media-types.js";
@@ -26,6 +27,12 @@ const IMAGE_CONFIG_TYPES = new Set([
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 /** Configs are content-addressed, so a parsed one never goes stale; keep the most recent few. */
 const CONFIG_CACHE_ENTRIES = 1000;
+/**
+ * Up to this many visible repositories, /api/v1/usage orders by figures computed for the request (a
+ * bounded query); beyond, by the usage job's snapshot.
+ */
+const LIVE_USAGE_REPOSITORIES = 500;
+const SNAPSHOT_CACHE_MS = 5_000;
 /** The UI sends this header; 401s to it carry no WWW-Authenticate, so the browser shows no login dialog of its own. */
 const UI_HEADER = "x-berth-ui";
 
@@ -238,6 +245,10 @@ function safeParse(content: Buffer, mediaType: string): ParsedManifest | null {
   }
 }
 
+function usageById(rows: RepositoryUsage[]): Map<number, RepositoryUsage> {
+  return new Map(rows.map((r) => [r.repositoryId, r]));
+}
+
 function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -253,6 +264,19 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
   const authKind = (): "none" | "htpasswd" | "token" =>
     ctx.config.auth.token ? "token" : ctx.config.auth.htpasswd ? "htpasswd" : "none";
   const deleteEnabled = () => registry.options.deleteEnabled && !registry.options.readOnly;
+
+  // The snapshot changes once per usage job run: read and parsed at most every few seconds per process.
+  let snapshotCache: { at: number; value: Promise<UsageSnapshot | null> } | undefined;
+  const lastUsageSnapshot = (): Promise<UsageSnapshot | null> => {
+    if (!snapshotCache || Date.now() - snapshotCache.at > SNAPSHOT_CACHE_MS) {
+      const value = usageOf.readUsageSnapshot();
+      snapshotCache = { at: Date.now(), value };
+      value.catch(() => {
+        snapshotCache = undefined;
+      });
+    }
+    return snapshotCache.value;
+  };
 
   async function permissions(request: FastifyRequest, name: string) {
     const [pull, push, del] = await Promise.all([
@@ -555,31 +579,53 @@ export async function registerApiRoutes(app: FastifyInstance, ctx: AppContext): 
     };
   }
 
+  /**
+   * Storage usage of the repositories the caller may pull, paged. The figures shown are computed for
+   * the page's repositories alone; ordering by size needs every visible repository's figures, computed
+   * live for up to LIVE_USAGE_REPOSITORIES of them and taken from the usage job's snapshot beyond. The
+   * registry-wide totals come from that snapshot only (computing them takes seconds on a large
+   * registry), and only for callers who may pull every repository.
+   */
   async function usage(request: FastifyRequest) {
     const q = query(request);
     const sort = choice(q.sort, ["size", "unique", "shared", "name"] as const, "size", "sort");
     const limit = intParam(q.limit, 50, 1, 500, "limit");
     const page = intParam(q.page, 1, 1, 1_000_000, "page");
-    const search = q.q?.trim().toLowerCase();
-    // Registry-wide totals describe every repository: only for callers who may pull them all.
     const everything = pullsEverything(request);
-    const [summary, all] = await Promise.all([
-      everything ? usageOf.usageSummary() : null,
-      usageOf.repositoryUsage(),
-    ]);
-    const visible = all.filter((r) => (!search || r.name.includes(search)) && canPull(request, r.name));
-    const key = (r: (typeof all)[number]) =>
-      sort === "unique" ? r.unique : sort === "shared" ? r.shared : r.bytes;
-    if (sort !== "name") visible.sort((a, b) => key(b) - key(a) || compareNames(a.name, b.name));
+    const visible = (await ui.repositoryNames(q.q)).filter((r) => canPull(request, r.name));
+    const snapshot =
+      everything || (sort !== "name" && visible.length > LIVE_USAGE_REPOSITORIES)
+        ? await lastUsageSnapshot()
+        : null;
+    let ordered = visible;
+    let live: Map<number, RepositoryUsage> | undefined;
+    if (sort !== "name") {
+      if (visible.length <= LIVE_USAGE_REPOSITORIES) {
+        live = usageById(await usageOf.repositoryUsage({ repositoryIds: visible.map((r) => r.id) }));
+      }
+      const figures = live ?? usageById(snapshot?.repositories ?? []);
+      const key = (r: RepositoryRef) => {
+        const u = figures.get(r.id);
+        return !u ? 0 : sort === "unique" ? u.unique : sort === "shared" ? u.shared : u.bytes;
+      };
+      ordered = [...visible].sort((a, b) => key(b) - key(a) || compareNames(a.name, b.name));
+    }
     const offset = (page - 1) * limit;
+    const pageRepos = ordered.slice(offset, offset + limit);
+    const shown =
+      live ?? usageById(await usageOf.repositoryUsage({ repositoryIds: pageRepos.map((r) => r.id) }));
+    const summary = everything ? (snapshot?.summary ?? null) : null;
     return {
       total: summary?.total ?? null,
       shared: summary?.shared ?? null,
       unlinked: summary?.unlinked ?? null,
+      /** When the totals (and, beyond LIVE_USAGE_REPOSITORIES, the ordering) were computed; null: not yet. */
+      computedAt: everything ? (snapshot?.computedAt ?? null) : null,
       repositories: {
-        items: visible
-          .slice(offset, offset + limit)
-          .map((r) => ({ name: r.name, size: r.bytes, unique: r.unique, shared: r.shared })),
+        items: pageRepos.map((r) => {
+          const u = shown.get(r.id);
+          return { name: r.name, size: u?.bytes ?? 0, unique: u?.unique ?? 0, shared: u?.shared ?? 0 };
+        }),
         total: visible.length,
         page,
         limit,

@@ -2,7 +2,8 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { parseDuration } from "../../config/duration.js";
 import { RegistryError } from "../../registry/errors.js";
 import { eventsStatus, type RedeliverFrom, redeliver } from "../../registry/event-status.js";
-import { getIdentity, requireAccess } from "../access.js";
+import { requireAdmin } from "../access.js";
+import { readJsonBody } from "../bodies.js";
 import type { AppContext } from "../context.js";
 
 /**
@@ -11,12 +12,8 @@ import type { AppContext } from "../context.js";
  * delivery errors describe the operator's infrastructure.
  */
 
-async function requireAdmin(request: FastifyRequest): Promise<void> {
-  await requireAccess(request, []);
-  if (!request.server.berthAuth?.enabled) return;
-  if (!getIdentity(request)?.admin) {
-    throw new RegistryError("DENIED", "only administrators may see and redeliver notifications");
-  }
+function requireEventsAdmin(request: FastifyRequest): Promise<void> {
+  return requireAdmin(request, "only administrators may see and redeliver notifications");
 }
 
 function badRequest(message: string): RegistryError {
@@ -38,7 +35,7 @@ export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext)
     });
 
     api.get("/api/v1/events", async (request) => {
-      await requireAdmin(request);
+      await requireEventsAdmin(request);
       const q = (request.query ?? {}) as Record<string, unknown>;
       const rawLimit = stringParam(q, "limit");
       const limit = rawLimit === undefined ? 20 : Number(rawLimit);
@@ -55,8 +52,9 @@ export async function registerEventRoutes(app: FastifyInstance, ctx: AppContext)
     });
 
     api.post("/api/v1/events/redeliver", async (request) => {
-      await requireAdmin(request);
-      const body = (request.body ?? {}) as Record<string, unknown>;
+      await requireEventsAdmin(request);
+      const parsed = await readJsonBody(request);
+      const body = (parsed && typeof parsed === "object" ? parsed : {}) as Record<string, unknown>;
       const endpoint = typeof body.endpoint === "string" ? body.endpoint : "";
       let from: RedeliverFrom;
       if (body.all === true) from = { all: true };

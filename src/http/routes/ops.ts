@@ -4,7 +4,9 @@ import fs from "node:fs/promises";
 import type net from "node:net";
 import path from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { safeEqual } from "../../auth/credentials.js";
 import type { Config } from "../../config/schema.js";
+import { requireAdmin } from "../access.js";
 import type { AppContext } from "../context.js";
 import { contentType, metricsEndpoint, processMetrics, scrape, setMetricsSource } from "../metrics.js";
 import { sendfileBytes } from "../sendfile.js";
@@ -204,7 +206,8 @@ function registerMetrics(app: FastifyInstance, ctx: AppContext): void {
     app.route({
       method: ["GET", "HEAD"],
       url: endpoint.path,
-      handler: async (_request, reply) => {
+      handler: async (request, reply) => {
+        await requireMetricsReader(request, ctx.config);
         const text = await scrape();
         return reply
           .code(200)
@@ -214,6 +217,24 @@ function registerMetrics(app: FastifyInstance, ctx: AppContext): void {
       },
     });
   }
+}
+
+/**
+ * Metrics name repositories and their sizes: with authentication on, `/metrics` on the main port answers
+ * administrators, the users of `metrics.users`, and a scraper that sends `metrics.token` as a Bearer
+ * token (compared in constant time). With authentication off it is open, as in registry:2.
+ */
+async function requireMetricsReader(request: FastifyRequest, config: Config): Promise<void> {
+  const token = config.metrics.token;
+  const authorization = request.headers.authorization;
+  if (token && authorization && /^bearer /i.test(authorization)) {
+    if (safeEqual(authorization.slice(7).trim(), token)) return;
+  }
+  await requireAdmin(
+    request,
+    "only administrators and the readers named in metrics.users or metrics.token may read metrics",
+    config.metrics.users,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

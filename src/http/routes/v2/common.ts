@@ -1,8 +1,9 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { RegistryError } from "../../../registry/errors.js";
-import { StreamMemory } from "../../../storage/memory.js";
 import type { AppContext } from "../../context.js";
-import { bodyEndedEarly } from "../../errors.js";
+
+// Request bodies are read by src/http/bodies.ts, for /v2/ as for the rest of the application.
+export { contentLength, hasBody, readBody, requestBody } from "../../bodies.js";
 
 export interface V2Request {
   request: FastifyRequest;
@@ -26,41 +27,6 @@ export function queryValues(request: FastifyRequest, key: string): string[] {
   return Array.isArray(value) ? value : [value];
 }
 
-export function contentLength(request: FastifyRequest): number | undefined {
-  const raw = request.headers["content-length"];
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-}
-
-/** Whether the request carries a body (a length above zero, or chunked transfer). */
-export function hasBody(request: FastifyRequest): boolean {
-  const length = contentLength(request);
-  if (length !== undefined) return length > 0;
-  return request.headers["transfer-encoding"] !== undefined || request.raw.httpVersionMajor === 2;
-}
-
-/**
- * The request body as it streams in. When the client ends the connection before the body is complete,
- * the stream fails at its end with BLOB_UPLOAD_INVALID rather than ending as if it were whole, so that
- * what was written from it is cut back and nothing of it is acknowledged.
- */
-export async function* requestBody(request: FastifyRequest): AsyncIterable<Buffer> {
-  let received = 0;
-  const memory = new StreamMemory();
-  for await (const chunk of request.raw as AsyncIterable<Buffer>) {
-    received += chunk.length;
-    memory.received(chunk.length);
-    yield chunk;
-  }
-  if (bodyEndedEarly(request.raw)) {
-    throw new RegistryError("BLOB_UPLOAD_INVALID", "the request body ended before its declared length", {
-      contentLength: contentLength(request) ?? null,
-      received,
-    });
-  }
-}
-
 /** `n` of the pagination query: absent, or a non-negative integer. */
 export function pageSize(request: FastifyRequest): number | undefined {
   const raw = queryValue(request, "n");
@@ -70,36 +36,6 @@ export function pageSize(request: FastifyRequest): number | undefined {
     throw new RegistryError("PAGINATION_NUMBER_INVALID", "invalid number of results requested", { n: raw });
   }
   return n;
-}
-
-/** Reads a body into memory up to `limit` bytes; beyond that 413 without reading the rest. */
-export async function readBody(request: FastifyRequest, limit: number): Promise<Buffer> {
-  const declared = contentLength(request);
-  if (declared !== undefined && declared > limit) {
-    throw new RegistryError(
-      "SIZE_INVALID",
-      `body is larger than the limit of ${limit} bytes`,
-      { size: declared },
-      {},
-      413,
-    );
-  }
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of requestBody(request)) {
-    total += chunk.length;
-    if (total > limit) {
-      throw new RegistryError(
-        "SIZE_INVALID",
-        `body is larger than the limit of ${limit} bytes`,
-        undefined,
-        {},
-        413,
-      );
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, total);
 }
 
 /** Content-Range of a chunk: "<start>-<end>" as the spec writes it, or "bytes <start>-<end>/<total>". */

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { RegistryError } from "../../../registry/errors.js";
 import { isValidName } from "../../../registry/names.js";
 import { requireAccess } from "../../access.js";
+import { keepBodiesUnread } from "../../bodies.js";
 import type { AppContext } from "../../context.js";
 import { answerError } from "../../errors.js";
 import { mirroredName } from "../../proxy.js";
@@ -36,7 +37,7 @@ const ROUTES: Route[] = [
   { pattern: /^(.+)\/referrers\/([^/]+)$/, methods: { GET: listReferrers, HEAD: listReferrers } },
 ];
 
-const API_VERSION = "registry/2.0";
+export const API_VERSION = "registry/2.0";
 
 async function dispatch(
   request: FastifyRequest,
@@ -77,8 +78,7 @@ export async function registerV2Routes(app: FastifyInstance, ctx: AppContext): P
   const root = `${prefix}/v2/`;
   await app.register(async (v2) => {
     // Blob bodies are streamed by the handlers and manifests read with a size limit: no parser buffers them.
-    v2.removeAllContentTypeParsers();
-    v2.addContentTypeParser("*", (_request, _payload, done) => done(null));
+    keepBodiesUnread(v2);
     v2.addHook("onRequest", async (_request, reply) => {
       reply.header("Docker-Distribution-API-Version", API_VERSION);
     });
