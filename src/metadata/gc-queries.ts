@@ -198,6 +198,11 @@ export interface BlobPageRow {
  * repository since `cutoff`, and stored before `cutoff`. Stale links (older than cutoff) do not keep a
  * blob: they are the leftovers of a deleted manifest or of an upload whose manifest never came.
  */
+/** The manifest aliased `m` has no tag in its repository. */
+const untaggedManifest = sql<boolean>`not exists (
+  select 1 from tags t where t.repository_id = m.repository_id and t.digest = m.digest
+)`;
+
 function unreferencedBlob(cutoff: number) {
   return sql<boolean>`(
     b.created_at < ${cutoff}
@@ -484,16 +489,7 @@ export async function hasOldUntagged(db: Q, repositoryId: number, cutoff: number
     .select("m.digest")
     .where("m.repository_id", "=", repositoryId)
     .where("m.created_at", "<", cutoff)
-    .where(({ not, exists, selectFrom }) =>
-      not(
-        exists(
-          selectFrom("tags as t")
-            .select("t.name")
-            .whereRef("t.repository_id", "=", "m.repository_id")
-            .whereRef("t.digest", "=", "m.digest"),
-        ),
-      ),
-    )
+    .where(untaggedManifest)
     .limit(1)
     .executeTakeFirst();
   return row !== undefined;
@@ -670,16 +666,7 @@ export async function releaseUntagged(trx: Q, repositoryId: number, digests: str
         .select(["m.repository_id", "m.digest", sql<number>`cast(${Date.now()} as bigint)`.as("released_at")])
         .where("m.repository_id", "=", repositoryId)
         .where("m.digest", "in", [...new Set(digests)])
-        .where(({ not, exists, selectFrom }) =>
-          not(
-            exists(
-              selectFrom("tags as t")
-                .select("t.name")
-                .whereRef("t.repository_id", "=", "m.repository_id")
-                .whereRef("t.digest", "=", "m.digest"),
-            ),
-          ),
-        ),
+        .where(untaggedManifest),
     )
     .onConflict((oc) => oc.doNothing())
     .execute();

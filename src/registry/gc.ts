@@ -217,6 +217,19 @@ export interface GcTarget {
 /** The run was asked to stop (the process is shutting down). */
 export class Aborted extends Error {}
 
+/**
+ * A job that stopped early (the process is stopping, or its lease was lost) ends with a report that says so:
+ * true when `err` was such a stop and is now in `report`; any other error is the caller's to throw.
+ */
+export function noteStopped(report: { aborted: boolean; notes: string[] }, err: unknown): boolean {
+  if (!(err instanceof Aborted || err instanceof LeaseLostError)) return false;
+  report.aborted = true;
+  report.notes.push(
+    err instanceof Aborted ? "stopped before the end (the process is stopping)" : err.message,
+  );
+  return true;
+}
+
 /** Shared machinery of the collector, retention and purging: batches, pauses, the lease, the report. */
 export class Batcher {
   /** How long the last write transaction took (ms). */
@@ -337,14 +350,7 @@ export async function collectGarbage(target: GcTarget, options: GcOptions): Prom
     if (options.orphans !== false) await collectOrphans(b, cutoff, options);
     if (options.uploads?.enabled) await purgeUploadsWith(b, now - options.uploads.ageMs, options);
   } catch (err) {
-    if (err instanceof Aborted || err instanceof LeaseLostError) {
-      report.aborted = true;
-      report.notes.push(
-        err instanceof Aborted ? "stopped before the end (the process is stopping)" : err.message,
-      );
-    } else {
-      throw err;
-    }
+    if (!noteStopped(report, err)) throw err;
   }
   report.durationMs = Date.now() - report.startedAt;
   return report;
@@ -831,12 +837,7 @@ export async function purgeUploads(target: GcTarget, options: PurgeOptions): Pro
       dryRun: options.dryRun,
     });
   } catch (err) {
-    if (err instanceof Aborted || err instanceof LeaseLostError) {
-      report.aborted = true;
-      report.notes.push(err instanceof Aborted ? "stopped before the end" : err.message);
-    } else {
-      throw err;
-    }
+    if (!noteStopped(report, err)) throw err;
   }
   report.durationMs = Date.now() - report.startedAt;
   return report;

@@ -1,13 +1,13 @@
 import type { RetentionPolicyConfig } from "../config/sections/gc.js";
-import { LeaseLostError, type TagInfo } from "../metadata/gc-queries.js";
+import type { TagInfo } from "../metadata/gc-queries.js";
 import {
-  Aborted,
   Batcher,
   emptyReport,
   type GcLogger,
   type GcReport,
   type GcTarget,
   type Lease,
+  noteStopped,
   planManifestRemoval,
   type RemovedManifest,
   removeUnkeptManifests,
@@ -233,14 +233,7 @@ export async function applyRetention(target: GcTarget, options: RetentionOptions
       }
     }
   } catch (err) {
-    if (err instanceof LeaseLostError || err instanceof Aborted) {
-      report.aborted = true;
-      report.notes.push(
-        err instanceof LeaseLostError ? err.message : "stopped before the end (the process is stopping)",
-      );
-    } else {
-      throw err;
-    }
+    if (!noteStopped(report, err)) throw err;
   }
   report.transactions = gcReport.transactions;
   report.longestTransactionMs = gcReport.longestTransactionMs;

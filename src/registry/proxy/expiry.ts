@@ -11,14 +11,14 @@
  * collector's grace period is removed. Each removal is one transaction under the job's lease, and tags are
  * judged again inside it, so a pull or a fetch meanwhile keeps what it touched.
  */
-import { LeaseLostError, type TagInfo } from "../../metadata/gc-queries.js";
+import type { TagInfo } from "../../metadata/gc-queries.js";
 import {
-  Aborted,
   Batcher,
   emptyReport,
   type GcLogger,
   type GcTarget,
   type Lease,
+  noteStopped,
   type RemovedManifest,
   removeUnkeptManifests,
 } from "../gc.js";
@@ -67,14 +67,7 @@ export async function expireCache(target: GcTarget, options: ExpiryOptions): Pro
       }
     }
   } catch (err) {
-    if (err instanceof LeaseLostError || err instanceof Aborted) {
-      report.aborted = true;
-      report.notes.push(
-        err instanceof LeaseLostError ? err.message : "stopped before the end (the process is stopping)",
-      );
-    } else {
-      throw err;
-    }
+    if (!noteStopped(report, err)) throw err;
   }
   report.durationMs = Date.now() - started;
   return report;
