@@ -76,8 +76,10 @@ const stderrLog: GcLogger = {
   warn: (obj, msg) => err(`warning: ${msg ?? ""} ${JSON.stringify(obj)}`),
 };
 
-function plural(count: number, word: string): string {
-  return `${count} ${word}${count === 1 ? "" : "s"}`;
+/** "1 tag", "2 tags", "0 repositories" (a consonant and y: ies). */
+export function plural(count: number, word: string): string {
+  if (count === 1) return `${count} ${word}`;
+  return `${count} ${/[^aeiou]y$/.test(word) ? `${word.slice(0, -1)}ies` : `${word}s`}`;
 }
 
 // ------------------------------------------------------------------------------------------------
