@@ -64,6 +64,8 @@ describe("berth tls init / trust / serve", () => {
       "127.0.0.1",
     ]);
     expect(init.status, init.stderr).toBe(0);
+    // Issue 22: a server started before keeps plain HTTP; init says so.
+    expect(init.stdout).toContain("a server already\nrunning keeps plain HTTP until it is restarted");
     const caFile = path.join(dataDir, "tls", "ca.crt");
     expect((fs.statSync(path.join(dataDir, "tls", "ca.key")).mode & 0o777).toString(8)).toBe("600");
     expect((fs.statSync(path.join(dataDir, "tls", "server.pem")).mode & 0o777).toString(8)).toBe("600");
