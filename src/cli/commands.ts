@@ -39,6 +39,10 @@ export function registerConfigCommand(program: Command): void {
     )
     .option("--json", "print { file, config, sources, warnings } as JSON")
     .option("-q, --quiet", "print only warnings and errors")
+    .option(
+      "--offline",
+      "with storage.s3, do not write a probe object to the bucket (checks the file and variables only)",
+    )
     .action(async (opts: ConfigCheckOptions) => {
       const { runConfigCheck, checkBlobStore } = await import("./config.js");
       const io = {
@@ -46,8 +50,8 @@ export function registerConfigCommand(program: Command): void {
         stderr: (t: string) => process.stderr.write(t),
       };
       process.exitCode = runConfigCheck(opts, io);
-      // With storage.s3: the bucket is reachable and writable.
-      if (process.exitCode === 0) process.exitCode = await checkBlobStore(opts, io);
+      // With storage.s3: the bucket is reachable and writable (unless --offline).
+      if (process.exitCode === 0 && !opts.offline) process.exitCode = await checkBlobStore(opts, io);
     });
 }
 
