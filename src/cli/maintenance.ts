@@ -9,6 +9,7 @@ import {
   formatDuration,
   type RetentionReport,
 } from "../registry/retention.js";
+import { formatBytes } from "./format-bytes.js";
 import type { Runtime } from "./runtime.js";
 
 /**
@@ -49,19 +50,6 @@ function out(line = ""): void {
 
 function err(line: string): void {
   process.stderr.write(`${line}\n`);
-}
-
-/** 1536 → "1.5 KiB". */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  if (unit === 0) return `${bytes} B`;
-  return `${value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)} ${units[unit]}`;
 }
 
 function durationFlag(value: string, name: string): number {
