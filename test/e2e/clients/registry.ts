@@ -37,6 +37,8 @@ export async function startRegistry(): Promise<Registry> {
 export interface DistributionOptions {
   dataDir?: string;
   port?: number;
+  /** storage.filesystem.rootdirectory; default `storage` in the data directory. */
+  rootDirectory?: string;
 }
 
 /** Starts `docker-registry serve` (Distribution 2.8) with filesystem storage and deletes enabled. */
@@ -56,7 +58,7 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
       "    disabled: false",
       "storage:",
       "  filesystem:",
-      `    rootdirectory: ${path.join(dataDir, "storage")}`,
+      `    rootdirectory: ${options.rootDirectory ?? path.join(dataDir, "storage")}`,
       "  delete:",
       "    enabled: true",
       "  maintenance:",
