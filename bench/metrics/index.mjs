@@ -8,6 +8,7 @@ import catalog from "./catalog.mjs";
 import events from "./events.mjs";
 import gc from "./gc.mjs";
 import idle from "./idle.mjs";
+import imageSize from "./image-size.mjs";
 import manifestGet from "./manifest-get.mjs";
 import pgBlobHead from "./pg-blob-head.mjs";
 import pgCatalog from "./pg-catalog.mjs";
@@ -53,4 +54,5 @@ export const METRICS = [
   s3Skopeo,
   s3Replicas,
   s3Adopt,
+  imageSize,
 ];

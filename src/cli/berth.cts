@@ -5,7 +5,8 @@
  * That case is the supervisor of `berth serve`, a process that runs as long as the registry does: when
  * the command line holds nothing but `serve` (or no command: serve is the default) and serve's own
  * options, this file starts the supervisor (src/cli/supervisor.cts) itself, in CommonJS, without
- * commander or Node's ES module loader, about 2 MB less resident for the life of the process. Any other
+ * commander or Node's ES module loader, about 2 MB less resident for the life of the process. It knows
+ * serve's options from src/cli/serve-options.cts, the list commander's serve is built from too. Any other
  * command line, help, a flag this file does not know, an odd form of one, goes to main.ts, which
  * parses it with commander as always. The workers (the supervisor forks them with this file and the
  * same arguments) and `--workers 1` (one process that serves by itself) get the flags read here, as
@@ -13,28 +14,20 @@
  * The supervisor reads only --workers and --addr (and REGISTRY_HTTP_WORKERS); the workers read the rest.
  */
 import cluster from "node:cluster";
+import { optionNames, SERVE_OPTIONS } from "./serve-options.cjs";
 import { knownWorkers } from "./supervisor.cjs";
 
-/** serve's options that take a value (src/cli/commands.ts and tls-flags.ts). */
-const VALUE_OPTIONS = new Set([
-  "--addr",
-  "--data-dir",
-  "-c",
-  "--config",
-  "--workers",
-  "--tls-cert",
-  "--tls-key",
-  "--log-level",
-  "--acme-host",
-  "--acme-email",
-  "--acme-directory",
-  "--acme-http-addr",
-]);
-/** serve's options without a value. */
-const SWITCHES = new Set(["--read-only"]);
-
-/** serve's options that commander collects into a list (src/cli/tls-flags.ts `collect`). */
-const LISTS = new Set(["--acme-host"]);
+/** serve's options that take a value, those without, and those commander collects into a list. */
+const VALUE_OPTIONS = new Set<string>();
+const SWITCHES = new Set<string>();
+const LISTS = new Set<string>();
+for (const option of SERVE_OPTIONS) {
+  const { names, value } = optionNames(option);
+  for (const name of names) {
+    (value ? VALUE_OPTIONS : SWITCHES).add(name);
+    if (option.list) LISTS.add(name);
+  }
+}
 
 /** What commander gives serve's action for a command line: --data-dir as dataDir, -c as config. */
 export type PlainServeFlags = Record<string, string | string[] | true>;

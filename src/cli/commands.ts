@@ -2,7 +2,8 @@ import type { Command } from "commander";
 import type { ConfigCheckOptions } from "./config.js";
 import type { GcFlags, RelocateFlags, RepoRmFlags, RetentionFlags, UsageFlags } from "./maintenance.js";
 import type { ServeFlags } from "./serve.js";
-import { addAcmeOptions } from "./tls-flags.js";
+import { SERVE_OPTIONS } from "./serve-options.cjs";
+import { collect } from "./tls-flags.js";
 
 /**
  * The commands of `berth` and their options. Nothing here loads what a command needs to run: each
@@ -13,26 +14,14 @@ import { addAcmeOptions } from "./tls-flags.js";
 export function registerServeCommand(program: Command): void {
   const command = program
     .command("serve", { isDefault: true })
-    .description("run the registry (the OCI distribution API, the web UI and Berth's API on one port)")
-    .option("--addr <host:port>", "address to listen on (http.addr)", undefined)
-    .option(
-      "--data-dir <dir>",
-      "where blobs and the database live (storage.filesystem.rootdirectory); with storage.s3, the database and scratch only",
-      undefined,
-    )
-    .option("-c, --config <file>", "YAML configuration file (default /etc/berth/config.yml when present)")
-    .option("--workers <n>", "worker processes; 0 means one per core (http.workers)")
-    .option("--read-only", "refuse pushes and deletes, keep serving pulls (storage.maintenance.readonly)")
-    .option(
-      "--tls-cert <file>",
-      "PEM certificate chain; serves HTTPS with HTTP/1.1 and HTTP/2 (http.tls.certificate)",
-    )
-    .option("--tls-key <file>", "PEM private key (http.tls.key)")
-    .option("--log-level <level>", "trace, debug, info, warn or error (log.level)");
-  addAcmeOptions(command) // [tls, issue 15]
-    .action(async (flags: ServeFlags) => {
-      await (await import("./serve.js")).serve(flags);
-    });
+    .description("run the registry (the OCI distribution API, the web UI and Berth's API on one port)");
+  for (const option of SERVE_OPTIONS) {
+    if (option.list) command.option(option.flags, option.description, collect);
+    else command.option(option.flags, option.description);
+  }
+  command.action(async (flags: ServeFlags) => {
+    await (await import("./serve.js")).serve(flags);
+  });
 }
 
 /** `berth config check [--config FILE] [--json]`. */
@@ -50,6 +39,10 @@ export function registerConfigCommand(program: Command): void {
     )
     .option("--json", "print { file, config, sources, warnings } as JSON")
     .option("-q, --quiet", "print only warnings and errors")
+    .option(
+      "--offline",
+      "with storage.s3, do not write a probe object to the bucket (checks the file and variables only)",
+    )
     .action(async (opts: ConfigCheckOptions) => {
       const { runConfigCheck, checkBlobStore } = await import("./config.js");
       const io = {
@@ -57,8 +50,8 @@ export function registerConfigCommand(program: Command): void {
         stderr: (t: string) => process.stderr.write(t),
       };
       process.exitCode = runConfigCheck(opts, io);
-      // With storage.s3: the bucket is reachable and writable.
-      if (process.exitCode === 0) process.exitCode = await checkBlobStore(opts, io);
+      // With storage.s3: the bucket is reachable and writable (unless --offline).
+      if (process.exitCode === 0 && !opts.offline) process.exitCode = await checkBlobStore(opts, io);
     });
 }
 

@@ -11,6 +11,8 @@ export interface ConfigCheckOptions {
   config?: string;
   json?: boolean;
   quiet?: boolean;
+  /** With storage.s3: skip the bucket probe (checkBlobStore). */
+  offline?: boolean;
 }
 
 export interface ConfigCheckIo {

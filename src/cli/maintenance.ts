@@ -9,6 +9,7 @@ import {
   formatDuration,
   type RetentionReport,
 } from "../registry/retention.js";
+import { formatBytes } from "./format-bytes.js";
 import type { Runtime } from "./runtime.js";
 
 /**
@@ -51,19 +52,6 @@ function err(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-/** 1536 → "1.5 KiB". */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  if (unit === 0) return `${bytes} B`;
-  return `${value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)} ${units[unit]}`;
-}
-
 function durationFlag(value: string, name: string): number {
   const ms = parseDuration(value);
   if (ms === null)
@@ -76,8 +64,10 @@ const stderrLog: GcLogger = {
   warn: (obj, msg) => err(`warning: ${msg ?? ""} ${JSON.stringify(obj)}`),
 };
 
-function plural(count: number, word: string): string {
-  return `${count} ${word}${count === 1 ? "" : "s"}`;
+/** "1 tag", "2 tags", "0 repositories" (a consonant and y: ies). */
+export function plural(count: number, word: string): string {
+  if (count === 1) return `${count} ${word}`;
+  return `${count} ${/[^aeiou]y$/.test(word) ? `${word.slice(0, -1)}ies` : `${word}s`}`;
 }
 
 // ------------------------------------------------------------------------------------------------

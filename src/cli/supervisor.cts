@@ -208,7 +208,9 @@ export function supervise(): Promise<void> {
       } else if (message.type === WORKER_MESSAGE.ready) {
         state.ready = true;
         failedRestarts = 0;
-        if (!announced && settings) {
+        // One line for the whole tree, once every worker listens (workers log no line of their own).
+        const allReady = settings && [...states.values()].filter((s) => s.ready).length >= settings.workers;
+        if (!announced && settings && allReady) {
           announced = true;
           log.info(
             {

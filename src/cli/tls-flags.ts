@@ -1,9 +1,7 @@
 /**
- * `berth serve` flags for ACME (issue 15): the same as http.tls.letsencrypt in the file. Kept here so
- * that serve.ts only hooks them in; this module loads nothing else.
+ * `berth serve` flags for ACME (issue 15): the same as http.tls.letsencrypt in the file (declared with
+ * serve's other options in serve-options.cts). This module loads nothing else.
  */
-import type { Command } from "commander";
-
 export interface AcmeFlags {
   acmeHost?: string[];
   acmeEmail?: string;
@@ -27,21 +25,6 @@ export function collect(value: string, previous: string[] = []): string[] {
       .map((v) => v.trim())
       .filter(Boolean),
   ];
-}
-
-export function addAcmeOptions(command: Command): Command {
-  return command
-    .option(
-      "--acme-host <name>",
-      "obtain and renew a certificate for this host name from an ACME CA, Let's Encrypt by default; repeat for more names (http.tls.letsencrypt.hosts, see docs/tls.md)",
-      collect,
-    )
-    .option("--acme-email <address>", "contact address for the ACME account (http.tls.letsencrypt.email)")
-    .option("--acme-directory <url>", "ACME directory URL (http.tls.letsencrypt.directoryurl)")
-    .option(
-      "--acme-http-addr <host:port>",
-      'listener for HTTP-01 challenges and redirects to HTTPS, default ":80"; "" for none (http.tls.letsencrypt.httpaddr)',
-    );
 }
 
 /** The http.tls.letsencrypt mapping the flags ask for, or undefined. */

@@ -73,7 +73,8 @@ export function registerTlsCommand(program: Command): void {
         `issued a server certificate for ${result.names.join(", ")} (until ${new Date(result.notAfter).toISOString()}): ${result.paths.server}`,
         `CA fingerprint (SHA-256): ${result.fingerprint}`,
         "",
-        "`berth serve` with this data directory now serves HTTPS with it. Make clients trust the CA:",
+        "`berth serve` with this data directory serves HTTPS with it from its next start: a server already",
+        "running keeps plain HTTP until it is restarted. Make clients trust the CA:",
         `  berth tls trust${flags.dataDir ? ` --data-dir ${flags.dataDir}` : ""}`,
         "",
       ];

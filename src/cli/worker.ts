@@ -34,9 +34,21 @@ import {
  * find it done (src/metadata/migrations.ts).
  */
 
+/**
+ * What Fastify's listen() logs is replaced by this, which the logger drops: Fastify writes a "Server listening
+ * at" line per worker and per address, where Berth logs one "berth listening on" line for the whole tree
+ * (the supervisor, or the single process of --workers 1).
+ */
+export const QUIET_LISTEN_TEXT = "berth:listening:quiet";
+
 export function makeLogger(config: Config): Logger {
   const options = {
     level: config.log.level,
+    hooks: {
+      logMethod(this: Logger, args: Parameters<Logger["info"]>, method: Logger["info"]) {
+        if (args[0] !== QUIET_LISTEN_TEXT) method.apply(this, args);
+      },
+    },
     base: { pid: process.pid, ...(config.log.fields ?? {}) },
     redact: {
       paths: ["req.headers.authorization", "headers.authorization", "password", "*.password"],
@@ -267,7 +279,7 @@ async function start(
     log,
     { readFile: (file) => readFileSync(file, "utf8") },
   );
-  await app.listen(listenOn);
+  await app.listen({ ...listenOn, listenTextResolver: () => QUIET_LISTEN_TEXT });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : undefined;
   if (supervised) await tell({ type: WORKER_MESSAGE.ready, port });

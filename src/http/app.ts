@@ -80,6 +80,12 @@ export async function buildApp(
   } as FastifyServerOptions) as unknown as FastifyInstance;
 
   if (!ctx.config.log.accesslog.disabled) {
+    // The client's address, read when the request arrives: over HTTP/2 the stream and its socket are gone
+    // by onResponse, and request.ip with them.
+    const remotes = new WeakMap<object, string | undefined>();
+    app.addHook("onRequest", async (request) => {
+      remotes.set(request, request.ip);
+    });
     // One line per request: method, path, status, bytes, duration, request id.
     app.addHook("onResponse", async (request, reply) => {
       const length = reply.getHeader("content-length");
@@ -91,7 +97,7 @@ export async function buildApp(
           bytes: request.method === "HEAD" ? 0 : Number(length ?? 0),
           bytesIn: Number(request.headers["content-length"] ?? 0),
           ms: Math.round(reply.elapsedTime * 100) / 100,
-          remote: request.ip,
+          remote: remotes.get(request) ?? request.ip,
         },
         "request",
       );

@@ -145,6 +145,18 @@ describe("the web UI", () => {
     await waitForRepos(["hello", "api", "app", "web"]);
     const groups = await page.locator('[data-testid="repo-table"] tr.group th').allInnerTexts();
     expect(groups.map((g) => g.replace(/^\W+/, "").split("/")[0])).toEqual(["public", "team"]);
+    // Issue 22: the groups are open (▾), and their repositories indented beyond the group's name.
+    expect(groups.every((g) => g.trimStart().startsWith("▾"))).toBe(true);
+    const indent = async (selector: string) =>
+      page
+        .locator(selector)
+        .first()
+        .evaluate(
+          (el) => el.getBoundingClientRect().left + Number.parseFloat(getComputedStyle(el).paddingLeft),
+        );
+    expect(await indent('[data-testid="repo-table"] tr:not(.group) th.name-cell')).toBeGreaterThan(
+      await indent('[data-testid="repo-table"] tr.group th'),
+    );
     // Tag count, size and last push are shown for each repository.
     const appRow = page.locator('[data-testid="repo-table"] tr', {
       has: page.getByRole("link", { name: "app", exact: true }),

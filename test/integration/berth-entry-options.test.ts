@@ -10,9 +10,9 @@ const { plainServe } = createRequire(import.meta.url)(path.join(ROOT, "dist/cli/
   plainServe(args: string[]): object | undefined;
 };
 
-// The `berth` command reads a plain `berth serve` command line itself (src/cli/berth.cts) and knows
-// serve's options by a list of its own. A serve option missing from that list only sends the command
-// line to commander (more memory, still correct), but every option commander declares should be there.
+// The `berth` command reads a plain `berth serve` command line itself (src/cli/berth.cts), by the same
+// declaration of serve's options (src/cli/serve-options.cts) that commander's serve is built from. A serve
+// option it did not know would only send the command line to commander (more memory, still correct).
 describe("the berth command's own reading of serve", () => {
   it("knows every option of serve that commander declares", () => {
     const program = new Command();

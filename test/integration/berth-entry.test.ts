@@ -49,7 +49,7 @@ describe("the berth command", () => {
       expect((await fetch(`${berth.url}/v2/`)).status).toBe(200);
       // Both workers listen (the second starts once the first has reported).
       const deadline = Date.now() + 20_000;
-      while (berth.logs.filter((l) => l.includes("Server listening")).length < 2 && Date.now() < deadline)
+      while (!berth.logs.some((l) => l.includes("berth listening")) && Date.now() < deadline)
         await new Promise((r) => setTimeout(r, 50));
     } finally {
       await berth.cleanup();

@@ -145,7 +145,8 @@ describe("collection on demand", () => {
     expect(dry.blobBytes).toBe(sum(own));
     for (const x of own) expect(existsSync(blobFile(server.dataDir, x.digest))).toBe(true);
     const listing = await berth(["gc", ...cli, "--dry-run", "--grace-period", "0s"]);
-    expect(listing.stdout).toContain(`would remove 3 blobs, ${(sum(own) / 1024).toFixed(1)} KiB:`);
+    // Issue 22: decimal units, as the web UI shows them.
+    expect(listing.stdout).toContain(`would remove 3 blobs, ${(sum(own) / 1000).toPrecision(3)} kB:`);
     expect(listing.stdout).toContain(ownA.digest);
 
     // The default grace period (1h) protects everything that was just pushed.

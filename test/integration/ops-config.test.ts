@@ -105,6 +105,30 @@ describe("berth config check", () => {
     expect(result.stdout).not.toContain("do-not-print-me");
   });
 
+  // Issue 22: an S3 configuration checked where the bucket cannot be reached (before deploying).
+  it("with storage.s3, probes the bucket, and with --offline does not", async () => {
+    const f = file(
+      "s3.yml",
+      [
+        "storage:",
+        "  s3:",
+        "    region: us-east-1",
+        "    regionendpoint: http://127.0.0.1:9",
+        "    bucket: nowhere",
+        "    accesskey: a",
+        "    secretkey: b",
+        "    forcepathstyle: true",
+        "",
+      ].join("\n"),
+    );
+    const probed = await runBerth(["config", "check", "--quiet", "--config", f]);
+    expect(probed.code).toBe(1);
+    expect(probed.stderr).toContain("storage.s3: bucket nowhere is not reachable");
+    const offline = await runBerth(["config", "check", "--quiet", "--offline", "--config", f]);
+    expect(offline.stderr).not.toContain("not reachable");
+    expect(offline.code).toBe(0);
+  });
+
   it("exits 1 with the problems on an invalid configuration", async () => {
     const f = file("bad.yml", "log:\n  level: loud\n");
     const result = await runBerth(["config", "check", "--config", f]);

@@ -64,6 +64,8 @@ describe("berth tls init / trust / serve", () => {
       "127.0.0.1",
     ]);
     expect(init.status, init.stderr).toBe(0);
+    // Issue 22: a server started before keeps plain HTTP; init says so.
+    expect(init.stdout).toContain("a server already\nrunning keeps plain HTTP until it is restarted");
     const caFile = path.join(dataDir, "tls", "ca.crt");
     expect((fs.statSync(path.join(dataDir, "tls", "ca.key")).mode & 0o777).toString(8)).toBe("600");
     expect((fs.statSync(path.join(dataDir, "tls", "server.pem")).mode & 0o777).toString(8)).toBe("600");
@@ -74,6 +76,15 @@ describe("berth tls init / trust / serve", () => {
     expect(h1.status).toBe(200);
     expect(h1.peerSubject).toBe("reg.home.lan");
     expect((await http2Request(`${b.url}/v2/`, { ca })).alpn).toBe("h2");
+    // Issue 22: the access log names the client of an HTTP/2 request too.
+    const lines = await eventually(async () => {
+      const found = b.logs
+        .map((l) => JSON.parse(l) as { msg?: string; path?: string; remote?: string })
+        .filter((l) => l.msg === "request" && l.path === "/v2/");
+      if (found.length < 2) throw new Error("no access log line of the HTTP/2 request yet");
+      return found;
+    }, 5_000);
+    expect(lines.map((l) => l.remote)).toEqual(["127.0.0.1", "127.0.0.1"]);
     // Names in the certificate: DNS names and the address.
     await peerSerial(b.port, ca, "reg.home.lan");
 

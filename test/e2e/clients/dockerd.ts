@@ -38,8 +38,19 @@ function ping(socket: string): Promise<boolean> {
   });
 }
 
-/** `daemon`: the daemon.json settings (for example `registry-mirrors`); none by default. */
-export async function startDockerd(daemon: Record<string, unknown> = {}): Promise<Dockerd> {
+export interface DockerdOptions {
+  /** dockerd's storage driver; default vfs (works everywhere, copies every layer in full). */
+  storageDriver?: string;
+}
+
+/**
+ * `daemon`: the daemon.json settings (for example `registry-mirrors`); none by default. Containers it runs
+ * reach the host through published ports (docker-proxy), not the outside world (no masquerading).
+ */
+export async function startDockerd(
+  daemon: Record<string, unknown> = {},
+  options: DockerdOptions = {},
+): Promise<Dockerd> {
   const bin = requireTool("dockerd");
   // E2E_DOCKER_CLI picks another docker CLI binary (several may be installed); PATH decides otherwise.
   const cli = requireTool(process.env.E2E_DOCKER_CLI || "docker");
@@ -60,7 +71,7 @@ export async function startDockerd(daemon: Record<string, unknown> = {}): Promis
     "--ip-masq=false",
     "--ip-forward=false",
     "--bridge=none",
-    "--storage-driver=vfs",
+    `--storage-driver=${options.storageDriver ?? "vfs"}`,
     "--data-root",
     path.join(dir, "data"),
     "--exec-root",

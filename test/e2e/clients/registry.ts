@@ -43,6 +43,8 @@ export interface DistributionOptions {
   port?: number;
   /** Blobs in this bucket (registry:2's s3 driver) instead of the data directory. */
   s3?: { endpoint: string; bucket: string; accessKey: string; secretKey: string; rootdirectory?: string };
+  /** storage.filesystem.rootdirectory; default `storage` in the data directory. */
+  rootDirectory?: string;
 }
 
 /** Starts `docker-registry serve` (Distribution 2.8) with filesystem storage and deletes enabled. */
@@ -74,7 +76,7 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
             "    chunksize: 5242880",
             ...(options.s3.rootdirectory ? [`    rootdirectory: ${options.s3.rootdirectory}`] : []),
           ]
-        : ["  filesystem:", `    rootdirectory: ${path.join(dataDir, "storage")}`]),
+        : ["  filesystem:", `    rootdirectory: ${options.rootDirectory ?? path.join(dataDir, "storage")}`]),
       "  delete:",
       "    enabled: true",
       "  maintenance:",

@@ -3,29 +3,8 @@
  * Kept free of browser globals so that unit tests can run them under Node.
  */
 
-const SIZE_UNITS = ["B", "kB", "MB", "GB", "TB", "PB", "EB"] as const;
-
-/**
- * Bytes with decimal (SI) units, as `docker images` and most registries show them:
- * three significant digits, "999 B", "1.00 kB", "12.3 MB", "456 GB".
- */
-export function formatBytes(bytes: number | null | undefined): string {
-  if (bytes === null || bytes === undefined || !Number.isFinite(bytes) || bytes < 0) return "—";
-  if (bytes < 1000) return `${Math.round(bytes)} B`;
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < SIZE_UNITS.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  // Rounding can carry into the next unit: 999.96 kB would print as "1000 kB".
-  let text = value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
-  if (Number(text) >= 1000 && unit < SIZE_UNITS.length - 1) {
-    unit++;
-    text = (value / 1000).toFixed(2);
-  }
-  return `${text} ${SIZE_UNITS[unit]}`;
-}
+// Sizes: one function for the UI and the CLI (src/cli/format-bytes.ts), so both count in decimal units.
+export { formatBytes } from "../../../src/cli/format-bytes.ts";
 
 /** "1,234,567 bytes": the exact figure, for tooltips. */
 export function formatBytesExact(bytes: number | null | undefined): string {

@@ -21,7 +21,7 @@ function plural(n: number, one: string, many: string): string {
 function Row({ repo, grouped }: { repo: RepositorySummary; grouped: boolean }) {
   return (
     <tr>
-      <th scope="row" class="name-cell">
+      <th scope="row" class={grouped && repo.namespace ? "name-cell in-ns" : "name-cell"}>
         <Link href={repositoryPath(repo.name)} class="repo-link">
           {grouped && repo.namespace ? (
             <span>{baseName(repo.name)}</span>
@@ -189,7 +189,7 @@ export function RepositoriesPage() {
                       <tr class="group">
                         <th scope="rowgroup" colSpan={4}>
                           <span class="ns-icon" aria-hidden="true">
-                            ▸
+                            ▾
                           </span>
                           {g.namespace}/
                           <span class="muted small">
