@@ -35,7 +35,7 @@ describe("defaults", () => {
     expect(config.http.addr).toBe("0.0.0.0:5000");
     expect(config.storage.delete.enabled).toBe(false);
     expect(config.storage.maintenance.readonly.enabled).toBe(false);
-    expect(config.metrics).toEqual({ enabled: true, path: "/metrics" });
+    expect(config.metrics).toEqual({ enabled: true, path: "/metrics", users: [] });
     expect(warnings).toEqual([]);
     expect(used).toBeUndefined();
     expect(sources["http.addr"]).toEqual({ kind: "default" });
