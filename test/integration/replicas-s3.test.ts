@@ -72,7 +72,12 @@ describe.skipIf(!onS3)(
     beforeAll(async () => {
       bucket = await createBucket("replicas");
       for (let i = 0; i < 3; i++) dirs.push(tempDir(`berth-replica-${i}-`));
-      env = { ...(await databaseEnv(dirs[0]!)), ...s3StorageEnv(bucket) };
+      // The workload deletes tags and manifests: deletes are off by default, as in registry:2.
+      env = {
+        ...(await databaseEnv(dirs[0]!)),
+        ...s3StorageEnv(bucket),
+        REGISTRY_STORAGE_DELETE_ENABLED: "true",
+      };
       const common = [
         `  graceperiod: ${GRACE}`,
         "  batchsize: 20",

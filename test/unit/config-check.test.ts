@@ -79,7 +79,7 @@ describe("berth config check", () => {
     const check = program.commands
       .find((c) => c.name() === "config")
       ?.commands.find((c) => c.name() === "check");
-    expect(check?.options.map((o) => o.long)).toEqual(["--config", "--json", "--quiet"]);
+    expect(check?.options.map((o) => o.long)).toEqual(["--config", "--json", "--quiet", "--offline"]);
   });
 });
 
