@@ -114,8 +114,9 @@ describe("three replicas behind nginx's default retry, kill -9 during single-req
     console.log(
       `resend: ${UPLOADS} uploads, ${resent} PUTs resent by nginx after kill -9; times ${outcomes.map((o) => o.ms).join(", ")} ms`,
     );
-    // The kills did cut PUTs off (most land before the answer).
-    expect(resent).toBeGreaterThanOrEqual(Math.ceil(UPLOADS / 3));
+    // The kills did cut PUTs off and nginx resent them (how many depends on where each kill lands: 3 to 12
+    // of 12 in runs on a loaded and on a quiet machine); every upload above ended 201 either way.
+    expect(resent).toBeGreaterThanOrEqual(1);
     for (const p of pushed) {
       const got = await fetch(`${lb.url}/v2/${p.repo}/blobs/${p.digest}`);
       expect(got.status).toBe(200);
